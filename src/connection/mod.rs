@@ -1,0 +1,348 @@
+//! `Pipe` and `Connection`: message channels between processes (Python's
+//! `multiprocessing.connection`).
+//!
+//! A connection is one end of a Unix stream socket. Messages are framed as CPython
+//! frames them, values are encoded with serde, and handles inside values (another
+//! `Connection`, for instance) travel as real descriptors.
+
+mod wait;
+
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use self::wait::{Waitable, wait};
+use crate::error::{Error, Result};
+use crate::sys::fd::{self as sysfd, Received};
+use crate::wire::codec;
+use crate::wire::frame::{self, ByteSource, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::wire::handles::{FdOwned, FdRef};
+
+/// How long a receiver keeps checking for a message before it sleeps in the kernel.
+/// A reply that comes within this window costs no wake-up (about 30 µs on a VM).
+const SPIN: Duration = Duration::from_micros(30);
+
+/// Creates a pair of connected [`Connection`]s, like Python's `Pipe(duplex)`.
+///
+/// With `duplex` both ends send and receive. Without it the first end only receives
+/// and the second only sends, as in Python.
+///
+/// ```
+/// let (a, b) = multiproc::pipe(true)?;
+/// a.send(&("hello", 42))?;
+/// let got: (String, i32) = b.recv()?;
+/// assert_eq!(got, ("hello".to_string(), 42));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
+    let (x, y) = sysfd::socketpair()?;
+    if duplex {
+        Ok((
+            Connection::new(x, true, true),
+            Connection::new(y, true, true),
+        ))
+    } else {
+        Ok((
+            Connection::new(x, true, false),
+            Connection::new(y, false, true),
+        ))
+    }
+}
+
+/// One end of a message channel.
+///
+/// All methods take `&self`: a connection can be shared between threads (sends are
+/// serialised with each other, and so are receives). Dropping it closes it; the peer then
+/// receives [`Error::Closed`] once it has read everything sent before.
+pub struct Connection {
+    fd: OwnedFd,
+    readable: bool,
+    writable: bool,
+    limit: AtomicUsize,
+    reading: Mutex<()>,
+    writing: Mutex<()>,
+    /// Set when a receive stopped inside a frame: the stream position is lost.
+    broken: AtomicBool,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("fd", &self.fd)
+            .field("readable", &self.readable)
+            .field("writable", &self.writable)
+            .finish()
+    }
+}
+
+impl AsFd for Connection {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Reads from the socket, collecting passed descriptors, honouring a deadline, and
+/// spinning briefly before sleeping.
+struct SocketSource<'a> {
+    fd: BorrowedFd<'a>,
+    fds: &'a mut Vec<OwnedFd>,
+    deadline: Option<Instant>,
+}
+
+impl ByteSource for SocketSource<'_> {
+    fn read_some(&mut self, buf: &mut [u8], frame_start: bool) -> Result<usize> {
+        let attempt = |this: &mut Self, buf: &mut [u8], nonblocking: bool| -> Result<Received> {
+            Ok(if frame_start {
+                sysfd::recv_with_fds(this.fd, buf, this.fds, nonblocking)?
+            } else {
+                sysfd::recv_plain(this.fd, buf, nonblocking)?
+            })
+        };
+        let spin_until = Instant::now() + SPIN;
+        loop {
+            if let Received::Bytes(n) = attempt(self, buf, true)? {
+                return Ok(n);
+            }
+            if Instant::now() < spin_until {
+                std::hint::spin_loop();
+                continue;
+            }
+            match self.deadline {
+                None => {
+                    if let Received::Bytes(n) = attempt(self, buf, false)? {
+                        return Ok(n);
+                    }
+                }
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if !sysfd::wait_readable(self.fd, Some(left))? {
+                        return Err(Error::Timeout);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Connection {
+    pub(crate) fn new(fd: OwnedFd, readable: bool, writable: bool) -> Connection {
+        Connection {
+            fd,
+            readable,
+            writable,
+            limit: AtomicUsize::new(DEFAULT_MAX_MESSAGE_SIZE),
+            reading: Mutex::new(()),
+            writing: Mutex::new(()),
+            broken: AtomicBool::new(false),
+        }
+    }
+
+    /// Wraps a connected stream socket (for example one end of a `UnixStream`).
+    pub fn from_socket(fd: OwnedFd) -> Connection {
+        Connection::new(fd, true, true)
+    }
+
+    /// Whether this end may receive.
+    pub fn readable(&self) -> bool {
+        self.readable
+    }
+
+    /// Whether this end may send.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// The largest message this end sends or accepts (default 256 MiB).
+    pub fn max_message_size(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Sets the largest message this end sends or accepts. A longer incoming message is
+    /// refused with [`Error::MessageTooLarge`] before anything is allocated for it.
+    pub fn set_max_message_size(&self, bytes: usize) {
+        self.limit.store(bytes, Ordering::Relaxed);
+    }
+
+    /// A second handle to the same end (a duplicated descriptor).
+    pub fn try_clone(&self) -> Result<Connection> {
+        let c = Connection::new(sysfd::dup(self.fd.as_fd())?, self.readable, self.writable);
+        c.set_max_message_size(self.max_message_size());
+        Ok(c)
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if !self.writable {
+            return Err(Error::state("this end of the pipe is read-only"));
+        }
+        Ok(())
+    }
+
+    fn check_readable(&self) -> Result<()> {
+        if !self.readable {
+            return Err(Error::state("this end of the pipe is write-only"));
+        }
+        if self.broken.load(Ordering::Relaxed) {
+            return Err(Error::Decode(
+                "connection lost its framing after an earlier error".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn send_raw(&self, body: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
+        self.check_writable()?;
+        let limit = self.max_message_size();
+        if body.len() > limit {
+            return Err(Error::MessageTooLarge {
+                len: body.len() as u64,
+                limit,
+            });
+        }
+        let mut h = [0u8; 12];
+        let header = frame::encode_header(body.len(), &mut h);
+        let _g = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        match sysfd::send_all(self.fd.as_fd(), &[header, body], fds) {
+            Ok(()) => Ok(()),
+            Err(e)
+                if e.raw_os_error() == Some(libc::EPIPE)
+                    || e.raw_os_error() == Some(libc::ECONNRESET) =>
+            {
+                Err(Error::Closed)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Receives one frame; `deadline` bounds the whole frame.
+    pub(crate) fn recv_raw(&self, deadline: Option<Instant>) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+        self.check_readable()?;
+        let _g = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fds = Vec::new();
+        let mut src = SocketSource {
+            fd: self.fd.as_fd(),
+            fds: &mut fds,
+            deadline,
+        };
+        let limit = self.max_message_size();
+        let len = match frame::read_header(&mut src, limit) {
+            Ok(len) => len,
+            // Nothing of the frame was read: the stream is still in step.
+            Err(e @ (Error::Timeout | Error::Closed)) => return Err(e),
+            Err(e) => return Err(self.lose_framing(e)),
+        };
+        match frame::read_body(&mut src, len) {
+            Ok(body) => Ok((body, fds)),
+            Err(e) => Err(self.lose_framing(e)),
+        }
+    }
+
+    fn lose_framing(&self, e: Error) -> Error {
+        self.broken.store(true, Ordering::Relaxed);
+        match e {
+            Error::Io(io) if io.raw_os_error() == Some(libc::ECONNRESET) => Error::Closed,
+            e => e,
+        }
+    }
+
+    /// Sends a value (Python's `send`). Handles inside it travel as descriptors.
+    pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        let enc = codec::encode(value)?;
+        let fds: Vec<BorrowedFd<'_>> = enc.fds.iter().map(|f| f.as_fd()).collect();
+        self.send_raw(&enc.bytes, &fds)
+    }
+
+    /// Receives a value sent with [`send`](Self::send), waiting as long as it takes.
+    ///
+    /// [`Error::Closed`] when the peer closed its end (or died) and everything it sent
+    /// has been read.
+    pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
+        let (body, fds) = self.recv_raw(None)?;
+        codec::decode(&body, fds)
+    }
+
+    /// Like [`recv`](Self::recv), giving up with [`Error::Timeout`] after `timeout`.
+    pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
+        let (body, fds) = self.recv_raw(Some(Instant::now() + timeout))?;
+        codec::decode(&body, fds)
+    }
+
+    /// Sends raw bytes as one message (Python's `send_bytes`); readable by CPython's
+    /// `Connection.recv_bytes` on a socket that speaks the same framing.
+    pub fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
+        self.send_raw(bytes, &[])
+    }
+
+    /// Receives one message's bytes (Python's `recv_bytes`).
+    pub fn recv_bytes(&self) -> Result<Vec<u8>> {
+        Ok(self.recv_raw(None)?.0)
+    }
+
+    /// Like [`recv_bytes`](Self::recv_bytes), giving up with [`Error::Timeout`].
+    pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
+        Ok(self.recv_raw(Some(Instant::now() + timeout))?.0)
+    }
+
+    /// Receives one message into `buf` and returns its length (Python's
+    /// `recv_bytes_into`). A message longer than `buf` is still consumed and comes back
+    /// whole inside [`Error::BufferTooShort`].
+    pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
+        self.check_readable()?;
+        let _g = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fds = Vec::new();
+        let mut src = SocketSource {
+            fd: self.fd.as_fd(),
+            fds: &mut fds,
+            deadline: None,
+        };
+        let len = match frame::read_header(&mut src, self.max_message_size()) {
+            Ok(len) => len,
+            Err(e @ Error::Closed) => return Err(e),
+            Err(e) => return Err(self.lose_framing(e)),
+        };
+        if len > buf.len() {
+            let message = frame::read_body(&mut src, len).map_err(|e| self.lose_framing(e))?;
+            return Err(Error::BufferTooShort { message });
+        }
+        frame::read_exact(&mut src, &mut buf[..len]).map_err(|e| self.lose_framing(e))?;
+        Ok(len)
+    }
+
+    /// Whether a message (or end of stream) is ready to read: at once with
+    /// `Some(Duration::ZERO)` (Python's default), within a timeout, or `None` to wait
+    /// as long as it takes.
+    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.check_readable()?;
+        Ok(sysfd::wait_readable(self.fd.as_fd(), timeout)?)
+    }
+
+    /// Closes this end (dropping it does the same).
+    pub fn close(self) {}
+}
+
+/// Sent inside a message, a connection travels as a descriptor: the receiver gets its own
+/// handle to the same end, the sender keeps its own.
+impl Serialize for Connection {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (
+            FdRef(self.fd.as_fd()),
+            self.readable,
+            self.writable,
+            self.max_message_size() as u64,
+        )
+            .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Connection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Connection, D::Error> {
+        let (fd, readable, writable, limit) = <(FdOwned, bool, bool, u64)>::deserialize(d)?;
+        let c = Connection::new(fd.0, readable, writable);
+        c.set_max_message_size(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(c)
+    }
+}

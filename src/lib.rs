@@ -1,0 +1,72 @@
+//! # multiproc
+//!
+//! Python's `multiprocessing` model for Rust: processes that run a function of yours,
+//! pipes between them, and the start methods `spawn`, `fork` and `forkserver`.
+//!
+//! ```
+//! use multiproc::{Process, pipe};
+//!
+//! fn child(conn: multiproc::Connection) {
+//!     let n: u32 = conn.recv().unwrap();
+//!     conn.send(&(n * 2)).unwrap();
+//! }
+//!
+//! let (here, there) = pipe(true)?;
+//! let mut p = Process::new(child, there);
+//! p.start()?;
+//! here.send(&21u32)?;
+//! assert_eq!(here.recv::<u32>()?, 42);
+//! p.join()?;
+//! assert_eq!(p.exitcode(), Some(0));
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+//!
+//! ## No line in `main`
+//!
+//! A child started with `spawn` (or by the fork server) is a fresh execution of the same
+//! binary. A hook the crate places in the binary's initialisers runs before `main`,
+//! recognises a child, runs its task and exits, so `main` never runs twice and nothing
+//! needs adding to it. This works in binaries, examples, integration tests under
+//! `cargo test` and `cargo nextest`, and doctests.
+//!
+//! Targets are `fn` items or closures that capture nothing (they exist in the child
+//! because it is the same binary); their arguments and results travel with serde.
+//!
+//! ## Coming from Python
+//!
+//! | Python | multiproc |
+//! |---|---|
+//! | `Process(target=f, args=(a,))` | [`Process::new(f, a)`](Process::new) |
+//! | `Process(..., name=n, daemon=True)` | [`.name(n)`](Process::name), [`.daemon(true)`](Process::daemon) |
+//! | subclass `Process`, override `run` | implement [`Run`], [`Process::from_run`] |
+//! | `p.start()`, `p.join()`, `p.join(timeout)` | [`start`](Process::start), [`join`](Process::join), [`join_timeout`](Process::join_timeout) |
+//! | `p.is_alive()`, `p.exitcode`, `p.pid` | [`is_alive`](Process::is_alive), [`exitcode`](Process::exitcode), [`pid`](Process::pid) |
+//! | `p.terminate()`, `p.kill()`, `p.close()` | [`terminate`](Process::terminate), [`kill`](Process::kill), [`close`](Process::close) |
+//! | `p.sentinel` | [`Process`] implements [`Waitable`] |
+//! | `concurrent.futures` style result | [`spawn`] → [`JoinHandle::join`] |
+//! | `current_process()`, `parent_process()` | [`current_process`], [`parent_process`] |
+//! | `active_children()`, `cpu_count()` | [`active_children`], [`cpu_count`] |
+//! | `get_context(m)`, `set_start_method(m)` | [`get_context`], [`set_start_method`], [`StartMethod`] |
+//! | `Pipe(duplex=True)` | [`pipe(true)`](pipe) |
+//! | `conn.send(obj)`, `conn.recv()` | [`send`](Connection::send), [`recv`](Connection::recv), [`recv_timeout`](Connection::recv_timeout) |
+//! | `send_bytes`, `recv_bytes`, `recv_bytes_into` | [`send_bytes`](Connection::send_bytes), [`recv_bytes`](Connection::recv_bytes), [`recv_bytes_into`](Connection::recv_bytes_into) |
+//! | `conn.poll(timeout)`, `conn.close()` | [`poll`](Connection::poll), [`close`](Connection::close) |
+//! | `multiprocessing.connection.wait` | [`wait`] |
+//! | `EOFError`, `queue.Empty`, … | [`Error`] variants |
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod connection;
+mod error;
+mod process;
+mod sys;
+mod wire;
+
+pub use connection::{Connection, Waitable, pipe, wait};
+pub use error::{Error, Result};
+pub use process::{
+    Context, JoinHandle, ParentProcess, Process, ProcessInfo, Run, StartMethod, active_children,
+    cpu_count, current_process, get_all_start_methods, get_context, get_start_method,
+    parent_process, set_start_method, spawn,
+};
+pub use wire::frame::DEFAULT_MAX_MESSAGE_SIZE;

@@ -1,0 +1,147 @@
+//! Start methods and contexts (Python's `get_context`, `set_start_method`).
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::connection::{Connection, pipe};
+use crate::error::{Error, Result};
+use crate::process::{JoinHandle, Process, Run};
+
+/// How a child process comes to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StartMethod {
+    /// A fresh execution of the current binary: nothing is inherited but the arguments.
+    Spawn,
+    /// A `fork()` of the caller: fast, inherits all memory; unsafe if other threads run
+    /// (a warning is logged through `tracing` then).
+    Fork,
+    /// A small single-threaded server, started once from a fresh execution of the binary,
+    /// forks each child: as clean as spawn, nearly as fast as fork. The default.
+    Forkserver,
+}
+
+impl StartMethod {
+    /// Python's name for the method: `"spawn"`, `"fork"` or `"forkserver"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartMethod::Spawn => "spawn",
+            StartMethod::Fork => "fork",
+            StartMethod::Forkserver => "forkserver",
+        }
+    }
+}
+
+impl fmt::Display for StartMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StartMethod {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "spawn" => Ok(StartMethod::Spawn),
+            "fork" => Ok(StartMethod::Fork),
+            "forkserver" => Ok(StartMethod::Forkserver),
+            other => Err(Error::state(format!("cannot find context for {other:?}"))),
+        }
+    }
+}
+
+static DEFAULT: OnceLock<StartMethod> = OnceLock::new();
+
+/// The start method used when none is chosen (Python's `get_start_method()`):
+/// [`StartMethod::Forkserver`] unless [`set_start_method`] chose another. Asking fixes it.
+pub fn get_start_method() -> StartMethod {
+    *DEFAULT.get_or_init(|| StartMethod::Forkserver)
+}
+
+/// Chooses the default start method, once (Python's `set_start_method`).
+///
+/// Setting it again to a different method is an error, as in Python.
+///
+/// ```
+/// use multiproc::StartMethod;
+/// multiproc::set_start_method(StartMethod::Spawn)?;
+/// assert_eq!(multiproc::get_start_method(), StartMethod::Spawn);
+/// assert!(multiproc::set_start_method(StartMethod::Fork).is_err());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub fn set_start_method(method: StartMethod) -> Result<()> {
+    let got = *DEFAULT.get_or_init(|| method);
+    if got == method {
+        Ok(())
+    } else {
+        Err(Error::state("context has already been set"))
+    }
+}
+
+/// The start methods this platform supports, the default first.
+pub fn get_all_start_methods() -> Vec<StartMethod> {
+    vec![
+        StartMethod::Forkserver,
+        StartMethod::Spawn,
+        StartMethod::Fork,
+    ]
+}
+
+/// A context whose constructors use `method` (Python's `get_context(method)`).
+///
+/// ```
+/// use multiproc::{get_context, StartMethod};
+/// fn square(x: u64) -> u64 { x * x }
+/// let ctx = get_context(StartMethod::Spawn);
+/// let h = ctx.spawn(square, 7)?;
+/// assert_eq!(h.join()?, 49);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub fn get_context(method: StartMethod) -> Context {
+    Context { method }
+}
+
+/// Creates processes (and the objects that go with them) with one start method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Context {
+    method: StartMethod,
+}
+
+impl Context {
+    /// The start method of this context.
+    pub fn get_start_method(&self) -> StartMethod {
+        self.method
+    }
+
+    /// A [`Process`] that will start with this context's method.
+    pub fn process<F, A, R>(&self, target: F, args: A) -> Process
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+    {
+        Process::new(target, args).start_method(self.method)
+    }
+
+    /// A [`Process`] running `obj.run()`, with this context's method.
+    pub fn process_from_run<T: Run>(&self, obj: T) -> Process {
+        Process::from_run(obj).start_method(self.method)
+    }
+
+    /// Starts `target(args)` in a child with this context's method; see [`crate::spawn`].
+    pub fn spawn<F, A, R>(&self, target: F, args: A) -> Result<JoinHandle<R>>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        JoinHandle::start(target, args, Some(self.method))
+    }
+
+    /// A pipe, as [`crate::pipe`].
+    pub fn pipe(&self, duplex: bool) -> Result<(Connection, Connection)> {
+        pipe(duplex)
+    }
+}

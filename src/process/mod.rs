@@ -1,0 +1,327 @@
+//! `Process`: run a function of yours in a child process (Python's
+//! `multiprocessing.Process`), the start methods, and the process-wide queries.
+
+pub(crate) mod bootstrap;
+pub(crate) mod children;
+mod context;
+mod current;
+pub(crate) mod forkserver;
+mod handle;
+mod launch;
+
+use std::fmt;
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use self::bootstrap::{EntryFn, Outcome};
+use self::children::Child;
+pub use self::context::{
+    Context, StartMethod, get_all_start_methods, get_context, get_start_method, set_start_method,
+};
+pub use self::current::{ParentProcess, ProcessInfo, current_process, parent_process};
+pub use self::handle::{JoinHandle, spawn};
+use crate::connection::Waitable;
+use crate::error::{Error, Result};
+use crate::wire::codec::{self, Encoded};
+
+/// An object that runs itself in a child: Python's "subclass `Process` and override
+/// `run`". The object (its fields) is sent to the child, where `run` is called.
+///
+/// ```
+/// use multiproc::{Process, Run};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Greeter { name: String, times: u32 }
+///
+/// impl Run for Greeter {
+///     fn run(self) {
+///         for _ in 0..self.times {
+///             println!("hello from {} in {}", self.name, multiproc::current_process().name);
+///         }
+///     }
+/// }
+///
+/// let mut p = Process::from_run(Greeter { name: "greeter".into(), times: 2 });
+/// p.start()?;
+/// p.join()?;
+/// assert_eq!(p.exitcode(), Some(0));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub trait Run: Serialize + DeserializeOwned + 'static {
+    /// The work of the process, run in the child.
+    fn run(self);
+}
+
+/// A child process running a function of yours (Python's `multiprocessing.Process`).
+///
+/// The target is a `fn` item or a closure that captures nothing (it must exist in the
+/// child, which is the same binary); its arguments travel by serde and may contain
+/// handles such as a [`Connection`](crate::Connection).
+///
+/// ```
+/// use multiproc::Process;
+///
+/// fn work((n, word): (u32, String)) {
+///     println!("{word} {n}");
+/// }
+///
+/// let mut p = Process::new(work, (3, "hello".to_string())).name("worker");
+/// p.start()?;
+/// p.join()?;
+/// assert_eq!(p.exitcode(), Some(0));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Process {
+    entry: EntryFn,
+    args: Option<Result<Encoded>>,
+    name: String,
+    identity: Vec<u32>,
+    daemon: bool,
+    method: Option<StartMethod>,
+    child: Option<Arc<Child>>,
+    closed: bool,
+}
+
+impl fmt::Debug for Process {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match (&self.child, self.exitcode()) {
+            (None, _) => "initial".to_string(),
+            (Some(_), None) => "started".to_string(),
+            (Some(_), Some(c)) => format!("stopped exitcode={c}"),
+        };
+        f.debug_struct("Process")
+            .field("name", &self.name)
+            .field("pid", &self.pid())
+            .field("daemon", &self.daemon)
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl Process {
+    fn with_entry<A: Serialize>(entry: EntryFn, args: &A) -> Process {
+        let (identity, name) = current::next_child();
+        Process {
+            entry,
+            args: Some(codec::encode(args)),
+            name,
+            identity,
+            daemon: false,
+            method: None,
+            child: None,
+            closed: false,
+        }
+    }
+
+    /// A process that will run `target(args)`. Nothing starts until [`start`](Self::start).
+    ///
+    /// The target's return value is dropped in the child; use [`crate::spawn`] to get it back.
+    pub fn new<F, A, R>(_target: F, args: A) -> Process
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+    {
+        const {
+            assert!(
+                std::mem::size_of::<F>() == 0,
+                "the target must be a fn item or a non-capturing closure"
+            )
+        };
+        Process::with_entry(bootstrap::entry_discard::<F, A, R>, &args)
+    }
+
+    /// A process that will run `obj.run()` (Python's `Process` subclass with `run`).
+    pub fn from_run<T: Run>(obj: T) -> Process {
+        Process::with_entry(bootstrap::entry_run::<T>, &obj)
+    }
+
+    /// Sets the name (builder style). The default is Python's `Process-N`.
+    pub fn name(mut self, name: impl Into<String>) -> Process {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets the daemon flag (builder style): a daemon is terminated when its parent
+    /// exits, and killed if its parent dies, even by SIGKILL.
+    pub fn daemon(mut self, daemon: bool) -> Process {
+        self.daemon = daemon;
+        self
+    }
+
+    /// Chooses the start method for this process (builder style).
+    pub fn start_method(mut self, method: StartMethod) -> Process {
+        self.method = Some(method);
+        self
+    }
+
+    /// The process's name.
+    pub fn get_name(&self) -> &str {
+        &self.name
+    }
+
+    /// Renames the process (only the parent's view changes once it has started, as in Python).
+    pub fn set_name(&mut self, name: impl Into<String>) {
+        self.name = name.into();
+    }
+
+    /// Whether the process is (or will be) a daemon.
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// Sets the daemon flag; an error once the process has started.
+    pub fn set_daemon(&mut self, daemon: bool) -> Result<()> {
+        if self.child.is_some() {
+            return Err(Error::state("process has already started"));
+        }
+        self.daemon = daemon;
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed {
+            return Err(Error::state("process object is closed"));
+        }
+        Ok(())
+    }
+
+    fn started(&self) -> Result<&Arc<Child>> {
+        self.check_open()?;
+        self.child
+            .as_ref()
+            .ok_or_else(|| Error::state("process has not been started"))
+    }
+
+    /// Starts the child. Starting twice is an error.
+    pub fn start(&mut self) -> Result<()> {
+        self.check_open()?;
+        if self.child.is_some() {
+            return Err(Error::state("cannot start a process twice"));
+        }
+        if current::is_daemon() {
+            return Err(Error::state(
+                "daemonic processes are not allowed to have children",
+            ));
+        }
+        let args = self
+            .args
+            .take()
+            .ok_or_else(|| Error::state("cannot start a process twice"))??;
+        let method = self.method.unwrap_or_else(get_start_method);
+        let spec = launch::Spec {
+            entry: self.entry,
+            args,
+            name: self.name.clone(),
+            daemon: self.daemon,
+            identity: self.identity.clone(),
+        };
+        let child = launch::launch(method, spec)?;
+        children::register(&child);
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The child's pid, once started.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.pid)
+    }
+
+    /// Whether the child has started and not yet ended.
+    pub fn is_alive(&self) -> bool {
+        match &self.child {
+            Some(c) if !self.closed => matches!(c.poll(), Ok(None)),
+            _ => false,
+        }
+    }
+
+    /// `None` while running (or not started), `0` after a normal return, `1` after a
+    /// panic, `-N` when killed by signal `N`, the status given to `std::process::exit`
+    /// otherwise.
+    pub fn exitcode(&self) -> Option<i32> {
+        self.child.as_ref().and_then(|c| c.poll().ok().flatten())
+    }
+
+    /// Waits for the child to end.
+    ///
+    /// A child that ended is not an error, whatever its exit code (check
+    /// [`exitcode`](Self::exitcode), as in Python); a child that could not run its target
+    /// at all (its arguments did not decode, for instance) is [`Error::Bootstrap`].
+    pub fn join(&mut self) -> Result<()> {
+        let child = self.started()?.clone();
+        child.wait(None)?;
+        self.after_end(&child)
+    }
+
+    /// Waits at most `timeout` for the child to end. Returns whether it has ended; if
+    /// not, it is still running and [`is_alive`](Self::is_alive) says so.
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<bool> {
+        let child = self.started()?.clone();
+        if child.wait(Some(timeout))?.is_none() {
+            return Ok(false);
+        }
+        self.after_end(&child)?;
+        Ok(true)
+    }
+
+    fn after_end(&self, child: &Child) -> Result<()> {
+        // The report was written before the child exited, so it is already here.
+        let deadline = Some(std::time::Instant::now());
+        match child.take_outcome::<()>(deadline) {
+            Ok(Some(Outcome::Failed(msg))) => Err(Error::Bootstrap(msg)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends SIGTERM (Python's `terminate`). A child that already ended is left alone.
+    pub fn terminate(&self) -> Result<()> {
+        self.started()?.signal(libc::SIGTERM)
+    }
+
+    /// Sends SIGKILL (Python's `kill`).
+    pub fn kill(&self) -> Result<()> {
+        self.started()?.signal(libc::SIGKILL)
+    }
+
+    /// Releases the process's resources; an error while it still runs. Other methods
+    /// fail afterwards, as in Python.
+    pub fn close(&mut self) -> Result<()> {
+        if let Some(c) = &self.child {
+            if c.poll()?.is_none() {
+                return Err(Error::state(
+                    "cannot close a process while it is still running",
+                ));
+            }
+            children::unregister(c.pid);
+        }
+        self.child = None;
+        self.closed = true;
+        Ok(())
+    }
+
+    pub(crate) fn child(&self) -> Option<&Arc<Child>> {
+        self.child.as_ref()
+    }
+}
+
+/// A started process is ready for [`crate::wait`] once it has ended (Python's `sentinel`).
+impl Waitable for Process {
+    fn ready_fd(&self) -> Result<BorrowedFd<'_>> {
+        Ok(self.started()?.sentinel())
+    }
+}
+
+/// The processes this one started that are still running, reaping any that ended
+/// (Python's `active_children()`).
+pub fn active_children() -> Vec<ProcessInfo> {
+    children::active()
+}
+
+/// The number of CPUs this process may use.
+pub fn cpu_count() -> usize {
+    crate::sys::proc::cpu_count()
+}

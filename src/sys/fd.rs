@@ -1,0 +1,243 @@
+//! Sockets, descriptor passing (`SCM_RIGHTS`) and readiness.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+};
+
+/// Most descriptors one message may carry (the kernel's `SCM_MAX_FD` is 253).
+pub(crate) const MAX_FDS_PER_MESSAGE: usize = 64;
+
+/// A connected pair of Unix stream sockets, close-on-exec.
+pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// Writes every byte of `parts`; the first `sendmsg` carries `fds`.
+///
+/// `MSG_NOSIGNAL` turns a closed peer into `EPIPE` instead of a `SIGPIPE`.
+pub(crate) fn send_all(
+    fd: BorrowedFd<'_>,
+    parts: &[&[u8]],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    if fds.len() > MAX_FDS_PER_MESSAGE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a message may carry at most {MAX_FDS_PER_MESSAGE} handles"),
+        ));
+    }
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut sent = 0usize;
+    let mut fds_pending = !fds.is_empty();
+    while sent < total || fds_pending {
+        // Rebuild the slice list past what is already sent.
+        let mut skip = sent;
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len());
+        for p in parts {
+            if skip >= p.len() {
+                skip -= p.len();
+                continue;
+            }
+            slices.push(IoSlice::new(&p[skip..]));
+            skip = 0;
+        }
+        let flags = SendFlags::NOSIGNAL;
+        let r = if fds_pending {
+            let mut space =
+                [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
+            let mut anc = SendAncillaryBuffer::new(&mut space);
+            if !anc.push(SendAncillaryMessage::ScmRights(fds)) {
+                return Err(io::Error::other(
+                    "descriptor list does not fit the control buffer",
+                ));
+            }
+            rustix::net::sendmsg(fd, &slices, &mut anc, flags)
+        } else if slices.len() == 1 {
+            rustix::net::send(fd, &slices[0], flags)
+        } else {
+            rustix::net::sendmsg(fd, &slices, &mut SendAncillaryBuffer::default(), flags)
+        };
+        match r {
+            Ok(n) => {
+                sent += n;
+                fds_pending = false;
+            }
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) => {
+                wait_writable(fd)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn wait_writable(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut pfd = [PollFd::new(&fd, PollFlags::OUT)];
+    loop {
+        match rustix::event::poll(&mut pfd, None) {
+            Ok(_) => return Ok(()),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Outcome of one receive attempt.
+pub(crate) enum Received {
+    /// This many bytes arrived (0 means end of stream).
+    Bytes(usize),
+    /// Nothing is there yet (non-blocking attempt only).
+    WouldBlock,
+}
+
+/// One `recvmsg`, collecting any passed descriptors into `fds` (close-on-exec).
+pub(crate) fn recv_with_fds(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    nonblocking: bool,
+) -> io::Result<Received> {
+    let mut space =
+        [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
+    let mut anc = RecvAncillaryBuffer::new(&mut space);
+    let mut flags = RecvFlags::CMSG_CLOEXEC;
+    if nonblocking {
+        flags |= RecvFlags::DONTWAIT;
+    }
+    loop {
+        let mut iov = [IoSliceMut::new(buf)];
+        match rustix::net::recvmsg(fd, &mut iov, &mut anc, flags) {
+            Ok(msg) => {
+                for m in anc.drain() {
+                    if let RecvAncillaryMessage::ScmRights(rights) = m {
+                        fds.extend(rights);
+                    }
+                }
+                if msg.flags.contains(ReturnFlags::CTRUNC) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "too many descriptors in one message",
+                    ));
+                }
+                return Ok(Received::Bytes(msg.bytes));
+            }
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) if nonblocking => return Ok(Received::WouldBlock),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// One plain receive (no descriptors expected).
+pub(crate) fn recv_plain(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    nonblocking: bool,
+) -> io::Result<Received> {
+    let flags = if nonblocking {
+        RecvFlags::DONTWAIT
+    } else {
+        RecvFlags::empty()
+    };
+    loop {
+        match rustix::net::recv(fd, &mut *buf, flags) {
+            Ok((n, _)) => return Ok(Received::Bytes(n)),
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) if nonblocking => return Ok(Received::WouldBlock),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Plain `read` on any descriptor (pipes included).
+pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match rustix::io::read(fd, &mut *buf) {
+            Ok(n) => return Ok(n),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Plain `write` of the whole buffer.
+pub(crate) fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match rustix::io::write(fd, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Waits until any of `fds` is readable (or hung up); returns which ones.
+///
+/// `None` waits forever; the wait restarts after signals with the remaining time.
+pub(crate) fn poll_readable(
+    fds: &[BorrowedFd<'_>],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<bool>> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut pfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::new(fd, PollFlags::IN))
+        .collect();
+    loop {
+        let ts = match deadline {
+            None => None,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                Some(Timespec {
+                    tv_sec: left.as_secs() as _,
+                    tv_nsec: left.subsec_nanos() as _,
+                })
+            }
+        };
+        match rustix::event::poll(&mut pfds, ts.as_ref()) {
+            Ok(_) => {
+                return Ok(pfds.iter().map(|p| !p.revents().is_empty()).collect());
+            }
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Whether `fd` is readable within `timeout`.
+pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
+    Ok(poll_readable(&[fd], timeout)?[0])
+}
+
+/// Duplicates a descriptor (close-on-exec).
+pub(crate) fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    fd.try_clone_to_owned()
+}
+
+/// Takes ownership of a descriptor number inherited through `exec`.
+///
+/// Fails unless the number names an open descriptor; marks it close-on-exec.
+pub(crate) fn adopt_inherited(raw: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: `raw` is only used with fcntl, which fails with EBADF on a closed number
+    // and has no other effect on an open one.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(raw) };
+    rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::CLOEXEC)?;
+    // SAFETY: the descriptor is open (fcntl succeeded) and was handed to this process
+    // by its parent for it alone; nothing else in the process owns this number.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}

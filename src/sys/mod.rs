@@ -1,0 +1,8 @@
+//! The platform layer: every syscall and every `unsafe` block of the crate lives here,
+//! each with a `// SAFETY:` comment. Everything above it is safe Rust.
+//!
+//! Linux only for now; this is the one module a port to another Unix would change.
+
+pub(crate) mod fd;
+pub(crate) mod image;
+pub(crate) mod proc;

@@ -1,0 +1,234 @@
+//! Process creation, waiting, signals and process-wide settings.
+
+use std::ffi::{CString, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
+
+/// The descriptor number a spawned child finds its bootstrap socket at.
+pub(crate) const INHERITED_FD: i32 = 3;
+
+/// Which side of a `fork` we are on.
+pub(crate) enum Forked {
+    /// The new process.
+    Child,
+    /// The original process; the child's pid.
+    Parent(u32),
+}
+
+/// `fork()`.
+///
+/// In the child only the calling thread exists; the caller must keep to work that is
+/// safe there (the crate's own bootstrap, then the user's function, as Python's fork does).
+pub(crate) fn fork() -> io::Result<Forked> {
+    // SAFETY: fork has no memory-safety preconditions of its own; the child continues on
+    // this thread with a copy of the address space. The callers in this crate run only the
+    // child bootstrap there and leave through `exit_now`, never returning into code that
+    // assumes other threads exist.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        p => Ok(Forked::Parent(p as u32)),
+    }
+}
+
+/// Starts a fresh execution of the current binary (`/proc/self/exe`) with `fd` inherited
+/// as descriptor [`INHERITED_FD`] and `env_key=3` added to its environment.
+///
+/// Uses `posix_spawn` (a `vfork`-style clone), which does not copy the parent's page
+/// tables and is safe in a multi-threaded parent.
+pub(crate) fn spawn_self(fd: BorrowedFd<'_>, env_key: &str) -> io::Result<u32> {
+    // dup2(3, 3) would not clear close-on-exec: move the source off number 3 first.
+    let moved;
+    let mut src = fd.as_raw_fd();
+    if src == INHERITED_FD {
+        moved = rustix::io::fcntl_dupfd_cloexec(fd, 10)?;
+        src = moved.as_raw_fd();
+    }
+    let argv0: OsString = std::env::args_os()
+        .next()
+        .unwrap_or_else(|| "multiproc-child".into());
+    let argv0 = CString::new(argv0.as_bytes()).unwrap_or_else(|_| c"multiproc-child".to_owned());
+    let mut env: Vec<CString> = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        if k.as_bytes() == env_key.as_bytes() {
+            continue;
+        }
+        let mut kv = k.as_bytes().to_vec();
+        kv.push(b'=');
+        kv.extend_from_slice(v.as_bytes());
+        if let Ok(c) = CString::new(kv) {
+            env.push(c);
+        }
+    }
+    env.push(CString::new(format!("{env_key}={INHERITED_FD}")).map_err(io::Error::other)?);
+    let mut envp: Vec<*mut libc::c_char> = env.iter().map(|c| c.as_ptr() as *mut _).collect();
+    envp.push(std::ptr::null_mut());
+    let argv: [*mut libc::c_char; 2] = [argv0.as_ptr() as *mut _, std::ptr::null_mut()];
+
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: the file-actions and attribute objects are initialised before use and
+    // destroyed on every path; all pointers passed to posix_spawn (path, argv, envp) point to
+    // NUL-terminated strings and NULL-terminated arrays that outlive the call.
+    let rc = unsafe {
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        libc::posix_spawn_file_actions_init(&mut actions);
+        libc::posix_spawnattr_init(&mut attr);
+        let mut rc = libc::posix_spawn_file_actions_adddup2(&mut actions, src, INHERITED_FD);
+        if rc == 0 {
+            // A fresh program starts with an empty signal mask and default SIGPIPE, as
+            // std::process::Command gives it.
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            let mut pipe_only: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut pipe_only);
+            libc::sigaddset(&mut pipe_only, libc::SIGPIPE);
+            libc::posix_spawnattr_setsigmask(&mut attr, &empty);
+            libc::posix_spawnattr_setsigdefault(&mut attr, &pipe_only);
+            libc::posix_spawnattr_setflags(
+                &mut attr,
+                (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as _,
+            );
+            rc = libc::posix_spawn(
+                &mut pid,
+                c"/proc/self/exe".as_ptr(),
+                &actions,
+                &attr,
+                argv.as_ptr(),
+                envp.as_ptr(),
+            );
+        }
+        libc::posix_spawn_file_actions_destroy(&mut actions);
+        libc::posix_spawnattr_destroy(&mut attr);
+        rc
+    };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(pid as u32)
+}
+
+fn pid_of(pid: u32) -> io::Result<Pid> {
+    Pid::from_raw(pid as i32).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid 0"))
+}
+
+/// A descriptor that becomes readable when process `pid` exits.
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    Ok(rustix::process::pidfd_open(
+        pid_of(pid)?,
+        PidfdFlags::empty(),
+    )?)
+}
+
+/// Python's exit code from a wait status: the exit status, or `-N` for signal `N`.
+fn exitcode_of(status: rustix::process::WaitIdStatus) -> i32 {
+    if let Some(sig) = status.terminating_signal() {
+        -sig
+    } else {
+        status.exit_status().unwrap_or(0)
+    }
+}
+
+/// Reaps our child `pid`. `Ok(None)`: still running (only when `block` is false).
+/// `ECHILD` comes back as an error: somebody else reaped it.
+pub(crate) fn reap(pid: u32, block: bool) -> io::Result<Option<i32>> {
+    let mut opts = WaitIdOptions::EXITED;
+    if !block {
+        opts |= WaitIdOptions::NOHANG;
+    }
+    loop {
+        match rustix::process::waitid(WaitId::Pid(pid_of(pid)?), opts) {
+            Ok(Some(st)) => return Ok(Some(exitcode_of(st))),
+            Ok(None) => return Ok(None),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Sends `sig` to `pid`. A process that is already gone is not an error.
+pub(crate) fn send_signal(pid: u32, sig: i32) -> io::Result<()> {
+    let signal =
+        Signal::from_named_raw(sig).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    match rustix::process::kill_process(pid_of(pid)?, signal) {
+        Ok(()) | Err(Errno::SRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sends `sig` through a pidfd (immune to pid reuse).
+pub(crate) fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
+    let signal =
+        Signal::from_named_raw(sig).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    match rustix::process::pidfd_send_signal(pidfd, signal) {
+        Ok(()) | Err(Errno::SRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Asks the kernel to SIGKILL this process when its parent dies; returns false if the
+/// parent is already gone (it is no longer `expected_parent`).
+pub(crate) fn die_with_parent(expected_parent: u32) -> io::Result<bool> {
+    rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+    Ok(getppid() == expected_parent)
+}
+
+/// This process's id.
+pub(crate) fn getpid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get() as u32
+}
+
+/// The parent's id (0 if none).
+pub(crate) fn getppid() -> u32 {
+    rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32)
+}
+
+/// Number of threads in this process.
+pub(crate) fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1)
+}
+
+/// Ends the process at once with `code`, without running exit handlers.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// Runs `f` when the process exits normally (`main` returns or `exit` is called).
+pub(crate) fn at_exit(f: extern "C" fn()) {
+    // SAFETY: `f` is a plain function with the C ABI and no captured state.
+    unsafe {
+        libc::atexit(f);
+    }
+}
+
+/// Ignores SIGPIPE, as a Rust `main` does before it starts (a writer gets EPIPE instead).
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: installing SIG_IGN for SIGPIPE has no memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// Reads and removes an environment variable.
+///
+/// Called only from the load-time hook, before `main` and before any thread is started,
+/// so nothing can read the environment concurrently.
+pub(crate) fn take_env(key: &str) -> Option<OsString> {
+    let v = std::env::var_os(key)?;
+    // SAFETY: see above: the process is single-threaded while the load-time hook runs.
+    unsafe { std::env::remove_var(key) };
+    Some(v)
+}
+
+/// Number of CPUs usable by this process.
+pub(crate) fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

@@ -1,0 +1,48 @@
+//! Values to bytes and back, with the handles (descriptors) they carry.
+//!
+//! The format is postcard: compact, fast, and decoding reads only from the bounded
+//! message, so a hostile length inside it cannot make a large allocation.
+
+use std::os::fd::OwnedFd;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::wire::handles;
+
+/// A value in wire form: its bytes and the descriptors of the handles inside it.
+#[derive(Debug, Default)]
+pub(crate) struct Encoded {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+/// Encodes `value`; handles inside it contribute duplicated descriptors.
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
+    let (bytes, fds) = handles::collecting(|| postcard::to_allocvec(value));
+    let bytes = bytes.map_err(|e| Error::Encode(e.to_string()))?;
+    Ok(Encoded { bytes, fds })
+}
+
+/// Decodes a `T` from exactly `bytes`; `fds` are the descriptors that came with them.
+/// Descriptors the value does not claim are closed.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
+    handles::providing(fds, || match postcard::take_from_bytes::<T>(bytes) {
+        Ok((v, [])) => Ok(v),
+        Ok((_, rest)) => Err(Error::Decode(format!(
+            "{} trailing bytes after the value",
+            rest.len()
+        ))),
+        Err(e) => Err(Error::Decode(e.to_string())),
+    })
+}
+
+/// Encodes a value that holds no handles.
+pub(crate) fn encode_plain<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    let e = encode(value)?;
+    if !e.fds.is_empty() {
+        return Err(Error::Encode("this channel cannot carry handles".into()));
+    }
+    Ok(e.bytes)
+}

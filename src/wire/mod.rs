@@ -1,0 +1,5 @@
+//! What crosses a process boundary: frames, the value codec, handles inside values.
+
+pub(crate) mod codec;
+pub(crate) mod frame;
+pub(crate) mod handles;
