@@ -12,6 +12,7 @@ use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::process::bootstrap::Outcome;
 use crate::process::current::ProcessInfo;
+use crate::sys::forklocal::ForkLocal;
 use crate::sys::{fd as sysfd, proc as sysproc};
 
 /// How the end of a child is observed.
@@ -211,11 +212,11 @@ fn server_lost() -> Error {
 }
 
 /// Children started by this process and not yet known to have ended.
-static CHILDREN: Mutex<Vec<Arc<Child>>> = Mutex::new(Vec::new());
+static CHILDREN: ForkLocal<Vec<Arc<Child>>> = ForkLocal::new(Vec::new);
 static HOOK: Once = Once::new();
 
 fn registry() -> std::sync::MutexGuard<'static, Vec<Arc<Child>>> {
-    CHILDREN.lock().unwrap_or_else(|p| p.into_inner())
+    CHILDREN.lock()
 }
 
 /// Records a new child; reaps ended ones (as Python's `_cleanup`) so none stays a zombie.
@@ -239,9 +240,11 @@ pub(crate) fn active() -> Vec<ProcessInfo> {
 }
 
 /// In a freshly forked child: the parent's children are not ours.
+///
+/// Their descriptors stay open in this process (closing them would need the old lock);
+/// they are close-on-exec and few.
 pub(crate) fn forget_all_after_fork() {
-    // Dropping the entries closes this copy of their descriptors.
-    std::mem::take(&mut *registry());
+    CHILDREN.reset_after_fork();
 }
 
 extern "C" fn exit_hook() {

@@ -1,9 +1,9 @@
 //! Who this process is: `current_process`, `parent_process`, and the names given to
 //! children (`Process-1`, `Process-1:2`, … as Python numbers them).
 
-use std::sync::Mutex;
 
 use crate::process::bootstrap::Task;
+use crate::sys::forklocal::ForkLocal;
 use crate::sys::{fd as sysfd, proc as sysproc};
 
 /// A description of a process: its name, pid and daemon flag.
@@ -48,7 +48,7 @@ struct Me {
     counter: u32,
 }
 
-static ME: Mutex<Me> = Mutex::new(Me {
+static ME: ForkLocal<Me> = ForkLocal::new(|| Me {
     name: String::new(),
     daemon: false,
     identity: Vec::new(),
@@ -57,7 +57,12 @@ static ME: Mutex<Me> = Mutex::new(Me {
 });
 
 fn me() -> std::sync::MutexGuard<'static, Me> {
-    ME.lock().unwrap_or_else(|p| p.into_inner())
+    ME.lock()
+}
+
+/// In a freshly forked child, before it takes on its task.
+pub(crate) fn reset_after_fork() {
+    ME.reset_after_fork();
 }
 
 fn name_of(m: &Me) -> String {

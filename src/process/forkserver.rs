@@ -7,14 +7,15 @@
 //! that started it goes away (its socket reaches end of stream); daemon children then
 //! die with it through their parent-death signal.
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Mutex;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use serde::{Deserialize, Serialize};
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::process::bootstrap::{self, FORKSERVER_ENV, Task};
+use crate::sys::forklocal::ForkLocal;
 use crate::sys::{fd as sysfd, proc as sysproc};
 use crate::wire::codec;
 
@@ -32,11 +33,14 @@ struct Server {
     owner: u32,
 }
 
-static SERVER: Mutex<Option<Server>> = Mutex::new(None);
+static SERVER: ForkLocal<Option<Server>> = ForkLocal::new(|| None);
+/// The server socket's descriptor number, readable without the lock after a fork.
+static SERVER_FD: AtomicI32 = AtomicI32::new(-1);
 
 fn launch() -> Result<Server> {
     let (mine, theirs) = sysfd::socketpair()?;
     let pid = sysproc::spawn_self(theirs.as_fd(), FORKSERVER_ENV)?;
+    SERVER_FD.store(mine.as_raw_fd(), Ordering::Relaxed);
     Ok(Server {
         conn: Connection::new(mine, true, true),
         pid,
@@ -57,11 +61,12 @@ pub(crate) fn start_child(
     fds.push(boot.as_fd());
     fds.push(status.as_fd());
     fds.extend(args.iter().map(|a| a.as_fd()));
-    let mut slot = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+    let mut slot = SERVER.lock();
     let me = sysproc::getpid();
     let mut last_error = None;
     for _attempt in 0..2 {
         if slot.as_ref().is_none_or(|s| s.owner != me) {
+            SERVER_FD.store(-1, Ordering::Relaxed);
             *slot = Some(launch()?);
         }
         let server = slot.as_ref().expect("server was just set");
@@ -74,6 +79,7 @@ pub(crate) fn start_child(
             Ok(Reply::Failed(msg)) => return Err(Error::Bootstrap(msg)),
             Err(e) => {
                 // The server died (or was killed): reap it and start a new one, once.
+                SERVER_FD.store(-1, Ordering::Relaxed);
                 let old = slot.take().expect("server present");
                 let _ = sysproc::reap(old.pid, false);
                 last_error = Some(e);
@@ -84,9 +90,13 @@ pub(crate) fn start_child(
 }
 
 /// In a freshly forked child: the parent's server connection is not ours to use.
+/// Its socket is closed here so that the server sees end of stream when the parent
+/// goes, whatever this child does.
 pub(crate) fn forget_after_fork() {
-    if let Ok(mut slot) = SERVER.try_lock() {
-        slot.take();
+    SERVER.reset_after_fork();
+    let raw = SERVER_FD.swap(-1, Ordering::Relaxed);
+    if raw >= 0 {
+        sysfd::close_leaked(raw);
     }
 }
 

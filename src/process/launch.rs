@@ -98,6 +98,7 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
                     drop(outcome);
                     children::forget_all_after_fork();
                     forkserver::forget_after_fork();
+                    current::reset_after_fork();
                     let conn = Connection::new(theirs, true, true);
                     let parent = task.parent_pid;
                     // Same memory image: the entry needs no executable check.

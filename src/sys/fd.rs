@@ -241,3 +241,12 @@ pub(crate) fn adopt_inherited(raw: RawFd) -> io::Result<OwnedFd> {
     // by its parent for it alone; nothing else in the process owns this number.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
+
+/// Closes a descriptor number whose owner was leaked in a forked child (see
+/// `forklocal`): the owning object is never dropped, so the number is closed once.
+pub(crate) fn close_leaked(raw: RawFd) {
+    // SAFETY: the caller's owner of `raw` was leaked and will never close it; closing the
+    // number here is the only close, and nothing else in this (single-threaded, freshly
+    // forked) process uses it.
+    drop(unsafe { OwnedFd::from_raw_fd(raw) });
+}

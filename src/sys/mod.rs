@@ -4,5 +4,6 @@
 //! Linux only for now; this is the one module a port to another Unix would change.
 
 pub(crate) mod fd;
+pub(crate) mod forklocal;
 pub(crate) mod image;
 pub(crate) mod proc;
