@@ -70,3 +70,8 @@ pub use process::{
     parent_process, set_start_method, spawn,
 };
 pub use wire::frame::DEFAULT_MAX_MESSAGE_SIZE;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
