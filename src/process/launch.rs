@@ -6,14 +6,15 @@
 //! for the child to start: a child that dies early closes its socket and ends its pid,
 //! which is what `join` watches, so nothing can hang on a child that never reports.
 
-use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::{Arc, OnceLock};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::{Arc, OnceLock, mpsc};
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::process::bootstrap::{self, EntryFn, SPAWN_ENV, Task};
 use crate::process::children::{self, Child, Watch};
 use crate::process::{StartMethod, current, forkserver};
+use crate::sys::forklocal::ForkLocal;
 use crate::sys::image::{self, ExeId};
 use crate::sys::{fd as sysfd, proc as sysproc};
 use crate::wire::codec::{self, Encoded};
@@ -62,8 +63,11 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
     let outcome = Connection::new(mine, true, true);
     match method {
         StartMethod::Spawn => {
-            let pid = sysproc::spawn_self(theirs.as_fd(), SPAWN_ENV)?;
-            drop(theirs);
+            let pid = on_lasting_thread(daemon, move || {
+                let r = sysproc::spawn_self(theirs.as_fd(), SPAWN_ENV);
+                drop(theirs);
+                r
+            })?;
             let watch = match sysproc::pidfd_open(pid) {
                 Ok(pidfd) => Watch::Own { pidfd },
                 Err(e) => {
@@ -93,30 +97,32 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
                      (use forkserver or spawn)"
                 );
             }
-            match sysproc::fork()? {
-                sysproc::Forked::Child => {
-                    drop(outcome);
+            let parent_end = outcome.as_fd().as_raw_fd();
+            let pid = on_lasting_thread(daemon, move || match sysproc::fork() {
+                Ok(sysproc::Forked::Child) => {
+                    // The parent's end belongs to a frame this child never returns to.
+                    sysfd::close_leaked(parent_end);
                     children::forget_all_after_fork();
                     forkserver::forget_after_fork();
                     current::reset_after_fork();
+                    LAUNCHER.reset_after_fork();
                     let conn = Connection::new(theirs, true, true);
                     let parent = task.parent_pid;
                     // Same memory image: the entry needs no executable check.
                     bootstrap::run_task(conn, task, arg_owned, parent, false)
                 }
-                sysproc::Forked::Parent(pid) => {
-                    drop(theirs);
-                    let pidfd = match sysproc::pidfd_open(pid) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            let _ = sysproc::send_signal(pid, libc::SIGKILL);
-                            let _ = sysproc::reap(pid, true);
-                            return Err(e.into());
-                        }
-                    };
-                    Ok(Child::new(pid, name, daemon, Watch::Own { pidfd }, outcome))
+                Ok(sysproc::Forked::Parent(pid)) => Ok(pid),
+                Err(e) => Err(e),
+            })?;
+            let pidfd = match sysproc::pidfd_open(pid) {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = sysproc::send_signal(pid, libc::SIGKILL);
+                    let _ = sysproc::reap(pid, true);
+                    return Err(e.into());
                 }
-            }
+            };
+            Ok(Child::new(pid, name, daemon, Watch::Own { pidfd }, outcome))
         }
         StartMethod::Forkserver => {
             let (status_mine, status_theirs) = sysfd::socketpair()?;
@@ -141,4 +147,53 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
             ))
         }
     }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A thread that lives as long as the process, with the process that started it.
+static LAUNCHER: ForkLocal<Option<(u32, mpsc::Sender<Job>)>> = ForkLocal::new(|| None);
+
+/// Runs `f` on a thread that lives as long as the process when `needed`.
+///
+/// The kernel's parent-death signal, which takes a daemon down with its parent, fires
+/// when the *thread* that created the child ends. A daemon created from a short-lived
+/// thread would die with that thread; created here, it dies with the process.
+fn on_lasting_thread<T: Send + 'static>(needed: bool, f: impl FnOnce() -> T + Send + 'static) -> T {
+    if !needed || sysproc::on_main_thread() {
+        return f();
+    }
+    let me = sysproc::getpid();
+    let sender = {
+        let mut slot = LAUNCHER.lock();
+        match slot.as_ref() {
+            Some((owner, tx)) if *owner == me => Some(tx.clone()),
+            _ => {
+                let (tx, rx) = mpsc::channel::<Job>();
+                let started = std::thread::Builder::new()
+                    .name("multiproc-launcher".into())
+                    .spawn(move || {
+                        for job in rx {
+                            job();
+                        }
+                    });
+                match started {
+                    Ok(_) => {
+                        *slot = Some((me, tx.clone()));
+                        Some(tx)
+                    }
+                    Err(_) => None,
+                }
+            }
+        }
+    };
+    let Some(sender) = sender else {
+        return f();
+    };
+    let (done_tx, done_rx) = mpsc::sync_channel(1);
+    let job: Job = Box::new(move || {
+        let _ = done_tx.send(f());
+    });
+    sender.send(job).expect("the launcher thread runs as long as the process");
+    done_rx.recv().expect("the launcher thread runs every job to completion")
 }

@@ -54,9 +54,10 @@ pub(crate) fn summon<F: Copy + 'static>() -> F {
             "the target must be a fn item or a non-capturing closure"
         )
     };
-    // SAFETY: F is zero-sized (checked at compile time above) and Copy, hence has no
-    // drop glue and no invalid bit patterns: its only value occupies no memory.
-    unsafe { std::mem::MaybeUninit::<F>::uninit().assume_init() }
+    // SAFETY: F is zero-sized (checked at compile time above): a read of a zero-sized
+    // value through a non-null, aligned pointer is valid and yields its only value. F is
+    // Copy, so duplicating that value is what the type allows anyway.
+    unsafe { std::ptr::NonNull::<F>::dangling().as_ptr().read() }
 }
 
 /// Identity of an executable file: a child refuses a task from a parent whose binary is

@@ -188,6 +188,11 @@ pub(crate) fn getppid() -> u32 {
     rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32)
 }
 
+/// Whether the calling thread is the process's main thread.
+pub(crate) fn on_main_thread() -> bool {
+    rustix::thread::gettid() == rustix::process::getpid()
+}
+
 /// Number of threads in this process.
 pub(crate) fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task")
