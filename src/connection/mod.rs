@@ -109,7 +109,8 @@ impl ByteSource for SocketSource<'_> {
                 return Ok(n);
             }
             if Instant::now() < spin_until {
-                std::hint::spin_loop();
+                // Let a peer on this same CPU run and answer.
+                std::thread::yield_now();
                 continue;
             }
             match self.deadline {

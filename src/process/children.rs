@@ -174,6 +174,15 @@ impl Child {
         Ok(())
     }
 
+    /// Closes the parent's end of the report channel: nobody will read it, and a child
+    /// blocked writing a large result must not wait for a reader forever.
+    pub(crate) fn discard_outcome(&self) {
+        self.outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+
     /// Takes the child's report, waiting for it up to `deadline` (`None`: no limit).
     /// `Ok(None)`: the child ended without one (killed, or `exit` called in the target),
     /// or the report was taken before.
@@ -260,6 +269,7 @@ pub(crate) fn join_all_at_exit() {
         }
     }
     for c in &list {
+        c.discard_outcome();
         let _ = c.wait(None);
     }
 }

@@ -1,7 +1,6 @@
 //! Who this process is: `current_process`, `parent_process`, and the names given to
 //! children (`Process-1`, `Process-1:2`, … as Python numbers them).
 
-
 use crate::process::bootstrap::Task;
 use crate::sys::forklocal::ForkLocal;
 use crate::sys::{fd as sysfd, proc as sysproc};

@@ -194,6 +194,10 @@ fn on_lasting_thread<T: Send + 'static>(needed: bool, f: impl FnOnce() -> T + Se
     let job: Job = Box::new(move || {
         let _ = done_tx.send(f());
     });
-    sender.send(job).expect("the launcher thread runs as long as the process");
-    done_rx.recv().expect("the launcher thread runs every job to completion")
+    sender
+        .send(job)
+        .expect("the launcher thread runs as long as the process");
+    done_rx
+        .recv()
+        .expect("the launcher thread runs every job to completion")
 }

@@ -308,6 +308,16 @@ impl Process {
     }
 }
 
+impl Drop for Process {
+    fn drop(&mut self) {
+        // Nobody can join through this handle any more; the registry keeps watching the
+        // child (it is joined at exit unless it is a daemon).
+        if let Some(c) = &self.child {
+            c.discard_outcome();
+        }
+    }
+}
+
 /// A started process is ready for [`crate::wait`] once it has ended (Python's `sentinel`).
 impl Waitable for Process {
     fn ready_fd(&self) -> Result<BorrowedFd<'_>> {

@@ -17,7 +17,10 @@ pub(crate) struct ForkLocal<T: 'static> {
 impl<T: 'static> ForkLocal<T> {
     /// State created by `init` on first use.
     pub(crate) const fn new(init: fn() -> T) -> Self {
-        ForkLocal { ptr: AtomicPtr::new(std::ptr::null_mut()), init }
+        ForkLocal {
+            ptr: AtomicPtr::new(std::ptr::null_mut()),
+            init,
+        }
     }
 
     /// The current mutex.
@@ -29,7 +32,12 @@ impl<T: 'static> ForkLocal<T> {
             return unsafe { &*p };
         }
         let fresh: *mut Mutex<T> = Box::leak(Box::new(Mutex::new((self.init)())));
-        match self.ptr.compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+        match self.ptr.compare_exchange(
+            std::ptr::null_mut(),
+            fresh,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
             // SAFETY: `fresh` was just leaked and is now published; it is never freed.
             Ok(_) => unsafe { &*fresh },
             Err(existing) => {

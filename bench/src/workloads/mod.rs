@@ -1,0 +1,272 @@
+//! The table of workloads. Adding one means writing its `measure` function (usually with
+//! [`crate::measure::interleaved`]), a matching entry in `python/bench_cpython.py`, and a
+//! line in [`WORKLOADS`].
+
+mod pipe_rtt;
+mod start_join;
+
+use crate::measure::{Contender, interleaved};
+use crate::{BenchResult, Settings};
+
+/// Which way is good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Better {
+    /// A cost: time per operation.
+    Lower,
+    /// A rate: operations or bytes per second.
+    #[allow(dead_code, reason = "no rate workload is in the table yet")]
+    Higher,
+}
+
+impl Better {
+    /// As written in the JSON lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Better::Lower => "lower",
+            Better::Higher => "higher",
+        }
+    }
+
+    /// How many times better `a` is than `b` (above 1: `a` wins).
+    pub fn gain(self, a: f64, b: f64) -> f64 {
+        match self {
+            Better::Lower => b / a,
+            Better::Higher => a / b,
+        }
+    }
+}
+
+/// A goal for multiproc, as set in the design's performance table.
+#[derive(Clone, Copy, Debug)]
+pub enum Goal {
+    /// multiproc costs at most this many times the bare limit.
+    WithinLimit(f64),
+    /// multiproc is at least this many times better than CPython.
+    OverCpython(f64),
+    /// multiproc is at least this many times better than the named peer.
+    OverPeer(&'static str, f64),
+}
+
+impl Goal {
+    /// A short description, such as `≤ 2x limit` or `beats procspawn`.
+    pub fn describe(&self) -> String {
+        let over = |who: &str, k: f64| {
+            if k == 1.0 {
+                format!("beats {who}")
+            } else {
+                format!("≥ {k}x {who}")
+            }
+        };
+        match *self {
+            Goal::WithinLimit(k) => format!("≤ {k}x limit"),
+            Goal::OverCpython(k) => over("CPython", k),
+            Goal::OverPeer(p, k) => over(p, k),
+        }
+    }
+
+    /// Whether `row` meets the goal; `None` when a figure it needs is missing.
+    pub fn met(&self, row: &Row) -> Option<bool> {
+        match *self {
+            Goal::WithinLimit(k) => Some(row.cost_vs_limit() <= k),
+            Goal::OverCpython(k) => row.gain_over_cpython().map(|g| g >= k),
+            Goal::OverPeer(p, k) => row.gain_over_peer(p).map(|g| g >= k),
+        }
+    }
+}
+
+/// One workload: what it measures and how.
+pub struct Workload {
+    /// The key in the JSON lines and in the CPython script.
+    pub name: &'static str,
+    /// The unit of every figure (`us` is microseconds per operation).
+    pub unit: &'static str,
+    /// Whether lower or higher figures are better.
+    pub better: Better,
+    /// One line for the table's reader.
+    pub what: &'static str,
+    /// What multiproc aims for.
+    pub goals: &'static [Goal],
+    /// Measures multiproc, the limit and the Rust peers, in the same run.
+    pub measure: fn(&Settings) -> BenchResult<Figures>,
+}
+
+/// Every workload, in the order they run.
+pub const WORKLOADS: &[Workload] = &[
+    Workload {
+        name: "start_join_spawn",
+        unit: "us",
+        better: Better::Lower,
+        what: "start + join of a no-op process, spawn",
+        goals: &[Goal::WithinLimit(2.0), Goal::OverPeer("procspawn", 1.0)],
+        measure: start_join::spawn,
+    },
+    Workload {
+        name: "start_join_fork",
+        unit: "us",
+        better: Better::Lower,
+        what: "start + join of a no-op process, fork",
+        goals: &[Goal::WithinLimit(2.0)],
+        measure: start_join::fork,
+    },
+    Workload {
+        name: "start_join_forkserver",
+        unit: "us",
+        better: Better::Lower,
+        what: "start + join of a no-op process, forkserver",
+        goals: &[Goal::OverCpython(10.0)],
+        measure: start_join::forkserver,
+    },
+    Workload {
+        name: "pipe_rtt_bytes",
+        unit: "us",
+        better: Better::Lower,
+        what: "Pipe round trip, 8 bytes (send_bytes / recv_bytes)",
+        goals: &[
+            Goal::WithinLimit(1.3),
+            Goal::OverCpython(1.0),
+            Goal::OverPeer("ipc-channel", 1.0),
+        ],
+        measure: pipe_rtt::bytes,
+    },
+    Workload {
+        name: "pipe_rtt_value",
+        unit: "us",
+        better: Better::Lower,
+        what: "Pipe round trip, small value (send / recv)",
+        goals: &[
+            Goal::WithinLimit(1.3),
+            Goal::OverCpython(1.0),
+            Goal::OverPeer("ipc-channel", 1.0),
+        ],
+        measure: pipe_rtt::value,
+    },
+];
+
+/// What the Rust side measured for one workload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Figures {
+    /// multiproc's median.
+    pub multiproc: f64,
+    /// The bare-syscall limit's median.
+    pub limit: f64,
+    /// The Rust peers' medians, by name.
+    pub peers: Vec<(&'static str, f64)>,
+}
+
+impl Figures {
+    /// Sorts contenders' medians into multiproc, the limit and the peers.
+    pub fn from_medians(medians: Vec<(&'static str, f64)>) -> BenchResult<Figures> {
+        let mut multiproc = None;
+        let mut limit = None;
+        let mut peers = Vec::new();
+        for (name, value) in medians {
+            match name {
+                "multiproc" => multiproc = Some(value),
+                "limit" => limit = Some(value),
+                _ => peers.push((name, value)),
+            }
+        }
+        Ok(Figures {
+            multiproc: multiproc.ok_or("no multiproc figure")?,
+            limit: limit.ok_or("no limit figure")?,
+            peers,
+        })
+    }
+
+    /// Measures `contenders` interleaved and sorts their medians.
+    pub fn interleaved(reps: usize, contenders: &mut [Contender<'_>]) -> BenchResult<Figures> {
+        Figures::from_medians(interleaved(reps, contenders)?)
+    }
+}
+
+/// Everything measured for one workload.
+pub struct Row {
+    /// The workload.
+    pub workload: &'static Workload,
+    /// multiproc, the limit and the Rust peers.
+    pub figures: Figures,
+    /// CPython's median, when the script ran.
+    pub cpython: Option<f64>,
+}
+
+impl Row {
+    /// How many times the limit multiproc costs (1 is the floor; lower is better).
+    pub fn cost_vs_limit(&self) -> f64 {
+        self.workload
+            .better
+            .gain(self.figures.limit, self.figures.multiproc)
+    }
+
+    /// How many times better multiproc is than CPython.
+    pub fn gain_over_cpython(&self) -> Option<f64> {
+        self.cpython
+            .map(|c| self.workload.better.gain(self.figures.multiproc, c))
+    }
+
+    /// How many times better multiproc is than the peer `name`.
+    pub fn gain_over_peer(&self, name: &str) -> Option<f64> {
+        self.figures
+            .peers
+            .iter()
+            .find(|(p, _)| *p == name)
+            .map(|&(_, v)| self.workload.better.gain(self.figures.multiproc, v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(cpython: Option<f64>) -> Row {
+        Row {
+            workload: &WORKLOADS[0],
+            figures: Figures {
+                multiproc: 100.0,
+                limit: 60.0,
+                peers: vec![("procspawn", 150.0)],
+            },
+            cpython,
+        }
+    }
+
+    #[test]
+    fn workload_names_are_unique() {
+        for (i, w) in WORKLOADS.iter().enumerate() {
+            assert!(WORKLOADS[i + 1..].iter().all(|o| o.name != w.name));
+        }
+    }
+
+    #[test]
+    fn ratios_read_as_gains() {
+        let r = row(Some(1000.0));
+        assert!((r.cost_vs_limit() - 100.0 / 60.0).abs() < 1e-12);
+        assert_eq!(r.gain_over_cpython(), Some(10.0));
+        assert_eq!(r.gain_over_peer("procspawn"), Some(1.5));
+        assert_eq!(r.gain_over_peer("nobody"), None);
+        assert_eq!(Better::Higher.gain(10.0, 5.0), 2.0);
+    }
+
+    #[test]
+    fn goals_are_checked() {
+        let r = row(None);
+        assert_eq!(Goal::WithinLimit(2.0).met(&r), Some(true));
+        assert_eq!(Goal::WithinLimit(1.3).met(&r), Some(false));
+        assert_eq!(Goal::OverCpython(10.0).met(&r), None);
+        assert_eq!(Goal::OverPeer("procspawn", 1.0).met(&r), Some(true));
+        assert_eq!(
+            Goal::OverPeer("procspawn", 1.0).describe(),
+            "beats procspawn"
+        );
+        assert_eq!(Goal::WithinLimit(1.3).describe(), "≤ 1.3x limit");
+    }
+
+    #[test]
+    fn figures_sort_contenders() {
+        let f =
+            Figures::from_medians(vec![("limit", 1.0), ("peer", 3.0), ("multiproc", 2.0)]).unwrap();
+        assert_eq!(f.multiproc, 2.0);
+        assert_eq!(f.limit, 1.0);
+        assert_eq!(f.peers, vec![("peer", 3.0)]);
+        assert!(Figures::from_medians(vec![("limit", 1.0)]).is_err());
+    }
+}

@@ -1,0 +1,142 @@
+//! A tour of the seed scenarios: runs every scenario example that exists, in order, each
+//! under a header, then lists the scenarios (of S1–S18) that have no example yet and
+//! what each one needs that the library does not offer yet.
+//!
+//! Each scenario is also an example of its own: `cargo run --release --example s01_process_identity`.
+
+#[path = "s01_process_identity.rs"]
+mod s01;
+#[path = "s02_many_processes.rs"]
+mod s02;
+#[path = "s04_pipe.rs"]
+mod s04;
+#[path = "s08_run_trait.rs"]
+mod s08;
+#[path = "s09_daemon.rs"]
+mod s09;
+#[path = "s13_thread_vs_process.rs"]
+mod s13;
+
+use std::time::Instant;
+
+type Scenario = fn() -> multiproc::Result<()>;
+
+/// The scenarios with an example: id, seeds, what it shows, its entry point.
+const PRESENT: &[(&str, &str, &str, Scenario)] = &[
+    (
+        "S1",
+        "000",
+        "parent and child identity (pids, parent pid)",
+        s01::main,
+    ),
+    (
+        "S2",
+        "000, 001",
+        "ten processes in a loop; a process that starts a thread",
+        s02::main,
+    ),
+    (
+        "S4",
+        "000, 001",
+        "Pipe: duplex conversation; Producer/Consumer",
+        s04::main,
+    ),
+    (
+        "S8",
+        "001",
+        "a struct implementing Run (Process subclass with run)",
+        s08::main,
+    ),
+    (
+        "S9",
+        "001",
+        "daemon processes; join with a timeout; \"end\"",
+        s09::main,
+    ),
+    (
+        "S13",
+        "003, 004",
+        "Thread and Process side by side",
+        s13::main,
+    ),
+];
+
+/// The scenarios without an example yet, and what they need.
+const MISSING: &[(&str, &str, &str)] = &[
+    (
+        "S3",
+        "a child puts ['shen', None, 1995] into a Queue, the parent gets it",
+        "Queue",
+    ),
+    (
+        "S5",
+        "a shared dict and list written by ten processes",
+        "Manager (dict, list proxies)",
+    ),
+    (
+        "S6",
+        "a Lock serialising the printing of a hundred processes",
+        "Lock",
+    ),
+    (
+        "S7",
+        "Pool(5) / Pool(3), apply_async with a callback in the main process",
+        "Pool",
+    ),
+    (
+        "S10",
+        "producer/consumer with Queue(10), two Semaphores and a Lock",
+        "Queue, Semaphore, Lock",
+    ),
+    (
+        "S11",
+        "a module-level Queue seen under fork, not under spawn",
+        "Queue",
+    ),
+    ("S12", "Pool.map over a list of inputs", "Pool"),
+    ("S14", "two processes return sums through a Queue", "Queue"),
+    (
+        "S15",
+        "serial vs two threads vs two processes, timed (results through a Queue)",
+        "Queue",
+    ),
+    (
+        "S16",
+        "Pool.map, apply_async(...).get(), a list of apply_async results",
+        "Pool",
+    ),
+    (
+        "S17",
+        "a shared Value incremented by two processes, without and with a Lock",
+        "Value, Lock",
+    ),
+    ("S18", "shared memory: Value and Array", "Value, Array"),
+];
+
+fn main() -> multiproc::Result<()> {
+    let tour = Instant::now();
+    for (id, seeds, what, run) in PRESENT {
+        println!();
+        println!("==================== {id} (seed {seeds}): {what} ====================");
+        let started = Instant::now();
+        run()?;
+        println!(
+            "-------------------- {id} done in {} ms",
+            started.elapsed().as_millis()
+        );
+    }
+    println!();
+    println!(
+        "==================== {} of 18 scenarios ran in {} ms ====================",
+        PRESENT.len(),
+        tour.elapsed().as_millis()
+    );
+    println!(
+        "Still missing ({}), because the library has no such type yet:",
+        MISSING.len()
+    );
+    for (id, what, needs) in MISSING {
+        println!("  {id:<4} {what}  [needs {needs}]");
+    }
+    Ok(())
+}
