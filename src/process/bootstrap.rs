@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::process::{ExitCode, Termination};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
@@ -89,7 +90,7 @@ thread_local! {
 }
 
 /// Records where a panic happened, then lets the previous hook print it as usual.
-fn install_panic_hook() {
+pub(crate) fn install_panic_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
@@ -117,19 +118,35 @@ fn decode_args<A: DeserializeOwned>(args: &[u8], fds: Vec<OwnedFd>) -> Result<A,
     codec::decode(args, fds).map_err(|e| format!("cannot decode the arguments: {e}"))
 }
 
-/// Entry for `Process::new`: the target's value is dropped in the child.
+/// The exit status a `main` returning `r` would have (`Err` prints itself and is 1).
+fn status_of<R: Termination>(r: R) -> i32 {
+    let code = r.report();
+    if code == ExitCode::SUCCESS {
+        return 0;
+    }
+    // ExitCode keeps its number private; find it among the 8-bit statuses.
+    (1..=255u8)
+        .find(|n| code == ExitCode::from(*n))
+        .map_or(1, i32::from)
+}
+
+/// Entry for `Process::new`: the target's value decides the exit code, as `main`'s does.
 pub(crate) fn entry_discard<F, A, R>(args: &[u8], fds: Vec<OwnedFd>, conn: &Connection) -> i32
 where
     F: Fn(A) -> R + Copy + 'static,
     A: DeserializeOwned,
+    R: Termination,
 {
     let a: A = match decode_args(args, fds) {
         Ok(a) => a,
         Err(msg) => return report(conn, Outcome::<()>::Failed(msg)),
     };
     let f = image::summon::<F>();
-    match catch_unwind(AssertUnwindSafe(move || drop(f(a)))) {
-        Ok(()) => report(conn, Outcome::Returned(())),
+    match catch_unwind(AssertUnwindSafe(move || status_of(f(a)))) {
+        Ok(status) => {
+            report(conn, Outcome::Returned(()));
+            status
+        }
         Err(p) => report(conn, panic_outcome::<()>(p)),
     }
 }

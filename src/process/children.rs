@@ -262,6 +262,9 @@ extern "C" fn exit_hook() {
 
 /// Python's exit behaviour: terminate daemon children, then join every child.
 pub(crate) fn join_all_at_exit() {
+    if !CHILDREN.is_created() {
+        return;
+    }
     let list: Vec<Arc<Child>> = std::mem::take(&mut *registry());
     for c in &list {
         if c.daemon {

@@ -121,6 +121,7 @@ impl Context {
     where
         F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned + 'static,
+        R: std::process::Termination + 'static,
     {
         Process::new(target, args).start_method(self.method)
     }

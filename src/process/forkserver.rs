@@ -119,6 +119,8 @@ pub(crate) fn serve(raw_fd: &str) -> ! {
     };
     let conn = Connection::new(fd, true, true);
     let me = sysproc::getpid();
+    // Children inherit the hook instead of each installing it.
+    bootstrap::install_panic_hook();
     let mut watched: Vec<Watched> = Vec::new();
     loop {
         let ready = {

@@ -89,14 +89,20 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
             Ok(Child::new(pid, name, daemon, watch, outcome))
         }
         StartMethod::Fork => {
-            let threads = sysproc::thread_count();
-            if threads > 1 {
-                tracing::warn!(
-                    threads,
-                    "fork start method used while this process has {threads} threads; the child may deadlock \
-                     (use forkserver or spawn)"
-                );
+            // Counting threads reads /proc; only pay for it when the warning can be seen.
+            if tracing::enabled!(tracing::Level::WARN) {
+                let threads = sysproc::thread_count();
+                if threads > 1 {
+                    tracing::warn!(
+                        threads,
+                        "fork start method used while this process has {threads} threads; the child may \
+                         deadlock (use forkserver or spawn)"
+                    );
+                }
             }
+            // Installed here once, so that forked children inherit it instead of each
+            // writing the hook anew (every page a child writes is a copy).
+            bootstrap::install_panic_hook();
             let parent_end = outcome.as_fd().as_raw_fd();
             let pid = on_lasting_thread(daemon, move || match sysproc::fork() {
                 Ok(sysproc::Forked::Child) => {

@@ -11,6 +11,7 @@ mod launch;
 
 use std::fmt;
 use std::os::fd::BorrowedFd;
+use std::process::Termination;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,11 +121,14 @@ impl Process {
 
     /// A process that will run `target(args)`. Nothing starts until [`start`](Self::start).
     ///
-    /// The target's return value is dropped in the child; use [`crate::spawn`] to get it back.
+    /// The target returns what a `main` may return: `()`, a `Result` (an `Err` is printed
+    /// to stderr and makes the exit code 1, like an exception in Python's `run`), or an
+    /// `ExitCode`. Use [`crate::spawn`] to get a value back.
     pub fn new<F, A, R>(_target: F, args: A) -> Process
     where
         F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned + 'static,
+        R: Termination + 'static,
     {
         const {
             assert!(

@@ -43,17 +43,23 @@ pub(crate) fn send_all(
     let mut sent = 0usize;
     let mut fds_pending = !fds.is_empty();
     while sent < total || fds_pending {
-        // Rebuild the slice list past what is already sent.
+        // The slices past what is already sent (a frame has at most a header and a body).
         let mut skip = sent;
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len());
+        let mut slices = [IoSlice::new(&[]), IoSlice::new(&[])];
+        let mut count = 0;
         for p in parts {
             if skip >= p.len() {
                 skip -= p.len();
                 continue;
             }
-            slices.push(IoSlice::new(&p[skip..]));
+            if count == slices.len() {
+                break;
+            }
+            slices[count] = IoSlice::new(&p[skip..]);
+            count += 1;
             skip = 0;
         }
+        let slices = &slices[..count];
         let flags = SendFlags::NOSIGNAL;
         let r = if fds_pending {
             let mut space =
@@ -64,11 +70,11 @@ pub(crate) fn send_all(
                     "descriptor list does not fit the control buffer",
                 ));
             }
-            rustix::net::sendmsg(fd, &slices, &mut anc, flags)
+            rustix::net::sendmsg(fd, slices, &mut anc, flags)
         } else if slices.len() == 1 {
             rustix::net::send(fd, &slices[0], flags)
         } else {
-            rustix::net::sendmsg(fd, &slices, &mut SendAncillaryBuffer::default(), flags)
+            rustix::net::sendmsg(fd, slices, &mut SendAncillaryBuffer::default(), flags)
         };
         match r {
             Ok(n) => {

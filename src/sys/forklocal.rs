@@ -54,10 +54,15 @@ impl<T: 'static> ForkLocal<T> {
         self.get().lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether the state was ever created (in this process, since a reset).
+    pub(crate) fn is_created(&self) -> bool {
+        !self.ptr.load(Ordering::Acquire).is_null()
+    }
+
     /// In a freshly forked (single-threaded) child: start from new state, whatever the
     /// old mutex's condition. The old state is leaked, not dropped: its lock may be held.
+    /// The new state is created on first use (a child that never needs it writes nothing).
     pub(crate) fn reset_after_fork(&self) {
-        let fresh: *mut Mutex<T> = Box::leak(Box::new(Mutex::new((self.init)())));
-        self.ptr.store(fresh, Ordering::Release);
+        self.ptr.store(std::ptr::null_mut(), Ordering::Release);
     }
 }
