@@ -59,6 +59,7 @@
 mod connection;
 mod error;
 mod process;
+mod sync;
 mod sys;
 mod wire;
 
@@ -69,6 +70,7 @@ pub use process::{
     cpu_count, current_process, get_all_start_methods, get_context, get_start_method,
     parent_process, set_start_method, spawn,
 };
+pub use sync::{AcquireError, AcquireResult, Lock, LockGuard, RLock, RLockGuard};
 pub use wire::frame::DEFAULT_MAX_MESSAGE_SIZE;
 
 /// The README's examples, compiled and run as doc tests.

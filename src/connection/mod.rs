@@ -20,7 +20,7 @@ pub use self::wait::{Waitable, wait};
 use crate::error::{Error, Result};
 use crate::sys::fd::{self as sysfd, Received};
 use crate::wire::codec;
-use crate::wire::frame::{self, ByteSource, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::wire::frame::{self, ByteSource, DEFAULT_MAX_MESSAGE_SIZE, FrameReader};
 use crate::wire::handles::{FdOwned, FdRef};
 
 /// How long a receiver keeps checking for a message before it sleeps in the kernel.
@@ -64,7 +64,7 @@ pub struct Connection {
     readable: bool,
     writable: bool,
     limit: AtomicUsize,
-    reading: Mutex<()>,
+    reading: Mutex<ReadState>,
     writing: Mutex<()>,
     /// Set when a receive stopped inside a frame: the stream position is lost.
     broken: AtomicBool,
@@ -84,6 +84,13 @@ impl AsFd for Connection {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// A receive in progress: kept across calls so that a timeout never loses bytes.
+#[derive(Debug, Default)]
+struct ReadState {
+    frame: FrameReader,
+    fds: Vec<OwnedFd>,
 }
 
 /// Reads from the socket, collecting passed descriptors, honouring a deadline, and
@@ -137,7 +144,7 @@ impl Connection {
             readable,
             writable,
             limit: AtomicUsize::new(DEFAULT_MAX_MESSAGE_SIZE),
-            reading: Mutex::new(()),
+            reading: Mutex::new(ReadState::default()),
             writing: Mutex::new(()),
             broken: AtomicBool::new(false),
         }
@@ -219,25 +226,21 @@ impl Connection {
         }
     }
 
-    /// Receives one frame; `deadline` bounds the whole frame.
+    /// Receives one frame; `deadline` bounds the wait. A timeout keeps what was read:
+    /// the next receive continues the same frame.
     pub(crate) fn recv_raw(&self, deadline: Option<Instant>) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
         self.check_readable()?;
-        let _g = self.reading.lock().unwrap_or_else(|p| p.into_inner());
-        let mut fds = Vec::new();
+        let mut guard = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+        let state = &mut *guard;
         let mut src = SocketSource {
             fd: self.fd.as_fd(),
-            fds: &mut fds,
+            fds: &mut state.fds,
             deadline,
         };
-        let limit = self.max_message_size();
-        let len = match frame::read_header(&mut src, limit) {
-            Ok(len) => len,
-            // Nothing of the frame was read: the stream is still in step.
-            Err(e @ (Error::Timeout | Error::Closed)) => return Err(e),
-            Err(e) => return Err(self.lose_framing(e)),
-        };
-        match frame::read_body(&mut src, len) {
-            Ok(body) => Ok((body, fds)),
+        match state.frame.read(&mut src, self.max_message_size()) {
+            Ok(body) => Ok((body, std::mem::take(&mut state.fds))),
+            Err(Error::Timeout) => Err(Error::Timeout),
+            Err(Error::Closed) if !state.frame.in_progress() => Err(Error::Closed),
             Err(e) => Err(self.lose_framing(e)),
         }
     }
@@ -292,25 +295,14 @@ impl Connection {
     /// `recv_bytes_into`). A message longer than `buf` is still consumed and comes back
     /// whole inside [`Error::BufferTooShort`].
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
-        self.check_readable()?;
-        let _g = self.reading.lock().unwrap_or_else(|p| p.into_inner());
-        let mut fds = Vec::new();
-        let mut src = SocketSource {
-            fd: self.fd.as_fd(),
-            fds: &mut fds,
-            deadline: None,
-        };
-        let len = match frame::read_header(&mut src, self.max_message_size()) {
-            Ok(len) => len,
-            Err(e @ Error::Closed) => return Err(e),
-            Err(e) => return Err(self.lose_framing(e)),
-        };
-        if len > buf.len() {
-            let message = frame::read_body(&mut src, len).map_err(|e| self.lose_framing(e))?;
-            return Err(Error::BufferTooShort { message });
+        let (message, _) = self.recv_raw(None)?;
+        match buf.get_mut(..message.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(&message);
+                Ok(message.len())
+            }
+            None => Err(Error::BufferTooShort { message }),
         }
-        frame::read_exact(&mut src, &mut buf[..len]).map_err(|e| self.lose_framing(e))?;
-        Ok(len)
     }
 
     /// Whether a message (or end of stream) is ready to read: at once with

@@ -104,21 +104,32 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
             // writing the hook anew (every page a child writes is a copy).
             bootstrap::install_panic_hook();
             let parent_end = outcome.as_fd().as_raw_fd();
-            let pid = on_lasting_thread(daemon, move || match sysproc::fork() {
-                Ok(sysproc::Forked::Child) => {
-                    // The parent's end belongs to a frame this child never returns to.
-                    sysfd::close_leaked(parent_end);
-                    children::forget_all_after_fork();
-                    forkserver::forget_after_fork();
-                    current::reset_after_fork();
-                    LAUNCHER.reset_after_fork();
-                    let conn = Connection::new(theirs, true, true);
-                    let parent = task.parent_pid;
-                    // Same memory image: the entry needs no executable check.
-                    bootstrap::run_task(conn, task, arg_owned, parent, false)
+            let pid = on_lasting_thread(daemon, move || {
+                // Hold the standard streams' locks across the fork, as an atfork handler
+                // would: the child then owns them (they are re-entrant) instead of
+                // inheriting them held by a thread that does not exist there.
+                let out = std::io::stdout().lock();
+                let err = std::io::stderr().lock();
+                let forked = sysproc::fork();
+                drop(err);
+                drop(out);
+                match forked {
+                    Ok(sysproc::Forked::Child) => {
+                        // The parent's end belongs to a frame this child never returns to.
+                        sysfd::close_leaked(parent_end);
+                        children::forget_all_after_fork();
+                        forkserver::forget_after_fork();
+                        current::reset_after_fork();
+                        LAUNCHER.reset_after_fork();
+                        let conn = Connection::new(theirs, true, true);
+                        let parent = task.parent_pid;
+                        // Same memory image: the entry needs no executable check.
+                        bootstrap::run_task(conn, task, arg_owned, parent, false)
+                    }
+                    // Here the child's end, task and argument handles are dropped.
+                    Ok(sysproc::Forked::Parent(pid)) => Ok(pid),
+                    Err(e) => Err(e),
                 }
-                Ok(sysproc::Forked::Parent(pid)) => Ok(pid),
-                Err(e) => Err(e),
             })?;
             let pidfd = match sysproc::pidfd_open(pid) {
                 Ok(p) => p,

@@ -273,6 +273,8 @@ impl Process {
     }
 
     fn after_end(&self, child: &Child) -> Result<()> {
+        // Joined: no longer one of the active children.
+        children::unregister(child.pid);
         // The report was written before the child exited, so it is already here.
         let deadline = Some(std::time::Instant::now());
         match child.take_outcome::<()>(deadline) {

@@ -46,70 +46,117 @@ fn truncated() -> Error {
     Error::Decode("truncated message: the stream ended inside a frame".into())
 }
 
-/// Fills `buf` completely; end of stream is a truncation error.
-pub(crate) fn read_exact<S: ByteSource + ?Sized>(src: &mut S, buf: &mut [u8]) -> Result<()> {
-    let mut got = 0;
-    while got < buf.len() {
-        let n = src.read_some(&mut buf[got..], false)?;
-        if n == 0 {
-            return Err(truncated());
-        }
-        got += n;
-    }
-    Ok(())
+/// Reads frames, resumably: a source that gives up with [`Error::Timeout`] leaves the
+/// reader where it was, and the next call continues the same frame. Any other error
+/// leaves the stream out of step for good.
+#[derive(Debug, Default)]
+pub(crate) struct FrameReader {
+    header: [u8; 12],
+    /// Header bytes read so far.
+    have: usize,
+    /// The body being filled, once the header is complete.
+    body: Option<Vec<u8>>,
+    filled: usize,
+    len: usize,
 }
 
-/// Reads a frame header and returns the body length, checked against `limit`.
-/// End of stream before the first byte is [`Error::Closed`].
-pub(crate) fn read_header<S: ByteSource + ?Sized>(src: &mut S, limit: usize) -> Result<usize> {
-    let mut h = [0u8; 4];
-    let n = src.read_some(&mut h, true)?;
-    if n == 0 {
-        return Err(Error::Closed);
+impl FrameReader {
+    /// Whether a frame has been started and not finished.
+    pub(crate) fn in_progress(&self) -> bool {
+        self.have > 0
     }
-    read_exact(src, &mut h[n..])?;
-    let short = i32::from_be_bytes(h);
-    let len: u64 = match short {
-        -1 => {
-            let mut l = [0u8; 8];
-            read_exact(src, &mut l)?;
-            let long = u64::from_be_bytes(l);
-            if long <= i32::MAX as u64 {
-                return Err(Error::Decode(format!("non-canonical long length {long}")));
+
+    fn header_len(&self) -> usize {
+        if self.have >= 4
+            && i32::from_be_bytes([
+                self.header[0],
+                self.header[1],
+                self.header[2],
+                self.header[3],
+            ]) == -1
+        {
+            12
+        } else {
+            4
+        }
+    }
+
+    fn parse_header(&self, limit: usize) -> Result<usize> {
+        let short = i32::from_be_bytes([
+            self.header[0],
+            self.header[1],
+            self.header[2],
+            self.header[3],
+        ]);
+        let len: u64 = match short {
+            -1 => {
+                let mut l = [0u8; 8];
+                l.copy_from_slice(&self.header[4..12]);
+                let long = u64::from_be_bytes(l);
+                if long <= i32::MAX as u64 {
+                    return Err(Error::Decode(format!("non-canonical long length {long}")));
+                }
+                long
             }
-            long
+            n if n < 0 => return Err(Error::Decode(format!("negative message length {n}"))),
+            n => n as u64,
+        };
+        if len > limit as u64 {
+            return Err(Error::MessageTooLarge { len, limit });
         }
-        n if n < 0 => return Err(Error::Decode(format!("negative message length {n}"))),
-        n => n as u64,
-    };
-    if len > limit as u64 {
-        return Err(Error::MessageTooLarge { len, limit });
+        Ok(len as usize)
     }
-    Ok(len as usize)
-}
 
-/// Reads a body of `len` bytes (already checked against the limit).
-pub(crate) fn read_body<S: ByteSource + ?Sized>(src: &mut S, len: usize) -> Result<Vec<u8>> {
-    if len <= EAGER_ALLOCATION {
-        let mut body = vec![0u8; len];
-        read_exact(src, &mut body)?;
-        return Ok(body);
+    /// Reads until the current frame is complete and returns its body.
+    /// End of stream before a frame starts is [`Error::Closed`].
+    pub(crate) fn read<S: ByteSource + ?Sized>(
+        &mut self,
+        src: &mut S,
+        limit: usize,
+    ) -> Result<Vec<u8>> {
+        loop {
+            let Some(body) = self.body.as_mut() else {
+                let want = self.header_len();
+                if self.have < want {
+                    let n = src.read_some(&mut self.header[self.have..want], self.have == 0)?;
+                    if n == 0 {
+                        return Err(if self.have == 0 {
+                            Error::Closed
+                        } else {
+                            truncated()
+                        });
+                    }
+                    self.have += n;
+                    continue;
+                }
+                self.len = self.parse_header(limit)?;
+                self.filled = 0;
+                self.body = Some(vec![0u8; self.len.min(EAGER_ALLOCATION)]);
+                continue;
+            };
+            if self.filled == self.len {
+                let done = self.body.take().unwrap_or_default();
+                *self = FrameReader::default();
+                return Ok(done);
+            }
+            if self.filled == body.len() {
+                // Large bodies grow only as their bytes really arrive.
+                let grown = (body.len() * 2).clamp(EAGER_ALLOCATION, self.len);
+                body.resize(grown, 0);
+            }
+            let n = src.read_some(&mut body[self.filled..], false)?;
+            if n == 0 {
+                return Err(truncated());
+            }
+            self.filled += n;
+        }
     }
-    let mut body = Vec::with_capacity(EAGER_ALLOCATION);
-    while body.len() < len {
-        let have = body.len();
-        let step = (len - have).min(have.max(EAGER_ALLOCATION));
-        body.resize(have + step, 0);
-        read_exact(src, &mut body[have..])?;
-    }
-    Ok(body)
 }
 
 /// Reads one whole frame.
 #[cfg(test)]
 pub(crate) fn read_frame<S: ByteSource + ?Sized>(src: &mut S, limit: usize) -> Result<Vec<u8>> {
-    let len = read_header(src, limit)?;
-    read_body(src, len)
+    FrameReader::default().read(src, limit)
 }
 
 #[cfg(test)]

@@ -1,0 +1,308 @@
+//! `Lock` and `RLock` across processes (Python's `multiprocessing.Lock` / `RLock`).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+use crate::sync::owner_lock::{LOCK_SIZE, OwnerLock, Taken};
+use crate::sys::shm::Region;
+use crate::wire::handles::{FdOwned, FdRef};
+
+/// Why an acquisition did not simply succeed.
+///
+/// [`OwnerDied`](AcquireError::OwnerDied) carries the guard: the lock *is* yours, but the
+/// process that held it before died while holding it, so the data it protects may be
+/// half-updated. Repair it, then use the guard. `?` turns every variant into
+/// [`Error`] (releasing the lock in the `OwnerDied` case).
+pub enum AcquireError<G> {
+    /// The previous owner died holding the lock; here is the lock.
+    OwnerDied(G),
+    /// The timeout passed, or (for `try_acquire`) the lock is held.
+    Timeout,
+    /// This thread already holds this non-recursive lock: waiting would never end.
+    AlreadyHeld,
+}
+
+impl<G> AcquireError<G> {
+    /// The guard in the `OwnerDied` case (acknowledging that the owner died).
+    pub fn into_guard(self) -> Option<G> {
+        match self {
+            AcquireError::OwnerDied(g) => Some(g),
+            _ => None,
+        }
+    }
+}
+
+impl<G> fmt::Debug for AcquireError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AcquireError::OwnerDied(_) => "OwnerDied(..)",
+            AcquireError::Timeout => "Timeout",
+            AcquireError::AlreadyHeld => "AlreadyHeld",
+        })
+    }
+}
+
+impl<G> fmt::Display for AcquireError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AcquireError::OwnerDied(_) => "the previous owner died while holding the lock",
+            AcquireError::Timeout => "the lock was not acquired in time",
+            AcquireError::AlreadyHeld => "this thread already holds the lock",
+        })
+    }
+}
+
+impl<G> std::error::Error for AcquireError<G> {}
+
+impl<G> From<AcquireError<G>> for Error {
+    fn from(e: AcquireError<G>) -> Error {
+        match e {
+            AcquireError::OwnerDied(_) => Error::OwnerDied,
+            AcquireError::Timeout => Error::Timeout,
+            AcquireError::AlreadyHeld => Error::state("this thread already holds the lock"),
+        }
+    }
+}
+
+/// The result of an acquisition.
+pub type AcquireResult<G> = std::result::Result<G, AcquireError<G>>;
+
+pub(crate) fn new_lock_region() -> Result<OwnerLock> {
+    let region = Arc::new(Region::anonymous(LOCK_SIZE)?);
+    OwnerLock::at(region, 0).ok_or_else(|| Error::state("lock region too small"))
+}
+
+fn take<'a, G>(
+    raw: &'a OwnerLock,
+    deadline: Option<Instant>,
+    recursive: bool,
+    guard: impl FnOnce(&'a OwnerLock) -> G,
+) -> AcquireResult<G> {
+    match raw.acquire(deadline, recursive) {
+        Ok(Some(Taken::Clean | Taken::Again)) => Ok(guard(raw)),
+        Ok(Some(Taken::OwnerDied)) => Err(AcquireError::OwnerDied(guard(raw))),
+        Ok(None) => Err(AcquireError::Timeout),
+        Err(()) => Err(AcquireError::AlreadyHeld),
+    }
+}
+
+fn serialize_lock<S: Serializer>(raw: &OwnerLock, s: S) -> std::result::Result<S::Ok, S::Error> {
+    (FdRef(raw.region().fd()), raw.offset() as u64).serialize(s)
+}
+
+fn deserialize_lock<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<OwnerLock, D::Error> {
+    use serde::de::Error as _;
+    let (fd, offset) = <(FdOwned, u64)>::deserialize(d)?;
+    let region = Region::from_fd(fd.0).map_err(D::Error::custom)?;
+    let offset = usize::try_from(offset).map_err(D::Error::custom)?;
+    OwnerLock::at(Arc::new(region), offset)
+        .ok_or_else(|| D::Error::custom("lock handle outside its memory"))
+}
+
+/// A lock shared by processes (Python's `multiprocessing.Lock`).
+///
+/// It lives in shared memory; send it to a child in its arguments or through a
+/// [`Connection`](crate::Connection): every copy is the same lock. Held through a
+/// [`LockGuard`] (Python's `with lock:`), or with [`release`](Lock::release) after a guard
+/// was forgotten. If its holder dies, the next acquirer gets it with
+/// [`AcquireError::OwnerDied`] instead of waiting forever.
+///
+/// ```
+/// let lock = multiproc::Lock::new()?;
+/// {
+///     let _held = lock.acquire()?;
+///     assert!(lock.try_acquire().is_err());
+/// }
+/// assert!(lock.try_acquire().is_ok());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Lock {
+    raw: OwnerLock,
+}
+
+/// Holds a [`Lock`]; releases it when dropped.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+#[derive(Debug)]
+pub struct LockGuard<'a> {
+    raw: &'a OwnerLock,
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.raw.release();
+    }
+}
+
+impl Lock {
+    /// A new, unlocked lock.
+    pub fn new() -> Result<Lock> {
+        Ok(Lock {
+            raw: new_lock_region()?,
+        })
+    }
+
+    /// Waits as long as it takes for the lock.
+    pub fn acquire(&self) -> AcquireResult<LockGuard<'_>> {
+        take(&self.raw, None, false, |raw| LockGuard { raw })
+    }
+
+    /// Waits at most `timeout` for the lock.
+    pub fn acquire_timeout(&self, timeout: Duration) -> AcquireResult<LockGuard<'_>> {
+        take(&self.raw, Some(Instant::now() + timeout), false, |raw| {
+            LockGuard { raw }
+        })
+    }
+
+    /// Takes the lock only if it is free (Python's `acquire(block=False)`).
+    pub fn try_acquire(&self) -> AcquireResult<LockGuard<'_>> {
+        take(&self.raw, Some(Instant::now()), false, |raw| LockGuard {
+            raw,
+        })
+    }
+
+    /// Releases a lock held by this thread whose guard was forgotten
+    /// (`std::mem::forget`), as Python's `release()`. Releasing a lock this thread does
+    /// not hold is an error.
+    pub fn release(&self) -> Result<()> {
+        self.raw
+            .release()
+            .map_err(|()| Error::state("release of a lock this thread does not hold"))
+    }
+
+    /// Whether some thread in some process holds the lock.
+    pub fn is_locked(&self) -> bool {
+        self.raw.is_locked()
+    }
+}
+
+impl Serialize for Lock {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        serialize_lock(&self.raw, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Lock {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Lock, D::Error> {
+        deserialize_lock(d).map(|raw| Lock { raw })
+    }
+}
+
+/// A re-entrant lock shared by processes (Python's `multiprocessing.RLock`): the
+/// thread that holds it may take it again; it is free once released as many times.
+///
+/// ```
+/// let lock = multiproc::RLock::new()?;
+/// let a = lock.acquire()?;
+/// let b = lock.acquire()?;
+/// drop(b);
+/// drop(a);
+/// assert!(!lock.is_locked());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct RLock {
+    raw: OwnerLock,
+}
+
+/// Holds one level of an [`RLock`].
+#[must_use = "the lock is released as soon as the guard is dropped"]
+#[derive(Debug)]
+pub struct RLockGuard<'a> {
+    lock: &'a RLock,
+}
+
+impl Drop for RLockGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.lock.release();
+    }
+}
+
+impl RLock {
+    /// A new, unlocked re-entrant lock.
+    pub fn new() -> Result<RLock> {
+        Ok(RLock {
+            raw: new_lock_region()?,
+        })
+    }
+
+    fn take(&self, deadline: Option<Instant>) -> AcquireResult<RLockGuard<'_>> {
+        let r = take(&self.raw, deadline, true, |_| ());
+        let count = self.raw.count();
+        match r {
+            Ok(()) => {
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(RLockGuard { lock: self })
+            }
+            Err(AcquireError::OwnerDied(())) => {
+                count.store(1, std::sync::atomic::Ordering::Relaxed);
+                Err(AcquireError::OwnerDied(RLockGuard { lock: self }))
+            }
+            Err(AcquireError::Timeout) => Err(AcquireError::Timeout),
+            Err(AcquireError::AlreadyHeld) => Err(AcquireError::AlreadyHeld),
+        }
+    }
+
+    /// Waits as long as it takes for the lock.
+    pub fn acquire(&self) -> AcquireResult<RLockGuard<'_>> {
+        self.take(None)
+    }
+
+    /// Waits at most `timeout` for the lock.
+    pub fn acquire_timeout(&self, timeout: Duration) -> AcquireResult<RLockGuard<'_>> {
+        self.take(Some(Instant::now() + timeout))
+    }
+
+    /// Takes the lock only if it is free or already this thread's.
+    pub fn try_acquire(&self) -> AcquireResult<RLockGuard<'_>> {
+        self.take(Some(Instant::now()))
+    }
+
+    /// Releases one level (for a forgotten guard); an error unless this thread holds it.
+    pub fn release(&self) -> Result<()> {
+        if !self.raw.held_by_me() {
+            return Err(Error::state(
+                "release of an RLock this thread does not hold",
+            ));
+        }
+        let count = self.raw.count();
+        if count.load(std::sync::atomic::Ordering::Relaxed) > 1 {
+            count.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
+        }
+        count.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.raw
+            .release()
+            .map_err(|()| Error::state("release of an RLock this thread does not hold"))
+    }
+
+    /// Whether some thread holds the lock.
+    pub fn is_locked(&self) -> bool {
+        self.raw.is_locked()
+    }
+
+    /// How many times the holder has taken it (0 when free).
+    pub fn recursion_depth(&self) -> u32 {
+        if self.raw.is_locked() {
+            self.raw.count().load(std::sync::atomic::Ordering::Relaxed)
+        } else {
+            0
+        }
+    }
+}
+
+impl Serialize for RLock {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        serialize_lock(&self.raw, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RLock {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<RLock, D::Error> {
+        deserialize_lock(d).map(|raw| RLock { raw })
+    }
+}

@@ -1,0 +1,99 @@
+//! Helpers shared by the integration tests (each test file is its own crate and uses
+//! only some of them).
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use multiproc::{Process, StartMethod};
+
+/// Every start method, in the order the tests try them.
+pub const METHODS: [StartMethod; 3] = [
+    StartMethod::Spawn,
+    StartMethod::Forkserver,
+    StartMethod::Fork,
+];
+
+/// The start methods that do not fork the (multi-threaded) test process itself.
+pub const CLEAN_METHODS: [StartMethod; 2] = [StartMethod::Spawn, StartMethod::Forkserver];
+
+/// A bound for anything that should take milliseconds: generous, for a loaded machine.
+pub const LONG: Duration = Duration::from_secs(60);
+
+/// Joins `p`, giving up after [`LONG`]; on that failure path the child is killed and
+/// reaped before the test panics, so no test leaves a process behind.
+pub fn join_bounded(p: &mut Process, what: &str) {
+    match p.join_timeout(LONG) {
+        Ok(true) => {}
+        Ok(false) => {
+            let _ = p.kill();
+            let _ = p.join();
+            panic!("{what}: the child did not end within {LONG:?}");
+        }
+        Err(e) => panic!("{what}: join failed: {e:?}"),
+    }
+}
+
+/// Kills `p` if it still runs and reaps it (for failure paths and cleanups).
+pub fn kill_and_reap(p: &mut Process) {
+    if p.pid().is_some() {
+        let _ = p.kill();
+        let _ = p.join_timeout(LONG);
+    }
+}
+
+/// Kills a process and reaps it when dropped: a guard for children on failure paths.
+pub struct KillOnDrop(pub Process);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        kill_and_reap(&mut self.0);
+    }
+}
+
+/// The state letter of process `pid` (`R`, `S`, `Z`, …), or `None` if it does not exist.
+pub fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid ...": comm may hold spaces and parentheses; the state follows
+    // the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().next()?.chars().next()
+}
+
+/// The parent pid and state of process `pid`, from `/proc/<pid>/stat`.
+pub fn ppid_and_state(pid: u32) -> Option<(u32, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((ppid, state))
+}
+
+/// Whether process `pid` is gone: absent, or a zombie (it has ended; only its entry waits
+/// for a reaper).
+pub fn is_gone(pid: u32) -> bool {
+    matches!(proc_state(pid), None | Some('Z'))
+}
+
+/// Polls until process `pid` is gone, for at most `within`. Returns whether it went.
+pub fn wait_gone(pid: u32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if is_gone(pid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGKILLs an arbitrary pid through the `kill` command (for cleanup of grandchildren on
+/// failure paths; the tests cannot call libc directly).
+pub fn kill_pid(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .arg("-9")
+        .arg(pid.to_string())
+        .status();
+}
