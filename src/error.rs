@@ -49,6 +49,10 @@ pub enum Error {
     /// The previous owner of a lock died while holding it; the lock is now yours.
     #[error("the previous owner died while holding the lock")]
     OwnerDied,
+    /// A barrier was aborted or reset while waiting, or a waiter timed out (Python's
+    /// `BrokenBarrierError`).
+    #[error("broken barrier")]
+    BrokenBarrier,
     /// The peer did not prove it knows the authentication key.
     #[error("authentication failed")]
     AuthenticationFailed,

@@ -59,10 +59,15 @@
 mod connection;
 mod error;
 mod process;
+mod shared;
 mod sync;
 mod sys;
 mod wire;
 
+/// Re-exported so that `#[derive(bytemuck::Pod, bytemuck::Zeroable)]` types for
+/// `Value`, `Array` and friends need no direct dependency (use
+/// `#[bytemuck(crate = "multiproc::bytemuck")]` on the type).
+pub use bytemuck;
 pub use connection::{Connection, Waitable, pipe, wait};
 pub use error::{Error, Result};
 pub use process::{
@@ -70,7 +75,8 @@ pub use process::{
     cpu_count, current_process, get_all_start_methods, get_context, get_start_method,
     parent_process, set_start_method, spawn,
 };
-pub use sync::{AcquireError, AcquireResult, Lock, LockGuard, RLock, RLockGuard};
+pub use shared::*;
+pub use sync::*;
 pub use wire::frame::DEFAULT_MAX_MESSAGE_SIZE;
 
 /// The README's examples, compiled and run as doc tests.

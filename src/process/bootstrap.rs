@@ -183,6 +183,7 @@ pub(crate) fn entry_run<T: Run>(args: &[u8], fds: Vec<OwnedFd>, conn: &Connectio
 
 /// Called by the load-time hook in every process that links the crate.
 pub(crate) fn on_load() {
+    sysproc::register_fork_handler();
     if let Some(v) = sysproc::take_env(SPAWN_ENV) {
         spawned_child(&v.to_string_lossy());
     }

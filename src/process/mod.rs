@@ -203,11 +203,15 @@ impl Process {
 
     /// Starts the child. Starting twice is an error.
     pub fn start(&mut self) -> Result<()> {
+        self.start_inner(true)
+    }
+
+    fn start_inner(&mut self, register: bool) -> Result<()> {
         self.check_open()?;
         if self.child.is_some() {
             return Err(Error::state("cannot start a process twice"));
         }
-        if current::is_daemon() {
+        if register && current::is_daemon() {
             return Err(Error::state(
                 "daemonic processes are not allowed to have children",
             ));
@@ -225,9 +229,17 @@ impl Process {
             identity: self.identity.clone(),
         };
         let child = launch::launch(method, spec)?;
-        children::register(&child);
+        if register {
+            children::register(&child);
+        }
         self.child = Some(child);
         Ok(())
+    }
+
+    /// Starts a helper process of the crate's own that is neither listed among the
+    /// active children nor joined at exit (it watches this process and ends after it).
+    pub(crate) fn start_detached(&mut self) -> Result<()> {
+        self.start_inner(false)
     }
 
     /// The child's pid, once started.

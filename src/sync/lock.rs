@@ -68,6 +68,10 @@ impl<G> From<AcquireError<G>> for Error {
     }
 }
 
+/// Makes a guard `!Send`: a lock is owned by a thread, and must be released there.
+#[derive(Debug, Default)]
+pub(crate) struct NotSend(std::marker::PhantomData<*const ()>);
+
 /// The result of an acquisition.
 pub type AcquireResult<G> = std::result::Result<G, AcquireError<G>>;
 
@@ -76,6 +80,7 @@ pub(crate) fn new_lock_region() -> Result<OwnerLock> {
     OwnerLock::at(region, 0).ok_or_else(|| Error::state("lock region too small"))
 }
 
+#[inline]
 fn take<'a, G>(
     raw: &'a OwnerLock,
     deadline: Option<Instant>,
@@ -130,9 +135,12 @@ pub struct Lock {
 #[derive(Debug)]
 pub struct LockGuard<'a> {
     raw: &'a OwnerLock,
+    /// The lock belongs to the thread that took it: the guard stays on that thread.
+    _not_send: NotSend,
 }
 
 impl Drop for LockGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         let _ = self.raw.release();
     }
@@ -147,14 +155,21 @@ impl Lock {
     }
 
     /// Waits as long as it takes for the lock.
+    #[inline]
     pub fn acquire(&self) -> AcquireResult<LockGuard<'_>> {
-        take(&self.raw, None, false, |raw| LockGuard { raw })
+        take(&self.raw, None, false, |raw| LockGuard {
+            raw,
+            _not_send: NotSend::default(),
+        })
     }
 
     /// Waits at most `timeout` for the lock.
     pub fn acquire_timeout(&self, timeout: Duration) -> AcquireResult<LockGuard<'_>> {
         take(&self.raw, Some(Instant::now() + timeout), false, |raw| {
-            LockGuard { raw }
+            LockGuard {
+                raw,
+                _not_send: NotSend::default(),
+            }
         })
     }
 
@@ -162,6 +177,7 @@ impl Lock {
     pub fn try_acquire(&self) -> AcquireResult<LockGuard<'_>> {
         take(&self.raw, Some(Instant::now()), false, |raw| LockGuard {
             raw,
+            _not_send: NotSend::default(),
         })
     }
 
@@ -214,6 +230,7 @@ pub struct RLock {
 #[derive(Debug)]
 pub struct RLockGuard<'a> {
     lock: &'a RLock,
+    _not_send: NotSend,
 }
 
 impl Drop for RLockGuard<'_> {
@@ -236,11 +253,17 @@ impl RLock {
         match r {
             Ok(()) => {
                 count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Ok(RLockGuard { lock: self })
+                Ok(RLockGuard {
+                    lock: self,
+                    _not_send: NotSend::default(),
+                })
             }
             Err(AcquireError::OwnerDied(())) => {
                 count.store(1, std::sync::atomic::Ordering::Relaxed);
-                Err(AcquireError::OwnerDied(RLockGuard { lock: self }))
+                Err(AcquireError::OwnerDied(RLockGuard {
+                    lock: self,
+                    _not_send: NotSend::default(),
+                }))
             }
             Err(AcquireError::Timeout) => Err(AcquireError::Timeout),
             Err(AcquireError::AlreadyHeld) => Err(AcquireError::AlreadyHeld),

@@ -3,9 +3,141 @@
 //!
 //! Every primitive is a few words in an anonymous shared segment: it travels to other
 //! processes in arguments or messages (its descriptor is passed), and the kernel frees it
-//! when the last process using it is gone, crash or not.
+//! when the last process using it is gone, crash or not. Every copy (a `clone`, or the
+//! value a child receives) is the same primitive.
+//!
+//! Blocking calls sleep in the kernel (a futex on a word of the segment) after a brief
+//! bounded spin, and every one of them has a timeout form.
+//!
+//! ## When a process dies
+//!
+//! - [`Lock`] and [`RLock`] record their owner: the next acquirer gets the lock with
+//!   [`AcquireError::OwnerDied`] instead of waiting forever.
+//! - A [`Semaphore`] has no owner: a process that acquired it is not its holder in any
+//!   sense the semaphore could know (another process may release it). If a process dies
+//!   before releasing what it acquired, that unit is gone; nobody is told. Protect
+//!   semaphore-counted resources with a timeout ([`Semaphore::acquire_timeout`]) if a
+//!   worker may die.
+//! - A [`Condition`] uses an [`RLock`], so a process dying while holding it is reported
+//!   to the next acquirer (and to a waiter re-acquiring it, as
+//!   [`Error::OwnerDied`](crate::Error::OwnerDied)). A process that dies while waiting
+//!   does not absorb notifications: `notify` skips waiters whose process is gone (once
+//!   it has been reaped).
+//! - An [`Event`] has no owner; a dead waiter leaves nothing behind.
+//! - A [`Barrier`] counts arrivals, not processes: a party that dies while waiting still
+//!   counts as arrived, and one that never arrives blocks the round. Give the barrier a
+//!   timeout ([`Barrier::with_timeout`]) to turn a lost party into
+//!   [`Error::BrokenBarrier`](crate::Error::BrokenBarrier) for everyone.
 
+mod barrier;
+mod condition;
+mod event;
 mod lock;
 pub(crate) mod owner_lock;
+mod semaphore;
 
+pub use self::barrier::Barrier;
+pub use self::condition::{Condition, ConditionGuard};
+pub use self::event::Event;
 pub use self::lock::{AcquireError, AcquireResult, Lock, LockGuard, RLock, RLockGuard};
+pub use self::semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+use crate::sys::shm::{Region, SharedWords};
+use crate::wire::handles::{FdOwned, FdRef};
+
+/// A new zeroed segment holding `N` words, the first one set to `magic` (the kind of
+/// primitive, checked when a handle is received).
+fn new_words<const N: usize>(magic: u32) -> Result<SharedWords<N>> {
+    let region = Arc::new(Region::anonymous(4 * N)?);
+    let words =
+        SharedWords::at(region, 0).ok_or_else(|| Error::state("shared segment too small"))?;
+    words.get()[0].store(magic, Ordering::Release);
+    Ok(words)
+}
+
+/// Writes a primitive as a handle: its segment's descriptor and its offset there.
+fn serialize_words<const N: usize, S: Serializer>(
+    words: &SharedWords<N>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    (FdRef(words.region().fd()), 0u64).serialize(s)
+}
+
+/// Reads a handle written by [`serialize_words`]; the words must fit in the segment and
+/// carry `magic` (a handle of another kind, or corrupt input, is an error).
+fn deserialize_words<'de, const N: usize, D: Deserializer<'de>>(
+    d: D,
+    magic: u32,
+    what: &str,
+) -> std::result::Result<SharedWords<N>, D::Error> {
+    use serde::de::Error as _;
+    let (fd, offset) = <(FdOwned, u64)>::deserialize(d)?;
+    words_from_parts(fd, offset, magic, what).map_err(D::Error::custom)
+}
+
+/// The words a received handle (descriptor and offset) names, checked as in
+/// [`deserialize_words`].
+fn words_from_parts<const N: usize>(
+    fd: FdOwned,
+    offset: u64,
+    magic: u32,
+    what: &str,
+) -> std::result::Result<SharedWords<N>, String> {
+    let region = Region::from_fd(fd.0).map_err(|e| format!("{what} handle: {e}"))?;
+    let offset = usize::try_from(offset).map_err(|e| format!("{what} handle: {e}"))?;
+    if offset % 8 != 0 {
+        return Err(format!("misaligned {what} handle"));
+    }
+    let words = SharedWords::<N>::at(Arc::new(region), offset)
+        .ok_or_else(|| format!("{what} handle outside its memory"))?;
+    if words.get()[0].load(Ordering::Acquire) != magic {
+        return Err(format!("handle is not a {what}"));
+    }
+    Ok(words)
+}
+
+/// How long a waiter spins before it sleeps: long enough to catch a peer that answers
+/// at once (a ping-pong), short enough to cost nothing next to a sleep.
+const SPIN: Duration = Duration::from_micros(10);
+
+/// Spins briefly until `done()`; returns whether it became true. No spinning at all on
+/// a machine with a single CPU (the peer could not run meanwhile).
+fn spin_until(mut done: impl FnMut() -> bool) -> bool {
+    static MULTI_CPU: OnceLock<bool> = OnceLock::new();
+    if done() {
+        return true;
+    }
+    if !*MULTI_CPU.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)) {
+        return false;
+    }
+    let until = Instant::now() + SPIN;
+    loop {
+        for _ in 0..32 {
+            std::hint::spin_loop();
+        }
+        if done() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+    }
+}
+
+/// Time left until `deadline` (`None`: no limit); `Some(ZERO)` once it has passed.
+fn remaining(deadline: Option<Instant>) -> Option<Duration> {
+    deadline.map(|d| d.saturating_duration_since(Instant::now()))
+}
+
+/// `now + timeout`, or no deadline if that is beyond what `Instant` represents.
+fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}

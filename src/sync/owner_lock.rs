@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::sys::shm::Region;
+use crate::sys::shm::{Region, SharedWords};
 use crate::sys::{futex, proc as sysproc};
 
 const WAITERS: u32 = 1 << 31;
@@ -34,7 +34,6 @@ const LIVENESS_SLICE: Duration = Duration::from_millis(100);
 /// The calling thread's identity, cached per thread (and renewed after a fork).
 #[derive(Clone, Copy)]
 struct Me {
-    generation: u64,
     tid: u32,
     pid: u32,
     start: u64,
@@ -44,22 +43,24 @@ thread_local! {
     static ME: Cell<Option<Me>> = const { Cell::new(None) };
 }
 
+#[inline]
 fn me() -> Me {
-    let generation = sysproc::fork_generation();
-    if let Some(m) = ME.get()
-        && m.generation == generation
-    {
+    if let Some(m) = ME.get() {
         return m;
     }
     let pid = sysproc::getpid();
     let m = Me {
-        generation,
         tid: sysproc::gettid(),
         pid,
         start: sysproc::start_time(pid).unwrap_or(0),
     };
     ME.set(Some(m));
     m
+}
+
+/// Forgets the cached identity (a forked child is another process and thread).
+pub(crate) fn forget_identity_after_fork() {
+    ME.set(None);
 }
 
 /// How an acquisition went.
@@ -76,7 +77,7 @@ pub(crate) enum Taken {
 /// A lock word inside a shared region.
 #[derive(Clone)]
 pub(crate) struct OwnerLock {
-    region: Arc<Region>,
+    words: SharedWords<6>,
     offset: usize,
 }
 
@@ -95,17 +96,27 @@ impl OwnerLock {
     /// The lock at `offset` of `region` (zeroed memory is an unlocked lock); `None` if
     /// it does not fit there (a corrupt handle).
     pub(crate) fn at(region: Arc<Region>, offset: usize) -> Option<OwnerLock> {
-        (offset % 8 == 0 && offset.checked_add(LOCK_SIZE)? <= region.len())
-            .then_some(OwnerLock { region, offset })
+        if offset % 8 != 0 {
+            return None;
+        }
+        Some(OwnerLock {
+            words: SharedWords::at(region, offset)?,
+            offset,
+        })
     }
 
+    #[inline]
+    fn words(&self) -> &[AtomicU32; 6] {
+        self.words.get()
+    }
     fn word(&self, i: usize) -> &AtomicU32 {
-        self.region.atomic_u32(self.offset + 4 * i)
+        &self.words()[i]
     }
     fn state(&self) -> &AtomicU32 {
         self.word(0)
     }
 
+    #[inline]
     fn record(&self, m: Me) {
         self.word(2).store(m.pid, Ordering::Relaxed);
         self.word(3).store(m.start as u32, Ordering::Relaxed);
@@ -147,12 +158,30 @@ impl OwnerLock {
     /// Takes the lock, waiting until `deadline` (`None`: no limit). `None` on timeout.
     /// With `recursive`, a holder taking it again gets [`Taken::Again`]; without, it
     /// gets `Err` (it would wait for itself forever).
+    #[inline]
     pub(crate) fn acquire(
         &self,
         deadline: Option<Instant>,
         recursive: bool,
     ) -> Result<Option<Taken>, ()> {
         let m = me();
+        if self.words()[0]
+            .compare_exchange(0, m.tid, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.record(m);
+            return Ok(Some(Taken::Clean));
+        }
+        self.acquire_slow(m, deadline, recursive)
+    }
+
+    #[cold]
+    fn acquire_slow(
+        &self,
+        m: Me,
+        deadline: Option<Instant>,
+        recursive: bool,
+    ) -> Result<Option<Taken>, ()> {
         let state = self.state();
         let mut spins = 0u32;
         // Once we have slept, others may sleep too: keep the waiters mark when taking it.
@@ -223,13 +252,20 @@ impl OwnerLock {
     }
 
     /// Releases the lock; `Err` if the calling thread does not hold it.
+    #[inline]
     pub(crate) fn release(&self) -> Result<(), ()> {
-        let m = me();
-        let state = self.state();
-        if state.load(Ordering::Relaxed) & TID_MASK != m.tid {
+        self.release_as(me().tid)
+    }
+
+    /// Releases the lock on behalf of thread `tid` (a guard knows its thread).
+    #[inline]
+    pub(crate) fn release_as(&self, tid: u32) -> Result<(), ()> {
+        let w = self.words();
+        let state = &w[0];
+        if state.load(Ordering::Relaxed) & TID_MASK != tid {
             return Err(());
         }
-        self.word(1).store(0, Ordering::Relaxed);
+        w[1].store(0, Ordering::Relaxed);
         let prev = state.swap(0, Ordering::Release);
         if prev & WAITERS != 0 {
             futex::wake(state, 1);
@@ -239,7 +275,7 @@ impl OwnerLock {
 
     /// The region holding the lock (to send it to another process).
     pub(crate) fn region(&self) -> &Arc<Region> {
-        &self.region
+        self.words.region()
     }
 
     /// Offset of the lock in its region.

@@ -24,3 +24,21 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
 pub(crate) fn wake(word: &AtomicU32, n: u32) {
     let _ = futex::wake(word, futex::Flags::empty(), n);
 }
+
+/// Wakes every sleeper on `word`.
+pub(crate) fn wake_all(word: &AtomicU32) {
+    // The kernel reads the count as a signed int: `i32::MAX` means "all".
+    wake(word, i32::MAX as u32);
+}
+
+/// Whether process `pid` still exists (a zombie not yet reaped counts as existing; a
+/// process of another user too). Used to skip the records of waiters that died.
+pub(crate) fn process_exists(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    !matches!(rustix::process::test_kill_process(pid), Err(Errno::SRCH))
+}

@@ -207,29 +207,31 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Whether thread `tid` of the process (`pid`, started at `start`) still runs.
+/// Whether thread `tid` of the process (`pid`, started at `start`) still runs. A zombie
+/// (dead, not yet reaped by its parent) does not run.
 pub(crate) fn thread_alive(pid: u32, tid: u32, start: u64) -> bool {
-    start_time(pid) == Some(start) && std::fs::metadata(format!("/proc/{pid}/task/{tid}")).is_ok()
+    start_time(pid) == Some(start)
+        && std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).is_ok_and(|stat| {
+            // The state follows the command name, which ends at the last ')'.
+            let state = stat
+                .rfind(')')
+                .and_then(|end| stat[end + 1..].split_whitespace().next());
+            !matches!(state, Some("Z" | "X") | None)
+        })
 }
-
-static FORK_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 extern "C" fn after_fork_in_child() {
-    FORK_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    crate::sync::owner_lock::forget_identity_after_fork();
 }
 
-/// A number that changes in every child created by `fork`, however it was called, so
-/// per-thread caches of the process's identity can tell they were inherited.
-pub(crate) fn fork_generation() -> u64 {
-    static REGISTER: std::sync::Once = std::sync::Once::new();
-    REGISTER.call_once(|| {
-        // SAFETY: the handler is a plain function that only increments an atomic, which
-        // is async-signal-safe and valid in a freshly forked child.
-        unsafe {
-            libc::pthread_atfork(None, None, Some(after_fork_in_child));
-        }
-    });
-    FORK_GENERATION.load(std::sync::atomic::Ordering::Relaxed)
+/// Makes every child created by `fork` (however it was called) drop the per-thread
+/// caches of the process's identity. Called once per process, from the load-time hook.
+pub(crate) fn register_fork_handler() {
+    // SAFETY: the handler is a plain function that only resets a thread-local cell of
+    // the forking thread, which is valid in the freshly forked child.
+    unsafe {
+        libc::pthread_atfork(None, None, Some(after_fork_in_child));
+    }
 }
 
 /// Number of threads in this process.

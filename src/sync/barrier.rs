@@ -1,0 +1,392 @@
+//! `Barrier` across processes (Python's `multiprocessing.Barrier`).
+//!
+//! State lives under a small owner-recording lock: the arrival count, and a futex word
+//! holding the round number (a generation) and a "broken" bit. The last arrival of a
+//! round records the round's outcome in a ring indexed by round, starts the next round
+//! and wakes everyone; a reset records the round as broken instead. A waiter that wakes
+//! late (after the next rounds began) reads its own round's outcome from the ring, so
+//! the barrier never has to wait for the waiters of a finished round to leave (a
+//! process killed then would block it forever).
+//!
+//! Layout (32-bit words): kind tag, parties, the lock (six words), state (round << 1 |
+//! broken), count, default timeout in nanoseconds (two words, all ones: none), four
+//! reserved, then the ring of outcomes.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{deadline_after, new_words, remaining, serialize_words, spin_until, words_from_parts};
+use crate::error::{Error, Result};
+use crate::sync::owner_lock::{OwnerLock, Taken};
+use crate::sys::futex;
+use crate::sys::shm::SharedWords;
+use crate::wire::handles::FdOwned;
+
+const MAGIC: u32 = u32::from_le_bytes(*b"mpBa");
+
+const PARTIES: usize = 1;
+/// Byte offset of the lock (eight-byte aligned, six words).
+const LOCK_OFFSET: usize = 8;
+const STATE: usize = 8;
+const COUNT: usize = 9;
+const TIMEOUT_LO: usize = 10;
+const TIMEOUT_HI: usize = 11;
+const RING: usize = 16;
+/// Rounds whose outcome is remembered.
+const RING_LEN: usize = 256;
+const WORDS: usize = RING + RING_LEN;
+
+const BROKEN: u32 = 1;
+/// In a ring entry: the round ended with every party released (else: broken, reset).
+const COMPLETED: u32 = 1;
+const NO_TIMEOUT: u64 = u64::MAX;
+
+/// A meeting point for a fixed number of processes (Python's
+/// `multiprocessing.Barrier`).
+///
+/// Each party calls [`wait`](Barrier::wait); all of them return once `parties` have
+/// arrived, each with its arrival index (`0..parties`, a different one each). Then the
+/// barrier is ready for the next round. If a waiter times out, or someone calls
+/// [`abort`](Barrier::abort), the barrier is *broken*: every waiter, now and until
+/// [`reset`](Barrier::reset), gets [`Error::BrokenBarrier`].
+///
+/// A party that dies while waiting still counts as arrived; one that never arrives
+/// holds the others until their timeout (see [`with_timeout`](Barrier::with_timeout)).
+/// Python's `action` argument has no equivalent: let the process that gets index 0 do
+/// the work after `wait` returns.
+///
+/// ```
+/// use multiproc::{Barrier, Process};
+///
+/// fn party(barrier: Barrier) {
+///     barrier.wait().unwrap();
+/// }
+///
+/// let barrier = Barrier::new(2)?;
+/// let mut p = Process::new(party, barrier.clone());
+/// p.start()?;
+/// let index = barrier.wait()?; // returns once the child has arrived too
+/// assert!(index < 2);
+/// p.join()?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Barrier {
+    words: SharedWords<WORDS>,
+    lock: OwnerLock,
+    parties: u32,
+}
+
+/// Holds the barrier's internal lock.
+struct Held<'a> {
+    lock: &'a OwnerLock,
+    /// The previous holder died inside a change: the state may be half-updated.
+    owner_died: bool,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let _ = self.lock.release();
+    }
+}
+
+impl Barrier {
+    /// A barrier for `parties` processes (or threads), with no default timeout.
+    /// `parties` must be at least 1.
+    ///
+    /// ```
+    /// let barrier = multiproc::Barrier::new(1)?;
+    /// assert_eq!(barrier.wait()?, 0); // a barrier of one never waits
+    /// assert!(multiproc::Barrier::new(0).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new(parties: u32) -> Result<Barrier> {
+        Barrier::create(parties, None)
+    }
+
+    /// A barrier whose [`wait`](Barrier::wait) gives up after `timeout` (Python's
+    /// `Barrier(parties, timeout=t)`), breaking the barrier.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let barrier = multiproc::Barrier::with_timeout(2, Duration::from_millis(10))?;
+    /// assert!(matches!(barrier.wait(), Err(multiproc::Error::BrokenBarrier)));
+    /// assert!(barrier.broken());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_timeout(parties: u32, timeout: Duration) -> Result<Barrier> {
+        Barrier::create(parties, Some(timeout))
+    }
+
+    fn create(parties: u32, timeout: Option<Duration>) -> Result<Barrier> {
+        if parties == 0 {
+            return Err(Error::state("a barrier needs at least one party"));
+        }
+        let words = new_words::<WORDS>(MAGIC)?;
+        let w = words.get();
+        w[PARTIES].store(parties, Ordering::Relaxed);
+        let nanos = timeout.map_or(NO_TIMEOUT, |t| {
+            u64::try_from(t.as_nanos()).unwrap_or(NO_TIMEOUT - 1)
+        });
+        w[TIMEOUT_LO].store(nanos as u32, Ordering::Relaxed);
+        w[TIMEOUT_HI].store((nanos >> 32) as u32, Ordering::Release);
+        Barrier::from_words(words, 0).map_err(Error::state)
+    }
+
+    /// The barrier whose words are `words`, at `offset` of their segment.
+    fn from_words(
+        words: SharedWords<WORDS>,
+        offset: usize,
+    ) -> std::result::Result<Barrier, String> {
+        let parties = words.get()[PARTIES].load(Ordering::Acquire);
+        if parties == 0 {
+            return Err("barrier handle with no parties".into());
+        }
+        let lock = offset
+            .checked_add(LOCK_OFFSET)
+            .and_then(|at| OwnerLock::at(words.region().clone(), at))
+            .ok_or("barrier handle outside its memory")?;
+        Ok(Barrier {
+            words,
+            lock,
+            parties,
+        })
+    }
+
+    fn word(&self, i: usize) -> &AtomicU32 {
+        &self.words.get()[i]
+    }
+
+    fn hold(&self) -> Result<Held<'_>> {
+        match self.lock.acquire(None, false) {
+            Ok(Some(taken)) => Ok(Held {
+                lock: &self.lock,
+                owner_died: taken == Taken::OwnerDied,
+            }),
+            // Not reachable: no deadline, and the lock is never held across calls.
+            Ok(None) | Err(()) => Err(Error::state("barrier lock unavailable")),
+        }
+    }
+
+    fn ring(&self, state: u32) -> &AtomicU32 {
+        self.word(RING + (state >> 1) as usize % RING_LEN)
+    }
+
+    /// Breaks the current round and wakes its waiters. Under the lock.
+    fn break_round(&self) {
+        let state = self.word(STATE);
+        state.fetch_or(BROKEN, Ordering::Release);
+        futex::wake_all(state);
+    }
+
+    /// The default timeout given to [`with_timeout`](Barrier::with_timeout), if any.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let barrier = multiproc::Barrier::with_timeout(3, Duration::from_secs(5))?;
+    /// assert_eq!(barrier.timeout(), Some(Duration::from_secs(5)));
+    /// assert_eq!(multiproc::Barrier::new(3)?.timeout(), None);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn timeout(&self) -> Option<Duration> {
+        let nanos = u64::from(self.word(TIMEOUT_LO).load(Ordering::Relaxed))
+            | (u64::from(self.word(TIMEOUT_HI).load(Ordering::Relaxed)) << 32);
+        (nanos != NO_TIMEOUT).then(|| Duration::from_nanos(nanos))
+    }
+
+    /// Waits until all parties have arrived (or the default timeout passes) and returns
+    /// this caller's arrival index, in `0..parties`. [`Error::BrokenBarrier`] if the
+    /// barrier is or becomes broken meanwhile (abort, reset, a timeout).
+    ///
+    /// ```
+    /// let barrier = multiproc::Barrier::new(1)?;
+    /// assert_eq!(barrier.wait()?, 0);
+    /// assert_eq!(barrier.wait()?, 0); // cyclic: every round starts afresh
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait(&self) -> Result<u32> {
+        self.wait_until(self.timeout().and_then(deadline_after))
+    }
+
+    /// Like [`wait`](Barrier::wait), giving up after `timeout` (instead of the default
+    /// one): the barrier is then broken, for this waiter and all others.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let barrier = multiproc::Barrier::new(2)?;
+    /// let r = barrier.wait_timeout(Duration::from_millis(10));
+    /// assert!(matches!(r, Err(multiproc::Error::BrokenBarrier)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<u32> {
+        self.wait_until(deadline_after(timeout))
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> Result<u32> {
+        let state = self.word(STATE);
+        let count = self.word(COUNT);
+        let held = self.hold()?;
+        if held.owner_died {
+            // A process died halfway through changing the state: nobody can trust it.
+            self.break_round();
+            return Err(Error::BrokenBarrier);
+        }
+        let round = state.load(Ordering::Relaxed);
+        if round & BROKEN != 0 {
+            return Err(Error::BrokenBarrier);
+        }
+        let index = count.load(Ordering::Relaxed);
+        if index.saturating_add(1) >= self.parties {
+            // Last to arrive: the round is complete; start the next one.
+            self.ring(round).store(round | COMPLETED, Ordering::Relaxed);
+            count.store(0, Ordering::Relaxed);
+            state.store(round.wrapping_add(2), Ordering::Release);
+            drop(held);
+            futex::wake_all(state);
+            return Ok(index.min(self.parties - 1));
+        }
+        count.store(index + 1, Ordering::Relaxed);
+        drop(held);
+
+        spin_until(|| state.load(Ordering::Acquire) != round);
+        loop {
+            let now = state.load(Ordering::Acquire);
+            if now != round {
+                return self.outcome(round, now, index);
+            }
+            let left = remaining(deadline);
+            if left == Some(Duration::ZERO) {
+                // Python breaks the barrier when a waiter times out.
+                let _held = self.hold()?;
+                if state.load(Ordering::Relaxed) == round {
+                    self.break_round();
+                    return Err(Error::BrokenBarrier);
+                }
+                continue; // the round ended meanwhile: its outcome decides
+            }
+            futex::wait(state, round, left);
+        }
+    }
+
+    /// What became of `round` (in which this waiter arrived `index`-th), now that the
+    /// state word reads `now`.
+    fn outcome(&self, round: u32, now: u32, index: u32) -> Result<u32> {
+        if now & !BROKEN == round {
+            return Err(Error::BrokenBarrier); // broken during our round
+        }
+        let entry = self.ring(round).load(Ordering::Relaxed);
+        if entry == round {
+            return Err(Error::BrokenBarrier); // reset during our round
+        }
+        // Completed (or, after hundreds of later rounds, forgotten: it did end, and
+        // completion is what ends rounds without a reset).
+        Ok(index)
+    }
+
+    /// Breaks the barrier (Python's `abort`): current and future waiters get
+    /// [`Error::BrokenBarrier`] until [`reset`](Barrier::reset).
+    ///
+    /// ```
+    /// let barrier = multiproc::Barrier::new(2)?;
+    /// barrier.abort()?;
+    /// assert!(barrier.broken());
+    /// assert!(matches!(barrier.wait(), Err(multiproc::Error::BrokenBarrier)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn abort(&self) -> Result<()> {
+        let _held = self.hold()?;
+        self.break_round();
+        Ok(())
+    }
+
+    /// Returns the barrier to its initial, empty state (Python's `reset`): processes
+    /// waiting in the current round get [`Error::BrokenBarrier`]; a broken barrier
+    /// becomes usable again.
+    ///
+    /// ```
+    /// let barrier = multiproc::Barrier::new(2)?;
+    /// barrier.abort()?;
+    /// barrier.reset()?;
+    /// assert!(!barrier.broken());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn reset(&self) -> Result<()> {
+        let held = self.hold()?;
+        let state = self.word(STATE);
+        let count = self.word(COUNT);
+        let round = state.load(Ordering::Relaxed);
+        if count.load(Ordering::Relaxed) > 0 || round & BROKEN != 0 || held.owner_died {
+            let round = round & !BROKEN;
+            self.ring(round).store(round, Ordering::Relaxed); // ended broken
+            count.store(0, Ordering::Relaxed);
+            state.store(round.wrapping_add(2), Ordering::Release);
+            drop(held);
+            futex::wake_all(state);
+        }
+        Ok(())
+    }
+
+    /// The number of parties a round needs.
+    ///
+    /// ```
+    /// assert_eq!(multiproc::Barrier::new(4)?.parties(), 4);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn parties(&self) -> u32 {
+        self.parties
+    }
+
+    /// How many parties are waiting in the current round (0 when broken).
+    ///
+    /// ```
+    /// assert_eq!(multiproc::Barrier::new(4)?.n_waiting(), 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn n_waiting(&self) -> u32 {
+        if self.broken() {
+            0
+        } else {
+            self.word(COUNT).load(Ordering::Relaxed)
+        }
+    }
+
+    /// Whether the barrier is broken (aborted, or a waiter timed out) and not yet reset.
+    ///
+    /// ```
+    /// assert!(!multiproc::Barrier::new(2)?.broken());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn broken(&self) -> bool {
+        self.word(STATE).load(Ordering::Acquire) & BROKEN != 0
+    }
+}
+
+impl fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Barrier")
+            .field("parties", &self.parties)
+            .field("n_waiting", &self.n_waiting())
+            .field("broken", &self.broken())
+            .finish()
+    }
+}
+
+impl Serialize for Barrier {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        serialize_words(&self.words, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Barrier {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Barrier, D::Error> {
+        use serde::de::Error as _;
+        let (fd, offset) = <(FdOwned, u64)>::deserialize(d)?;
+        let words = words_from_parts(fd, offset, MAGIC, "barrier").map_err(D::Error::custom)?;
+        // `words_from_parts` checked that the offset fits in the segment.
+        let offset = usize::try_from(offset).map_err(D::Error::custom)?;
+        Barrier::from_words(words, offset).map_err(D::Error::custom)
+    }
+}
