@@ -1,7 +1,9 @@
 //! # multiproc
 //!
 //! Python's `multiprocessing` model for Rust: processes that run a function of yours,
-//! pipes between them, and the start methods `spawn`, `fork` and `forkserver`.
+//! pipes between them, the start methods `spawn`, `fork` and `forkserver`, locks,
+//! semaphores, events, conditions and barriers across processes, and shared values,
+//! arrays and memory.
 //!
 //! ```
 //! use multiproc::{Process, pipe};
@@ -52,7 +54,20 @@
 //! | `send_bytes`, `recv_bytes`, `recv_bytes_into` | [`send_bytes`](Connection::send_bytes), [`recv_bytes`](Connection::recv_bytes), [`recv_bytes_into`](Connection::recv_bytes_into) |
 //! | `conn.poll(timeout)`, `conn.close()` | [`poll`](Connection::poll), [`close`](Connection::close) |
 //! | `multiprocessing.connection.wait` | [`wait`] |
-//! | `EOFError`, `queue.Empty`, … | [`Error`] variants |
+//! | `Lock()`, `RLock()` | [`Lock::new`], [`RLock::new`] |
+//! | `with lock:` | `let _held = lock.acquire()?;` (a [`LockGuard`]) |
+//! | `lock.acquire(timeout=t)`, `acquire(False)` | [`acquire_timeout`](Lock::acquire_timeout), [`try_acquire`](Lock::try_acquire) |
+//! | (a holder that died: hangs forever) | [`AcquireError::OwnerDied`] with the lock |
+//! | `Semaphore(n)`, `BoundedSemaphore(n)` | [`Semaphore::new`], [`BoundedSemaphore::new`] |
+//! | `sem.acquire()`, `sem.release()`, `sem.get_value()` | [`acquire`](Semaphore::acquire), [`release`](Semaphore::release), [`get_value`](Semaphore::get_value) |
+//! | `Event()`: `set`, `clear`, `is_set`, `wait(t)` | [`Event`]: the same names |
+//! | `Condition(lock)`: `wait`, `wait_for`, `notify(n)`, `notify_all` | [`Condition`] → [`ConditionGuard`] methods |
+//! | `Barrier(n)`: `wait`, `abort`, `reset`, `broken`, `n_waiting` | [`Barrier`]: the same names |
+//! | `Value('i', 0)`, `with v.get_lock(): v.value += 1` | [`Value::new(0i32)`](Value::new), `*v.get_lock()? += 1` |
+//! | `Array('d', n)`, `RawValue`, `RawArray` | [`Array`], [`RawValue`], [`RawArray`] |
+//! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory::create`], [`SharedMemory::attach`] |
+//! | `shared_memory.ShareableList` | [`ShareableList`] |
+//! | `EOFError`, `queue.Empty`, `BrokenBarrierError`, … | [`Error`] variants |
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
