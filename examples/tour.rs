@@ -10,12 +10,18 @@ mod s01;
 mod s02;
 #[path = "s04_pipe.rs"]
 mod s04;
+#[path = "s06_lock.rs"]
+mod s06;
 #[path = "s08_run_trait.rs"]
 mod s08;
 #[path = "s09_daemon.rs"]
 mod s09;
 #[path = "s13_thread_vs_process.rs"]
 mod s13;
+#[path = "s17_shared_value.rs"]
+mod s17;
+#[path = "s18_value_array.rs"]
+mod s18;
 
 use std::time::Instant;
 
@@ -42,6 +48,12 @@ const PRESENT: &[(&str, &str, &str, Scenario)] = &[
         s04::main,
     ),
     (
+        "S6",
+        "000, 001",
+        "a Lock serialising the printing of a hundred processes; a Lock inside run",
+        s06::main,
+    ),
+    (
         "S8",
         "001",
         "a struct implementing Run (Process subclass with run)",
@@ -59,6 +71,13 @@ const PRESENT: &[(&str, &str, &str, Scenario)] = &[
         "Thread and Process side by side",
         s13::main,
     ),
+    (
+        "S17",
+        "003, 004",
+        "a shared Value incremented by two processes, without and with a Lock",
+        s17::main,
+    ),
+    ("S18", "004", "shared memory: Value and Array", s18::main),
 ];
 
 /// The scenarios without an example yet, and what they need.
@@ -74,11 +93,6 @@ const MISSING: &[(&str, &str, &str)] = &[
         "Manager (dict, list proxies)",
     ),
     (
-        "S6",
-        "a Lock serialising the printing of a hundred processes",
-        "Lock",
-    ),
-    (
         "S7",
         "Pool(5) / Pool(3), apply_async with a callback in the main process",
         "Pool",
@@ -86,7 +100,7 @@ const MISSING: &[(&str, &str, &str)] = &[
     (
         "S10",
         "producer/consumer with Queue(10), two Semaphores and a Lock",
-        "Queue, Semaphore, Lock",
+        "Queue",
     ),
     (
         "S11",
@@ -105,12 +119,6 @@ const MISSING: &[(&str, &str, &str)] = &[
         "Pool.map, apply_async(...).get(), a list of apply_async results",
         "Pool",
     ),
-    (
-        "S17",
-        "a shared Value incremented by two processes, without and with a Lock",
-        "Value, Lock",
-    ),
-    ("S18", "shared memory: Value and Array", "Value, Array"),
 ];
 
 fn main() -> multiproc::Result<()> {

@@ -4,16 +4,21 @@
 Prints one JSON object per workload:
     {"workload": "...", "unit": "us", "value": <median>, "reps": R, "per_rep": N, "python": "3.x.y"}
 
+The unit is that of the harness's table: "us" (microseconds per operation), "ns"
+(nanoseconds per operation), "s" (seconds per run) or "GB/s".
+
     python3 bench_cpython.py [--quick | --full] [--workload NAME ...]
 """
 
 import argparse
+import ctypes
 import json
 import multiprocessing
 import platform
 import statistics
 import sys
 import time
+from multiprocessing import resource_tracker, shared_memory
 
 MSG = b"pingpong"  # 8 bytes
 VALUE = (42, 3.25, "hello")  # the Rust side's Small { id, x, tag }
@@ -85,21 +90,179 @@ def pipe_rtt(echo, send, recv, message, stop, reps, per_rep):
     return statistics.median(means)
 
 
-# name -> (quick (reps, per_rep), full (reps, per_rep), measure(reps, per_rep))
+def lock_uncontended(reps, per_rep):
+    """Nanoseconds per acquire() + release() of a free multiprocessing.Lock: the median of
+    the repetitions' means."""
+    lock = multiprocessing.Lock()
+    acquire, release = lock.acquire, lock.release
+    for _ in range(per_rep // 10):
+        acquire()
+        release()
+    means = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(per_rep):
+            acquire()
+            release()
+        means.append((time.perf_counter() - t) * 1e9 / per_rep)
+    return statistics.median(means)
+
+
+def add_locked(v, n, gate):
+    gate.wait(60)
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+
+
+def value_contended(reps, per_proc):
+    """Seconds for 2 processes x per_proc increments of a Value('i', 0) under get_lock(),
+    from the parent's arrival, last, at a Barrier that both processes wait at, to the last
+    join; the final count is checked every time."""
+    ctx = multiprocessing.get_context("fork")
+    times = []
+    for _ in range(reps):
+        v = ctx.Value("i", 0)
+        gate = ctx.Barrier(3)
+        ps = [ctx.Process(target=add_locked, args=(v, per_proc, gate)) for _ in range(2)]
+        for p in ps:
+            p.start()
+        deadline = time.monotonic() + 10
+        while gate.n_waiting < 2:  # arrive last: the clock starts before the children go
+            if time.monotonic() > deadline:
+                raise RuntimeError("the incrementing children do not reach the start gate")
+            time.sleep(0.0001)
+        t = time.perf_counter()
+        gate.wait(10)
+        for p in ps:
+            p.join()
+        times.append(time.perf_counter() - t)
+        if any(p.exitcode != 0 for p in ps):
+            raise RuntimeError(f"incrementing child exit codes {[p.exitcode for p in ps]}")
+        if v.value != 2 * per_proc:
+            raise RuntimeError(f"!!! value_contended: counted {v.value}, expected {2 * per_proc} !!!")
+    return statistics.median(times)
+
+
+def answer(ping, pong, stop):
+    while True:
+        if not ping.wait(60):
+            return
+        ping.clear()
+        if stop.is_set():
+            return
+        pong.set()
+
+
+def event_pingpong(reps, per_rep):
+    """Microseconds per round trip of two processes alternating on two Events: the median
+    of the repetitions' means."""
+    ctx = multiprocessing.get_context("fork")
+    ping, pong, stop = ctx.Event(), ctx.Event(), ctx.Event()
+    p = ctx.Process(target=answer, args=(ping, pong, stop))
+    p.start()
+
+    def round_trips(n):
+        for _ in range(n):
+            ping.set()
+            if not pong.wait(10):
+                raise RuntimeError("the Event ping-pong child does not answer")
+            pong.clear()
+
+    round_trips(per_rep // 10)
+    means = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        round_trips(per_rep)
+        means.append((time.perf_counter() - t) * 1e6 / per_rep)
+    stop.set()
+    ping.set()
+    p.join()
+    return statistics.median(means)
+
+
+def pattern_block(size):
+    """`size` bytes where byte i is i % 251, as the Rust side writes."""
+    block = bytes(i % 251 for i in range(251 * 64))
+    return (block * (size // len(block) + 1))[:size]
+
+
+def shm_writer(conn, size):
+    shm = shared_memory.SharedMemory(create=True, size=size)
+    shm.buf[:size] = pattern_block(size)
+    conn.send(shm.name)
+    conn.recv()
+    shm.close()
+    shm.unlink()
+
+
+def shm_bandwidth(reps, size):
+    """GB/s of attaching a SharedMemory a child created and wrote, and copying it into a
+    warm bytearray (attach + copy timed): the median of the repetitions."""
+    ctx = multiprocessing.get_context("fork")
+    # One resource tracker for the parent and the forked writers: attaching registers the
+    # segment again (before 3.13), which is then the same entry the creator's unlink removes.
+    resource_tracker.ensure_running()
+    # Written, so that every page is mapped before timing, and page-aligned as on the Rust
+    # side: memcpy here is about 3x slower when the destination's offset in its page
+    # differs from the source's (a segment starts at a page).
+    buf = bytearray(b"\x01") * (size + 4096)
+    anchor = ctypes.c_char.from_buffer(buf)
+    start = (-ctypes.addressof(anchor)) % 4096
+    del anchor
+    view = memoryview(buf)[start : start + size]
+    rates = []
+    for _ in range(reps):
+        here, there = ctx.Pipe()
+        p = ctx.Process(target=shm_writer, args=(there, size))
+        p.start()
+        there.close()
+        name = here.recv()
+        t = time.perf_counter()
+        shm = shared_memory.SharedMemory(name=name)
+        view[:] = shm.buf[:size]
+        dt = time.perf_counter() - t
+        shm.close()
+        for i in list(range(0, size, 4096)) + [size - 1]:
+            if view[i] != i % 251:
+                raise RuntimeError(f"byte {i} of the copy is {view[i]}, not {i % 251}")
+        here.send(True)
+        p.join()
+        here.close()
+        if p.exitcode != 0:
+            raise RuntimeError(f"writing child exit code {p.exitcode}")
+        rates.append(size / dt / 1e9)
+    return statistics.median(rates)
+
+
+# name -> (quick (reps, per_rep), full (reps, per_rep), measure(reps, per_rep), unit)
 WORKLOADS = {
-    "start_join_spawn": ((3, 4), (5, 10), lambda r, n: start_join("spawn", r, n)),
-    "start_join_fork": ((3, 40), (5, 200), lambda r, n: start_join("fork", r, n)),
-    "start_join_forkserver": ((3, 15), (5, 60), lambda r, n: start_join("forkserver", r, n)),
+    "start_join_spawn": ((3, 4), (5, 10), lambda r, n: start_join("spawn", r, n), "us"),
+    "start_join_fork": ((3, 40), (5, 200), lambda r, n: start_join("fork", r, n), "us"),
+    "start_join_forkserver": (
+        (3, 15),
+        (5, 60),
+        lambda r, n: start_join("forkserver", r, n),
+        "us",
+    ),
     "pipe_rtt_bytes": (
         (5, 5000),
         (9, 20000),
         lambda r, n: pipe_rtt(echo_bytes, "send_bytes", "recv_bytes", MSG, b"", r, n),
+        "us",
     ),
     "pipe_rtt_value": (
         (5, 5000),
         (9, 20000),
         lambda r, n: pipe_rtt(echo_value, "send", "recv", VALUE, None, r, n),
+        "us",
     ),
+    "lock_uncontended": ((5, 200_000), (9, 1_000_000), lock_uncontended, "ns"),
+    # per_rep: increments per process
+    "value_contended": ((3, 200_000), (5, 200_000), value_contended, "s"),
+    "event_pingpong": ((5, 1000), (9, 3000), event_pingpong, "us"),
+    # per_rep: bytes of the segment
+    "shm_bandwidth": ((3, 64 << 20), (5, 256 << 20), shm_bandwidth, "GB/s"),
 }
 
 
@@ -111,15 +274,15 @@ def main():
     parser.add_argument("--workload", action="append", choices=sorted(WORKLOADS), help="only these")
     args = parser.parse_args()
     for name in args.workload or list(WORKLOADS):
-        quick, full, measure = WORKLOADS[name]
+        quick, full, measure, unit = WORKLOADS[name]
         reps, per_rep = quick if args.quick else full
         value = measure(reps, per_rep)
         print(
             json.dumps(
                 {
                     "workload": name,
-                    "unit": "us",
-                    "value": round(value, 3),
+                    "unit": unit,
+                    "value": float(f"{value:.4g}"),
                     "reps": reps,
                     "per_rep": per_rep,
                     "python": platform.python_version(),

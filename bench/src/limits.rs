@@ -5,7 +5,9 @@ use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::ptr;
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 /// When this variable is set, the bench binary exits as the first statement of `main`:
 /// re-executing it measures what a spawn costs the kernel and the loader.
@@ -236,6 +238,316 @@ impl SocketpairEcho {
     }
 }
 
+// ---- futexes in a page shared with forked children ----
+
+/// The size of a [`SharedPage`].
+const PAGE: usize = 4096;
+
+/// One page of anonymous memory shared with forked children (`MAP_SHARED |
+/// MAP_ANONYMOUS`), zeroed, seen as 32-bit atomic words.
+pub struct SharedPage {
+    base: NonNull<AtomicU32>,
+}
+
+impl SharedPage {
+    /// Maps a fresh page.
+    pub fn new() -> io::Result<SharedPage> {
+        // SAFETY: a new anonymous mapping at an address of the kernel's choosing touches no
+        // memory that exists already.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap gave null"))?;
+        Ok(SharedPage { base })
+    }
+
+    /// The `i`th 32-bit word of the page.
+    pub fn word(&self, i: usize) -> &AtomicU32 {
+        assert!(i < PAGE / 4, "word {i} is outside the page");
+        // SAFETY: the mapping is `PAGE` readable and writable bytes, page-aligned and
+        // zero-filled, and lives as long as `self`; word `i` lies inside it. `AtomicU32` has
+        // the size and alignment of `u32`, any bit pattern is valid, and every access to the
+        // page (here and in forked children) goes through atomics.
+        unsafe { &*self.base.as_ptr().add(i) }
+    }
+}
+
+impl Drop for SharedPage {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the mapping made in `new`; no reference into it outlives `self`.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), PAGE) };
+    }
+}
+
+/// `FUTEX_WAIT` while `*word == expected`, at most `timeout` (`None`: no limit). The
+/// shared (not private) operation: the word is seen by several processes. `false` when
+/// the timeout passed.
+fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> bool {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().try_into().unwrap_or(libc::time_t::MAX),
+        tv_nsec: t.subsec_nanos().into(),
+    });
+    let tsp = ts
+        .as_ref()
+        .map_or(ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned 32-bit word for the whole call, and `tsp` is null
+    // or points to a timespec that outlives the call; the kernel only reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            tsp,
+        )
+    };
+    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ETIMEDOUT)
+}
+
+/// `FUTEX_WAKE` of at most `n` waiters on `word`.
+fn futex_wake(word: &AtomicU32, n: i32) {
+    // SAFETY: `word` is a valid, aligned 32-bit word; waking reads and writes no memory.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
+}
+
+/// Takes the bare futex lock in `w` (0 free, 1 held, 2 held with sleepers): a
+/// compare-and-swap 0 → 1; when held, mark it contended and sleep until it is free.
+#[inline]
+fn bare_lock(w: &AtomicU32) {
+    if w.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+    {
+        return;
+    }
+    while w.swap(2, Ordering::Acquire) != 0 {
+        futex_wait(w, 2, None);
+    }
+}
+
+/// Releases the bare futex lock in `w`: a swap to 0, and a `FUTEX_WAKE` only when it was
+/// contended.
+#[inline]
+fn bare_unlock(w: &AtomicU32) {
+    if w.swap(0, Ordering::Release) == 2 {
+        futex_wake(w, 1);
+    }
+}
+
+/// Forks a child that runs `child` and leaves with `_exit(child())`.
+///
+/// # Safety
+///
+/// `child` must do only what is sound in the forked child of a process that may have
+/// other threads: no allocation, no locks, only atomics and async-signal-safe calls.
+unsafe fn fork_with(child: impl FnOnce() -> i32) -> io::Result<libc::pid_t> {
+    // SAFETY: the caller promises that `child` is async-signal-safe, and the child leaves
+    // with `_exit`, running nothing else of the parent's.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            let code = child();
+            // SAFETY: ends the forked child without running anything of the parent's.
+            unsafe { libc::_exit(code) }
+        }
+        pid => Ok(pid),
+    }
+}
+
+/// The `lock_uncontended` limit: the bare futex lock in a shared page.
+pub struct BareLock {
+    page: SharedPage,
+}
+
+impl BareLock {
+    /// A free lock in a fresh shared page.
+    pub fn new() -> io::Result<BareLock> {
+        Ok(BareLock {
+            page: SharedPage::new()?,
+        })
+    }
+
+    /// `n` acquisitions, each released at once.
+    pub fn acquire_release(&self, n: usize) {
+        let w = self.page.word(0);
+        for _ in 0..n {
+            bare_lock(std::hint::black_box(w));
+            bare_unlock(w);
+        }
+    }
+}
+
+/// The `value_contended` limit: `procs` forked processes each add 1 to a counter
+/// `per_proc` times, each time under the bare futex lock, the lock and the counter in one
+/// shared page. The children wait at a start gate until all are ready, so that they
+/// really contend. Returns the final count and the time from opening the gate to the
+/// last `waitpid`.
+pub fn futex_mutex_increments(procs: usize, per_proc: u32) -> io::Result<(u32, Duration)> {
+    let page = SharedPage::new()?;
+    let (lock, count, ready, go) = (page.word(0), page.word(1), page.word(16), page.word(32));
+    let mut pids = Vec::with_capacity(procs);
+    let mut failed = None;
+    for _ in 0..procs {
+        // SAFETY: the child only uses atomics and futex syscalls on the shared page, which
+        // was mapped before the fork.
+        let forked = unsafe {
+            fork_with(|| {
+                ready.fetch_add(1, Ordering::AcqRel);
+                if wait_nonzero(go, IDLE_TIMEOUT).is_none() {
+                    return 1;
+                }
+                for _ in 0..per_proc {
+                    bare_lock(lock);
+                    count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                    bare_unlock(lock);
+                }
+                0
+            })
+        };
+        match forked {
+            Ok(pid) => pids.push(pid),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    while (ready.load(Ordering::Acquire) as usize) < pids.len() && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    let started = Instant::now();
+    go.store(1, Ordering::Release);
+    futex_wake(go, i32::MAX);
+    for pid in pids {
+        wait_ok(pid)?;
+    }
+    let elapsed = started.elapsed();
+    match failed {
+        Some(e) => Err(e),
+        None => Ok((count.load(Ordering::Acquire), elapsed)),
+    }
+}
+
+/// Words of a [`FutexPingPong`] page: the parent's ping, the child's pong.
+const PING: usize = 0;
+const PONG: usize = 1;
+/// Values of the ping word: the child should answer, or end.
+const GO: u32 = 1;
+const STOP: u32 = 2;
+/// How long one side waits for the other before giving up.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the child waits for the next ping before it ends by itself.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits until `w` is not 0 and returns its value; `None` if `timeout` passes first.
+fn wait_nonzero(w: &AtomicU32, timeout: Duration) -> Option<u32> {
+    loop {
+        let v = w.load(Ordering::Acquire);
+        if v != 0 {
+            return Some(v);
+        }
+        if !futex_wait(w, 0, Some(timeout)) {
+            let v = w.load(Ordering::Acquire);
+            return (v != 0).then_some(v);
+        }
+    }
+}
+
+/// The `event_pingpong` limit: the parent and a forked child alternate on two words of a
+/// shared page. Each side sets the other's word, wakes it with `FUTEX_WAKE`, and sleeps in
+/// `FUTEX_WAIT` on its own word until it is set, then clears it: a blocking round trip
+/// with nothing around the futex.
+pub struct FutexPingPong {
+    page: SharedPage,
+    pid: Option<libc::pid_t>,
+}
+
+impl FutexPingPong {
+    /// Starts the answering child.
+    pub fn start() -> io::Result<FutexPingPong> {
+        let page = SharedPage::new()?;
+        let (ping, pong) = (page.word(PING), page.word(PONG));
+        // SAFETY: the child only uses atomics and futex syscalls on the shared page, which
+        // was mapped before the fork.
+        let pid = unsafe {
+            fork_with(|| {
+                loop {
+                    match wait_nonzero(ping, IDLE_TIMEOUT) {
+                        Some(GO) => {
+                            ping.store(0, Ordering::Relaxed);
+                            pong.store(GO, Ordering::Release);
+                            futex_wake(pong, 1);
+                        }
+                        Some(_) => break 0,
+                        None => break 1,
+                    }
+                }
+            })
+        }?;
+        Ok(FutexPingPong {
+            page,
+            pid: Some(pid),
+        })
+    }
+
+    /// `n` round trips.
+    pub fn round_trips(&mut self, n: usize) -> io::Result<()> {
+        let (ping, pong) = (self.page.word(PING), self.page.word(PONG));
+        for _ in 0..n {
+            ping.store(GO, Ordering::Release);
+            futex_wake(ping, 1);
+            if wait_nonzero(pong, ANSWER_TIMEOUT).is_none() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the futex ping-pong child does not answer",
+                ));
+            }
+            pong.store(0, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Tells the child to end, and reaps it.
+    pub fn close(mut self) -> io::Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> io::Result<()> {
+        match self.pid.take() {
+            Some(pid) => {
+                let ping = self.page.word(PING);
+                ping.store(STOP, Ordering::Release);
+                futex_wake(ping, 1);
+                wait_ok(pid)
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for FutexPingPong {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// The `shm_bandwidth` limit: a copy between two buffers of this process that are mapped
+/// and written already (no page fault, no syscall): what memcpy does on this machine.
+pub fn warm_copy(src: &[u8], dst: &mut [u8]) {
+    dst.copy_from_slice(std::hint::black_box(src));
+    std::hint::black_box(dst);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +555,27 @@ mod tests {
     #[test]
     fn fork_limit_reaps_its_child() {
         fork_exit_wait().unwrap();
+    }
+
+    #[test]
+    fn bare_lock_excludes_and_counts_exactly() {
+        BareLock::new().unwrap().acquire_release(1000);
+        assert_eq!(futex_mutex_increments(2, 20_000).unwrap().0, 40_000);
+    }
+
+    #[test]
+    fn futex_ping_pong_round_trips() {
+        let mut p = FutexPingPong::start().unwrap();
+        p.round_trips(100).unwrap();
+        p.close().unwrap();
+    }
+
+    #[test]
+    fn warm_copy_copies() {
+        let src = vec![7u8; 4096];
+        let mut dst = vec![0u8; 4096];
+        warm_copy(&src, &mut dst);
+        assert_eq!(src, dst);
     }
 
     #[test]

@@ -205,10 +205,14 @@ impl OwnerLock {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(None);
             }
-            // A holder usually lets go within a few microseconds: look again before sleeping.
-            if spins < 40 {
+            // A holder usually lets go within a few microseconds: watch the word (reading
+            // only, so the holder keeps its cache line) before sleeping.
+            if spins < 100 {
                 spins += 1;
-                std::hint::spin_loop();
+                while spins < 100 && state.load(Ordering::Relaxed) == cur {
+                    spins += 1;
+                    std::hint::spin_loop();
+                }
                 continue;
             }
             if cur & WAITERS == 0

@@ -3,7 +3,9 @@
 //! line in [`WORKLOADS`].
 
 mod pipe_rtt;
+mod shm;
 mod start_join;
+mod sync;
 
 use crate::measure::{Contender, interleaved};
 use crate::{BenchResult, Settings};
@@ -14,7 +16,6 @@ pub enum Better {
     /// A cost: time per operation.
     Lower,
     /// A rate: operations or bytes per second.
-    #[allow(dead_code, reason = "no rate workload is in the table yet")]
     Higher,
 }
 
@@ -45,6 +46,8 @@ pub enum Goal {
     OverCpython(f64),
     /// multiproc is at least this many times better than the named peer.
     OverPeer(&'static str, f64),
+    /// multiproc reaches at least this share of the bare limit's rate (0.5: half).
+    ShareOfLimit(f64),
 }
 
 impl Goal {
@@ -61,6 +64,7 @@ impl Goal {
             Goal::WithinLimit(k) => format!("≤ {k}x limit"),
             Goal::OverCpython(k) => over("CPython", k),
             Goal::OverPeer(p, k) => over(p, k),
+            Goal::ShareOfLimit(k) => format!("≥ {}% of limit", k * 100.0),
         }
     }
 
@@ -70,6 +74,7 @@ impl Goal {
             Goal::WithinLimit(k) => Some(row.cost_vs_limit() <= k),
             Goal::OverCpython(k) => row.gain_over_cpython().map(|g| g >= k),
             Goal::OverPeer(p, k) => row.gain_over_peer(p).map(|g| g >= k),
+            Goal::ShareOfLimit(k) => Some(1.0 / row.cost_vs_limit() >= k),
         }
     }
 }
@@ -139,6 +144,38 @@ pub const WORKLOADS: &[Workload] = &[
             Goal::OverPeer("ipc-channel", 1.0),
         ],
         measure: pipe_rtt::value,
+    },
+    Workload {
+        name: "lock_uncontended",
+        unit: "ns",
+        better: Better::Lower,
+        what: "Lock acquire + release, uncontended",
+        goals: &[Goal::WithinLimit(2.0)],
+        measure: sync::lock_uncontended,
+    },
+    Workload {
+        name: "value_contended",
+        unit: "s",
+        better: Better::Lower,
+        what: "Value, 2 processes x 200k locked increments (from a start gate to the joins)",
+        goals: &[Goal::OverCpython(10.0)],
+        measure: sync::value_contended,
+    },
+    Workload {
+        name: "event_pingpong",
+        unit: "us",
+        better: Better::Lower,
+        what: "two processes alternating on two Events, per round trip",
+        goals: &[Goal::WithinLimit(1.3), Goal::OverCpython(3.0)],
+        measure: sync::event_pingpong,
+    },
+    Workload {
+        name: "shm_bandwidth",
+        unit: "GB/s",
+        better: Better::Higher,
+        what: "SharedMemory written by a child, attached and copied by the parent",
+        goals: &[Goal::ShareOfLimit(0.5)],
+        measure: shm::shm_bandwidth,
     },
 ];
 
@@ -258,6 +295,27 @@ mod tests {
             "beats procspawn"
         );
         assert_eq!(Goal::WithinLimit(1.3).describe(), "≤ 1.3x limit");
+    }
+
+    #[test]
+    fn share_of_limit_reads_rates() {
+        let rate = WORKLOADS
+            .iter()
+            .find(|w| w.better == Better::Higher)
+            .expect("a rate workload");
+        let r = Row {
+            workload: rate,
+            figures: Figures {
+                multiproc: 6.0,
+                limit: 10.0,
+                peers: vec![],
+            },
+            cpython: Some(0.3),
+        };
+        assert_eq!(Goal::ShareOfLimit(0.5).met(&r), Some(true));
+        assert_eq!(Goal::ShareOfLimit(0.7).met(&r), Some(false));
+        assert_eq!(r.gain_over_cpython(), Some(20.0));
+        assert_eq!(Goal::ShareOfLimit(0.5).describe(), "≥ 50% of limit");
     }
 
     #[test]
