@@ -22,18 +22,7 @@ fn answer(conn: Connection) {
 fn open_fds() -> Vec<String> {
     let running = active_children();
     assert!(running.is_empty(), "children still running: {running:?}");
-    let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| {
-            let target = std::fs::read_link(e.path())
-                .map(|t| t.display().to_string())
-                .unwrap_or_default();
-            format!("{} -> {target}", e.file_name().to_string_lossy())
-        })
-        .collect();
-    fds.sort();
-    fds
+    common::open_fds()
 }
 
 /// Children of this process that have ended but were not reaped.

@@ -4,23 +4,10 @@
 //! This file holds exactly one test, so that under `cargo test` no other test of the same
 //! process opens descriptors or maps memory while it counts.
 
-use multiproc::{Array, RawArray, RawValue, Value, pipe};
+mod common;
 
-/// The open descriptors, with what they point to.
-fn open_fds() -> Vec<String> {
-    let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| {
-            let target = std::fs::read_link(e.path())
-                .map(|t| t.display().to_string())
-                .unwrap_or_default();
-            format!("{} -> {target}", e.file_name().to_string_lossy())
-        })
-        .collect();
-    fds.sort();
-    fds
-}
+use common::open_fds;
+use multiproc::{Array, RawArray, RawValue, Value, pipe};
 
 /// How many mappings of the crate's anonymous segments this process has.
 fn shared_mappings() -> usize {
