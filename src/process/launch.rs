@@ -6,6 +6,7 @@
 //! for the child to start: a child that dies early closes its socket and ends its pid,
 //! which is what `join` watches, so nothing can hang on a child that never reports.
 
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::{Arc, OnceLock, mpsc};
 
@@ -176,7 +177,10 @@ static LAUNCHER: ForkLocal<Option<(u32, mpsc::Sender<Job>)>> = ForkLocal::new(||
 /// The kernel's parent-death signal, which takes a daemon down with its parent, fires
 /// when the *thread* that created the child ends. A daemon created from a short-lived
 /// thread would die with that thread; created here, it dies with the process.
-fn on_lasting_thread<T: Send + 'static>(needed: bool, f: impl FnOnce() -> T + Send + 'static) -> T {
+fn on_lasting_thread<T: Send + 'static>(
+    needed: bool,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
     if !needed || sysproc::on_main_thread() {
         return f();
     }
@@ -211,10 +215,13 @@ fn on_lasting_thread<T: Send + 'static>(needed: bool, f: impl FnOnce() -> T + Se
     let job: Job = Box::new(move || {
         let _ = done_tx.send(f());
     });
-    sender
-        .send(job)
-        .expect("the launcher thread runs as long as the process");
+    if let Err(mpsc::SendError(job)) = sender.send(job) {
+        // The launcher thread is gone (it cannot be, short of a panic): forget it and run
+        // the job here rather than fail.
+        LAUNCHER.lock().take();
+        job();
+    }
     done_rx
         .recv()
-        .expect("the launcher thread runs every job to completion")
+        .unwrap_or_else(|_| Err(io::Error::other("the process launcher thread failed")))
 }
