@@ -18,9 +18,17 @@ pub enum StartMethod {
     Spawn,
     /// A `fork()` of the caller: fast, inherits all memory; unsafe if other threads run
     /// (a warning is logged through `tracing` then).
+    ///
+    /// As in Python, the child inherits every descriptor of the parent, including the
+    /// parent's own ends of pipes: a child waiting for end of stream on a pipe whose other
+    /// end it inherited waits for itself. Pass the ends a child needs in its arguments and
+    /// prefer `Forkserver` when in doubt.
     Fork,
     /// A small single-threaded server, started once from a fresh execution of the binary,
     /// forks each child: as clean as spawn, nearly as fast as fork. The default.
+    ///
+    /// Children inherit the server's environment and working directory, which are the
+    /// parent's as they were when the server started (its first use), as in Python.
     Forkserver,
 }
 
