@@ -54,6 +54,11 @@
 //! | `send_bytes`, `recv_bytes`, `recv_bytes_into` | [`send_bytes`](Connection::send_bytes), [`recv_bytes`](Connection::recv_bytes), [`recv_bytes_into`](Connection::recv_bytes_into) |
 //! | `conn.poll(timeout)`, `conn.close()` | [`poll`](Connection::poll), [`close`](Connection::close) |
 //! | `multiprocessing.connection.wait` | [`wait`] |
+//! | `Listener(address, backlog=n, authkey=k)` | [`Listener::bind`], [`Listener::builder`]`.backlog(n).authkey(k).bind()` |
+//! | `listener.accept()`, `.address`, `.last_accepted`, `.close()` | [`accept`](Listener::accept), [`accept_timeout`](Listener::accept_timeout), [`address`](Listener::address), [`last_accepted`](Listener::last_accepted), [`close`](Listener::close) |
+//! | `Client(address, authkey=k)` | [`Client::connect`], [`Client::builder`]`.authkey(k).timeout(t).connect()` |
+//! | `'/tmp/sock'`, `'\0name'`, `('localhost', 6000)` | [`Address::Unix`], [`Address::Abstract`], [`Address::Tcp`] (all parse from strings, see [`ToAddress`]) |
+//! | `AuthenticationError` | [`Error::AuthenticationFailed`] |
 //! | `Lock()`, `RLock()` | [`Lock::new`], [`RLock::new`] |
 //! | `with lock:` | `let _held = lock.acquire()?;` (a [`LockGuard`]) |
 //! | `lock.acquire(timeout=t)`, `acquire(False)` | [`acquire_timeout`](Lock::acquire_timeout), [`try_acquire`](Lock::try_acquire) |
@@ -83,7 +88,10 @@ mod wire;
 /// `Value`, `Array` and friends need no direct dependency (use
 /// `#[bytemuck(crate = "multiproc::bytemuck")]` on the type).
 pub use bytemuck;
-pub use connection::{Connection, Waitable, pipe, wait};
+pub use connection::{
+    Address, Client, ClientBuilder, Connection, DEFAULT_BACKLOG, DEFAULT_HANDSHAKE_TIMEOUT,
+    Listener, ListenerBuilder, ToAddress, Waitable, pipe, wait,
+};
 pub use error::{Error, Result};
 pub use process::{
     Context, JoinHandle, ParentProcess, Process, ProcessInfo, Run, StartMethod, active_children,

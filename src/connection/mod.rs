@@ -5,6 +5,8 @@
 //! frames them, values are encoded with serde, and handles inside values (another
 //! `Connection`, for instance) travel as real descriptors.
 
+mod auth;
+mod listener;
 mod wait;
 
 use std::fmt;
@@ -16,6 +18,10 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use self::listener::{
+    Address, Client, ClientBuilder, DEFAULT_BACKLOG, DEFAULT_HANDSHAKE_TIMEOUT, Listener,
+    ListenerBuilder, ToAddress,
+};
 pub use self::wait::{Waitable, wait};
 use crate::error::{Error, Result};
 use crate::sys::fd::{self as sysfd, Received};

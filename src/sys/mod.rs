@@ -7,5 +7,6 @@ pub(crate) mod fd;
 pub(crate) mod forklocal;
 pub(crate) mod futex;
 pub(crate) mod image;
+pub(crate) mod net;
 pub(crate) mod proc;
 pub(crate) mod shm;

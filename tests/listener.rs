@@ -1,0 +1,563 @@
+//! `Listener` and `Client`: Rust with Rust over Unix paths, abstract names and TCP,
+//! with and without an authkey; refusals of wrong keys, silent peers and garbage; and
+//! the same handshake against the real CPython 3.11 in both roles.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::LONG;
+use multiproc::{Address, Client, Connection, Error, Listener};
+
+const KEY: &[u8] = b"the shared secret";
+
+fn unique() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn socket_path() -> PathBuf {
+    std::env::temp_dir().join(format!("multiproc-listener-{}.sock", unique()))
+}
+
+fn abstract_name() -> Address {
+    Address::Abstract(format!("multiproc-listener-{}", unique()).into_bytes())
+}
+
+/// Accepts one peer on `listener` while a thread connects with `key`, then checks
+/// messages both ways.
+fn round_trip(listener: &Listener, key: Option<&'static [u8]>) {
+    let address = listener.address().clone();
+    let client = thread::spawn(move || -> multiproc::Result<Vec<u8>> {
+        let mut b = Client::builder(&address).timeout(LONG);
+        if let Some(k) = key {
+            b = b.authkey(k);
+        }
+        let conn = b.connect()?;
+        conn.send_bytes(b"from the client")?;
+        let reply = conn.recv_bytes_timeout(LONG)?;
+        conn.send_bytes(&[7u8; 100_000])?;
+        Ok(reply)
+    });
+    let conn = listener.accept_timeout(LONG).unwrap();
+    assert_eq!(conn.recv_bytes_timeout(LONG).unwrap(), b"from the client");
+    conn.send_bytes(b"from the listener").unwrap();
+    assert_eq!(conn.recv_bytes_timeout(LONG).unwrap(), vec![7u8; 100_000]);
+    assert_eq!(client.join().unwrap().unwrap(), b"from the listener");
+}
+
+#[test]
+fn unix_path_without_and_with_key_and_file_removed_on_drop() {
+    let path = socket_path();
+    let listener = Listener::bind(path.as_path()).unwrap();
+    assert_eq!(listener.address(), &Address::Unix(path.clone()));
+    assert!(path.exists());
+    round_trip(&listener, None);
+    drop(listener);
+    assert!(
+        !path.exists(),
+        "the socket file is removed with the listener"
+    );
+
+    let listener = Listener::builder(path.as_path())
+        .authkey(KEY)
+        .bind()
+        .unwrap();
+    round_trip(&listener, Some(KEY));
+    listener.close();
+    assert!(!path.exists());
+}
+
+#[test]
+fn bind_to_an_existing_path_fails_and_leaves_it() {
+    let path = socket_path();
+    let first = Listener::bind(path.as_path()).unwrap();
+    let second = Listener::bind(path.as_path());
+    assert!(matches!(second, Err(Error::Io(_))), "{second:?}");
+    assert!(
+        path.exists(),
+        "a failed bind does not remove another's socket"
+    );
+    round_trip(&first, None);
+}
+
+#[test]
+fn abstract_name_without_and_with_key() {
+    let address = abstract_name();
+    let listener = Listener::bind(&address).unwrap();
+    assert_eq!(listener.address(), &address);
+    round_trip(&listener, None);
+    drop(listener);
+
+    let address = abstract_name();
+    let listener = Listener::builder(&address).authkey(KEY).bind().unwrap();
+    round_trip(&listener, Some(KEY));
+}
+
+#[test]
+fn tcp_loopback_without_and_with_key() {
+    let listener = Listener::bind("127.0.0.1:0").unwrap();
+    let Address::Tcp(bound) = listener.address() else {
+        panic!("not TCP: {:?}", listener.address())
+    };
+    assert_ne!(bound.port(), 0, "the real port is reported");
+    round_trip(&listener, None);
+    assert!(matches!(listener.last_accepted(), Some(Address::Tcp(a)) if a.ip().is_loopback()));
+
+    let listener = Listener::builder(("127.0.0.1", 0))
+        .authkey(KEY)
+        .backlog(4)
+        .bind()
+        .unwrap();
+    round_trip(&listener, Some(KEY));
+}
+
+#[test]
+fn several_clients_one_after_another() {
+    let listener = Listener::builder("127.0.0.1:0")
+        .authkey(KEY)
+        .bind()
+        .unwrap();
+    for _ in 0..3 {
+        round_trip(&listener, Some(KEY));
+    }
+}
+
+#[test]
+fn addresses_parse_as_python_writes_them() {
+    assert_eq!(
+        "/tmp/x.sock".parse::<Address>().unwrap(),
+        Address::Unix("/tmp/x.sock".into())
+    );
+    assert_eq!(
+        "relative.sock".parse::<Address>().unwrap(),
+        Address::Unix("relative.sock".into())
+    );
+    assert_eq!(
+        "\0name".parse::<Address>().unwrap(),
+        Address::Abstract(b"name".to_vec())
+    );
+    assert_eq!(
+        "[::1]:6000".parse::<Address>().unwrap(),
+        Address::Tcp("[::1]:6000".parse().unwrap())
+    );
+    assert_eq!(
+        "localhost:6000".parse::<Address>().unwrap(),
+        Address::Tcp("127.0.0.1:6000".parse().unwrap())
+    );
+    assert!("".parse::<Address>().is_err());
+    assert_eq!(Address::Abstract(b"a b".to_vec()).to_string(), "\\0a b");
+}
+
+#[test]
+fn accept_timeout_without_a_peer() {
+    let listener = Listener::bind("127.0.0.1:0").unwrap();
+    let r = listener.accept_timeout(Duration::from_millis(50));
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+}
+
+#[test]
+fn nobody_listening_is_an_io_error() {
+    let r = Client::connect(abstract_name());
+    assert!(matches!(r, Err(Error::Io(_))), "{r:?}");
+    let r = Client::connect(socket_path().as_path());
+    assert!(matches!(r, Err(Error::Io(_))), "{r:?}");
+}
+
+#[test]
+fn wrong_key_is_refused_on_both_sides() {
+    for address in [
+        Address::Tcp("127.0.0.1:0".parse().unwrap()),
+        abstract_name(),
+    ] {
+        let listener = Listener::builder(address).authkey(KEY).bind().unwrap();
+        let address = listener.address().clone();
+        let client = thread::spawn(move || {
+            Client::builder(address)
+                .authkey(b"not the key")
+                .timeout(LONG)
+                .connect()
+        });
+        let server = listener.accept_timeout(LONG);
+        assert!(
+            matches!(server, Err(Error::AuthenticationFailed)),
+            "{server:?}"
+        );
+        let client = client.join().unwrap();
+        assert!(
+            matches!(client, Err(Error::AuthenticationFailed)),
+            "{client:?}"
+        );
+        // The listener stays usable for a peer with the right key.
+        round_trip(&listener, Some(KEY));
+    }
+}
+
+#[test]
+fn client_without_key_is_refused_before_its_request_is_read() {
+    let listener = Listener::builder("127.0.0.1:0")
+        .authkey(KEY)
+        .bind()
+        .unwrap();
+    let address = listener.address().clone();
+    let client = thread::spawn(move || -> multiproc::Result<Vec<Vec<u8>>> {
+        let conn = Client::builder(address).timeout(LONG).connect()?;
+        conn.send_bytes(b"GET /secrets")?;
+        let mut got = Vec::new();
+        loop {
+            match conn.recv_bytes_timeout(LONG) {
+                Ok(m) => got.push(m),
+                Err(Error::Closed) => return Ok(got),
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    let r = listener.accept_timeout(LONG);
+    assert!(matches!(r, Err(Error::AuthenticationFailed)), "{r:?}");
+    let got = client.join().unwrap().unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].starts_with(b"#CHALLENGE#{sha256}"));
+    assert_eq!(got[0].len(), b"#CHALLENGE#{sha256}".len() + 40);
+    assert_eq!(got[1], b"#FAILURE#");
+}
+
+#[test]
+fn client_with_key_refuses_a_listener_without_one() {
+    // A client that wants authentication cannot get it from a listener without a key:
+    // the listener's first message is no challenge.
+    let listener = Listener::bind("127.0.0.1:0").unwrap();
+    let address = listener.address().clone();
+    let client = thread::spawn(move || {
+        Client::builder(address)
+            .authkey(KEY)
+            .timeout(LONG)
+            .connect()
+    });
+    let conn = listener.accept_timeout(LONG).unwrap();
+    conn.send_bytes(b"hello, no key here").unwrap();
+    let r = client.join().unwrap();
+    assert!(matches!(r, Err(Error::AuthenticationFailed)), "{r:?}");
+}
+
+#[test]
+fn silent_peer_times_out_within_the_handshake_deadline() {
+    let listener = Listener::builder(abstract_name())
+        .authkey(KEY)
+        .handshake_timeout(Duration::from_millis(300))
+        .bind()
+        .unwrap();
+    let Address::Abstract(name) = listener.address().clone() else {
+        unreachable!()
+    };
+    let raw = {
+        use std::os::linux::net::SocketAddrExt;
+        let a = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
+        UnixStream::connect_addr(&a).unwrap()
+    };
+    let start = Instant::now();
+    let r = listener.accept_timeout(LONG);
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert!(start.elapsed() < LONG, "bounded by the handshake deadline");
+    drop(raw);
+    round_trip(&listener, Some(KEY));
+}
+
+#[test]
+fn client_timeout_bounds_a_silent_listener() {
+    // A listener without a key never sends a challenge; the client's timeout ends the wait.
+    let listener = Listener::bind("127.0.0.1:0").unwrap();
+    let r = Client::builder(listener.address())
+        .authkey(KEY)
+        .timeout(Duration::from_millis(300))
+        .connect();
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+}
+
+/// A raw TCP peer of a listener with a key; returns what `accept` says about it.
+fn accept_raw_peer(send: &'static [u8]) -> multiproc::Result<Connection> {
+    let listener = Listener::builder("127.0.0.1:0")
+        .authkey(KEY)
+        .handshake_timeout(LONG)
+        .bind()
+        .unwrap();
+    let Address::Tcp(a) = *listener.address() else {
+        unreachable!()
+    };
+    let peer = thread::spawn(move || {
+        let mut s = TcpStream::connect(a).unwrap();
+        s.write_all(send).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        // Drain until the listener closes, so the peer never resets the connection early.
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    });
+    let r = listener.accept_timeout(LONG);
+    drop(listener);
+    peer.join().unwrap();
+    r
+}
+
+#[test]
+fn garbage_peers_get_typed_errors() {
+    // A frame announcing an 8-byte length far over the handshake's limit.
+    let r = accept_raw_peer(b"\xff\xff\xff\xff\x00\x00\x01\x00\x00\x00\x00\x00");
+    assert!(matches!(r, Err(Error::MessageTooLarge { .. })), "{r:?}");
+    // A well-framed answer that is no digest.
+    let r = accept_raw_peer(b"\x00\x00\x00\x05hello");
+    assert!(matches!(r, Err(Error::AuthenticationFailed)), "{r:?}");
+    // A digest of the right shape and the wrong value.
+    let r = accept_raw_peer(b"\x00\x00\x00\x10AAAAAAAAAAAAAAAA");
+    assert!(matches!(r, Err(Error::AuthenticationFailed)), "{r:?}");
+    // Half a frame, then the peer leaves.
+    let r = accept_raw_peer(b"\x00\x00\x00\x40abc");
+    assert!(matches!(r, Err(Error::Closed | Error::Decode(_))), "{r:?}");
+    // Nothing at all, then the peer leaves.
+    let r = accept_raw_peer(b"");
+    assert!(matches!(r, Err(Error::Closed)), "{r:?}");
+}
+
+/// A listener without a key plays a hostile server: it sends `first` to a client with a
+/// key (then closes); returns what the client's `connect` says.
+fn connect_to_fake_server(first: Vec<u8>) -> multiproc::Result<Connection> {
+    let listener = Listener::bind("127.0.0.1:0").unwrap();
+    let address = listener.address().clone();
+    let client = thread::spawn(move || {
+        Client::builder(address)
+            .authkey(KEY)
+            .timeout(LONG)
+            .connect()
+    });
+    let conn = listener.accept_timeout(LONG).unwrap();
+    if !first.is_empty() {
+        conn.send_bytes(&first).unwrap();
+    }
+    drop(conn);
+    client.join().unwrap()
+}
+
+#[test]
+fn hostile_servers_get_typed_errors() {
+    let long = [b"#CHALLENGE#".as_slice(), &[1u8; 300]].concat();
+    let r = connect_to_fake_server(long);
+    assert!(matches!(r, Err(Error::MessageTooLarge { .. })), "{r:?}");
+    let sha512 = [b"#CHALLENGE#{sha512}".as_slice(), &[1u8; 40]].concat();
+    let r = connect_to_fake_server(sha512);
+    assert!(matches!(r, Err(Error::AuthenticationFailed)), "{r:?}");
+    let short = b"#CHALLENGE#abc".to_vec();
+    let r = connect_to_fake_server(short);
+    assert!(matches!(r, Err(Error::AuthenticationFailed)), "{r:?}");
+    let r = connect_to_fake_server(b"not a challenge at all".to_vec());
+    assert!(matches!(r, Err(Error::AuthenticationFailed)), "{r:?}");
+    // A valid challenge, then the server leaves before judging the answer.
+    let legacy = [b"#CHALLENGE#".as_slice(), &[9u8; 20]].concat();
+    let r = connect_to_fake_server(legacy);
+    assert!(matches!(r, Err(Error::Closed)), "{r:?}");
+    let r = connect_to_fake_server(Vec::new());
+    assert!(matches!(r, Err(Error::Closed)), "{r:?}");
+}
+
+// ---- against the real CPython ----
+
+/// A python3 child killed and reaped when dropped (failure paths included).
+struct Python {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Python {
+    /// Runs `script` with `args`; stdout lines arrive on a channel.
+    fn run(script: &str, args: &[&str]) -> Python {
+        // The child ends itself after two minutes whatever happens.
+        let script = format!("import signal; signal.alarm(120)\n{script}");
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 is installed");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Python { child, lines }
+    }
+
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(LONG)
+            .expect("a line from python within the timeout")
+    }
+
+    /// Waits for the child to exit by itself; true when it exited with status 0.
+    fn finish(mut self) -> bool {
+        let deadline = Instant::now() + LONG;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Python listener on the address in argv[1] ("tcp" for 127.0.0.1 with port 0, else a
+/// path), with the authkey in argv[2]; it prints its address, then serves one client.
+const PY_LISTENER: &str = r#"
+import sys
+from multiprocessing.connection import Listener
+from multiprocessing import AuthenticationError
+addr = ('127.0.0.1', 0) if sys.argv[1] == 'tcp' else sys.argv[1]
+with Listener(addr, authkey=sys.argv[2].encode()) as l:
+    a = l.address
+    print(a[1] if isinstance(a, tuple) else a, flush=True)
+    try:
+        c = l.accept()
+    except AuthenticationError as e:
+        print('AUTH-FAILED', flush=True)
+        sys.exit(0)
+    print('ACCEPTED', flush=True)
+    m = c.recv_bytes()
+    c.send_bytes(m[::-1])
+    c.send_bytes(b'hello from python ' + bytes(str(len(m)), 'ascii'))
+    assert c.recv_bytes() == b'bye'
+    c.close()
+"#;
+
+/// A Python client of the address in argv[1] ("tcp:PORT" or a path), authkey argv[2].
+const PY_CLIENT: &str = r#"
+import sys
+from multiprocessing.connection import Client
+from multiprocessing import AuthenticationError
+a = sys.argv[1]
+addr = ('127.0.0.1', int(a[4:])) if a.startswith('tcp:') else a
+try:
+    c = Client(addr, authkey=sys.argv[2].encode())
+except AuthenticationError:
+    print('AUTH-FAILED', flush=True)
+    sys.exit(0)
+print('CONNECTED', flush=True)
+c.send_bytes(b'hello from python')
+m = c.recv_bytes()
+c.send_bytes(m[::-1])
+assert c.recv_bytes() == b'bye'
+c.close()
+"#;
+
+fn key_str() -> &'static str {
+    std::str::from_utf8(KEY).unwrap()
+}
+
+#[test]
+fn cpython_listener_and_rust_client() {
+    let path = socket_path();
+    for where_ in ["tcp", path.to_str().unwrap()] {
+        let py = Python::run(PY_LISTENER, &[where_, key_str()]);
+        let printed = py.line();
+        let address: Address = if where_ == "tcp" {
+            Address::tcp("127.0.0.1", printed.parse().unwrap()).unwrap()
+        } else {
+            assert_eq!(printed, where_);
+            Address::Unix(path.clone())
+        };
+        let conn = Client::builder(address)
+            .authkey(KEY)
+            .timeout(LONG)
+            .connect()
+            .unwrap();
+        assert_eq!(py.line(), "ACCEPTED");
+        conn.send_bytes(b"from rust").unwrap();
+        assert_eq!(conn.recv_bytes_timeout(LONG).unwrap(), b"tsur morf");
+        assert_eq!(
+            conn.recv_bytes_timeout(LONG).unwrap(),
+            b"hello from python 9"
+        );
+        conn.send_bytes(b"bye").unwrap();
+        assert!(py.finish(), "python ({where_}) exited with an error");
+    }
+    assert!(!path.exists(), "python removed its socket file");
+}
+
+#[test]
+fn rust_listener_and_cpython_client() {
+    let tcp = Listener::builder("127.0.0.1:0")
+        .authkey(KEY)
+        .bind()
+        .unwrap();
+    let path = socket_path();
+    let unix = Listener::builder(path.as_path())
+        .authkey(KEY)
+        .bind()
+        .unwrap();
+    let Address::Tcp(a) = tcp.address() else {
+        unreachable!()
+    };
+    for (listener, arg) in [
+        (&tcp, format!("tcp:{}", a.port())),
+        (&unix, path.to_str().unwrap().to_string()),
+    ] {
+        let py = Python::run(PY_CLIENT, &[&arg, key_str()]);
+        let conn = listener.accept_timeout(LONG).unwrap();
+        assert_eq!(py.line(), "CONNECTED");
+        assert_eq!(conn.recv_bytes_timeout(LONG).unwrap(), b"hello from python");
+        conn.send_bytes(b"from rust").unwrap();
+        assert_eq!(conn.recv_bytes_timeout(LONG).unwrap(), b"tsur morf");
+        conn.send_bytes(b"bye").unwrap();
+        assert!(py.finish(), "python ({arg}) exited with an error");
+    }
+}
+
+#[test]
+fn cpython_and_rust_refuse_each_others_wrong_key() {
+    // Python listens, Rust connects with another key.
+    let py = Python::run(PY_LISTENER, &["tcp", key_str()]);
+    let port: u16 = py.line().parse().unwrap();
+    let r = Client::builder(("127.0.0.1", port))
+        .authkey(b"wrong key")
+        .timeout(LONG)
+        .connect();
+    assert!(matches!(r, Err(Error::AuthenticationFailed)), "{r:?}");
+    assert_eq!(py.line(), "AUTH-FAILED");
+    assert!(py.finish());
+
+    // Rust listens, Python connects with another key.
+    let listener = Listener::builder("127.0.0.1:0")
+        .authkey(KEY)
+        .bind()
+        .unwrap();
+    let Address::Tcp(a) = listener.address() else {
+        unreachable!()
+    };
+    let py = Python::run(PY_CLIENT, &[&format!("tcp:{}", a.port()), "wrong key"]);
+    let r = listener.accept_timeout(LONG);
+    assert!(matches!(r, Err(Error::AuthenticationFailed)), "{r:?}");
+    assert_eq!(py.line(), "AUTH-FAILED");
+    assert!(py.finish());
+}
