@@ -79,6 +79,10 @@ pub enum Error {
     /// A child process could not start the requested work.
     #[error("child bootstrap failed: {0}")]
     Bootstrap(String),
+    /// An argument out of range or malformed (an index past the end, a bad name, a size
+    /// of zero, an address that does not parse).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
     /// A call that is not valid in the object's current state (start twice, close while running, …).
     #[error("invalid state: {0}")]
     InvalidState(String),

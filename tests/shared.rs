@@ -27,6 +27,10 @@ struct Point {
     flags: u32,
 }
 
+fn is_invalid_argument(e: &Error) -> bool {
+    matches!(e, Error::InvalidArgument(_))
+}
+
 fn io_kind(e: &Error) -> Option<ErrorKind> {
     match e {
         Error::Io(io) => Some(io.kind()),
@@ -379,10 +383,7 @@ fn raw_array_access_is_bounds_checked() {
     a.set(3, -9).unwrap();
     assert_eq!(a.get(3), Some(-9));
     assert_eq!(a.get(4), None);
-    assert_eq!(
-        io_kind(&a.set(4, 1).unwrap_err()),
-        Some(ErrorKind::InvalidInput)
-    );
+    assert!(is_invalid_argument(&a.set(4, 1).unwrap_err()));
     assert_eq!(a.get_slice(..), Some(vec![0, 0, 0, -9]));
     assert_eq!(a.get_slice(2..=3), Some(vec![0, -9]));
     assert_eq!(a.get_slice(4..), Some(vec![]));
@@ -453,16 +454,14 @@ fn shared_memory_with_a_chosen_name() {
     assert!(!shm_path(&name).exists());
 
     for bad in ["", "/", "a/b", "nul\0", ".", "..", &"x".repeat(300)] {
-        assert_eq!(
-            io_kind(&SharedMemory::create(Some(bad), 8).unwrap_err()),
-            Some(ErrorKind::InvalidInput),
+        assert!(
+            is_invalid_argument(&SharedMemory::create(Some(bad), 8).unwrap_err()),
             "{bad:?}"
         );
     }
-    assert_eq!(
-        io_kind(&SharedMemory::create(None, 0).unwrap_err()),
-        Some(ErrorKind::InvalidInput)
-    );
+    assert!(is_invalid_argument(
+        &SharedMemory::create(None, 0).unwrap_err()
+    ));
     assert_eq!(
         io_kind(&SharedMemory::attach(&unique_name("missing")).unwrap_err()),
         Some(ErrorKind::NotFound)
@@ -626,14 +625,12 @@ fn shareable_list_travels_in_arguments_and_checks_its_header() {
     assert_eq!(list.to_vec(), [5, 6, 77]);
 
     // Wrong item type, or a segment that is not a list.
-    assert_eq!(
-        io_kind(&ShareableList::<u64>::attach(&name).unwrap_err()),
-        Some(ErrorKind::InvalidInput)
-    );
-    assert_eq!(
-        io_kind(&ShareableList::<u16>::attach(&name).unwrap_err()),
-        Some(ErrorKind::InvalidInput)
-    );
+    assert!(is_invalid_argument(
+        &ShareableList::<u64>::attach(&name).unwrap_err()
+    ));
+    assert!(is_invalid_argument(
+        &ShareableList::<u16>::attach(&name).unwrap_err()
+    ));
     let plain = SharedMemory::create(None, 4096).unwrap();
     assert!(ShareableList::<u32>::attach(plain.name()).is_err());
     let tiny = SharedMemory::create(None, 3).unwrap();

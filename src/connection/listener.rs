@@ -87,7 +87,7 @@ impl Address {
 }
 
 fn invalid(msg: String) -> Error {
-    Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, msg))
+    Error::InvalidArgument(msg)
 }
 
 impl FromStr for Address {

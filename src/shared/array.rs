@@ -258,7 +258,7 @@ impl<T: Pod> RawArray<T> {
     }
 
     /// Replaces item `i` (Python's `arr[i] = v`); an
-    /// [`InvalidInput`](std::io::ErrorKind::InvalidInput) error past the end.
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) error past the end.
     pub fn set(&self, i: usize, v: T) -> Result<()> {
         if self.block.write(i, v) {
             Ok(())
@@ -286,7 +286,7 @@ impl<T: Pod> RawArray<T> {
 
     /// Copies `items` over the items from `start` (Python's
     /// `arr[start:start + len(items)] = items`); an
-    /// [`InvalidInput`](std::io::ErrorKind::InvalidInput) error if they do not fit.
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) error if they do not fit.
     pub fn set_slice(&self, start: usize, items: &[T]) -> Result<()> {
         if self.block.write_range(start, items) {
             Ok(())

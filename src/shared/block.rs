@@ -23,10 +23,7 @@ use crate::wire::handles::{FdOwned, FdRef};
 const PAGE: usize = 4096;
 
 pub(crate) fn invalid(msg: impl Into<String>) -> Error {
-    Error::Io(std::io::Error::new(
-        std::io::ErrorKind::InvalidInput,
-        msg.into(),
-    ))
+    Error::InvalidArgument(msg.into())
 }
 
 /// Where the items start and how long the segment is, or why `T` cannot be stored.

@@ -172,7 +172,7 @@ impl<T: Pod> ShareableList<T> {
         (i < self.len).then(|| bytemuck::pod_read_unaligned(&self.shm.buf()[self.range(i)]))
     }
 
-    /// Replaces item `i`; an [`InvalidInput`](std::io::ErrorKind::InvalidInput) error past
+    /// Replaces item `i`; an [`Error::InvalidArgument`](crate::Error::InvalidArgument) error past
     /// the end.
     pub fn set(&mut self, i: usize, v: T) -> Result<()> {
         if i >= self.len {

@@ -119,7 +119,7 @@ impl SharedMemory {
     /// a new unique name like Python's `psm_1a2b3c4d`.
     ///
     /// Fails if the name exists already ([`AlreadyExists`](std::io::ErrorKind::AlreadyExists)),
-    /// is not a valid name or `size` is 0 ([`InvalidInput`](std::io::ErrorKind::InvalidInput)),
+    /// is not a valid name or `size` is 0 ([`Error::InvalidArgument`](crate::Error::InvalidArgument)),
     /// or the tracker that removes the name after a crash cannot be started (the segment
     /// is then removed again).
     pub fn create(name: Option<&str>, size: usize) -> Result<SharedMemory> {
