@@ -237,17 +237,7 @@ fn client_without_key_is_refused_before_its_request_is_read() {
 fn client_with_key_refuses_a_listener_without_one() {
     // A client that wants authentication cannot get it from a listener without a key:
     // the listener's first message is no challenge.
-    let listener = Listener::bind("127.0.0.1:0").unwrap();
-    let address = listener.address().clone();
-    let client = thread::spawn(move || {
-        Client::builder(address)
-            .authkey(KEY)
-            .timeout(LONG)
-            .connect()
-    });
-    let conn = listener.accept_timeout(LONG).unwrap();
-    conn.send_bytes(b"hello, no key here").unwrap();
-    let r = client.join().unwrap();
+    let r = connect_to_fake_server(b"hello, no key here".to_vec());
     assert!(matches!(r, Err(Error::AuthenticationFailed)), "{r:?}");
 }
 

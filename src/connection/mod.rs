@@ -116,12 +116,19 @@ impl ByteSource for SocketSource<'_> {
                 sysfd::recv_plain(this.fd, buf, nonblocking)?
             })
         };
-        let spin_until = Instant::now() + SPIN;
+        // The clock is read only once nothing is waiting; the spin never outlasts the
+        // caller's deadline.
+        let mut spin_until = None;
         loop {
             if let Received::Bytes(n) = attempt(self, buf, true)? {
                 return Ok(n);
             }
-            if Instant::now() < spin_until {
+            let now = Instant::now();
+            let until = *spin_until.get_or_insert_with(|| {
+                let end = now + SPIN;
+                self.deadline.map_or(end, |d| end.min(d))
+            });
+            if now < until {
                 // Let a peer on this same CPU run and answer.
                 std::thread::yield_now();
                 continue;

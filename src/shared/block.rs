@@ -14,8 +14,8 @@ use bytemuck::Pod;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
-use crate::sync::owner_lock::{LOCK_SIZE, OwnerLock, Taken};
-use crate::sync::{AcquireError, AcquireResult};
+use crate::sync::owner_lock::{LOCK_SIZE, OwnerLock};
+use crate::sync::{AcquireError, AcquireResult, take_lock};
 use crate::sys::shm::Region;
 use crate::wire::handles::{FdOwned, FdRef};
 
@@ -195,12 +195,7 @@ impl<T: Pod> Block<T> {
             // Raw kinds have no lock and never call this.
             return Err(AcquireError::AlreadyHeld);
         };
-        match lock.acquire(deadline, false) {
-            Ok(Some(Taken::Clean | Taken::Again)) => Ok(guard()),
-            Ok(Some(Taken::OwnerDied)) => Err(AcquireError::OwnerDied(guard())),
-            Ok(None) => Err(AcquireError::Timeout),
-            Err(()) => Err(AcquireError::AlreadyHeld),
-        }
+        take_lock(lock, deadline, false, |_| guard())
     }
 
     /// Releases the lock taken by [`lock`](Self::lock).

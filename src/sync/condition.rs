@@ -30,6 +30,7 @@ use super::{deadline_after, new_words, remaining, spin_until, words_from_parts};
 use crate::error::{Error, Result};
 use crate::sync::lock::{AcquireError, AcquireResult, RLock, RLockGuard};
 use crate::sys::futex;
+use crate::sys::proc as sysproc;
 use crate::sys::shm::SharedWords;
 use crate::wire::handles::{FdOwned, FdRef};
 
@@ -249,7 +250,7 @@ impl Condition {
     /// Whether the process that wrote record `i` still exists.
     fn owner_alive(&self, i: usize) -> bool {
         let pid = self.record(i)[2].load(Ordering::Relaxed);
-        pid == std::process::id() || futex::process_exists(pid)
+        pid == std::process::id() || sysproc::process_exists(pid)
     }
 
     /// Frees the records of processes that are gone. Under the lock.

@@ -80,8 +80,9 @@ pub(crate) fn new_lock_region() -> Result<OwnerLock> {
     OwnerLock::at(region, 0).ok_or_else(|| Error::state("lock region too small"))
 }
 
+/// Takes `raw` and wraps the outcome as an [`AcquireResult`] around `guard`.
 #[inline]
-fn take<'a, G>(
+pub(crate) fn take<'a, G>(
     raw: &'a OwnerLock,
     deadline: Option<Instant>,
     recursive: bool,

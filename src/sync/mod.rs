@@ -39,6 +39,7 @@ mod semaphore;
 pub use self::barrier::Barrier;
 pub use self::condition::{Condition, ConditionGuard};
 pub use self::event::Event;
+pub(crate) use self::lock::take as take_lock;
 pub use self::lock::{AcquireError, AcquireResult, Lock, LockGuard, RLock, RLockGuard};
 pub use self::semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
 

@@ -205,16 +205,7 @@ pub(crate) fn poll_readable(
         .map(|fd| PollFd::new(fd, PollFlags::IN))
         .collect();
     loop {
-        let ts = match deadline {
-            None => None,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                Some(Timespec {
-                    tv_sec: left.as_secs() as _,
-                    tv_nsec: left.subsec_nanos() as _,
-                })
-            }
-        };
+        let ts = deadline.map(|d| timespec(d.saturating_duration_since(Instant::now())));
         match rustix::event::poll(&mut pfds, ts.as_ref()) {
             Ok(_) => {
                 return Ok(pfds.iter().map(|p| !p.revents().is_empty()).collect());
@@ -227,7 +218,23 @@ pub(crate) fn poll_readable(
 
 /// Whether `fd` is readable within `timeout`.
 pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
-    Ok(poll_readable(&[fd], timeout)?[0])
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut pfd = [PollFd::new(&fd, PollFlags::IN)];
+    loop {
+        let ts = deadline.map(|d| timespec(d.saturating_duration_since(Instant::now())));
+        match rustix::event::poll(&mut pfd, ts.as_ref()) {
+            Ok(_) => return Ok(!pfd[0].revents().is_empty()),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn timespec(d: Duration) -> Timespec {
+    Timespec {
+        tv_sec: d.as_secs() as _,
+        tv_nsec: d.subsec_nanos() as _,
+    }
 }
 
 /// Duplicates a descriptor (close-on-exec).

@@ -171,6 +171,15 @@ pub(crate) fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
     }
 }
 
+/// Whether process `pid` still exists (a zombie not yet reaped counts as existing; a
+/// process of another user too). Used to skip the records of waiters that died.
+pub(crate) fn process_exists(pid: u32) -> bool {
+    match pid_of(pid) {
+        Ok(p) => !matches!(rustix::process::test_kill_process(p), Err(Errno::SRCH)),
+        Err(_) => false,
+    }
+}
+
 /// Asks the kernel to SIGKILL this process when its parent dies; returns false if the
 /// parent is already gone (it is no longer `expected_parent`).
 pub(crate) fn die_with_parent(expected_parent: u32) -> io::Result<bool> {
