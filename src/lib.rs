@@ -77,6 +77,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod connection;
+mod deadline;
 mod error;
 mod process;
 mod shared;

@@ -133,12 +133,4 @@ fn spin_until(mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Time left until `deadline` (`None`: no limit); `Some(ZERO)` once it has passed.
-fn remaining(deadline: Option<Instant>) -> Option<Duration> {
-    deadline.map(|d| d.saturating_duration_since(Instant::now()))
-}
-
-/// `now + timeout`, or no deadline if that is beyond what `Instant` represents.
-fn deadline_after(timeout: Duration) -> Option<Instant> {
-    Instant::now().checked_add(timeout)
-}
+use crate::deadline::{after as deadline_after, remaining};
