@@ -144,9 +144,10 @@ impl<T: Pod> Array<T> {
         self.take(None)
     }
 
-    /// As [`get_lock`](Self::get_lock), waiting at most `timeout`.
+    /// As [`get_lock`](Self::get_lock), waiting at most `timeout` (a timeout too large
+    /// for the clock, such as `Duration::MAX`, waits as long as it takes).
     pub fn get_lock_timeout(&self, timeout: Duration) -> AcquireResult<ArrayGuard<'_, T>> {
-        self.take(Some(Instant::now() + timeout))
+        self.take(crate::deadline::after(timeout))
     }
 
     /// As [`get_lock`](Self::get_lock), only if the lock is free now.
@@ -177,7 +178,10 @@ impl<'de, T: Pod> Deserialize<'de> for Array<T> {
 /// A fixed-length array of plain items in shared memory without a lock (Python's
 /// `multiprocessing.RawArray`).
 ///
-/// Every access copies items in or out. Nothing orders accesses between processes: an
+/// Every access copies items in or out, touching the shared bytes only with atomic
+/// loads and stores (a word at a time where aligned), so a process reading while
+/// another writes is no data race, and no method hands out a slice of memory that
+/// others may change under it. Nothing orders accesses between processes, though: an
 /// item read while another process writes it may be torn, as with Python's `RawArray`.
 /// Use [`Array`], or a [`Lock`](crate::Lock) of your own, when that matters.
 ///

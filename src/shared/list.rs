@@ -38,10 +38,13 @@ fn data_offset<T>() -> usize {
 /// Python's list may mix `int`, `float`, `bool`, `str` and `bytes`; this one holds
 /// items of one plain-old-data type `T` (use a `#[repr(C)]` struct, or fixed-size byte
 /// arrays for short strings). A small header records the length and the item size;
-/// [`attach`](ShareableList::attach) checks it against `T`. Items are copied in and out;
-/// nothing orders accesses between processes (use a [`Lock`](crate::Lock) if needed),
-/// as in Python. The segment follows [`SharedMemory`]'s rules: the creator's list
-/// removes the name when dropped, and the name is removed after a crash.
+/// [`attach`](ShareableList::attach) checks it against `T`. Items are copied in and out
+/// with atomic accesses, so a process reading while another writes is no data race; but
+/// nothing orders accesses between processes, and an item read while it is written may
+/// be torn (part old, part new): use a [`Lock`](crate::Lock) if that matters, as in
+/// Python. The segment follows [`SharedMemory`]'s rules: the creator's list removes the
+/// name when dropped, the name is removed after a crash, and a process of the same user
+/// could shrink the segment under the list (see [`SharedMemory`]).
 ///
 /// ```
 /// use multiproc::{Process, ShareableList};
@@ -88,7 +91,6 @@ impl<T: Pod> ShareableList<T> {
             .and_then(|b| b.checked_add(data_offset::<T>()))
             .filter(|&b| b <= isize::MAX as usize)
             .ok_or_else(|| invalid("list too long"))?;
-        let mut shm = SharedMemory::create(name, bytes)?;
         let header = Header {
             magic: MAGIC,
             item_size: u32::try_from(size).map_err(|_| invalid("item type too large"))?,
@@ -96,9 +98,9 @@ impl<T: Pod> ShareableList<T> {
             reserved: 0,
             len: items.len() as u64,
         };
-        let buf = shm.buf_mut();
-        buf[..HEADER].copy_from_slice(bytemuck::bytes_of(&header));
-        buf[data_offset::<T>()..bytes].copy_from_slice(bytemuck::cast_slice(items));
+        let mut shm = SharedMemory::create(name, bytes)?;
+        shm.write_from(0, bytemuck::bytes_of(&header))?;
+        shm.write_from(data_offset::<T>(), bytemuck::cast_slice(items))?;
         Ok(ShareableList {
             shm,
             len: items.len(),
@@ -113,11 +115,13 @@ impl<T: Pod> ShareableList<T> {
 
     fn from_shm(shm: SharedMemory) -> Result<ShareableList<T>> {
         let not_a_list = || invalid(format!("{:?} does not hold a ShareableList", shm.name()));
-        let buf = shm.buf();
-        if buf.len() < HEADER {
+        let mut header = Header::zeroed();
+        if shm
+            .read_into(0, bytemuck::bytes_of_mut(&mut header))
+            .is_err()
+        {
             return Err(not_a_list());
         }
-        let header: Header = bytemuck::pod_read_unaligned(&buf[..HEADER]);
         if header.magic != MAGIC {
             return Err(not_a_list());
         }
@@ -137,12 +141,12 @@ impl<T: Pod> ShareableList<T> {
         let fits = len
             .checked_mul(size_of::<T>())
             .and_then(|b| b.checked_add(data_offset::<T>()))
-            .is_some_and(|end| end <= buf.len());
+            .is_some_and(|end| end <= shm.size());
         if !fits {
             return Err(invalid(format!(
                 "{:?}: a list of {len} items does not fit in {} bytes",
                 shm.name(),
-                buf.len()
+                shm.size()
             )));
         }
         Ok(ShareableList {
@@ -162,14 +166,21 @@ impl<T: Pod> ShareableList<T> {
         self.len == 0
     }
 
-    fn range(&self, i: usize) -> std::ops::Range<usize> {
-        let start = data_offset::<T>() + i * size_of::<T>();
-        start..start + size_of::<T>()
+    fn offset(&self, i: usize) -> usize {
+        data_offset::<T>() + i * size_of::<T>()
     }
 
     /// A copy of item `i`, `None` past the end.
     pub fn get(&self, i: usize) -> Option<T> {
-        (i < self.len).then(|| bytemuck::pod_read_unaligned(&self.shm.buf()[self.range(i)]))
+        if i >= self.len {
+            return None;
+        }
+        let mut v = T::zeroed();
+        // In range: `from_shm` checked that `len` items fit.
+        self.shm
+            .read_into(self.offset(i), bytemuck::bytes_of_mut(&mut v))
+            .ok()?;
+        Some(v)
     }
 
     /// Replaces item `i`; an [`Error::InvalidArgument`](crate::Error::InvalidArgument) error past
@@ -181,19 +192,22 @@ impl<T: Pod> ShareableList<T> {
                 self.len
             )));
         }
-        let range = self.range(i);
-        self.shm.buf_mut()[range].copy_from_slice(bytemuck::bytes_of(&v));
-        Ok(())
+        let offset = self.offset(i);
+        self.shm.write_from(offset, bytemuck::bytes_of(&v))
     }
 
     /// A copy of all items.
     pub fn to_vec(&self) -> Vec<T> {
-        let start = data_offset::<T>();
-        let bytes = &self.shm.buf()[start..start + self.len * size_of::<T>()];
-        bytes
-            .chunks_exact(size_of::<T>())
-            .map(bytemuck::pod_read_unaligned)
-            .collect()
+        let mut items = vec![T::zeroed(); self.len];
+        // In range: `from_shm` checked that `len` items fit.
+        if self
+            .shm
+            .read_into(self.offset(0), bytemuck::cast_slice_mut(&mut items))
+            .is_err()
+        {
+            items.clear();
+        }
+        items
     }
 
     /// The segment's name, to attach from elsewhere.

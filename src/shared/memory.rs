@@ -11,7 +11,7 @@ use super::block::invalid;
 use super::tracker;
 use crate::error::Result;
 use crate::sys::proc as sysproc;
-use crate::sys::shm::Region;
+use crate::sys::shm::{FileId, Region};
 use crate::wire::handles::{FdOwned, FdRef};
 
 /// Longest name accepted (the file name in `/dev/shm`, less a margin).
@@ -37,6 +37,30 @@ const MAX_NAME: usize = 250;
 ///
 /// Unlike Python, [`attach`](SharedMemory::attach) does not register anything: a
 /// process that only attaches never removes the segment.
+///
+/// **Only the segment that was created is removed.** The creator's handle, the tracker
+/// and [`unlink`](SharedMemory::unlink) remove the name only while it still names the
+/// same file (device and inode): if the name was removed and someone created a new
+/// segment under it, that segment is left alone.
+///
+/// **What another process of the same user can do.** A named segment is a file in
+/// `/dev/shm` that every process of its owner may open, and unlike the anonymous memory
+/// of [`Value`](crate::Value) or [`Lock`](crate::Lock) it cannot be sealed at its size.
+/// Such a process can shrink it, and a process that then touches the lost bytes (through
+/// [`buf`](SharedMemory::buf), [`read_into`](SharedMemory::read_into), a
+/// [`ShareableList`](crate::ShareableList)) is killed by `SIGBUS`; nothing in the
+/// library can catch that. Share named segments only with processes you trust, or use
+/// anonymous memory ([`RawArray`](crate::RawArray), [`Array`](crate::Array)), which
+/// travels to children and through connections sealed against resizing.
+/// [`attach`](SharedMemory::attach), and a handle received from another process, refuse
+/// a segment owned by another user
+/// ([`PermissionDenied`](std::io::ErrorKind::PermissionDenied)), and `attach` does not
+/// follow a symbolic link planted under the name.
+///
+/// **Concurrent access.** [`buf`](SharedMemory::buf) and
+/// [`buf_mut`](SharedMemory::buf_mut) are plain slices, valid snapshots only under your
+/// own synchronisation; [`read_into`](SharedMemory::read_into) and
+/// [`write_from`](SharedMemory::write_from) copy safely while others write.
 ///
 /// A handle also travels in a child's arguments or through a
 /// [`Connection`](crate::Connection): the receiver maps the same memory (even if the
@@ -66,6 +90,9 @@ const MAX_NAME: usize = 250;
 pub struct SharedMemory {
     region: Region,
     name: String,
+    /// The file the name named when this handle was made: the name is removed only
+    /// while it still names that file.
+    id: FileId,
     /// The process that created the name, 0 for an attached handle. Only this process
     /// unlinks it on drop (a forked child's inherited copy does not).
     creator: u32,
@@ -126,7 +153,7 @@ impl SharedMemory {
         if size == 0 {
             return Err(invalid("shared memory size must be positive"));
         }
-        let (region, name) = match name {
+        let ((region, id), name) = match name {
             Some(n) => {
                 let n = check_name(n)?;
                 (Region::named(n, true, size)?, n.to_string())
@@ -145,13 +172,14 @@ impl SharedMemory {
                 }
             }
         };
-        if let Err(e) = tracker::register(&name) {
-            let _ = Region::unlink(&name);
+        if let Err(e) = tracker::register(&name, id) {
+            let _ = Region::unlink_if(&name, id);
             return Err(e);
         }
         Ok(SharedMemory {
             region,
             name,
+            id,
             creator: sysproc::getpid(),
             unlink_on_drop: AtomicBool::new(true),
             tracked: AtomicBool::new(true),
@@ -160,12 +188,16 @@ impl SharedMemory {
 
     /// Attaches to the existing segment `name` (a leading `/` is accepted and dropped).
     ///
-    /// Fails with [`NotFound`](std::io::ErrorKind::NotFound) if there is no such segment.
+    /// Fails with [`NotFound`](std::io::ErrorKind::NotFound) if there is no such segment,
+    /// and with [`PermissionDenied`](std::io::ErrorKind::PermissionDenied) if it belongs
+    /// to another user (who could resize it under this process), even for root.
     pub fn attach(name: &str) -> Result<SharedMemory> {
         let name = check_name(name)?;
+        let (region, id) = Region::named(name, false, 0)?;
         Ok(SharedMemory {
-            region: Region::named(name, false, 0)?,
+            region,
             name: name.to_string(),
+            id,
             creator: 0,
             unlink_on_drop: AtomicBool::new(false),
             tracked: AtomicBool::new(false),
@@ -182,14 +214,83 @@ impl SharedMemory {
         self.region.len()
     }
 
-    /// The bytes (Python's `buf`). Other processes may change them at any time.
+    /// The bytes in place (Python's `buf`).
+    ///
+    /// A plain slice is a promise that nothing changes the bytes while it is alive. Keep
+    /// that promise with your own synchronisation: read it after the writers are done
+    /// and have said so (a message, a [`join`](crate::Process::join), an
+    /// [`Event`](crate::Event)), or while holding a [`Lock`](crate::Lock) that every
+    /// writer takes. A process (or another handle to the segment) writing while the
+    /// slice is read is a data race in Rust's model: the slice may change under the code
+    /// reading it, and the compiler may assume it does not. Where writers may run
+    /// concurrently, copy with [`read_into`](Self::read_into) and
+    /// [`write_from`](Self::write_from) instead.
+    ///
+    /// ```
+    /// let mut shm = multiproc::SharedMemory::create(None, 16)?;
+    /// shm.buf_mut()[..2].copy_from_slice(b"hi");
+    /// assert_eq!(&shm.buf()[..2], b"hi");
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn buf(&self) -> &[u8] {
         self.region.slice(0, self.region.len())
     }
 
-    /// The bytes, to write (Python's `buf`).
+    /// The bytes in place, to write (Python's `buf`); the same promise as
+    /// [`buf`](Self::buf): no other process reads or writes them meanwhile.
     pub fn buf_mut(&mut self) -> &mut [u8] {
         self.region.slice_mut(0, self.region.len())
+    }
+
+    /// Copies the bytes from `offset` into `dst`, safely even while other processes
+    /// write them: every shared byte is read with an atomic load (a word at a time,
+    /// at close to the speed of a plain copy). A concurrent writer may leave the copy
+    /// part old, part new, as Python's `buf` would; a [`Lock`](crate::Lock) held by
+    /// both sides prevents that.
+    ///
+    /// An [`Error::InvalidArgument`](crate::Error::InvalidArgument) error if the range
+    /// does not fit in the segment.
+    ///
+    /// ```
+    /// let mut shm = multiproc::SharedMemory::create(None, 64)?;
+    /// shm.write_from(10, b"hello")?;
+    /// let mut out = [0u8; 5];
+    /// shm.read_into(10, &mut out)?;
+    /// assert_eq!(&out, b"hello");
+    /// assert!(shm.read_into(60, &mut out).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn read_into(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        self.check_range(offset, dst.len())?;
+        self.region.read_at(offset, dst);
+        Ok(())
+    }
+
+    /// Copies `src` into the bytes from `offset`, with atomic stores only: safe while
+    /// other processes read or write them (see [`read_into`](Self::read_into)). It takes
+    /// `&mut self` because [`buf`](Self::buf) promises that this handle does not change
+    /// the bytes while a slice of them is alive.
+    ///
+    /// An [`Error::InvalidArgument`](crate::Error::InvalidArgument) error if the range
+    /// does not fit in the segment.
+    pub fn write_from(&mut self, offset: usize, src: &[u8]) -> Result<()> {
+        self.check_range(offset, src.len())?;
+        self.region.write_at(offset, src);
+        Ok(())
+    }
+
+    fn check_range(&self, offset: usize, len: usize) -> Result<()> {
+        if offset
+            .checked_add(len)
+            .is_some_and(|end| end <= self.size())
+        {
+            Ok(())
+        } else {
+            Err(invalid(format!(
+                "{len} bytes from offset {offset} do not fit in a segment of {} bytes",
+                self.size()
+            )))
+        }
     }
 
     /// Closes this handle's mapping (Python's `close`); the same as dropping it. The
@@ -198,10 +299,21 @@ impl SharedMemory {
     pub fn close(self) {}
 
     /// Removes the name (Python's `unlink`): no one can attach any more; the memory lives
-    /// on until every mapping is closed. Any handle may do it; a name already removed is
-    /// a [`NotFound`](std::io::ErrorKind::NotFound) error.
+    /// on until every mapping is closed. Any handle may do it; a name already removed,
+    /// or that now names another segment (which is left alone), is a
+    /// [`NotFound`](std::io::ErrorKind::NotFound) error.
     pub fn unlink(&self) -> Result<()> {
-        let result = Region::unlink(&self.name);
+        let result = match Region::unlink_if(&self.name, self.id) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "{:?} names another shared memory segment now, which was left alone",
+                    self.name
+                ),
+            )),
+            Err(e) => Err(e),
+        };
         self.unlink_on_drop.store(false, Ordering::Relaxed);
         if self.creator == sysproc::getpid() && self.tracked.swap(false, Ordering::Relaxed) {
             tracker::unregister(&self.name);
@@ -243,7 +355,7 @@ impl Drop for SharedMemory {
         if !self.unlink_on_drop.load(Ordering::Relaxed) || self.creator != sysproc::getpid() {
             return;
         }
-        let _ = Region::unlink(&self.name);
+        let _ = Region::unlink_if(&self.name, self.id);
         if self.tracked.load(Ordering::Relaxed) {
             tracker::unregister(&self.name);
         }
@@ -262,10 +374,12 @@ impl<'de> Deserialize<'de> for SharedMemory {
         use serde::de::Error as _;
         let (fd, name) = <(FdOwned, String)>::deserialize(d)?;
         let name = check_name(&name).map_err(D::Error::custom)?.to_string();
-        let region = Region::from_fd(fd.0).map_err(D::Error::custom)?;
+        let region = Region::from_named_fd(fd.0).map_err(D::Error::custom)?;
+        let id = region.file_id().map_err(D::Error::custom)?;
         Ok(SharedMemory {
             region,
             name,
+            id,
             creator: 0,
             unlink_on_drop: AtomicBool::new(false),
             tracked: AtomicBool::new(false),

@@ -6,7 +6,9 @@
 //! the process creates is registered with the helper before `create` returns, and is
 //! unregistered when the process unlinks it. When the connection reaches end of stream
 //! (the creator exited, normally or not), the helper unlinks every name still registered
-//! and exits.
+//! and exits. Each name is registered with the identity (device and inode) of the file
+//! created under it, and is unlinked only while it still names that file: a segment that
+//! someone else created under the same name after ours was removed is not ours to remove.
 //!
 //! The helper leaves its creator's session and standard streams, so a Ctrl-C in the
 //! terminal, which stops the creator, does not stop the cleanup. A child created with
@@ -14,7 +16,7 @@
 //! descriptor): the helper then also waits for that child before it cleans up. A child
 //! that creates named segments itself starts a helper of its own.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::MutexGuard;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -26,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::process::{Process, StartMethod};
 use crate::sys::forklocal::ForkLocal;
 use crate::sys::proc as sysproc;
-use crate::sys::shm::{Region, detach_helper_process};
+use crate::sys::shm::{FileId, Region, detach_helper_process};
 
 /// How long a registration may wait for the helper's answer (it answers in microseconds;
 /// this only bounds a helper that was stopped).
@@ -36,8 +38,9 @@ const ACK: u8 = 0x5a;
 
 #[derive(Serialize, Deserialize)]
 enum Request {
-    /// Unlink these names when the connection ends; answered with [`ACK`].
-    Register(Vec<String>),
+    /// Unlink these names, while they name these files, when the connection ends;
+    /// answered with [`ACK`].
+    Register(Vec<(String, FileId)>),
     /// Forget this name (it was unlinked, or its owner keeps it); not answered.
     Unregister(String),
 }
@@ -57,7 +60,7 @@ impl Helper {
         Ok(Helper { conn, process })
     }
 
-    fn register(&self, names: Vec<String>) -> Result<()> {
+    fn register(&self, names: Vec<(String, FileId)>) -> Result<()> {
         self.conn.send(&Request::Register(names))?;
         match self.conn.recv_timeout::<u8>(ACK_TIMEOUT)? {
             ACK => Ok(()),
@@ -78,12 +81,12 @@ impl Helper {
 struct State {
     helper: Option<Helper>,
     /// Every name registered, to hand to a new helper if one has to be started again.
-    names: BTreeSet<String>,
+    names: BTreeMap<String, FileId>,
 }
 
 static STATE: ForkLocal<State> = ForkLocal::new(|| State {
     helper: None,
-    names: BTreeSet::new(),
+    names: BTreeMap::new(),
 });
 
 /// The process whose state [`STATE`] holds (0: none yet); with [`BUSY`] while it is
@@ -116,11 +119,11 @@ fn state() -> MutexGuard<'static, State> {
     }
 }
 
-/// Registers `name` for cleanup after this process ends; returns once the helper has
-/// recorded it (starting the helper if needed).
-pub(crate) fn register(name: &str) -> Result<()> {
+/// Registers `name`, the file `id`, for cleanup after this process ends; returns once
+/// the helper has recorded it (starting the helper if needed).
+pub(crate) fn register(name: &str, id: FileId) -> Result<()> {
     let mut st = state();
-    st.names.insert(name.to_string());
+    st.names.insert(name.to_string(), id);
     let mut outcome = Err(Error::Closed);
     for _ in 0..2 {
         let fresh = st.helper.is_none();
@@ -134,9 +137,9 @@ pub(crate) fn register(name: &str) -> Result<()> {
             }
         }
         let names = if fresh {
-            st.names.iter().cloned().collect()
+            st.names.iter().map(|(n, id)| (n.clone(), *id)).collect()
         } else {
-            vec![name.to_string()]
+            vec![(name.to_string(), id)]
         };
         let Some(helper) = &st.helper else { break };
         outcome = helper.register(names);
@@ -157,7 +160,7 @@ pub(crate) fn register(name: &str) -> Result<()> {
 /// Forgets `name`: it was unlinked, or it must outlive this process.
 pub(crate) fn unregister(name: &str) {
     let mut st = state();
-    if !st.names.remove(name) {
+    if st.names.remove(name).is_none() {
         return;
     }
     let failed = st
@@ -172,7 +175,7 @@ pub(crate) fn unregister(name: &str) {
 /// The helper process.
 fn run(conn: Connection) {
     detach_helper_process();
-    let mut names = BTreeSet::new();
+    let mut names = BTreeMap::new();
     loop {
         match conn.recv::<Request>() {
             Ok(Request::Register(list)) => {
@@ -188,7 +191,7 @@ fn run(conn: Connection) {
             Err(_) => break,
         }
     }
-    for name in &names {
-        let _ = Region::unlink(name);
+    for (name, id) in &names {
+        let _ = Region::unlink_if(name, *id);
     }
 }

@@ -140,9 +140,10 @@ impl<T: Pod> Value<T> {
         self.take(None)
     }
 
-    /// As [`get_lock`](Self::get_lock), waiting at most `timeout`.
+    /// As [`get_lock`](Self::get_lock), waiting at most `timeout` (a timeout too large
+    /// for the clock, such as `Duration::MAX`, waits as long as it takes).
     pub fn get_lock_timeout(&self, timeout: Duration) -> AcquireResult<ValueGuard<'_, T>> {
-        self.take(Some(Instant::now() + timeout))
+        self.take(crate::deadline::after(timeout))
     }
 
     /// As [`get_lock`](Self::get_lock), only if the lock is free now.
@@ -192,8 +193,9 @@ impl<'de, T: Pod> Deserialize<'de> for Value<T> {
 /// A plain value in shared memory without a lock (Python's
 /// `multiprocessing.RawValue`).
 ///
-/// [`get`](RawValue::get) and [`set`](RawValue::set) copy the value in and out. Nothing
-/// orders them between processes: a read concurrent with a write, or two concurrent
+/// [`get`](RawValue::get) and [`set`](RawValue::set) copy the value in and out with
+/// atomic loads and stores, so they are no data race. Nothing orders them between
+/// processes: a read concurrent with a write, or two concurrent
 /// writes, may see or leave a torn value (part old, part new), exactly as with Python's
 /// `RawValue`. Use [`Value`], or a [`Lock`](crate::Lock) of your own, when that matters.
 ///

@@ -2,17 +2,77 @@
 //! `MAP_SHARED` so that every process mapping the same descriptor sees the same bytes.
 //!
 //! An anonymous segment cannot leak: the kernel frees it when the last descriptor and
-//! the last mapping are gone, crash or not.
+//! the last mapping are gone, crash or not. Nor can a peer pull it away: it is sealed
+//! against shrinking and growing as soon as it has its size (`F_SEAL_SHRINK`,
+//! `F_SEAL_GROW`, and `F_SEAL_SEAL` so the seals stay as they are), and a received
+//! descriptor without those seals is refused. Without them, any holder could
+//! `ftruncate` the segment and every other process would die of `SIGBUS` at its next
+//! access.
+//!
+//! A named segment cannot be sealed (`/dev/shm` files do not support it): any process
+//! of the owning user can resize it. Attaching refuses a segment owned by another user,
+//! and the name is removed only while it still names the segment that was created (its
+//! device and inode, [`FileId`]).
+//!
+//! Bytes of a segment may be written by another process at any time, so
+//! [`Region::read_at`] and [`Region::write_at`] touch them only through atomic accesses:
+//! data-race-free, at the price of copies that a concurrent writer may tear.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
-use rustix::fs::{MemfdFlags, Mode};
+use rustix::fs::{FileType, MemfdFlags, Mode, OFlags, SealFlags};
 use rustix::mm::{MapFlags, ProtFlags};
-use rustix::shm::OFlags;
+use serde::{Deserialize, Serialize};
+
+/// Where named segments live (as `shm_open` has it on Linux).
+const SHM_DIR: &str = "/dev/shm";
+
+/// The seals every anonymous segment carries, and every received one must carry.
+const SIZE_SEALS: SealFlags = SealFlags::SHRINK
+    .union(SealFlags::GROW)
+    .union(SealFlags::SEAL);
+
+/// Which file a named segment is: its device and inode. A name removed and created
+/// again by someone else names another file, which is not ours to unlink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    // The fields' types differ between targets (`u64`, `c_ulong`).
+    #[allow(clippy::unnecessary_cast)]
+    fn of(st: &rustix::fs::Stat) -> FileId {
+        FileId {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+        }
+    }
+}
+
+fn invalid_data(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// The size of a regular file, or why it cannot be a segment.
+fn segment_len(st: &rustix::fs::Stat) -> io::Result<usize> {
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(invalid_data(
+            "not a shared memory segment (not a regular file)".into(),
+        ));
+    }
+    let len = usize::try_from(st.st_size)
+        .map_err(|_| invalid_data(format!("shared memory segment of {} bytes", st.st_size)))?;
+    if len == 0 {
+        return Err(invalid_data("empty shared memory segment".into()));
+    }
+    Ok(len)
+}
 
 /// A shared mapping of a whole segment.
 pub(crate) struct Region {
@@ -38,50 +98,106 @@ impl std::fmt::Debug for Region {
 }
 
 impl Region {
-    /// A new zero-filled anonymous segment of `len` bytes (at least one page is mapped).
+    /// A new zero-filled anonymous segment of `len` bytes (at least one page is mapped),
+    /// sealed at that size.
     pub(crate) fn anonymous(len: usize) -> io::Result<Region> {
-        let fd = rustix::fs::memfd_create("multiproc", MemfdFlags::CLOEXEC)?;
+        let fd =
+            rustix::fs::memfd_create("multiproc", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
         rustix::fs::ftruncate(&fd, len.max(1) as u64)?;
+        // Sealed before any other process can hold it: its size is fixed for good, and
+        // no holder can lift the seals (F_SEAL_SEAL).
+        rustix::fs::fcntl_add_seals(&fd, SIZE_SEALS)?;
         Region::map(fd, len.max(1), true)
     }
 
-    /// Maps the whole segment behind `fd` (received from another process).
+    /// Maps the whole anonymous segment behind `fd`, received from another process.
+    ///
+    /// Refused (`InvalidData`) unless it is a regular file (a memfd) sealed against
+    /// shrinking, growing and changing its seals: the size mapped here then stays the
+    /// size of the file, whatever its other holders do.
     pub(crate) fn from_fd(fd: OwnedFd) -> io::Result<Region> {
-        let st = rustix::fs::fstat(&fd)?;
-        let len =
-            usize::try_from(st.st_size).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-        if len == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "empty shared memory segment",
-            ));
+        let len = segment_len(&rustix::fs::fstat(&fd)?)?;
+        match rustix::fs::fcntl_get_seals(&fd) {
+            Ok(seals) if seals.contains(SIZE_SEALS) => {}
+            // EINVAL: a file that cannot carry seals at all.
+            Ok(_) | Err(rustix::io::Errno::INVAL) => {
+                return Err(invalid_data(
+                    "shared memory segment is not sealed against resizing \
+                     (its sender, or any holder, could truncate it under us)"
+                        .into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
         }
         Region::map(fd, len, false)
     }
 
-    /// Creates (`create`) or opens the named segment `/dev/shm/<name>`.
-    pub(crate) fn named(name: &str, create: bool, len: usize) -> io::Result<Region> {
-        let path = format!("/{name}");
-        let flags = if create {
-            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL
-        } else {
-            OFlags::RDWR
-        };
-        let fd = rustix::shm::open(path.as_str(), flags, Mode::from_raw_mode(0o600))?;
+    /// Maps the whole named segment behind `fd` (opened here, or received): a regular
+    /// file owned by this process's effective user, refused otherwise
+    /// (`PermissionDenied`), since its owner could resize it at any time.
+    pub(crate) fn from_named_fd(fd: OwnedFd) -> io::Result<Region> {
+        let st = rustix::fs::fstat(&fd)?;
+        let me = rustix::process::geteuid().as_raw();
+        if st.st_uid != me {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "shared memory segment owned by uid {}, not by this process's uid {me} \
+                     (its owner could resize it under us)",
+                    st.st_uid
+                ),
+            ));
+        }
+        let len = segment_len(&st)?;
+        Region::map(fd, len, false)
+    }
+
+    /// Creates (`create`) or opens the named segment `/dev/shm/<name>`, with its
+    /// identity. `name` is a valid file name (no `/`, not `.` or `..`).
+    ///
+    /// An existing segment is opened as `shm_open` does, except that a symbolic link is
+    /// not followed, and it must pass [`from_named_fd`](Self::from_named_fd).
+    pub(crate) fn named(name: &str, create: bool, len: usize) -> io::Result<(Region, FileId)> {
+        let path = format!("{SHM_DIR}/{name}");
+        let mut flags = OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW;
         if create {
-            if let Err(e) = rustix::fs::ftruncate(&fd, len.max(1) as u64) {
-                let _ = rustix::shm::unlink(path.as_str());
-                return Err(e.into());
+            flags |= OFlags::CREATE | OFlags::EXCL;
+        }
+        let fd = rustix::fs::open(path.as_str(), flags, Mode::from_raw_mode(0o600))?;
+        let id = FileId::of(&rustix::fs::fstat(&fd)?);
+        if !create {
+            return Ok((Region::from_named_fd(fd)?, id));
+        }
+        let created = rustix::fs::ftruncate(&fd, len.max(1) as u64)
+            .map_err(io::Error::from)
+            .and_then(|()| Region::map(fd, len.max(1), true));
+        match created {
+            Ok(region) => Ok((region, id)),
+            Err(e) => {
+                let _ = Region::unlink_if(name, id);
+                Err(e)
             }
-            Region::map(fd, len.max(1), true)
-        } else {
-            Region::from_fd(fd)
         }
     }
 
-    /// Removes the name `/dev/shm/<name>`; mappings stay valid.
-    pub(crate) fn unlink(name: &str) -> io::Result<()> {
-        Ok(rustix::shm::unlink(format!("/{name}").as_str())?)
+    /// The identity of the file behind this segment.
+    pub(crate) fn file_id(&self) -> io::Result<FileId> {
+        Ok(FileId::of(&rustix::fs::fstat(&self.fd)?))
+    }
+
+    /// Removes the name `/dev/shm/<name>` if it still names the file `id`; mappings stay
+    /// valid. `Ok(false)`: the name now names another file, which is left alone.
+    ///
+    /// A file put in its place between the check and the removal would still be
+    /// removed: the kernel offers no unlink by identity. The check closes the window that
+    /// matters, a name removed and created again long before its first owner lets go.
+    pub(crate) fn unlink_if(name: &str, id: FileId) -> io::Result<bool> {
+        let path = format!("{SHM_DIR}/{name}");
+        if FileId::of(&rustix::fs::lstat(path.as_str())?) != id {
+            return Ok(false);
+        }
+        rustix::fs::unlink(path.as_str())?;
+        Ok(true)
     }
 
     fn map(fd: OwnedFd, len: usize, populate: bool) -> io::Result<Region> {
@@ -132,8 +248,9 @@ impl Region {
 
     /// The bytes from `offset` for `len` (inside the region).
     ///
-    /// Other processes may write them concurrently: callers synchronise through a lock in
-    /// the region, or accept torn values (the "raw" types), as Python's do.
+    /// Plain memory: the caller makes sure that no one writes these bytes while the
+    /// slice lives (a lock in the region held, or the users' own synchronisation);
+    /// otherwise a concurrent writer is a data race. [`read_at`](Self::read_at) has none.
     pub(crate) fn slice(&self, offset: usize, len: usize) -> &[u8] {
         assert!(
             offset.checked_add(len).is_some_and(|end| end <= self.len),
@@ -156,36 +273,78 @@ impl Region {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(offset), len) }
     }
 
-    /// Copies the bytes from `offset` into `dst`, forming no reference to the shared
-    /// bytes (for the unlocked "raw" types: a concurrent writer may tear the copy).
-    pub(crate) fn read_at(&self, offset: usize, dst: &mut [u8]) {
+    /// The shared bytes `offset..offset + len` as atomics: bytes up to the first
+    /// word boundary, whole aligned words, then the bytes after the last one.
+    fn atomic_parts(
+        &self,
+        offset: usize,
+        len: usize,
+    ) -> (&[AtomicU8], &[AtomicUsize], &[AtomicU8]) {
         assert!(
-            offset
-                .checked_add(dst.len())
-                .is_some_and(|end| end <= self.len),
-            "read outside the region"
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "copy outside the region"
         );
-        // SAFETY: the source range is inside the mapping (checked), which lives as long
-        // as `self`; `dst` is a valid, writable buffer of that length. `copy` tolerates
-        // overlap, should a caller pass bytes of this very mapping.
-        unsafe { std::ptr::copy(self.ptr.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) }
+        // SAFETY: the range is inside the mapping (checked), which lives as long as
+        // `self`. Its bytes are shared with other processes, so they are only ever seen
+        // here as atomics (interior mutability: no `&[u8]` to them is formed by this
+        // path); `AtomicU8` has the layout of `u8`, and `AtomicUsize` that of `usize`,
+        // whose alignment `align_offset` provides for the middle part. Other code may
+        // access the same bytes with atomics of another width (a word here, a byte
+        // there): mixed-size atomics, which the hardware this runs on keeps single-copy
+        // atomic per access, as it does between processes.
+        unsafe {
+            let start = self.ptr.as_ptr().add(offset);
+            let head = start.align_offset(WORD).min(len);
+            let words = (len - head) / WORD;
+            let tail = len - head - words * WORD;
+            (
+                std::slice::from_raw_parts(start.cast::<AtomicU8>(), head),
+                std::slice::from_raw_parts(start.add(head).cast::<AtomicUsize>(), words),
+                std::slice::from_raw_parts(start.add(head + words * WORD).cast::<AtomicU8>(), tail),
+            )
+        }
     }
 
-    /// Copies `src` into the bytes from `offset`, forming no reference to the shared
-    /// bytes; see [`read_at`](Self::read_at).
+    /// Copies the bytes from `offset` into `dst`, with atomic loads only (a word at a
+    /// time where aligned): no data race with a concurrent writer in another process
+    /// or thread, though the copy may mix its old and new bytes.
+    pub(crate) fn read_at(&self, offset: usize, dst: &mut [u8]) {
+        let (head, words, tail) = self.atomic_parts(offset, dst.len());
+        let (dst_head, rest) = dst.split_at_mut(head.len());
+        let (dst_words, dst_tail) = rest.split_at_mut(words.len() * WORD);
+        for (d, s) in dst_head.iter_mut().zip(head) {
+            *d = s.load(Ordering::Relaxed);
+        }
+        for (d, s) in dst_words.chunks_exact_mut(WORD).zip(words) {
+            d.copy_from_slice(&s.load(Ordering::Relaxed).to_ne_bytes());
+        }
+        for (d, s) in dst_tail.iter_mut().zip(tail) {
+            *d = s.load(Ordering::Relaxed);
+        }
+    }
+
+    /// Copies `src` into the bytes from `offset`, with atomic stores only; see
+    /// [`read_at`](Self::read_at).
     pub(crate) fn write_at(&self, offset: usize, src: &[u8]) {
-        assert!(
-            offset
-                .checked_add(src.len())
-                .is_some_and(|end| end <= self.len),
-            "write outside the region"
-        );
-        // SAFETY: the destination range is inside the mapping (checked, mapped writable),
-        // which lives as long as `self`; `src` is a valid buffer of that length. `copy`
-        // tolerates overlap.
-        unsafe { std::ptr::copy(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len()) }
+        let (head, words, tail) = self.atomic_parts(offset, src.len());
+        let (src_head, rest) = src.split_at(head.len());
+        let (src_words, src_tail) = rest.split_at(words.len() * WORD);
+        for (s, d) in src_head.iter().zip(head) {
+            d.store(*s, Ordering::Relaxed);
+        }
+        for (s, d) in src_words.chunks_exact(WORD).zip(words) {
+            let mut w = [0u8; WORD];
+            w.copy_from_slice(s);
+            d.store(usize::from_ne_bytes(w), Ordering::Relaxed);
+        }
+        for (s, d) in src_tail.iter().zip(tail) {
+            d.store(*s, Ordering::Relaxed);
+        }
     }
 }
+
+/// The width of the atomic copies' middle part.
+const WORD: usize = size_of::<usize>();
 
 impl Drop for Region {
     fn drop(&mut self) {
