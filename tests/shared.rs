@@ -1,6 +1,8 @@
 //! Shared memory: `Value`, `Array`, `RawValue`, `RawArray` shared with children,
 //! exact locked increments, owner death, `SharedMemory` and `ShareableList` by name,
-//! cleanup of named segments after the creator is SIGKILLed, and corrupt handles.
+//! cleanup of named segments after the creator is SIGKILLed (only of the segments it
+//! created), attaching only segments of this user, copies in and out at every alignment,
+//! and corrupt handles.
 
 mod common;
 
@@ -154,6 +156,24 @@ fn create_segments_and_hang(conn: Connection) -> multiproc::Result<()> {
     conn.send(&(shm.name(), list.name()))?;
     thread::sleep(FOREVER);
     Ok(())
+}
+
+fn create_named_segments_and_hang(
+    (conn, names): (Connection, Vec<String>),
+) -> multiproc::Result<()> {
+    let segments = names
+        .iter()
+        .map(|n| SharedMemory::create(Some(n), 64))
+        .collect::<multiproc::Result<Vec<_>>>()?;
+    conn.send(&true)?;
+    thread::sleep(FOREVER);
+    drop(segments);
+    Ok(())
+}
+
+fn write_pattern_at((mut shm, offset, len): (SharedMemory, usize, usize)) -> multiproc::Result<()> {
+    let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8 ^ 0x5a).collect();
+    shm.write_from(offset, &bytes)
 }
 
 fn create_kept_segment_and_return(conn: Connection) -> multiproc::Result<()> {
@@ -567,6 +587,194 @@ fn a_forked_child_tracks_its_own_segments() {
         "{name} outlived the forked child that created it"
     );
     assert!(shm_path(mine.name()).exists());
+}
+
+/// Replaces `/dev/shm/<name>` by a file of someone else's with `contents`.
+fn recreate_under(name: &str, contents: &[u8]) {
+    std::fs::remove_file(shm_path(name)).unwrap();
+    std::fs::write(shm_path(name), contents).unwrap();
+}
+
+#[test]
+fn a_segment_recreated_under_the_name_is_left_alone_by_the_creator_and_unlink() {
+    let name = unique_name("recreated");
+    let shm = SharedMemory::create(Some(&name), 64).unwrap();
+    let attached = SharedMemory::attach(&name).unwrap();
+    recreate_under(&name, b"someone else's");
+    // The creator's handle, dropped: the name now names another file, which stays.
+    drop(shm);
+    assert_eq!(std::fs::read(shm_path(&name)).unwrap(), b"someone else's");
+    // An explicit unlink through a handle of the old segment leaves it too.
+    assert_eq!(
+        io_kind(&attached.unlink().unwrap_err()),
+        Some(ErrorKind::NotFound)
+    );
+    assert_eq!(std::fs::read(shm_path(&name)).unwrap(), b"someone else's");
+    std::fs::remove_file(shm_path(&name)).unwrap();
+}
+
+/// The tracker of a SIGKILLed creator removes the names it still owns, but not one that
+/// someone removed and created again meanwhile.
+#[test]
+fn the_tracker_leaves_a_segment_recreated_under_a_killed_creators_name() {
+    let (here, there) = pipe(true).unwrap();
+    // The tracker unlinks in name order: once `theirs` (sorted after) is gone, the
+    // tracker has dealt with `mine` too.
+    let mine = unique_name("tracked_a");
+    let theirs = unique_name("tracked_b");
+    assert!(mine < theirs);
+    let mut p = KillOnDrop(Process::new(
+        create_named_segments_and_hang,
+        (there, vec![mine.clone(), theirs.clone()]),
+    ));
+    p.0.start().unwrap();
+    assert!(here.recv_timeout::<bool>(LONG).unwrap());
+    recreate_under(&mine, b"someone else's");
+    p.0.kill().unwrap();
+    join_bounded(&mut p.0, "creator");
+    assert!(
+        wait_unlinked(&theirs),
+        "{theirs} still in /dev/shm {LONG:?} after its creator was killed"
+    );
+    assert_eq!(
+        std::fs::read(shm_path(&mine)).ok().as_deref(),
+        Some(&b"someone else's"[..]),
+        "the tracker removed a segment its creator did not create"
+    );
+    std::fs::remove_file(shm_path(&mine)).unwrap();
+}
+
+#[test]
+fn attach_refuses_a_segment_owned_by_another_user() {
+    if !rustix::process::geteuid().is_root() {
+        println!("skipped: changing a segment's owner needs root");
+        return;
+    }
+    let name = unique_name("foreign");
+    let shm = SharedMemory::create(Some(&name), 64).unwrap();
+    std::os::unix::fs::chown(shm_path(&name), Some(65534), Some(65534)).unwrap();
+    let err = SharedMemory::attach(&name).unwrap_err();
+    assert_eq!(io_kind(&err), Some(ErrorKind::PermissionDenied), "{err:?}");
+    assert!(err.to_string().contains("65534"), "{err}");
+    assert!(ShareableList::<u8>::attach(&name).is_err());
+    // Its creator's handle still removes it: it is still the segment it created.
+    drop(shm);
+    assert!(!shm_path(&name).exists());
+}
+
+#[test]
+fn attach_does_not_follow_a_symbolic_link_under_the_name() {
+    let target = SharedMemory::create(None, 64).unwrap();
+    let name = unique_name("link");
+    std::os::unix::fs::symlink(shm_path(target.name()), shm_path(&name)).unwrap();
+    let attached = SharedMemory::attach(&name);
+    std::fs::remove_file(shm_path(&name)).unwrap();
+    assert!(attached.is_err(), "attached through a link: {attached:?}");
+}
+
+#[test]
+fn read_into_and_write_from_copy_the_right_bytes_at_every_alignment() {
+    const SIZE: usize = 200;
+    let mut shm = SharedMemory::create(None, SIZE).unwrap();
+    let mut model = vec![0u8; SIZE];
+    let mut stamp = 0u8;
+    for offset in 0..24 {
+        for len in 0..48 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    stamp = stamp.wrapping_add(37);
+                    stamp
+                })
+                .collect();
+            shm.write_from(offset, &bytes).unwrap();
+            model[offset..offset + len].copy_from_slice(&bytes);
+            let mut back = vec![0xee; len];
+            shm.read_into(offset, &mut back).unwrap();
+            assert_eq!(back, bytes, "offset {offset}, {len} bytes");
+        }
+        let mut all = vec![0u8; SIZE];
+        shm.read_into(0, &mut all).unwrap();
+        assert_eq!(all, model, "after writes at offset {offset}");
+    }
+    assert_eq!(shm.buf(), &model[..]);
+    let mut one = [0u8; 1];
+    for (offset, len) in [(SIZE, 1), (SIZE - 3, 4), (usize::MAX, 1)] {
+        assert!(is_invalid_argument(
+            &shm.read_into(offset, &mut vec![0; len]).unwrap_err()
+        ));
+        assert!(is_invalid_argument(
+            &shm.write_from(offset, &vec![0; len]).unwrap_err()
+        ));
+    }
+    shm.read_into(SIZE - 1, &mut one).unwrap();
+    assert_eq!(one[0], model[SIZE - 1]);
+    shm.read_into(SIZE, &mut []).unwrap();
+
+    // A bulk copy, written by a child, read into destinations of every alignment.
+    const BULK: usize = 9 << 20;
+    let big = SharedMemory::create(None, BULK + 64).unwrap();
+    let (offset, len) = (3, BULK + 50);
+    start_and_join(
+        Process::new(
+            write_pattern_at,
+            (SharedMemory::attach(big.name()).unwrap(), offset, len),
+        ),
+        "write_pattern_at",
+    );
+    let expected: Vec<u8> = (0..len).map(|i| (i % 253) as u8 ^ 0x5a).collect();
+    let mut dst = vec![0u8; len + 16];
+    for shift in [0, 1, 5, 8, 13] {
+        dst.fill(0);
+        big.read_into(offset, &mut dst[shift..shift + len]).unwrap();
+        assert!(
+            dst[shift..shift + len] == expected[..],
+            "bulk copy into a destination shifted by {shift}"
+        );
+        assert!(
+            dst[..shift]
+                .iter()
+                .chain(&dst[shift + len..])
+                .all(|&b| b == 0)
+        );
+    }
+}
+
+#[test]
+fn raw_array_copies_give_the_right_items_at_every_position() {
+    let a = RawArray::<u8>::new(100).unwrap();
+    let mut model = vec![0u8; 100];
+    for start in 0..20 {
+        for len in 0..30 {
+            let items: Vec<u8> = (0..len).map(|i| (start * 7 + i * 3) as u8).collect();
+            a.set_slice(start, &items).unwrap();
+            model[start..start + len].copy_from_slice(&items);
+            assert_eq!(a.get_slice(start..start + len), Some(items));
+        }
+    }
+    assert_eq!(a.to_vec(), model);
+    for (i, &x) in model.iter().enumerate() {
+        assert_eq!(a.get(i), Some(x));
+    }
+    let points = RawArray::<Point>::new(5).unwrap();
+    let p = Point {
+        x: -1.5,
+        y: 2.25,
+        tag: 0xdead_beef,
+        flags: 7,
+    };
+    points.set(3, p).unwrap();
+    assert_eq!(points.get(3), Some(p));
+    assert_eq!(points.get_slice(2..4), Some(vec![Point::zeroed(), p]));
+}
+
+#[test]
+fn a_value_lock_timeout_of_duration_max_waits_instead_of_panicking() {
+    let v = Value::new(1u8).unwrap();
+    *v.get_lock_timeout(Duration::MAX).unwrap() += 1;
+    assert_eq!(v.get().unwrap(), 2);
+    let a = Array::<u8>::new(2).unwrap();
+    a.get_lock_timeout(Duration::MAX).unwrap()[1] = 9;
+    assert_eq!(a.to_vec().unwrap(), [0, 9]);
 }
 
 // ---------------------------------------------------------------- ShareableList

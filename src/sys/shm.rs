@@ -288,7 +288,8 @@ impl Region {
         // `self`. Its bytes are shared with other processes, so they are only ever seen
         // here as atomics (interior mutability: no `&[u8]` to them is formed by this
         // path); `AtomicU8` has the layout of `u8`, and `AtomicUsize` that of `usize`,
-        // whose alignment `align_offset` provides for the middle part. Other code may
+        // whose alignment `align_offset` provides for a non-empty middle part (it
+        // returns a distance to the boundary that is at most `len` then). Other code may
         // access the same bytes with atomics of another width (a word here, a byte
         // there): mixed-size atomics, which the hardware this runs on keeps single-copy
         // atomic per access, as it does between processes.
@@ -299,7 +300,13 @@ impl Region {
             let tail = len - head - words * WORD;
             (
                 std::slice::from_raw_parts(start.cast::<AtomicU8>(), head),
-                std::slice::from_raw_parts(start.add(head).cast::<AtomicUsize>(), words),
+                if words == 0 {
+                    // The pointer may be unaligned when the range ends before a word
+                    // boundary; an empty slice needs no memory, but an aligned pointer.
+                    &[]
+                } else {
+                    std::slice::from_raw_parts(start.add(head).cast::<AtomicUsize>(), words)
+                },
                 std::slice::from_raw_parts(start.add(head + words * WORD).cast::<AtomicU8>(), tail),
             )
         }
