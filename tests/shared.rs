@@ -673,7 +673,7 @@ fn attach_does_not_follow_a_symbolic_link_under_the_name() {
 }
 
 #[test]
-fn read_into_and_write_from_copy_the_right_bytes_at_every_alignment() {
+fn copies_in_and_out_of_shared_memory_give_the_right_bytes_at_every_alignment() {
     const SIZE: usize = 200;
     let mut shm = SharedMemory::create(None, SIZE).unwrap();
     let mut model = vec![0u8; SIZE];
@@ -723,7 +723,9 @@ fn read_into_and_write_from_copy_the_right_bytes_at_every_alignment() {
     );
     let expected: Vec<u8> = (0..len).map(|i| (i % 253) as u8 ^ 0x5a).collect();
     let mut dst = vec![0u8; len + 16];
-    for shift in [0, 1, 5, 8, 13] {
+    // Every shift: some make the destination word-aligned where the source is, which
+    // takes the streaming path of large copies.
+    for shift in 0..16 {
         dst.fill(0);
         big.read_into(offset, &mut dst[shift..shift + len]).unwrap();
         assert!(
@@ -737,10 +739,8 @@ fn read_into_and_write_from_copy_the_right_bytes_at_every_alignment() {
                 .all(|&b| b == 0)
         );
     }
-}
 
-#[test]
-fn raw_array_copies_give_the_right_items_at_every_position() {
+    // RawArray's copies go the same way.
     let a = RawArray::<u8>::new(100).unwrap();
     let mut model = vec![0u8; 100];
     for start in 0..20 {
