@@ -71,6 +71,7 @@
 //! | `Value('i', 0)`, `with v.get_lock(): v.value += 1` | [`Value::new(0i32)`](Value::new), `*v.get_lock()? += 1` |
 //! | `Array('d', n)`, `RawValue`, `RawArray` | [`Array`], [`RawValue`], [`RawArray`] |
 //! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory::create`], [`SharedMemory::attach`] |
+//! | `shm.buf` (a `memoryview`) | [`buf`](SharedMemory::buf) / [`buf_mut`](SharedMemory::buf_mut) under your own synchronisation; [`read_into`](SharedMemory::read_into) / [`write_from`](SharedMemory::write_from) while others write |
 //! | `shared_memory.ShareableList` | [`ShareableList`] |
 //! | `EOFError`, `queue.Empty`, `BrokenBarrierError`, … | [`Error`] variants |
 #![deny(missing_docs)]
