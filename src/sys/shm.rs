@@ -298,16 +298,18 @@ impl Region {
             let head = start.align_offset(WORD).min(len);
             let words = (len - head) / WORD;
             let tail = len - head - words * WORD;
+            let middle: &[AtomicUsize] = if words == 0 {
+                // The pointer may be unaligned when the range ends before a word
+                // boundary; an empty slice needs no memory, but an aligned pointer.
+                &[]
+            } else {
+                std::slice::from_raw_parts(start.add(head).cast(), words)
+            };
+            let end = start.add(head + words * WORD);
             (
-                std::slice::from_raw_parts(start.cast::<AtomicU8>(), head),
-                if words == 0 {
-                    // The pointer may be unaligned when the range ends before a word
-                    // boundary; an empty slice needs no memory, but an aligned pointer.
-                    &[]
-                } else {
-                    std::slice::from_raw_parts(start.add(head).cast::<AtomicUsize>(), words)
-                },
-                std::slice::from_raw_parts(start.add(head + words * WORD).cast::<AtomicU8>(), tail),
+                std::slice::from_raw_parts(start.cast(), head),
+                middle,
+                std::slice::from_raw_parts(end.cast(), tail),
             )
         }
     }
@@ -354,7 +356,7 @@ const WORD: usize = size_of::<usize>();
 /// Copies `src.len()` words into `dst` (as long) with atomic loads.
 fn load_words(src: &[AtomicUsize], dst: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
-    if dst.len() >= streaming::MIN_BYTES && dst.as_ptr().align_offset(WORD) == 0 {
+    if dst.len() >= streaming::MIN_BYTES && dst.as_ptr().addr() % WORD == 0 {
         streaming::load_words(src, dst);
         return;
     }
@@ -385,7 +387,7 @@ mod streaming {
     pub(super) fn load_words(src: &[AtomicUsize], dst: &mut [u8]) {
         // Plain stores up to the first 16-byte boundary (at most one word, since `dst`
         // is word-aligned), streaming stores for whole blocks, plain stores after.
-        let lead = (dst.as_ptr().align_offset(16) / WORD).min(src.len());
+        let lead = usize::from(dst.as_ptr().addr() % 16 != 0).min(src.len());
         let blocks = (src.len() - lead) / BLOCK;
         let (src_lead, rest) = src.split_at(lead);
         let (src_blocks, src_tail) = rest.split_at(blocks * BLOCK);
