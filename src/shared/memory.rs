@@ -243,8 +243,8 @@ impl SharedMemory {
     }
 
     /// Copies the bytes from `offset` into `dst`, safely even while other processes
-    /// write them: every shared byte is read with an atomic load (a word at a time,
-    /// at close to the speed of a plain copy). A concurrent writer may leave the copy
+    /// write them: every shared byte is read with an atomic load (a word at a time; a
+    /// large copy runs at about three quarters of memcpy's speed). A concurrent writer may leave the copy
     /// part old, part new, as Python's `buf` would; a [`Lock`](crate::Lock) held by
     /// both sides prevents that.
     ///
