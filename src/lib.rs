@@ -95,9 +95,9 @@ pub use connection::{
 };
 pub use error::{Error, Result};
 pub use process::{
-    Context, JoinHandle, ParentProcess, Process, ProcessInfo, Run, StartMethod, active_children,
-    cpu_count, current_process, get_all_start_methods, get_context, get_start_method,
-    parent_process, set_start_method, spawn,
+    Context, JoinHandle, ParentProcess, Process, ProcessInfo, Run, StartMethod, Target,
+    active_children, cpu_count, current_process, get_all_start_methods, get_context,
+    get_start_method, parent_process, set_start_method, spawn,
 };
 pub use shared::*;
 pub use sync::*;

@@ -36,8 +36,42 @@ pub(crate) fn fork() -> io::Result<Forked> {
     }
 }
 
+/// `posix_spawn_file_actions_addclosefrom_np` (glibc 2.34 and later), looked up at run
+/// time so that the binary still starts on an older libc.
+type AddCloseFrom =
+    unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, libc::c_int) -> libc::c_int;
+
+fn addclosefrom() -> Option<AddCloseFrom> {
+    static FOUND: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let addr = *FOUND.get_or_init(|| {
+        // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only looks a symbol up.
+        unsafe {
+            libc::dlsym(
+                libc::RTLD_DEFAULT,
+                c"posix_spawn_file_actions_addclosefrom_np".as_ptr(),
+            ) as usize
+        }
+    });
+    // SAFETY: a non-null result is glibc's function of that name, whose C signature is
+    // `int (posix_spawn_file_actions_t *, int)`.
+    (addr != 0).then(|| unsafe { std::mem::transmute::<usize, AddCloseFrom>(addr) })
+}
+
+/// The marker value telling a spawned child that its bootstrap socket is at
+/// [`INHERITED_FD`], and whether it must still close what it inherited above it
+/// (`,close`: the libc could not do it between fork and exec).
+pub(crate) fn parse_marker(value: &str) -> Option<(i32, bool)> {
+    match value.split_once(',') {
+        None => Some((value.parse().ok()?, false)),
+        Some((n, "close")) => Some((n.parse().ok()?, true)),
+        Some(_) => None,
+    }
+}
+
 /// Starts a fresh execution of the current binary (`/proc/self/exe`) with `fd` inherited
-/// as descriptor [`INHERITED_FD`] and `env_key=3` added to its environment.
+/// as descriptor [`INHERITED_FD`] and `env_key=3` added to its environment. No other
+/// descriptor but the standard streams reaches the new program, also none that the
+/// caller forgot to mark close-on-exec (as Python's spawn closes all but what it passes).
 ///
 /// Uses `posix_spawn` (a `vfork`-style clone), which does not copy the parent's page
 /// tables and is safe in a multi-threaded parent.
@@ -65,7 +99,13 @@ pub(crate) fn spawn_self(fd: BorrowedFd<'_>, env_key: &str) -> io::Result<u32> {
             env.push(c);
         }
     }
-    env.push(CString::new(format!("{env_key}={INHERITED_FD}")).map_err(io::Error::other)?);
+    let closefrom = addclosefrom();
+    let marker = if closefrom.is_some() {
+        format!("{env_key}={INHERITED_FD}")
+    } else {
+        format!("{env_key}={INHERITED_FD},close")
+    };
+    env.push(CString::new(marker).map_err(io::Error::other)?);
     let mut envp: Vec<*mut libc::c_char> = env.iter().map(|c| c.as_ptr() as *mut _).collect();
     envp.push(std::ptr::null_mut());
     let argv: [*mut libc::c_char; 2] = [argv0.as_ptr() as *mut _, std::ptr::null_mut()];
@@ -80,6 +120,9 @@ pub(crate) fn spawn_self(fd: BorrowedFd<'_>, env_key: &str) -> io::Result<u32> {
         libc::posix_spawn_file_actions_init(&mut actions);
         libc::posix_spawnattr_init(&mut attr);
         let mut rc = libc::posix_spawn_file_actions_adddup2(&mut actions, src, INHERITED_FD);
+        if let (0, Some(closefrom)) = (rc, closefrom) {
+            rc = closefrom(&mut actions, INHERITED_FD + 1);
+        }
         if rc == 0 {
             // A fresh program starts with an empty signal mask and default SIGPIPE, as
             // std::process::Command gives it.
