@@ -629,3 +629,15 @@ fn join_of_an_aborted_child_is_not_delayed_by_a_grandchild_it_forked() {
         );
     }
 }
+
+#[test]
+fn join_timeouts_of_duration_max_wait_for_the_end_without_panicking() {
+    for method in METHODS {
+        let mut p = get_context(method).process(noop, ());
+        p.start().unwrap();
+        assert!(p.join_timeout(Duration::MAX).unwrap(), "{method}");
+        assert_eq!(p.exitcode(), Some(0), "{method}");
+        let mut h = get_context(method).spawn(add, (40, 2)).unwrap();
+        assert_eq!(h.join_timeout(Duration::MAX).unwrap(), 42, "{method}");
+    }
+}

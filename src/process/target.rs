@@ -27,6 +27,14 @@ use serde::de::DeserializeOwned;
 /// assert_eq!(run_twice(|x: u32| x * 10)?, (10, 20));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// A closure that captures something is refused at compile time, with a message that
+/// says why:
+///
+/// ```compile_fail
+/// let greeting = String::from("hello");
+/// let h = multiproc::spawn(move |n: u32| format!("{greeting} {n}"), 1);
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be the target of a child process",
     label = "not a `fn` item or a non-capturing closure taking `{A}` and returning `{R}`",
@@ -36,6 +44,8 @@ use serde::de::DeserializeOwned;
 )]
 pub trait Target<A, R>: Fn(A) -> R + Copy + Send + 'static {}
 
+// Errors name `Target` and its note, not whichever bound inside failed (`String: Copy`).
+#[diagnostic::do_not_recommend]
 impl<T, A, R> Target<A, R> for T where T: Fn(A) -> R + Copy + Send + 'static {}
 
 /// An object that runs itself in a child: Python's "subclass `Process` and override
