@@ -19,16 +19,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use crate::connection::Connection;
-use crate::process::task::{self, Outcome, Task};
+use crate::process::task::{self, FORKSERVER_ENV, Outcome, SPAWN_ENV, Task};
 use crate::process::{children, current, forkserver};
 use crate::sys::image::{self, ExeId};
 use crate::sys::{fd as sysfd, proc as sysproc};
 use crate::wire::codec;
-
-/// Environment marker of a spawned child; its value names the bootstrap descriptor.
-pub(crate) const SPAWN_ENV: &str = "MULTIPROC_SPAWN_FD";
-/// Environment marker of the fork server; its value names its socket's descriptor.
-pub(crate) const FORKSERVER_ENV: &str = "MULTIPROC_FORKSERVER_FD";
 
 /// How long a spawned child waits for its task before giving up.
 const TASK_DEADLINE: Duration = Duration::from_secs(60);

@@ -21,8 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
-use crate::process::bootstrap::FORKSERVER_ENV;
-use crate::process::task::{self, Task};
+use crate::process::task::{self, FORKSERVER_ENV, Task};
 use crate::sys::forklocal::ForkLocal;
 use crate::sys::{fd as sysfd, proc as sysproc};
 use crate::wire::codec;

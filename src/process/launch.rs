@@ -12,10 +12,10 @@ use std::sync::{Arc, OnceLock, mpsc};
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
-use crate::process::bootstrap::{self, SPAWN_ENV};
+use crate::process::bootstrap;
 use crate::process::children::{self, Child, Watch};
 use crate::process::method::StartMethod;
-use crate::process::task::{self, Entry, Task};
+use crate::process::task::{self, Entry, SPAWN_ENV, Task};
 use crate::process::{current, forkserver};
 use crate::sys::forklocal::ForkLocal;
 use crate::sys::image::{self, ExeId};

@@ -19,6 +19,11 @@ use crate::process::target::{Run, Target};
 use crate::sys::image::{self, EntryRecord, ExeId};
 use crate::wire::codec;
 
+/// Environment marker of a spawned child; its value names the bootstrap descriptor.
+pub(crate) const SPAWN_ENV: &str = "MULTIPROC_SPAWN_FD";
+/// Environment marker of the fork server; its value names its socket's descriptor.
+pub(crate) const FORKSERVER_ENV: &str = "MULTIPROC_FORKSERVER_FD";
+
 /// An entry of this binary, as the parent names it.
 pub(crate) type Entry = &'static EntryRecord<Connection>;
 
