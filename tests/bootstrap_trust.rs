@@ -75,38 +75,39 @@ fn crafted_frame() -> Vec<u8> {
 #[test]
 fn a_marker_naming_a_standard_stream_is_ignored_and_main_runs() {
     let exe = std::env::current_exe().unwrap();
-    for (marker, fd) in [
-        (SPAWN_MARKER, "0"),
-        (SERVER_MARKER, "1"),
-        (SPAWN_MARKER, "2"),
-    ] {
-        let out = victim(
-            Command::new(&exe)
-                .args(harness_args())
-                .env(marker, fd)
-                .stdin(Stdio::piped()),
-        );
-        assert_main_ran(&out, &format!("{marker}={fd}"));
+    // Markers as a real parent writes them (the descriptor, then the parent's pid: this
+    // process is the program's parent here), and the bare number of older versions.
+    let me = std::process::id();
+    for (marker, fd) in [(SPAWN_MARKER, 0), (SERVER_MARKER, 1), (SPAWN_MARKER, 2)] {
+        for value in [format!("{fd},{me}"), format!("{fd}")] {
+            let out = victim(
+                Command::new(&exe)
+                    .args(harness_args())
+                    .env(marker, &value)
+                    .stdin(Stdio::piped()),
+            );
+            assert_main_ran(&out, &format!("{marker}={value}"));
+        }
     }
 }
 
 #[test]
 fn a_marker_naming_a_pipe_or_a_file_is_ignored_and_main_runs() {
     let exe = std::env::current_exe().unwrap();
-    // The shell puts a pipe (its stdin) or a file at descriptor 3 of the program.
+    // The shell puts a pipe (its stdin) or a file at descriptor 3 of the program, and
+    // names itself as the parent in the marker, as a real parent names itself.
     for (marker, redirect) in [
         (SPAWN_MARKER, "3<&0"),
         (SERVER_MARKER, "3<&0"),
         (SPAWN_MARKER, "3</dev/null"),
     ] {
-        let script = format!("\"$@\" {redirect} </dev/null");
+        let script = format!("{marker}=3,$$ exec \"$@\" {redirect} </dev/null");
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(&script)
             .arg("sh")
             .arg(&exe)
             .args(harness_args())
-            .env(marker, "3")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -117,7 +118,7 @@ fn a_marker_naming_a_pipe_or_a_file_is_ignored_and_main_runs() {
         let _ = stdin.write_all(&crafted_frame());
         drop(stdin);
         let out = child.wait_with_output().unwrap();
-        assert_main_ran(&out, &format!("{marker}=3 with {redirect}"));
+        assert_main_ran(&out, &format!("{marker}=3,<shell> with {redirect}"));
     }
 }
 
@@ -126,21 +127,20 @@ fn a_crafted_frame_on_a_socket_from_another_process_is_ignored_and_main_runs() {
     let exe = std::env::current_exe().unwrap();
     for marker in [SPAWN_MARKER, SERVER_MARKER] {
         // This process makes the socket pair; the program's parent is the shell, which
-        // forks it (the command is not the shell's last). The socket's peer is therefore
-        // not the program's parent.
+        // forks it (the command is not the shell's last) and names itself in the marker,
+        // as a real parent would. The socket's peer is not the program's parent.
         let (mut ours, theirs) = UnixStream::pair().unwrap();
         ours.write_all(&crafted_frame()).unwrap();
         let out = victim(
             Command::new("sh")
                 .arg("-c")
-                .arg("\"$@\" 3<&0 </dev/null; exit $?")
+                .arg(format!("{marker}=3,$$ \"$@\" 3<&0 </dev/null; exit $?"))
                 .arg("sh")
                 .arg(&exe)
                 .args(harness_args())
-                .env(marker, "3")
                 .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs))),
         );
-        assert_main_ran(&out, &format!("{marker}=3 on a foreign socket"));
+        assert_main_ran(&out, &format!("{marker}=3,<shell> on a foreign socket"));
         drop(ours);
     }
 }

@@ -64,19 +64,22 @@ fn on_load() {
 /// The bootstrap socket a marker names, if the parent really passed it; `None` (and a
 /// warning) otherwise, and the program goes on to `main`.
 fn from_parent(marker: &str, value: &str) -> Option<OwnedFd> {
-    let Some((raw, close_rest)) = sysproc::parse_marker(value) else {
-        tracing::warn!("multiproc: ignoring {marker}={value:?}: not a descriptor number");
+    let Some(m) = sysproc::Marker::parse(value) else {
+        tracing::warn!("multiproc: ignoring {marker}={value:?}: not a bootstrap marker");
         return None;
     };
-    match sysfd::adopt_from_parent(raw) {
+    match sysfd::adopt_from_parent(m.fd, m.parent) {
         Ok(fd) => {
-            if close_rest {
+            if m.close_rest {
                 // The parent's libc could not close what it left open by mistake.
-                sysfd::close_from(raw + 1);
+                sysfd::close_from(m.fd + 1);
             }
             Some(fd)
         }
-        Err(why) => {
+        // A real child whose parent died in the instant before this check: nobody
+        // waits for its task, and the program's `main` is not what it was started for.
+        Err(sysfd::Refusal::ParentGone) => sysproc::exit_now(1),
+        Err(sysfd::Refusal::Foreign(why)) => {
             tracing::warn!("multiproc: ignoring {marker}: {why}");
             None
         }

@@ -45,13 +45,12 @@ struct Server {
 }
 
 impl Server {
-    /// Ends a server that is gone or no longer answers, and reaps it.
-    fn retire(self, kill: bool) {
+    /// Ends a server that is gone or no longer answers, and reaps it. The kill makes
+    /// the reap prompt whatever state the server is in (one at end of stream is leaving
+    /// anyway); its children run on, watched through their pidfds.
+    fn retire(self) {
         SERVER_FD.store(-1, Ordering::Relaxed);
-        if kill {
-            let _ = sysproc::send_signal(self.pid, libc::SIGKILL);
-        }
-        // Without its owner's socket the server leaves at once (end of stream).
+        let _ = sysproc::send_signal(self.pid, libc::SIGKILL);
         drop(self.conn);
         let _ = sysproc::reap(self.pid, true);
     }
@@ -141,12 +140,12 @@ pub(crate) fn start_child(
             Err(Failure::Local(e)) => return Err(e),
             Err(Failure::Gone(e)) => {
                 // It died (or was killed): reap it and start a new one, once.
-                slot.take().expect("server present").retire(false);
+                slot.take().expect("server present").retire();
                 last_error = e;
             }
             Err(Failure::Broken(e)) => {
                 // Its children keep running; their pidfds keep them observable.
-                slot.take().expect("server present").retire(true);
+                slot.take().expect("server present").retire();
                 return Err(e);
             }
         }

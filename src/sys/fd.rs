@@ -242,38 +242,56 @@ pub(crate) fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     fd.try_clone_to_owned()
 }
 
+/// Why an inherited bootstrap descriptor was not taken.
+pub(crate) enum Refusal {
+    /// It is the socket of the parent named by the marker, but that parent is no longer
+    /// this process's parent: it died before this check.
+    ParentGone,
+    /// It is not what a multiproc parent passes; the reason, for a warning.
+    Foreign(String),
+}
+
 /// Takes ownership of a descriptor number inherited through `exec`, if it is what a
 /// multiproc parent passes: a Unix stream socket created by this process's parent
 /// (`getppid()`), under this process's user and group. Standard streams are never taken.
+/// `named_parent` is the parent the marker names, which only tells a parent that died
+/// apart from a foreign socket.
 ///
-/// On refusal the number is left untouched (it may be the program's own) and the reason
-/// comes back; on success it is marked close-on-exec.
-pub(crate) fn adopt_from_parent(raw: RawFd) -> Result<OwnedFd, String> {
+/// On refusal the number is left untouched (it may be the program's own); on success it
+/// is marked close-on-exec.
+pub(crate) fn adopt_from_parent(raw: RawFd, named_parent: u32) -> Result<OwnedFd, Refusal> {
     if raw <= 2 {
-        return Err(format!("descriptor {raw} is a standard stream"));
+        return Err(Refusal::Foreign(format!(
+            "descriptor {raw} is a standard stream"
+        )));
     }
-    // SAFETY: `raw` is only used with fstat-like queries (getsockopt), which fail with
-    // EBADF on a closed number and change nothing on an open one; the borrow ends here.
+    // SAFETY: `raw` is only used with getsockopt, which fails with EBADF on a closed
+    // number and changes nothing on an open one; the borrow ends here.
     let fd = unsafe { BorrowedFd::borrow_raw(raw) };
-    let why = |e: rustix::io::Errno| format!("descriptor {raw}: {e}");
+    let why = |e: rustix::io::Errno| Refusal::Foreign(format!("descriptor {raw}: {e}"));
     if rustix::net::sockopt::socket_domain(fd).map_err(why)? != AddressFamily::UNIX
         || rustix::net::sockopt::socket_type(fd).map_err(why)? != SocketType::STREAM
     {
-        return Err(format!("descriptor {raw} is not a Unix stream socket"));
+        return Err(Refusal::Foreign(format!(
+            "descriptor {raw} is not a Unix stream socket"
+        )));
     }
     let peer = rustix::net::sockopt::socket_peercred(fd).map_err(why)?;
-    let parent = rustix::process::getppid();
-    if peer.uid != rustix::process::geteuid()
-        || peer.gid != rustix::process::getegid()
-        || Some(peer.pid) != parent
-    {
-        return Err(format!(
-            "descriptor {raw} does not come from this process's parent (peer pid {}, uid {}, \
-             gid {})",
-            peer.pid.as_raw_nonzero(),
+    if peer.uid != rustix::process::geteuid() || peer.gid != rustix::process::getegid() {
+        return Err(Refusal::Foreign(format!(
+            "descriptor {raw} belongs to user {} group {}",
             peer.uid.as_raw(),
             peer.gid.as_raw()
-        ));
+        )));
+    }
+    let peer_pid = peer.pid.as_raw_nonzero().get() as u32;
+    if Some(peer.pid) != rustix::process::getppid() {
+        if peer_pid == named_parent {
+            return Err(Refusal::ParentGone);
+        }
+        return Err(Refusal::Foreign(format!(
+            "descriptor {raw} was made by process {peer_pid}, not by this process's parent"
+        )));
     }
     rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC).map_err(why)?;
     // SAFETY: the descriptor is open (the queries succeeded) and is the socket the

@@ -57,19 +57,43 @@ fn addclosefrom() -> Option<AddCloseFrom> {
     (addr != 0).then(|| unsafe { std::mem::transmute::<usize, AddCloseFrom>(addr) })
 }
 
-/// The marker value telling a spawned child that its bootstrap socket is at
-/// [`INHERITED_FD`], and whether it must still close what it inherited above it
-/// (`,close`: the libc could not do it between fork and exec).
-pub(crate) fn parse_marker(value: &str) -> Option<(i32, bool)> {
-    match value.split_once(',') {
-        None => Some((value.parse().ok()?, false)),
-        Some((n, "close")) => Some((n.parse().ok()?, true)),
-        Some(_) => None,
+/// What a bootstrap marker says: `<fd>,<parent pid>` and, when the libc could not close
+/// the parent's other descriptors between fork and exec, `,close`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Marker {
+    /// The bootstrap socket's number.
+    pub(crate) fd: i32,
+    /// The process that started this one (it made the socket).
+    pub(crate) parent: u32,
+    /// Whether this process must close what it inherited above `fd` itself.
+    pub(crate) close_rest: bool,
+}
+
+impl Marker {
+    /// Parses a marker value; `None` when it is not one.
+    pub(crate) fn parse(value: &str) -> Option<Marker> {
+        let mut parts = value.split(',');
+        let fd = parts.next()?.parse().ok()?;
+        let parent = parts.next()?.parse().ok()?;
+        let close_rest = match parts.next() {
+            None => false,
+            Some("close") => true,
+            Some(_) => return None,
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Marker {
+            fd,
+            parent,
+            close_rest,
+        })
     }
 }
 
 /// Starts a fresh execution of the current binary (`/proc/self/exe`) with `fd` inherited
-/// as descriptor [`INHERITED_FD`] and `env_key=3` added to its environment. No other
+/// as descriptor [`INHERITED_FD`] and the marker `env_key` (see [`Marker`]) added to its
+/// environment. No other
 /// descriptor but the standard streams reaches the new program, also none that the
 /// caller forgot to mark close-on-exec (as Python's spawn closes all but what it passes).
 ///
@@ -100,10 +124,11 @@ pub(crate) fn spawn_self(fd: BorrowedFd<'_>, env_key: &str) -> io::Result<u32> {
         }
     }
     let closefrom = addclosefrom();
+    let me = getpid();
     let marker = if closefrom.is_some() {
-        format!("{env_key}={INHERITED_FD}")
+        format!("{env_key}={INHERITED_FD},{me}")
     } else {
-        format!("{env_key}={INHERITED_FD},close")
+        format!("{env_key}={INHERITED_FD},{me},close")
     };
     env.push(CString::new(marker).map_err(io::Error::other)?);
     let mut envp: Vec<*mut libc::c_char> = env.iter().map(|c| c.as_ptr() as *mut _).collect();
@@ -329,4 +354,28 @@ pub(crate) fn take_env(key: &str) -> Option<OsString> {
 /// Number of CPUs usable by this process.
 pub(crate) fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod marker_tests {
+    use super::Marker;
+
+    #[test]
+    fn markers_parse_strictly() {
+        assert_eq!(
+            Marker::parse("3,42"),
+            Some(Marker {
+                fd: 3,
+                parent: 42,
+                close_rest: false
+            })
+        );
+        assert_eq!(
+            Marker::parse("3,42,close").map(|m| m.close_rest),
+            Some(true)
+        );
+        for bad in ["", "3", "x,1", "3,y", "3,1,open", "3,1,close,more", "-1"] {
+            assert_eq!(Marker::parse(bad), None, "{bad:?}");
+        }
+    }
 }
