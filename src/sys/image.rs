@@ -146,8 +146,18 @@ pub(crate) fn entry_at<C: 'static>(offset: u64) -> Option<EntryFn<C>> {
 
 /// Refuses to create processes that execute the binary again when the crate's load hook
 /// is not part of the main executable (the crate sits in a shared library loaded by some
-/// other program, which would run instead of the task), or never ran.
+/// other program, which would run instead of the task), or never ran, or when the
+/// process runs in secure-execution mode (the new program would ignore its task).
 pub(crate) fn check_hook(hook: extern "C" fn()) -> io::Result<()> {
+    if secure_execution() {
+        // The new program would ignore its marker (see the load hook) and run `main`.
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this program runs in secure-execution mode (setuid, setgid or file \
+             capabilities), where children do not take tasks from their environment: the \
+             spawn and forkserver start methods are unavailable; use fork",
+        ));
+    }
     let image = main_image();
     if HOOK_RAN.load(Ordering::Relaxed)
         && image.contains(hook as usize, 1, Segment::Executable)
