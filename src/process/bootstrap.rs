@@ -57,7 +57,7 @@ fn on_load() {
         spawned_child(fd);
     }
     if let Some(fd) = server.and_then(|v| from_parent(FORKSERVER_ENV, &v.to_string_lossy())) {
-        forkserver::serve(Connection::new(fd, true, true), run_task);
+        forkserver::serve(Connection::new(fd, true, true), server_child);
     }
 }
 
@@ -89,7 +89,18 @@ fn from_parent(marker: &str, value: &str) -> Option<OwnedFd> {
 /// A spawned child: take the task, run it, exit. Never returns into `main`.
 fn spawned_child(fd: OwnedFd) -> ! {
     sysproc::ignore_sigpipe();
-    let conn = Connection::new(fd, true, true);
+    take_task(Connection::new(fd, true, true), None)
+}
+
+/// A child the fork server forked (`server` is the server's pid): take the task from
+/// the caller, run it, exit.
+pub(crate) fn server_child(conn: Connection, server: u32) -> ! {
+    take_task(conn, Some(server))
+}
+
+/// Takes the task from the bootstrap socket and runs it. `parent` is the process whose
+/// death must take a daemon down, when it is not the one the task names.
+fn take_task(conn: Connection, parent: Option<u32>) -> ! {
     let (bytes, fds) = match task::recv_request(&conn, crate::deadline::after(TASK_DEADLINE)) {
         Ok(x) => x,
         // The parent died or gave up before sending the task.
@@ -105,7 +116,7 @@ fn spawned_child(fd: OwnedFd) -> ! {
             sysproc::exit_now(1)
         }
     };
-    let parent = task.parent_pid;
+    let parent = parent.unwrap_or(task.parent_pid);
     run_task(conn, task, fds, parent, true)
 }
 

@@ -8,10 +8,12 @@
 //! It exits when the process that started it goes away (its socket reaches end of
 //! stream); daemon children then die with it through their parent-death signal.
 //!
-//! A request may carry any number of handles: they travel in as many messages as needed
-//! (one message holds at most 64). A start that fails on this side (a task too large to
-//! send) fails alone; only a server that stopped answering is replaced, and the old one
-//! is reaped, never left a zombie.
+//! A request is a few bytes and two descriptors (the child's bootstrap and status
+//! sockets): the task, with its arguments and their handles, goes from the caller to the
+//! child directly, so the server never blocks on a large request nor holds the
+//! arguments' handles. A start that fails on this side fails alone; only a server that
+//! is gone or stopped answering is replaced, and the old one is reaped, never left a
+//! zombie.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -21,13 +23,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
-use crate::process::task::{self, FORKSERVER_ENV, Task};
+use crate::process::task::{self, FORKSERVER_ENV};
 use crate::sys::forklocal::ForkLocal;
 use crate::sys::{fd as sysfd, proc as sysproc};
 use crate::wire::codec;
 
 /// How long the server may take to answer a request, its own start included.
 const REPLY_DEADLINE: Duration = Duration::from_secs(30);
+
+#[derive(Serialize, Deserialize)]
+enum Request {
+    /// Fork a child; its bootstrap and status sockets travel with the request.
+    Fork,
+}
 
 #[derive(Serialize, Deserialize)]
 enum Reply {
@@ -84,10 +92,10 @@ enum Failure {
 
 fn exchange(
     server: &Server,
-    task: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> std::result::Result<(u32, Option<OwnedFd>), Failure> {
-    match task::send_request(&server.conn, task, fds) {
+    let request = codec::encode_plain(&Request::Fork).map_err(Failure::Local)?;
+    match server.conn.send_raw(&request, fds) {
         Ok(()) => {}
         // Refused before a byte was written.
         Err(e @ (Error::MessageTooLarge { .. } | Error::InvalidArgument(_) | Error::Encode(_))) => {
@@ -113,19 +121,11 @@ fn exchange(
     }
 }
 
-/// Asks the server to fork a child for `task`. The child gets `boot` as its bootstrap
-/// socket and `args` as the descriptors of its arguments; its exit code will be written
-/// to `status`. Returns the child's pid and, when the server could open one, its pidfd.
-pub(crate) fn start_child(
-    task: &[u8],
-    boot: &OwnedFd,
-    status: &OwnedFd,
-    args: &[OwnedFd],
-) -> Result<(u32, Option<OwnedFd>)> {
-    let mut fds = Vec::with_capacity(2 + args.len());
-    fds.push(boot.as_fd());
-    fds.push(status.as_fd());
-    fds.extend(args.iter().map(|a| a.as_fd()));
+/// Asks the server to fork a child. The child gets `boot` as its bootstrap socket (its
+/// task arrives there, from the caller) and its exit code will be written to `status`.
+/// Returns the child's pid and, when the server could open one, its pidfd.
+pub(crate) fn start_child(boot: &OwnedFd, status: &OwnedFd) -> Result<(u32, Option<OwnedFd>)> {
+    let fds = [boot.as_fd(), status.as_fd()];
     let mut slot = SERVER.lock();
     let me = sysproc::getpid();
     let mut last_error = Error::Closed;
@@ -135,7 +135,7 @@ pub(crate) fn start_child(
             *slot = Some(launch()?);
         }
         let server = slot.as_ref().expect("server was just set");
-        match exchange(server, task, &fds) {
+        match exchange(server, &fds) {
             Ok(started) => return Ok(started),
             Err(Failure::Local(e)) => return Err(e),
             Err(Failure::Gone(e)) => {
@@ -171,12 +171,13 @@ struct Watched {
     status: OwnedFd,
 }
 
-/// How a forked child takes on its task: `bootstrap::run_task`.
-pub(crate) type RunTask = fn(Connection, Task, Vec<OwnedFd>, u32, bool) -> !;
+/// How a forked child takes its task from its bootstrap socket and runs it, given the
+/// server's pid (whose death takes a daemon down): `bootstrap::server_child`.
+pub(crate) type RunChild = fn(Connection, u32) -> !;
 
 /// The server's main loop, on the socket to its owner. Runs from the load-time hook;
 /// never returns.
-pub(crate) fn serve(conn: Connection, run: RunTask) -> ! {
+pub(crate) fn serve(conn: Connection, run: RunChild) -> ! {
     sysproc::ignore_sigpipe();
     let me = sysproc::getpid();
     // Children inherit the hook instead of each installing it.
@@ -209,21 +210,16 @@ pub(crate) fn serve(conn: Connection, run: RunTask) -> ! {
         if !ready[0] {
             continue;
         }
-        let (bytes, mut fds) = match task::recv_request(&conn, None) {
+        let (bytes, mut fds) = match conn.recv_raw(None) {
             Ok(x) => x,
-            // The owner went away (or its stream is beyond repair, which its own checks
-            // before sending rule out): so do we (daemon children follow by their death
-            // signal).
+            // The owner went away (or its stream is beyond repair): so do we (daemon
+            // children follow by their death signal).
             Err(_) => sysproc::exit_now(0),
         };
-        let task: Task = match codec::decode(&bytes, Vec::new()) {
-            Ok(t) if fds.len() >= 2 => t,
-            _ => {
-                let _ = conn.send(&Reply::Failed("malformed fork request".into()));
-                continue;
-            }
-        };
-        let args = fds.split_off(2);
+        if !matches!(codec::decode(&bytes, Vec::new()), Ok(Request::Fork)) || fds.len() != 2 {
+            let _ = conn.send(&Reply::Failed("malformed fork request".into()));
+            continue;
+        }
         let status = fds.pop().expect("two descriptors");
         let boot = fds.pop().expect("two descriptors");
         match sysproc::fork() {
@@ -231,11 +227,10 @@ pub(crate) fn serve(conn: Connection, run: RunTask) -> ! {
                 drop(conn);
                 drop(watched);
                 drop(status);
-                run(Connection::new(boot, true, true), task, args, me, true)
+                run(Connection::new(boot, true, true), me)
             }
             Ok(sysproc::Forked::Parent(pid)) => {
                 drop(boot);
-                drop(args);
                 let reply = codec::encode_plain(&Reply::Started(pid));
                 match sysproc::pidfd_open(pid) {
                     Ok(pidfd) => {

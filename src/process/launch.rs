@@ -151,14 +151,25 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
         }
         StartMethod::Forkserver => {
             let (status_mine, status_theirs) = sysfd::socketpair()?;
-            let (pid, pidfd) = forkserver::start_child(
-                &codec::encode_plain(&task)?,
-                &theirs,
-                &status_theirs,
-                &arg_owned,
-            )?;
+            let task_bytes = codec::encode_plain(&task)?;
+            let (pid, pidfd) = forkserver::start_child(&theirs, &status_theirs)?;
             drop(theirs);
             drop(status_theirs);
+            // The task goes to the child itself, not through the server: the server's
+            // requests stay a few bytes (never blocked on a full socket), and it never
+            // holds the arguments' handles.
+            let arg_fds: Vec<BorrowedFd<'_>> = arg_owned.iter().map(|f| f.as_fd()).collect();
+            match task::send_request(&outcome, &task_bytes, &arg_fds) {
+                // A child that died already: join reports it.
+                Ok(()) | Err(Error::Closed) => {}
+                Err(e) => {
+                    match &pidfd {
+                        Some(p) => sysproc::pidfd_signal(p.as_fd(), libc::SIGKILL)?,
+                        None => sysproc::send_signal(pid, libc::SIGKILL)?,
+                    }
+                    return Err(e);
+                }
+            }
             Ok(Child::new(
                 pid,
                 name,
