@@ -69,6 +69,22 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
     }
     let (mine, theirs) = sysfd::socketpair()?;
     let outcome = Connection::new(mine, true, true);
+    // Spawn and forkserver send the task after the child exists: refuse one too large to
+    // send before there is a child to take back.
+    let task_bytes = match method {
+        StartMethod::Fork => Vec::new(),
+        _ => {
+            let bytes = codec::encode_plain(&task)?;
+            let limit = outcome.max_message_size();
+            if bytes.len() + 4 > limit {
+                return Err(Error::MessageTooLarge {
+                    len: bytes.len() as u64,
+                    limit,
+                });
+            }
+            bytes
+        }
+    };
     match method {
         StartMethod::Spawn => {
             let pid = on_lasting_thread(daemon, move || {
@@ -86,7 +102,7 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
             };
             // A child that died already makes this fail with Closed: join reports it.
             let arg_fds: Vec<BorrowedFd<'_>> = arg_owned.iter().map(|f| f.as_fd()).collect();
-            match task::send_request(&outcome, &codec::encode_plain(&task)?, &arg_fds) {
+            match task::send_request(&outcome, &task_bytes, &arg_fds) {
                 Ok(()) | Err(Error::Closed) => {}
                 Err(e) => {
                     let _ = sysproc::send_signal(pid, libc::SIGKILL);
@@ -151,7 +167,6 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
         }
         StartMethod::Forkserver => {
             let (status_mine, status_theirs) = sysfd::socketpair()?;
-            let task_bytes = codec::encode_plain(&task)?;
             let (pid, pidfd) = forkserver::start_child(&theirs, &status_theirs)?;
             drop(theirs);
             drop(status_theirs);
