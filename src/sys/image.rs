@@ -149,6 +149,10 @@ pub(crate) fn entry_at<C: 'static>(offset: u64) -> Option<EntryFn<C>> {
 /// other program, which would run instead of the task), or never ran, or when the
 /// process runs in secure-execution mode (the new program would ignore its task).
 pub(crate) fn check_hook(hook: extern "C" fn()) -> io::Result<()> {
+    check_hook_at(hook as usize)
+}
+
+fn check_hook_at(hook: usize) -> io::Result<()> {
     if secure_execution() {
         // The new program would ignore its marker (see the load hook) and run `main`.
         return Err(io::Error::new(
@@ -160,7 +164,7 @@ pub(crate) fn check_hook(hook: extern "C" fn()) -> io::Result<()> {
     }
     let image = main_image();
     if HOOK_RAN.load(Ordering::Relaxed)
-        && image.contains(hook as usize, 1, Segment::Executable)
+        && image.contains(hook, 1, Segment::Executable)
         && image.contains(anchor(), std::mem::size_of::<Anchor>(), Segment::Any)
     {
         return Ok(());
@@ -305,6 +309,15 @@ mod tests {
         // Only the main executable's segments count: libc's code is not in them.
         assert!(main_image().contains(sample as EntryFn<()> as usize, 1, Segment::Executable));
         assert!(!main_image().contains(libc::getpid as *const () as usize, 1, Segment::Any));
+        // A hook in a shared library (here: libc's code stands for one) is refused.
+        note_hook_ran();
+        assert!(check_hook_at(sample as EntryFn<()> as usize).is_ok());
+        let refused = check_hook_at(libc::getpid as *const () as usize).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("not linked into the main executable")
+        );
         // The code of the function itself is not a record.
         let code = (sample as EntryFn<()> as usize).wrapping_sub(anchor()) as u64;
         assert!(entry_at::<()>(code & !7).is_none());
