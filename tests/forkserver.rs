@@ -112,3 +112,41 @@ fn a_fork_server_child_outliving_its_server_is_alive_until_it_ends() {
         zombie_children()
     );
 }
+
+/// Starts a fork-server child that waits on `word`, reports its pid and the server's,
+/// and returns: its exit-time join must then wait for that child.
+fn start_a_waiter_and_return((report, word): (Connection, Connection)) {
+    let mut g = Process::new(wait_for_word, word).start_method(StartMethod::Forkserver);
+    g.start().unwrap();
+    let pid = g.pid().unwrap();
+    let server = ppid_and_state(pid).unwrap().0;
+    report.send(&(pid, server)).unwrap();
+    // Wait until the server is gone, so the exit-time join runs without it.
+    let _ = report.recv::<u8>();
+}
+
+#[test]
+fn the_exit_time_join_waits_for_a_child_whose_fork_server_died() {
+    let _one = serial();
+    let (here, there) = pipe(true).unwrap();
+    let (word_here, word_there) = pipe(true).unwrap();
+    let mut parent = KillOnDrop(
+        Process::new(start_a_waiter_and_return, (there, word_there))
+            .start_method(StartMethod::Spawn),
+    );
+    parent.0.start().unwrap();
+    let (child, server): (u32, u32) = here.recv_timeout(LONG).unwrap();
+    kill_pid(server);
+    assert!(wait_gone(server, LONG), "the fork server did not die");
+    here.send(&1u8).unwrap();
+    // The parent returned and now joins its child at exit, which runs on.
+    assert!(
+        !parent.0.join_timeout(Duration::from_millis(500)).unwrap(),
+        "the parent exited while its child still ran"
+    );
+    assert!(!is_gone(child));
+    word_here.send(&1u8).unwrap();
+    assert!(parent.0.join_timeout(LONG).unwrap());
+    assert_eq!(parent.0.exitcode(), Some(0));
+    assert!(wait_gone(child, LONG));
+}
