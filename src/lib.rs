@@ -32,7 +32,12 @@
 //! `cargo test` and `cargo nextest`, and doctests.
 //!
 //! Targets are `fn` items or closures that capture nothing (they exist in the child
-//! because it is the same binary); their arguments and results travel with serde.
+//! because it is the same binary), named by the [`Target`] trait; their arguments and
+//! results travel with serde.
+//!
+//! Nothing from outside turns a program into a child: the marker is ignored under
+//! setuid or file capabilities, and unless its descriptor is a socket made by the
+//! process's own parent; a child runs only entries its own binary has.
 //!
 //! ## Coming from Python
 //!
@@ -45,6 +50,7 @@
 //! | `p.is_alive()`, `p.exitcode`, `p.pid` | [`is_alive`](Process::is_alive), [`exitcode`](Process::exitcode), [`pid`](Process::pid) |
 //! | `p.terminate()`, `p.kill()`, `p.close()` | [`terminate`](Process::terminate), [`kill`](Process::kill), [`close`](Process::close) |
 //! | `p.sentinel` | [`Process`] implements [`Waitable`] |
+//! | a helper taking a target `f` | `fn helper<F: `[`Target`]`<A, R>>(f: F)` |
 //! | `concurrent.futures` style result | [`spawn`] → [`JoinHandle::join`] |
 //! | `current_process()`, `parent_process()` | [`current_process`], [`parent_process`] |
 //! | `active_children()`, `cpu_count()` | [`active_children`], [`cpu_count`] |
@@ -96,9 +102,9 @@ pub use connection::{
 };
 pub use error::{Error, Result};
 pub use process::{
-    Context, JoinHandle, ParentProcess, Process, ProcessInfo, Run, StartMethod, active_children,
-    cpu_count, current_process, get_all_start_methods, get_context, get_start_method,
-    parent_process, set_start_method, spawn,
+    Context, JoinHandle, ParentProcess, Process, ProcessInfo, Run, StartMethod, Target,
+    active_children, cpu_count, current_process, get_all_start_methods, get_context,
+    get_start_method, parent_process, set_start_method, spawn,
 };
 pub use shared::*;
 pub use sync::*;

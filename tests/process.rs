@@ -588,3 +588,56 @@ fn spawn_start_method_runs_a_fresh_copy_of_the_test_binary() {
     join_bounded(&mut p, "spawn");
     assert_eq!(p.exitcode(), Some(0));
 }
+
+/// How long a grandchild left behind by an aborted child sleeps: far beyond the 1 s that
+/// `join` may take, short enough that a test on a `join` that waits for it still ends.
+const GRANDCHILD_SLEEP: Duration = Duration::from_secs(10);
+
+fn sleep_a_while(_: ()) {
+    thread::sleep(GRANDCHILD_SLEEP);
+}
+
+/// Forks a grandchild that sleeps, tells the parent its pid, then aborts.
+fn fork_a_sleeper_then_abort(conn: Connection) -> u32 {
+    let mut g = Process::new(sleep_a_while, ()).start_method(StartMethod::Fork);
+    g.start().unwrap();
+    conn.send(&g.pid().unwrap()).unwrap();
+    std::process::abort()
+}
+
+#[test]
+fn join_of_an_aborted_child_is_not_delayed_by_a_grandchild_it_forked() {
+    for method in CLEAN_METHODS {
+        let (here, there) = pipe(true).unwrap();
+        let h = get_context(method)
+            .spawn(fork_a_sleeper_then_abort, there)
+            .unwrap();
+        let grandchild: u32 = here.recv_timeout(LONG).unwrap();
+        let gone = common::wait_gone(h.pid(), LONG);
+        let started = std::time::Instant::now();
+        let joined = if gone { Some(h.join()) } else { None };
+        let took = started.elapsed();
+        common::kill_pid(grandchild);
+        assert!(gone, "{method}: the child did not abort");
+        match joined {
+            Some(Err(Error::WorkerLost { exitcode: -6, .. })) => {}
+            other => panic!("{method}: expected WorkerLost by SIGABRT, got {other:?}"),
+        }
+        assert!(
+            took < Duration::from_secs(1),
+            "{method}: join of a dead child took {took:?} while its grandchild lived"
+        );
+    }
+}
+
+#[test]
+fn join_timeouts_of_duration_max_wait_for_the_end_without_panicking() {
+    for method in METHODS {
+        let mut p = get_context(method).process(noop, ());
+        p.start().unwrap();
+        assert!(p.join_timeout(Duration::MAX).unwrap(), "{method}");
+        assert_eq!(p.exitcode(), Some(0), "{method}");
+        let mut h = get_context(method).spawn(add, (40, 2)).unwrap();
+        assert_eq!(h.join_timeout(Duration::MAX).unwrap(), 42, "{method}");
+    }
+}

@@ -1,219 +1,107 @@
-//! The child's side of process creation: what a child is told (a [`Task`]), how it
-//! finds and runs the target, and what it reports back (an [`Outcome`]).
+//! The child's side of process creation, from the load-time hook down: who may turn
+//! this process into a child, taking the task, running it, and the end of every child.
 //!
 //! A spawned child is a fresh execution of the same binary. The crate's load-time hook
-//! (see `sys::image`) runs before `main`, notices the bootstrap marker in the
-//! environment, takes the task from the inherited socket, runs it and exits: the
-//! program's `main` never runs in a child, so no line is needed at the top of `main`.
+//! (placed with `sys::image::load_hook`) runs before `main`, notices the bootstrap
+//! marker in the environment, takes the task from the inherited socket, runs it and
+//! exits: the program's `main` never runs in a child, so no line is needed at the top of
+//! `main`.
+//!
+//! Nothing inherited from outside can make a program a child. The marker is obeyed only
+//! outside secure-execution mode (setuid, file capabilities), and only when its
+//! descriptor is a Unix stream socket made by this process's own parent under the same
+//! user and group; otherwise it is dropped with a warning and `main` runs as usual. The
+//! task then runs only an entry that this binary really has (see `sys::image`).
 
-use std::cell::RefCell;
 use std::io::Write;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::process::{ExitCode, Termination};
-use std::sync::Once;
-use std::time::{Duration, Instant};
-
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 use crate::connection::Connection;
-use crate::process::{Run, children, current, forkserver};
+use crate::process::task::{self, FORKSERVER_ENV, Outcome, SPAWN_ENV, Task};
+use crate::process::{children, current, forkserver};
 use crate::sys::image::{self, ExeId};
 use crate::sys::{fd as sysfd, proc as sysproc};
 use crate::wire::codec;
 
-/// Environment marker of a spawned child; its value is the bootstrap descriptor number.
-pub(crate) const SPAWN_ENV: &str = "MULTIPROC_SPAWN_FD";
-/// Environment marker of the fork server; its value is its socket's descriptor number.
-pub(crate) const FORKSERVER_ENV: &str = "MULTIPROC_FORKSERVER_FD";
-
 /// How long a spawned child waits for its task before giving up.
 const TASK_DEADLINE: Duration = Duration::from_secs(60);
 
-/// A type-erased entry: decodes the arguments, runs the target, reports the outcome on
-/// the connection, and returns the exit code.
-pub(crate) type EntryFn = fn(&[u8], Vec<OwnedFd>, &Connection) -> i32;
-
-/// Everything a child needs to become the requested process.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct Task {
-    pub(crate) exe: ExeId,
-    pub(crate) entry: u64,
-    pub(crate) args: Vec<u8>,
-    pub(crate) name: String,
-    pub(crate) daemon: bool,
-    pub(crate) identity: Vec<u32>,
-    pub(crate) parent_pid: u32,
-    pub(crate) parent_name: String,
+image::load_hook! {
+    /// Runs [`on_load`] before `main` in every binary that links this crate.
+    static ON_LOAD = on_load;
 }
 
-/// What a child reports when its target ends.
-#[derive(Serialize, Deserialize)]
-pub(crate) enum Outcome<R> {
-    /// The target returned this value.
-    Returned(R),
-    /// The target panicked.
-    Panicked {
-        message: String,
-        location: Option<String>,
-    },
-    /// The target never ran.
-    Failed(String),
-}
-
-impl<R> Outcome<R> {
-    fn exitcode(&self) -> i32 {
-        match self {
-            Outcome::Returned(_) => 0,
-            Outcome::Panicked { .. } | Outcome::Failed(_) => 1,
-        }
-    }
-}
-
-fn report<R: Serialize>(conn: &Connection, outcome: Outcome<R>) -> i32 {
-    let code = outcome.exitcode();
-    if let Err(e) = conn.send(&outcome) {
-        // The result itself may be what failed to encode: say so instead.
-        if matches!(e, crate::Error::Encode(_)) {
-            let _ = conn.send(&Outcome::<()>::Failed(format!(
-                "cannot encode the result: {e}"
-            )));
-            return 1;
-        }
-    }
-    code
-}
-
-thread_local! {
-    static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-/// Records where a panic happened, then lets the previous hook print it as usual.
-pub(crate) fn install_panic_hook() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let loc = info.location().map(|l| l.to_string());
-            PANIC_LOCATION.with(|p| *p.borrow_mut() = loc);
-            previous(info);
-        }));
-    });
-}
-
-fn panic_outcome<R>(payload: Box<dyn std::any::Any + Send>) -> Outcome<R> {
-    let message = if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "Box<dyn Any>".to_string()
-    };
-    let location = PANIC_LOCATION.with(|p| p.borrow_mut().take());
-    Outcome::Panicked { message, location }
-}
-
-fn decode_args<A: DeserializeOwned>(args: &[u8], fds: Vec<OwnedFd>) -> Result<A, String> {
-    codec::decode(args, fds).map_err(|e| format!("cannot decode the arguments: {e}"))
-}
-
-/// The exit status a `main` returning `r` would have (`Err` prints itself and is 1).
-fn status_of<R: Termination>(r: R) -> i32 {
-    let code = r.report();
-    if code == ExitCode::SUCCESS {
-        return 0;
-    }
-    // ExitCode keeps its number private; find it among the 8-bit statuses.
-    (1..=255u8)
-        .find(|n| code == ExitCode::from(*n))
-        .map_or(1, i32::from)
-}
-
-/// Entry for `Process::new`: the target's value decides the exit code, as `main`'s does.
-pub(crate) fn entry_discard<F, A, R>(args: &[u8], fds: Vec<OwnedFd>, conn: &Connection) -> i32
-where
-    F: Fn(A) -> R + Copy + 'static,
-    A: DeserializeOwned,
-    R: Termination,
-{
-    let a: A = match decode_args(args, fds) {
-        Ok(a) => a,
-        Err(msg) => return report(conn, Outcome::<()>::Failed(msg)),
-    };
-    let f = image::summon::<F>();
-    match catch_unwind(AssertUnwindSafe(move || status_of(f(a)))) {
-        Ok(status) => {
-            report(conn, Outcome::Returned(()));
-            status
-        }
-        Err(p) => report(conn, panic_outcome::<()>(p)),
-    }
-}
-
-/// Entry for `spawn`: the target's value goes back to the parent.
-pub(crate) fn entry_return<F, A, R>(args: &[u8], fds: Vec<OwnedFd>, conn: &Connection) -> i32
-where
-    F: Fn(A) -> R + Copy + 'static,
-    A: DeserializeOwned,
-    R: Serialize,
-{
-    let a: A = match decode_args(args, fds) {
-        Ok(a) => a,
-        Err(msg) => return report(conn, Outcome::<()>::Failed(msg)),
-    };
-    let f = image::summon::<F>();
-    match catch_unwind(AssertUnwindSafe(move || f(a))) {
-        Ok(r) => report(conn, Outcome::Returned(r)),
-        Err(p) => report(conn, panic_outcome::<()>(p)),
-    }
-}
-
-/// Entry for `Process::from_run`: the object travels as the argument and runs itself.
-pub(crate) fn entry_run<T: Run>(args: &[u8], fds: Vec<OwnedFd>, conn: &Connection) -> i32 {
-    let obj: T = match decode_args(args, fds) {
-        Ok(o) => o,
-        Err(msg) => return report(conn, Outcome::<()>::Failed(msg)),
-    };
-    match catch_unwind(AssertUnwindSafe(move || obj.run())) {
-        Ok(()) => report(conn, Outcome::Returned(())),
-        Err(p) => report(conn, panic_outcome::<()>(p)),
-    }
+/// The crate's load hook. Process creation that executes the binary again checks that
+/// it lies in the main executable; reading it also keeps it in every such link.
+pub(crate) fn load_hook() -> extern "C" fn() {
+    std::hint::black_box(ON_LOAD)
 }
 
 /// Called by the load-time hook in every process that links the crate.
-pub(crate) fn on_load() {
+fn on_load() {
     sysproc::register_fork_handler();
-    if let Some(v) = sysproc::take_env(SPAWN_ENV) {
-        spawned_child(&v.to_string_lossy());
+    // Both markers go, whatever happens next: the program's own children must not
+    // inherit them.
+    let spawn = sysproc::take_env(SPAWN_ENV);
+    let server = sysproc::take_env(FORKSERVER_ENV);
+    if spawn.is_none() && server.is_none() {
+        return;
     }
-    if let Some(v) = sysproc::take_env(FORKSERVER_ENV) {
-        forkserver::serve(&v.to_string_lossy());
+    if image::secure_execution() {
+        tracing::warn!("multiproc: bootstrap marker ignored in secure-execution mode");
+        return;
+    }
+    if let Some(fd) = spawn.and_then(|v| from_parent(SPAWN_ENV, &v.to_string_lossy())) {
+        spawned_child(fd);
+    }
+    if let Some(fd) = server.and_then(|v| from_parent(FORKSERVER_ENV, &v.to_string_lossy())) {
+        forkserver::serve(Connection::new(fd, true, true), server_child);
     }
 }
 
-fn adopt(raw: &str) -> OwnedFd {
-    match raw
-        .parse()
-        .ok()
-        .and_then(|n| sysfd::adopt_inherited(n).ok())
-    {
-        Some(fd) => fd,
-        None => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "multiproc: bootstrap descriptor {raw:?} is not open"
-            );
-            sysproc::exit_now(1)
+/// The bootstrap socket a marker names, if the parent really passed it; `None` (and a
+/// warning) otherwise, and the program goes on to `main`.
+fn from_parent(marker: &str, value: &str) -> Option<OwnedFd> {
+    let Some(m) = sysproc::Marker::parse(value) else {
+        tracing::warn!("multiproc: ignoring {marker}={value:?}: not a bootstrap marker");
+        return None;
+    };
+    match sysfd::adopt_from_parent(m.fd, m.parent) {
+        Ok(fd) => {
+            if m.close_rest {
+                // The parent's libc could not close what it left open by mistake.
+                sysfd::close_from(m.fd + 1);
+            }
+            Some(fd)
+        }
+        // A real child whose parent died in the instant before this check: nobody
+        // waits for its task, and the program's `main` is not what it was started for.
+        Err(sysfd::Refusal::ParentGone) => sysproc::exit_now(1),
+        Err(sysfd::Refusal::Foreign(why)) => {
+            tracing::warn!("multiproc: ignoring {marker}: {why}");
+            None
         }
     }
 }
 
 /// A spawned child: take the task, run it, exit. Never returns into `main`.
-fn spawned_child(raw_fd: &str) -> ! {
+fn spawned_child(fd: OwnedFd) -> ! {
     sysproc::ignore_sigpipe();
-    let conn = Connection::new(adopt(raw_fd), true, true);
-    let (bytes, fds) = match conn.recv_raw(Some(Instant::now() + TASK_DEADLINE)) {
+    take_task(Connection::new(fd, true, true), None)
+}
+
+/// A child the fork server forked (`server` is the server's pid): take the task from
+/// the caller, run it, exit.
+pub(crate) fn server_child(conn: Connection, server: u32) -> ! {
+    take_task(conn, Some(server))
+}
+
+/// Takes the task from the bootstrap socket and runs it. `parent` is the process whose
+/// death must take a daemon down, when it is not the one the task names.
+fn take_task(conn: Connection, parent: Option<u32>) -> ! {
+    let (bytes, fds) = match task::recv_request(&conn, crate::deadline::after(TASK_DEADLINE)) {
         Ok(x) => x,
         // The parent died or gave up before sending the task.
         Err(_) => sysproc::exit_now(1),
@@ -221,14 +109,14 @@ fn spawned_child(raw_fd: &str) -> ! {
     let task: Task = match codec::decode(&bytes, Vec::new()) {
         Ok(t) => t,
         Err(e) => {
-            report(
+            task::report(
                 &conn,
                 Outcome::<()>::Failed(format!("cannot decode the task: {e}")),
             );
             sysproc::exit_now(1)
         }
     };
-    let parent = task.parent_pid;
+    let parent = parent.unwrap_or(task.parent_pid);
     run_task(conn, task, fds, parent, true)
 }
 
@@ -242,8 +130,17 @@ pub(crate) fn run_task(
     expected_parent: u32,
     check_exe: bool,
 ) -> ! {
+    // Processes this one forks (by any means) must not hold the report channel: the
+    // parent sees its end of stream when this process ends, not when they do.
+    sysfd::keep_out_of_forks(conn.as_fd());
     let code = catch_unwind(AssertUnwindSafe(|| {
-        current::become_child(&task);
+        current::become_child(
+            &task.name,
+            task.daemon,
+            &task.identity,
+            task.parent_pid,
+            &task.parent_name,
+        );
         if task.daemon && !sysproc::die_with_parent(expected_parent).unwrap_or(false) {
             // The parent is already gone: a daemon must not outlive it.
             return 1;
@@ -252,7 +149,7 @@ pub(crate) fn run_task(
             match ExeId::current() {
                 Ok(me) if me == task.exe => {}
                 _ => {
-                    return report(
+                    return task::report(
                         &conn,
                         Outcome::<()>::Failed(
                             "the executable changed on disk since the parent started; rebuild and restart".into(),
@@ -261,8 +158,16 @@ pub(crate) fn run_task(
                 }
             }
         }
-        install_panic_hook();
-        let entry = image::entry_at(task.entry);
+        let Some(entry) = image::entry_at::<Connection>(task.entry) else {
+            return task::report(
+                &conn,
+                Outcome::<()>::Failed(format!(
+                    "the task names no entry of this program (offset {:#x})",
+                    task.entry
+                )),
+            );
+        };
+        task::install_panic_hook();
         entry(&task.args, fds, &conn)
     }))
     .unwrap_or(1);

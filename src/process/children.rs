@@ -10,16 +10,19 @@ use serde::de::DeserializeOwned;
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
-use crate::process::bootstrap::Outcome;
 use crate::process::current::ProcessInfo;
+use crate::process::task::Outcome;
 use crate::sys::forklocal::ForkLocal;
 use crate::sys::{fd as sysfd, proc as sysproc};
+use crate::wire::codec;
 
 /// How the end of a child is observed.
 pub(crate) enum Watch {
     /// Our own child (spawn, fork): the pidfd turns readable at exit; `waitid` reaps it.
     Own { pidfd: OwnedFd },
     /// A child of the fork server, which reaps it and writes its exit code on `status`.
+    /// The pidfd (sent by the server) tells whether the child still runs once the server
+    /// is gone.
     Server {
         status: OwnedFd,
         pidfd: Option<OwnedFd>,
@@ -78,10 +81,14 @@ impl Child {
         code
     }
 
-    /// The descriptor that is readable once the child has ended (Python's `sentinel`).
+    /// The descriptor that is readable once the child has ended (Python's `sentinel`):
+    /// after the fork server is lost, the child's own pidfd.
     pub(crate) fn sentinel(&self) -> BorrowedFd<'_> {
         match &self.watch {
             Watch::Own { pidfd } => pidfd.as_fd(),
+            Watch::Server {
+                pidfd: Some(pidfd), ..
+            } if self.server_lost.load(Ordering::Relaxed) => pidfd.as_fd(),
             Watch::Server { status, .. } => status.as_fd(),
         }
     }
@@ -105,9 +112,9 @@ impl Child {
                     Err(e) => Err(e.into()),
                 }
             }
-            Watch::Server { status, .. } => {
+            Watch::Server { status, pidfd } => {
                 if self.server_lost.load(Ordering::Relaxed) {
-                    return Err(server_lost());
+                    return orphan_state(pidfd.as_ref());
                 }
                 if !sysfd::wait_readable(status.as_fd(), Some(Duration::ZERO))? {
                     return Ok(None);
@@ -122,7 +129,7 @@ impl Child {
                     let n = sysfd::read(status.as_fd(), &mut buf[got..])?;
                     if n == 0 {
                         self.server_lost.store(true, Ordering::Relaxed);
-                        return Err(server_lost());
+                        return orphan_state(pidfd.as_ref());
                     }
                     got += n;
                 }
@@ -131,13 +138,13 @@ impl Child {
         }
     }
 
-    /// Waits for the child to end; `None` timeout waits as long as it takes.
-    /// Returns `None` if it is still running when the timeout passes.
-    pub(crate) fn wait(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
+    /// Waits for the child to end, up to `deadline` (`None`: as long as it takes).
+    /// Returns `None` if it is still running when the deadline passes.
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Result<Option<i32>> {
         if let Some(c) = self.stored() {
             return Ok(Some(c));
         }
-        if let (Watch::Own { .. }, None) = (&self.watch, timeout) {
+        if let (Watch::Own { .. }, None) = (&self.watch, deadline) {
             // The direct way: one blocking waitid.
             let _g = self.reaping.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(c) = self.stored() {
@@ -146,17 +153,31 @@ impl Child {
             let code = sysproc::reap(self.pid, true)?.unwrap_or(0);
             return Ok(Some(self.store(code)));
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             if let Some(c) = self.poll()? {
                 return Ok(Some(c));
             }
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let left = crate::deadline::remaining(deadline);
             if left == Some(Duration::ZERO) {
                 return Ok(None);
             }
             sysfd::wait_readable(self.sentinel(), left)?;
         }
+    }
+
+    /// Waits until the child's report can be read or the child has ended, up to
+    /// `deadline`. Returns whether the report (or its end of stream) is readable; `false`
+    /// also when no report is expected any more.
+    pub(crate) fn wait_report_or_end(&self, deadline: Option<Instant>) -> Result<bool> {
+        let slot = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(conn) = slot.as_ref() else {
+            return Ok(false);
+        };
+        let ready = sysfd::poll_readable(
+            &[conn.as_fd(), self.sentinel()],
+            crate::deadline::remaining(deadline),
+        )?;
+        Ok(ready[0])
     }
 
     /// Sends a signal unless the child is known to have ended.
@@ -194,10 +215,9 @@ impl Child {
         let Some(conn) = slot.as_ref() else {
             return Ok(None);
         };
-        let r = match deadline {
-            None => conn.recv::<Outcome<R>>(),
-            Some(d) => conn.recv_timeout::<Outcome<R>>(d.saturating_duration_since(Instant::now())),
-        };
+        let r = conn
+            .recv_raw(deadline)
+            .and_then(|(body, fds)| codec::decode::<Outcome<R>>(&body, fds));
         match r {
             Ok(o) => {
                 *slot = None;
@@ -213,6 +233,15 @@ impl Child {
                 Err(e)
             }
         }
+    }
+}
+
+/// A child whose fork server is gone: running while its pidfd says so; ended (with an
+/// exit code nobody can tell any more) otherwise.
+fn orphan_state(pidfd: Option<&OwnedFd>) -> Result<Option<i32>> {
+    match pidfd {
+        Some(p) if !sysfd::wait_readable(p.as_fd(), Some(Duration::ZERO))? => Ok(None),
+        _ => Err(server_lost()),
     }
 }
 

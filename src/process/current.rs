@@ -1,7 +1,6 @@
 //! Who this process is: `current_process`, `parent_process`, and the names given to
 //! children (`Process-1`, `Process-1:2`, … as Python numbers them).
 
-use crate::process::bootstrap::Task;
 use crate::sys::forklocal::ForkLocal;
 use crate::sys::{fd as sysfd, proc as sysproc};
 
@@ -123,14 +122,20 @@ pub(crate) fn is_daemon() -> bool {
 }
 
 /// Takes on the identity a task gives this new process.
-pub(crate) fn become_child(task: &Task) {
+pub(crate) fn become_child(
+    name: &str,
+    daemon: bool,
+    identity: &[u32],
+    parent_pid: u32,
+    parent_name: &str,
+) {
     let mut m = me();
-    m.name = task.name.clone();
-    m.daemon = task.daemon;
-    m.identity = task.identity.clone();
+    m.name = name.to_string();
+    m.daemon = daemon;
+    m.identity = identity.to_vec();
     m.counter = 0;
     m.parent = Some(ParentProcess {
-        name: task.parent_name.clone(),
-        pid: task.parent_pid,
+        name: parent_name.to_string(),
+        pid: parent_pid,
     });
 }

@@ -3,24 +3,43 @@
 //!
 //! Children so made inherit nothing from the caller but their task (as with spawn) and
 //! cost only a `fork` of a small process (as with fork). The server reaps its children
-//! and writes each exit code to a per-child status channel. It exits when the process
-//! that started it goes away (its socket reaches end of stream); daemon children then
-//! die with it through their parent-death signal.
+//! and writes each exit code to a per-child status channel; with each start it also
+//! hands back a pidfd of the child, so the child stays observable if the server dies.
+//! It exits when the process that started it goes away (its socket reaches end of
+//! stream); daemon children then die with it through their parent-death signal.
+//!
+//! A request is a few bytes and two descriptors (the child's bootstrap and status
+//! sockets): the task, with its arguments and their handles, goes from the caller to the
+//! child directly, so the server never blocks on a large request nor holds the
+//! arguments' handles. A start that fails on this side fails alone; only a server that
+//! is gone or stopped answering is replaced, and the old one is reaped, never left a
+//! zombie.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
-use crate::process::bootstrap::{self, FORKSERVER_ENV, Task};
+use crate::process::task::{self, FORKSERVER_ENV};
 use crate::sys::forklocal::ForkLocal;
 use crate::sys::{fd as sysfd, proc as sysproc};
 use crate::wire::codec;
 
+/// How long the server may take to answer a request, its own start included.
+const REPLY_DEADLINE: Duration = Duration::from_secs(30);
+
+#[derive(Serialize, Deserialize)]
+enum Request {
+    /// Fork a child; its bootstrap and status sockets travel with the request.
+    Fork,
+}
+
 #[derive(Serialize, Deserialize)]
 enum Reply {
+    /// The child's pid; its pidfd travels with the reply.
     Started(u32),
     Failed(String),
 }
@@ -31,6 +50,18 @@ struct Server {
     pid: u32,
     /// The process that started it; a forked child must start its own.
     owner: u32,
+}
+
+impl Server {
+    /// Ends a server that is gone or no longer answers, and reaps it. The kill makes
+    /// the reap prompt whatever state the server is in (one at end of stream is leaving
+    /// anyway); its children run on, watched through their pidfds.
+    fn retire(self) {
+        SERVER_FD.store(-1, Ordering::Relaxed);
+        let _ = sysproc::send_signal(self.pid, libc::SIGKILL);
+        drop(self.conn);
+        let _ = sysproc::reap(self.pid, true);
+    }
 }
 
 static SERVER: ForkLocal<Option<Server>> = ForkLocal::new(|| None);
@@ -48,45 +79,78 @@ fn launch() -> Result<Server> {
     })
 }
 
-/// Asks the server to fork a child for `task`. The child gets `boot` as its bootstrap
-/// socket and `args` as the descriptors of its arguments; its exit code will be written
-/// to `status`. Returns the child's pid.
-pub(crate) fn start_child(
-    task: &[u8],
-    boot: &OwnedFd,
-    status: &OwnedFd,
-    args: &[OwnedFd],
-) -> Result<u32> {
-    let mut fds = Vec::with_capacity(2 + args.len());
-    fds.push(boot.as_fd());
-    fds.push(status.as_fd());
-    fds.extend(args.iter().map(|a| a.as_fd()));
+/// What went wrong with one request.
+enum Failure {
+    /// Nothing reached the server: this start fails, the server is fine.
+    Local(Error),
+    /// The server is gone (end of stream, reset).
+    Gone(Error),
+    /// The server is there but the exchange broke (no answer in time, a garbled reply,
+    /// a request cut short): it cannot be trusted with another request.
+    Broken(Error),
+}
+
+fn exchange(
+    server: &Server,
+    fds: &[BorrowedFd<'_>],
+) -> std::result::Result<(u32, Option<OwnedFd>), Failure> {
+    let request = codec::encode_plain(&Request::Fork).map_err(Failure::Local)?;
+    match server.conn.send_raw(&request, fds) {
+        Ok(()) => {}
+        // Refused before a byte was written.
+        Err(e @ (Error::MessageTooLarge { .. } | Error::InvalidArgument(_) | Error::Encode(_))) => {
+            return Err(Failure::Local(e));
+        }
+        Err(e @ Error::Closed) => return Err(Failure::Gone(e)),
+        Err(e) => return Err(Failure::Broken(e)),
+    }
+    let (bytes, mut fds) = match server.conn.recv_raw(crate::deadline::after(REPLY_DEADLINE)) {
+        Ok(x) => x,
+        Err(e @ Error::Closed) => return Err(Failure::Gone(e)),
+        Err(Error::Timeout) => {
+            return Err(Failure::Broken(Error::Bootstrap(format!(
+                "the fork server did not answer within {REPLY_DEADLINE:?}"
+            ))));
+        }
+        Err(e) => return Err(Failure::Broken(e)),
+    };
+    match codec::decode::<Reply>(&bytes, Vec::new()) {
+        Ok(Reply::Started(pid)) => Ok((pid, fds.pop())),
+        Ok(Reply::Failed(msg)) => Err(Failure::Local(Error::Bootstrap(msg))),
+        Err(e) => Err(Failure::Broken(e)),
+    }
+}
+
+/// Asks the server to fork a child. The child gets `boot` as its bootstrap socket (its
+/// task arrives there, from the caller) and its exit code will be written to `status`.
+/// Returns the child's pid and, when the server could open one, its pidfd.
+pub(crate) fn start_child(boot: &OwnedFd, status: &OwnedFd) -> Result<(u32, Option<OwnedFd>)> {
+    let fds = [boot.as_fd(), status.as_fd()];
     let mut slot = SERVER.lock();
     let me = sysproc::getpid();
-    let mut last_error = None;
+    let mut last_error = Error::Closed;
     for _attempt in 0..2 {
         if slot.as_ref().is_none_or(|s| s.owner != me) {
             SERVER_FD.store(-1, Ordering::Relaxed);
             *slot = Some(launch()?);
         }
         let server = slot.as_ref().expect("server was just set");
-        let sent = server
-            .conn
-            .send_raw(task, &fds)
-            .and_then(|()| server.conn.recv::<Reply>());
-        match sent {
-            Ok(Reply::Started(pid)) => return Ok(pid),
-            Ok(Reply::Failed(msg)) => return Err(Error::Bootstrap(msg)),
-            Err(e) => {
-                // The server died (or was killed): reap it and start a new one, once.
-                SERVER_FD.store(-1, Ordering::Relaxed);
-                let old = slot.take().expect("server present");
-                let _ = sysproc::reap(old.pid, false);
-                last_error = Some(e);
+        match exchange(server, &fds) {
+            Ok(started) => return Ok(started),
+            Err(Failure::Local(e)) => return Err(e),
+            Err(Failure::Gone(e)) => {
+                // It died (or was killed): reap it and start a new one, once.
+                slot.take().expect("server present").retire();
+                last_error = e;
+            }
+            Err(Failure::Broken(e)) => {
+                // Its children keep running; their pidfds keep them observable.
+                slot.take().expect("server present").retire();
+                return Err(e);
             }
         }
     }
-    Err(last_error.unwrap_or(Error::Closed))
+    Err(last_error)
 }
 
 /// In a freshly forked child: the parent's server connection is not ours to use.
@@ -107,20 +171,17 @@ struct Watched {
     status: OwnedFd,
 }
 
-/// The server's main loop. Runs from the load-time hook; never returns.
-pub(crate) fn serve(raw_fd: &str) -> ! {
+/// How a forked child takes its task from its bootstrap socket and runs it, given the
+/// server's pid (whose death takes a daemon down): `bootstrap::server_child`.
+pub(crate) type RunChild = fn(Connection, u32) -> !;
+
+/// The server's main loop, on the socket to its owner. Runs from the load-time hook;
+/// never returns.
+pub(crate) fn serve(conn: Connection, run: RunChild) -> ! {
     sysproc::ignore_sigpipe();
-    let Some(fd) = raw_fd
-        .parse()
-        .ok()
-        .and_then(|n| sysfd::adopt_inherited(n).ok())
-    else {
-        sysproc::exit_now(1)
-    };
-    let conn = Connection::new(fd, true, true);
     let me = sysproc::getpid();
     // Children inherit the hook instead of each installing it.
-    bootstrap::install_panic_hook();
+    task::install_panic_hook();
     let mut watched: Vec<Watched> = Vec::new();
     loop {
         let ready = {
@@ -151,17 +212,14 @@ pub(crate) fn serve(raw_fd: &str) -> ! {
         }
         let (bytes, mut fds) = match conn.recv_raw(None) {
             Ok(x) => x,
-            // The owner went away: so do we (daemon children follow by their death signal).
+            // The owner went away (or its stream is beyond repair): so do we (daemon
+            // children follow by their death signal).
             Err(_) => sysproc::exit_now(0),
         };
-        let task: Task = match codec::decode(&bytes, Vec::new()) {
-            Ok(t) if fds.len() >= 2 => t,
-            _ => {
-                let _ = conn.send(&Reply::Failed("malformed fork request".into()));
-                continue;
-            }
-        };
-        let args = fds.split_off(2);
+        if !matches!(codec::decode(&bytes, Vec::new()), Ok(Request::Fork)) || fds.len() != 2 {
+            let _ = conn.send(&Reply::Failed("malformed fork request".into()));
+            continue;
+        }
         let status = fds.pop().expect("two descriptors");
         let boot = fds.pop().expect("two descriptors");
         match sysproc::fork() {
@@ -169,21 +227,27 @@ pub(crate) fn serve(raw_fd: &str) -> ! {
                 drop(conn);
                 drop(watched);
                 drop(status);
-                bootstrap::run_task(Connection::new(boot, true, true), task, args, me, true)
+                run(Connection::new(boot, true, true), me)
             }
             Ok(sysproc::Forked::Parent(pid)) => {
                 drop(boot);
-                drop(args);
+                let reply = codec::encode_plain(&Reply::Started(pid));
                 match sysproc::pidfd_open(pid) {
-                    Ok(pidfd) => watched.push(Watched { pid, pidfd, status }),
+                    Ok(pidfd) => {
+                        let sent = reply.and_then(|r| conn.send_raw(&r, &[pidfd.as_fd()]));
+                        watched.push(Watched { pid, pidfd, status });
+                        if sent.is_err() {
+                            sysproc::exit_now(0);
+                        }
+                    }
                     Err(_) => {
                         // Cannot watch it: wait for it now rather than leave a zombie.
                         let code = sysproc::reap(pid, true).ok().flatten().unwrap_or(-9);
                         let _ = sysfd::write_all(status.as_fd(), &code.to_le_bytes());
+                        if reply.and_then(|r| conn.send_raw(&r, &[])).is_err() {
+                            sysproc::exit_now(0);
+                        }
                     }
-                }
-                if conn.send(&Reply::Started(pid)).is_err() {
-                    sysproc::exit_now(0);
                 }
             }
             Err(e) => {

@@ -1,7 +1,7 @@
 //! Starting a child with each start method.
 //!
 //! Every method gives the child the same thing: a bootstrap socket on which the parent
-//! later reads the child's [`Outcome`](super::bootstrap::Outcome), a [`Task`] naming the
+//! later reads the child's [`Outcome`](super::task::Outcome), a [`Task`] naming the
 //! entry function, and the arguments with their descriptors. The parent never waits
 //! for the child to start: a child that dies early closes its socket and ends its pid,
 //! which is what `join` watches, so nothing can hang on a child that never reports.
@@ -12,9 +12,11 @@ use std::sync::{Arc, OnceLock, mpsc};
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
-use crate::process::bootstrap::{self, EntryFn, SPAWN_ENV, Task};
+use crate::process::bootstrap;
 use crate::process::children::{self, Child, Watch};
-use crate::process::{StartMethod, current, forkserver};
+use crate::process::method::StartMethod;
+use crate::process::task::{self, Entry, SPAWN_ENV, Task};
+use crate::process::{current, forkserver};
 use crate::sys::forklocal::ForkLocal;
 use crate::sys::image::{self, ExeId};
 use crate::sys::{fd as sysfd, proc as sysproc};
@@ -22,7 +24,7 @@ use crate::wire::codec::{self, Encoded};
 
 /// What to start.
 pub(crate) struct Spec {
-    pub(crate) entry: EntryFn,
+    pub(crate) entry: Entry,
     pub(crate) args: Encoded,
     pub(crate) name: String,
     pub(crate) daemon: bool,
@@ -60,8 +62,29 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
         parent_pid: sysproc::getpid(),
         parent_name: current::name(),
     };
+    if method != StartMethod::Fork {
+        // Executing the binary again runs the task only if the crate's hook is the main
+        // program's (not a library's loaded into, say, a Python interpreter).
+        image::check_hook(bootstrap::load_hook()).map_err(|e| Error::Bootstrap(e.to_string()))?;
+    }
     let (mine, theirs) = sysfd::socketpair()?;
     let outcome = Connection::new(mine, true, true);
+    // Spawn and forkserver send the task after the child exists: refuse one too large to
+    // send before there is a child to take back.
+    let task_bytes = match method {
+        StartMethod::Fork => Vec::new(),
+        _ => {
+            let bytes = codec::encode_plain(&task)?;
+            let limit = outcome.max_message_size();
+            if bytes.len() + 4 > limit {
+                return Err(Error::MessageTooLarge {
+                    len: bytes.len() as u64,
+                    limit,
+                });
+            }
+            bytes
+        }
+    };
     match method {
         StartMethod::Spawn => {
             let pid = on_lasting_thread(daemon, move || {
@@ -79,7 +102,7 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
             };
             // A child that died already makes this fail with Closed: join reports it.
             let arg_fds: Vec<BorrowedFd<'_>> = arg_owned.iter().map(|f| f.as_fd()).collect();
-            match outcome.send_raw(&codec::encode_plain(&task)?, &arg_fds) {
+            match task::send_request(&outcome, &task_bytes, &arg_fds) {
                 Ok(()) | Err(Error::Closed) => {}
                 Err(e) => {
                     let _ = sysproc::send_signal(pid, libc::SIGKILL);
@@ -103,7 +126,7 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
             }
             // Installed here once, so that forked children inherit it instead of each
             // writing the hook anew (every page a child writes is a copy).
-            bootstrap::install_panic_hook();
+            task::install_panic_hook();
             let parent_end = outcome.as_fd().as_raw_fd();
             let pid = on_lasting_thread(daemon, move || {
                 // Hold the standard streams' locks across the fork, as an atfork handler
@@ -144,15 +167,24 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
         }
         StartMethod::Forkserver => {
             let (status_mine, status_theirs) = sysfd::socketpair()?;
-            let pid = forkserver::start_child(
-                &codec::encode_plain(&task)?,
-                &theirs,
-                &status_theirs,
-                &arg_owned,
-            )?;
+            let (pid, pidfd) = forkserver::start_child(&theirs, &status_theirs)?;
             drop(theirs);
             drop(status_theirs);
-            let pidfd = sysproc::pidfd_open(pid).ok();
+            // The task goes to the child itself, not through the server: the server's
+            // requests stay a few bytes (never blocked on a full socket), and it never
+            // holds the arguments' handles.
+            let arg_fds: Vec<BorrowedFd<'_>> = arg_owned.iter().map(|f| f.as_fd()).collect();
+            match task::send_request(&outcome, &task_bytes, &arg_fds) {
+                // A child that died already: join reports it.
+                Ok(()) | Err(Error::Closed) => {}
+                Err(e) => {
+                    match &pidfd {
+                        Some(p) => sysproc::pidfd_signal(p.as_fd(), libc::SIGKILL)?,
+                        None => sysproc::send_signal(pid, libc::SIGKILL)?,
+                    }
+                    return Err(e);
+                }
+            }
             Ok(Child::new(
                 pid,
                 name,

@@ -242,17 +242,93 @@ pub(crate) fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     fd.try_clone_to_owned()
 }
 
-/// Takes ownership of a descriptor number inherited through `exec`.
+/// Why an inherited bootstrap descriptor was not taken.
+pub(crate) enum Refusal {
+    /// It is the socket of the parent named by the marker, but that parent is no longer
+    /// this process's parent: it died before this check.
+    ParentGone,
+    /// It is not what a multiproc parent passes; the reason, for a warning.
+    Foreign(String),
+}
+
+/// Takes ownership of a descriptor number inherited through `exec`, if it is what a
+/// multiproc parent passes: a Unix stream socket created by this process's parent
+/// (`getppid()`), under this process's user and group. Standard streams are never taken.
+/// `named_parent` is the parent the marker names, which only tells a parent that died
+/// apart from a foreign socket.
 ///
-/// Fails unless the number names an open descriptor; marks it close-on-exec.
-pub(crate) fn adopt_inherited(raw: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: `raw` is only used with fcntl, which fails with EBADF on a closed number
-    // and has no other effect on an open one.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(raw) };
-    rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::CLOEXEC)?;
-    // SAFETY: the descriptor is open (fcntl succeeded) and was handed to this process
-    // by its parent for it alone; nothing else in the process owns this number.
+/// On refusal the number is left untouched (it may be the program's own); on success it
+/// is marked close-on-exec.
+pub(crate) fn adopt_from_parent(raw: RawFd, named_parent: u32) -> Result<OwnedFd, Refusal> {
+    if raw <= 2 {
+        return Err(Refusal::Foreign(format!(
+            "descriptor {raw} is a standard stream"
+        )));
+    }
+    // SAFETY: `raw` is only used with getsockopt, which fails with EBADF on a closed
+    // number and changes nothing on an open one; the borrow ends here.
+    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+    let why = |e: rustix::io::Errno| Refusal::Foreign(format!("descriptor {raw}: {e}"));
+    if rustix::net::sockopt::socket_domain(fd).map_err(why)? != AddressFamily::UNIX
+        || rustix::net::sockopt::socket_type(fd).map_err(why)? != SocketType::STREAM
+    {
+        return Err(Refusal::Foreign(format!(
+            "descriptor {raw} is not a Unix stream socket"
+        )));
+    }
+    let peer = rustix::net::sockopt::socket_peercred(fd).map_err(why)?;
+    if peer.uid != rustix::process::geteuid() || peer.gid != rustix::process::getegid() {
+        return Err(Refusal::Foreign(format!(
+            "descriptor {raw} belongs to user {} group {}",
+            peer.uid.as_raw(),
+            peer.gid.as_raw()
+        )));
+    }
+    let peer_pid = peer.pid.as_raw_nonzero().get() as u32;
+    if Some(peer.pid) != rustix::process::getppid() {
+        if peer_pid == named_parent {
+            return Err(Refusal::ParentGone);
+        }
+        return Err(Refusal::Foreign(format!(
+            "descriptor {raw} was made by process {peer_pid}, not by this process's parent"
+        )));
+    }
+    rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC).map_err(why)?;
+    // SAFETY: the descriptor is open (the queries succeeded) and is the socket the
+    // parent made for this process's bootstrap; nothing else in the process owns it
+    // (this runs in the load hook, before any code of the program).
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Closes every descriptor from `first` up, for a freshly executed child that must not
+/// keep what its parent left open by mistake (descriptors without close-on-exec).
+pub(crate) fn close_from(first: RawFd) {
+    // SAFETY: close_range only closes descriptors; the caller runs before any code that
+    // could own a descriptor at or above `first` (the load hook of a spawned child). The
+    // raw syscall needs no particular libc version.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        )
+    };
+    if rc != 0 {
+        // Kernels before 5.9: close one by one what /proc lists.
+        let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+            return;
+        };
+        let open: Vec<RawFd> = dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|&n| n >= first)
+            .collect();
+        for n in open {
+            // SAFETY: as above; a number that was the directory's own (now closed) gives
+            // EBADF and nothing else.
+            unsafe { libc::close(n) };
+        }
+    }
 }
 
 /// Closes a descriptor number whose owner was leaked in a forked child (see
@@ -262,4 +338,43 @@ pub(crate) fn close_leaked(raw: RawFd) {
     // number here is the only close, and nothing else in this (single-threaded, freshly
     // forked) process uses it.
     drop(unsafe { OwnedFd::from_raw_fd(raw) });
+}
+
+/// The descriptor number [`keep_out_of_forks`] protects (-1: none).
+static KEPT_OUT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn replace_kept_out_in_child() {
+    let raw = KEPT_OUT.swap(-1, std::sync::atomic::Ordering::Relaxed);
+    if raw < 0 {
+        return;
+    }
+    // An unconnected socket takes the number's place: the forked copy no longer holds
+    // the channel, and whatever object still names the number in this copy owns a
+    // harmless descriptor instead of a number that a later open could reuse.
+    // SAFETY: socket, dup3 and close are async-signal-safe calls on descriptors this
+    // handler alone creates; `raw` was an open descriptor of the parent, so also of this
+    // freshly forked copy, and dup3 replaces it atomically.
+    unsafe {
+        let stub = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if stub >= 0 {
+            libc::dup3(stub, raw, libc::O_CLOEXEC);
+            libc::close(stub);
+        }
+    }
+}
+
+/// Makes every process forked from this one (by `fork` from any code, the program's own
+/// included) lose its copy of `fd`, which stays open here. One descriptor per process: a
+/// process's own channel to its parent.
+pub(crate) fn keep_out_of_forks(fd: BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    KEPT_OUT.store(fd.as_raw_fd(), std::sync::atomic::Ordering::Relaxed);
+    REGISTER.call_once(|| {
+        // SAFETY: the handler only makes async-signal-safe calls (see above) and reads an
+        // atomic; registering it has no other precondition.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(replace_kept_out_in_child));
+        }
+    });
 }

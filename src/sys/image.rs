@@ -1,48 +1,246 @@
-//! The running binary: the load-time hook, code addresses that cross `exec`, and the
+//! The running binary: the load-time hook, entry records that cross `exec`, and the
 //! identity of the executable.
 //!
-//! A spawned child is a fresh execution of the same binary, so a function is named by
-//! its distance from a fixed anchor (this module's load hook): with address-space
-//! randomisation the base moves but distances inside one binary do not.
+//! A spawned child is a fresh execution of the same binary, so an entry is named by the
+//! distance of its [`EntryRecord`] from a fixed anchor (a static of this module): with
+//! address-space randomisation the base moves but distances inside one binary do not.
+//! A child never calls an address it was merely told: the offset must land on a record
+//! inside the main executable's loaded segments, carrying the record tag and the
+//! anchor's own address, and the record's function must lie in an executable segment
+//! of the same file (see [`entry_at`]).
 
 use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::process::bootstrap::EntryFn;
+/// A type-erased entry: decodes the arguments, runs the target, reports the outcome on
+/// the channel `C`, and returns the exit code. The channel type is the caller's.
+pub(crate) type EntryFn<C> = fn(&[u8], Vec<OwnedFd>, &C) -> i32;
 
-extern "C" fn on_load() {
-    crate::process::bootstrap::on_load();
+/// Puts a function in the binary's `.init_array`, so the dynamic loader (or the static
+/// start-up code) calls it before `main` in every program that links the crate.
+///
+/// Expands to a `static` holding the hook; keep a reference to it where process creation
+/// happens ([`check_hook`] takes it), so the object file carrying it is always linked.
+macro_rules! load_hook {
+    ($(#[$meta:meta])* $vis:vis static $name:ident = $run:path;) => {
+        $(#[$meta])*
+        #[used]
+        #[unsafe(link_section = ".init_array")]
+        $vis static $name: extern "C" fn() = {
+            extern "C" fn hook() {
+                $crate::sys::image::note_hook_ran();
+                $run();
+            }
+            hook
+        };
+    };
+}
+pub(crate) use load_hook;
+
+static HOOK_RAN: AtomicBool = AtomicBool::new(false);
+
+/// Called first by the hook that [`load_hook`] places.
+pub(crate) fn note_hook_ran() {
+    HOOK_RAN.store(true, Ordering::Relaxed);
 }
 
-/// Runs [`on_load`] before `main` in every binary that links this crate, so a child
-/// process takes its task before the program's own code runs (no line in `main` needed).
-#[used]
-#[unsafe(link_section = ".init_array")]
-static ON_LOAD: extern "C" fn() = on_load;
+/// Whether the process runs in secure-execution mode (setuid, setgid, file capabilities,
+/// or an LSM said so): the kernel's `AT_SECURE`. Nothing inherited may steer it then.
+pub(crate) fn secure_execution() -> bool {
+    // SAFETY: getauxval reads the process's auxiliary vector; it has no preconditions.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// What every record starts with: a random 128-bit value that data of the binary holds
+/// only in records.
+const TAG: [u64; 2] = [
+    0x6d75_6c74_6970_7263,
+    0x9e37_79b9_7f4a_7c15 ^ 0x0e1f_5a3c_d2b4_8697,
+];
+
+/// The fixed point that offsets are measured from. Records also hold its address, which
+/// no other data of the binary stores next to the tag.
+#[repr(C)]
+pub(crate) struct Anchor(u64);
+
+static ANCHOR: Anchor = Anchor(0);
+
+/// One entry of the binary, as the child finds it: built at compile time (one per
+/// instantiated entry) and placed by the compiler in the executable's read-only data.
+#[repr(C)]
+pub(crate) struct EntryRecord<C: 'static> {
+    tag: [u64; 2],
+    anchor: &'static Anchor,
+    entry: EntryFn<C>,
+}
+
+impl<C: 'static> EntryRecord<C> {
+    /// A record for `entry`; use it as `const { &EntryRecord::new(f) }` so it is a
+    /// `'static` item of the binary.
+    pub(crate) const fn new(entry: EntryFn<C>) -> EntryRecord<C> {
+        EntryRecord {
+            tag: TAG,
+            anchor: &ANCHOR,
+            entry,
+        }
+    }
+}
 
 fn anchor() -> usize {
-    // Reading the hook's slot keeps its object file (and so the hook) in every link
-    // that uses process creation.
-    let hook: extern "C" fn() = std::hint::black_box(ON_LOAD);
-    hook as usize
+    &ANCHOR as *const Anchor as usize
 }
 
-/// Distance of an entry function from the anchor.
-pub(crate) fn entry_offset(f: EntryFn) -> u64 {
-    (f as usize).wrapping_sub(anchor()) as u64
+/// Distance of a record from the anchor.
+pub(crate) fn entry_offset<C: 'static>(record: &'static EntryRecord<C>) -> u64 {
+    (record as *const EntryRecord<C> as usize).wrapping_sub(anchor()) as u64
 }
 
-/// The entry function at `offset` from the anchor.
-///
-/// Only called with an offset computed by [`entry_offset`] in a process running the
-/// same executable, which the child checks first (see [`ExeId`]).
-pub(crate) fn entry_at(offset: u64) -> EntryFn {
+/// The entry of the record at `offset` from the anchor, or `None` when no record of
+/// this binary is there. Nothing at the address is called or trusted before the checks.
+pub(crate) fn entry_at<C: 'static>(offset: u64) -> Option<EntryFn<C>> {
     let addr = anchor().wrapping_add(offset as usize);
-    // SAFETY: the parent computed `offset` from a value of type `EntryFn` in the same
-    // executable (the caller checked `ExeId` equality first), so `addr` is the address of
-    // that same function in this process.
-    unsafe { std::mem::transmute::<usize, EntryFn>(addr) }
+    let size = std::mem::size_of::<EntryRecord<C>>();
+    if addr % std::mem::align_of::<EntryRecord<C>>() != 0
+        || !main_image().contains(addr, size, Segment::Any)
+    {
+        return None;
+    }
+    let words = addr as *const usize;
+    let word = |i: usize| {
+        // SAFETY: `addr..addr + size` lies inside a loaded segment of the main executable
+        // (checked above), which stays mapped for the life of the process and is readable;
+        // `addr` is aligned for `usize`, and `i` stays below size / size_of::<usize>().
+        // Reading plain integers from mapped memory has no other requirement; the volatile
+        // read keeps the compiler from assuming anything about what lives there.
+        unsafe { std::ptr::read_volatile(words.add(i)) }
+    };
+    // The record is read word by word as integers: no reference to it, and no function
+    // pointer, exists until every check has passed.
+    let per_u64 = std::mem::size_of::<u64>() / std::mem::size_of::<usize>();
+    let tag_words = 2 * per_u64;
+    let mut tag = [0u64; 2];
+    for (i, t) in tag.iter_mut().enumerate() {
+        let mut v = 0u64;
+        for j in 0..per_u64 {
+            v |= (word(i * per_u64 + j) as u64) << (j * usize::BITS as usize);
+        }
+        *t = v;
+    }
+    if tag != TAG || word(tag_words) != anchor() {
+        return None;
+    }
+    let entry = word(tag_words + 1);
+    if !main_image().contains(entry, 1, Segment::Executable) {
+        return None;
+    }
+    // SAFETY: the location holds a record of this binary: the tag and the anchor's own
+    // address, which only `EntryRecord::new` writes next to each other, and a function
+    // address inside the executable's code. A record's third field is an `EntryFn<C>`,
+    // whose bit pattern this is.
+    Some(unsafe { std::mem::transmute::<usize, EntryFn<C>>(entry) })
+}
+
+/// Refuses to create processes that execute the binary again when the crate's load hook
+/// is not part of the main executable (the crate sits in a shared library loaded by some
+/// other program, which would run instead of the task), or never ran, or when the
+/// process runs in secure-execution mode (the new program would ignore its task).
+pub(crate) fn check_hook(hook: extern "C" fn()) -> io::Result<()> {
+    check_hook_at(hook as usize)
+}
+
+fn check_hook_at(hook: usize) -> io::Result<()> {
+    if secure_execution() {
+        // The new program would ignore its marker (see the load hook) and run `main`.
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this program runs in secure-execution mode (setuid, setgid or file \
+             capabilities), where children do not take tasks from their environment: the \
+             spawn and forkserver start methods are unavailable; use fork",
+        ));
+    }
+    let image = main_image();
+    if HOOK_RAN.load(Ordering::Relaxed)
+        && image.contains(hook, 1, Segment::Executable)
+        && image.contains(anchor(), std::mem::size_of::<Anchor>(), Segment::Any)
+    {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "multiproc is not linked into the main executable (it is in a shared library loaded \
+         by another program), so a fresh execution of the program would not run the task: \
+         the spawn and forkserver start methods are unavailable here; use fork",
+    ))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Segment {
+    Any,
+    Executable,
+}
+
+/// The loaded segments of the main executable, from its program headers.
+struct Image {
+    /// `(start, end, executable)` of each `PT_LOAD` segment, in memory.
+    loads: Vec<(usize, usize, bool)>,
+}
+
+impl Image {
+    fn contains(&self, addr: usize, len: usize, kind: Segment) -> bool {
+        let Some(end) = addr.checked_add(len) else {
+            return false;
+        };
+        self.loads
+            .iter()
+            .any(|&(s, e, exec)| s <= addr && end <= e && (kind == Segment::Any || exec))
+    }
+}
+
+#[cfg(target_pointer_width = "64")]
+type Phdr = libc::Elf64_Phdr;
+#[cfg(target_pointer_width = "32")]
+type Phdr = libc::Elf32_Phdr;
+
+fn main_image() -> &'static Image {
+    static IMAGE: OnceLock<Image> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        // SAFETY: getauxval has no preconditions.
+        let (phdr, phnum) = unsafe {
+            (
+                libc::getauxval(libc::AT_PHDR) as usize,
+                libc::getauxval(libc::AT_PHNUM) as usize,
+            )
+        };
+        if phdr == 0 || phdr % std::mem::align_of::<Phdr>() != 0 {
+            return Image { loads: Vec::new() };
+        }
+        // SAFETY: the kernel's AT_PHDR/AT_PHNUM describe the main program's program
+        // header table, mapped (inside its first segment) for the life of the process.
+        let headers = unsafe { std::slice::from_raw_parts(phdr as *const Phdr, phnum) };
+        // The load bias: where the table is, less where the file says it is. Without a
+        // PT_PHDR entry the executable is not position-independent (bias 0).
+        let bias = headers
+            .iter()
+            .find(|h| h.p_type == libc::PT_PHDR)
+            .map_or(0, |h| phdr.wrapping_sub(h.p_vaddr as usize));
+        let loads = headers
+            .iter()
+            .filter(|h| h.p_type == libc::PT_LOAD)
+            .map(|h| {
+                let start = bias.wrapping_add(h.p_vaddr as usize);
+                (
+                    start,
+                    start.saturating_add(h.p_memsz as usize),
+                    h.p_flags & libc::PF_X != 0,
+                )
+            })
+            .collect();
+        Image { loads }
+    })
 }
 
 /// Produces the value of a zero-sized function type (a `fn` item or a closure that
@@ -82,5 +280,46 @@ impl ExeId {
             mtime: st.st_mtime,
             mtime_nsec: st.st_mtime_nsec as i64,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(_: &[u8], _: Vec<OwnedFd>, _: &()) -> i32 {
+        7
+    }
+
+    #[test]
+    fn a_record_is_found_and_other_offsets_are_refused() {
+        let record: &'static EntryRecord<()> = const { &EntryRecord::new(sample) };
+        let off = entry_offset(record);
+        let f = entry_at::<()>(off).expect("a real record is accepted");
+        assert_eq!(f(&[], Vec::new(), &()), 7);
+        for bad in [
+            off.wrapping_add(8),
+            off.wrapping_sub(8),
+            0,
+            u64::MAX,
+            1 << 40,
+        ] {
+            assert!(entry_at::<()>(bad).is_none(), "offset {bad:#x} accepted");
+        }
+        // Only the main executable's segments count: libc's code is not in them.
+        assert!(main_image().contains(sample as EntryFn<()> as usize, 1, Segment::Executable));
+        assert!(!main_image().contains(libc::getpid as *const () as usize, 1, Segment::Any));
+        // A hook in a shared library (here: libc's code stands for one) is refused.
+        note_hook_ran();
+        assert!(check_hook_at(sample as EntryFn<()> as usize).is_ok());
+        let refused = check_hook_at(libc::getpid as *const () as usize).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("not linked into the main executable")
+        );
+        // The code of the function itself is not a record.
+        let code = (sample as EntryFn<()> as usize).wrapping_sub(anchor()) as u64;
+        assert!(entry_at::<()>(code & !7).is_none());
     }
 }

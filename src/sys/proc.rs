@@ -36,8 +36,66 @@ pub(crate) fn fork() -> io::Result<Forked> {
     }
 }
 
+/// `posix_spawn_file_actions_addclosefrom_np` (glibc 2.34 and later), looked up at run
+/// time so that the binary still starts on an older libc.
+type AddCloseFrom =
+    unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, libc::c_int) -> libc::c_int;
+
+fn addclosefrom() -> Option<AddCloseFrom> {
+    static FOUND: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let addr = *FOUND.get_or_init(|| {
+        // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only looks a symbol up.
+        unsafe {
+            libc::dlsym(
+                libc::RTLD_DEFAULT,
+                c"posix_spawn_file_actions_addclosefrom_np".as_ptr(),
+            ) as usize
+        }
+    });
+    // SAFETY: a non-null result is glibc's function of that name, whose C signature is
+    // `int (posix_spawn_file_actions_t *, int)`.
+    (addr != 0).then(|| unsafe { std::mem::transmute::<usize, AddCloseFrom>(addr) })
+}
+
+/// What a bootstrap marker says: `<fd>,<parent pid>` and, when the libc could not close
+/// the parent's other descriptors between fork and exec, `,close`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Marker {
+    /// The bootstrap socket's number.
+    pub(crate) fd: i32,
+    /// The process that started this one (it made the socket).
+    pub(crate) parent: u32,
+    /// Whether this process must close what it inherited above `fd` itself.
+    pub(crate) close_rest: bool,
+}
+
+impl Marker {
+    /// Parses a marker value; `None` when it is not one.
+    pub(crate) fn parse(value: &str) -> Option<Marker> {
+        let mut parts = value.split(',');
+        let fd = parts.next()?.parse().ok()?;
+        let parent = parts.next()?.parse().ok()?;
+        let close_rest = match parts.next() {
+            None => false,
+            Some("close") => true,
+            Some(_) => return None,
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Marker {
+            fd,
+            parent,
+            close_rest,
+        })
+    }
+}
+
 /// Starts a fresh execution of the current binary (`/proc/self/exe`) with `fd` inherited
-/// as descriptor [`INHERITED_FD`] and `env_key=3` added to its environment.
+/// as descriptor [`INHERITED_FD`] and the marker `env_key` (see [`Marker`]) added to its
+/// environment. No other
+/// descriptor but the standard streams reaches the new program, also none that the
+/// caller forgot to mark close-on-exec (as Python's spawn closes all but what it passes).
 ///
 /// Uses `posix_spawn` (a `vfork`-style clone), which does not copy the parent's page
 /// tables and is safe in a multi-threaded parent.
@@ -65,7 +123,14 @@ pub(crate) fn spawn_self(fd: BorrowedFd<'_>, env_key: &str) -> io::Result<u32> {
             env.push(c);
         }
     }
-    env.push(CString::new(format!("{env_key}={INHERITED_FD}")).map_err(io::Error::other)?);
+    let closefrom = addclosefrom();
+    let me = getpid();
+    let marker = if closefrom.is_some() {
+        format!("{env_key}={INHERITED_FD},{me}")
+    } else {
+        format!("{env_key}={INHERITED_FD},{me},close")
+    };
+    env.push(CString::new(marker).map_err(io::Error::other)?);
     let mut envp: Vec<*mut libc::c_char> = env.iter().map(|c| c.as_ptr() as *mut _).collect();
     envp.push(std::ptr::null_mut());
     let argv: [*mut libc::c_char; 2] = [argv0.as_ptr() as *mut _, std::ptr::null_mut()];
@@ -80,6 +145,9 @@ pub(crate) fn spawn_self(fd: BorrowedFd<'_>, env_key: &str) -> io::Result<u32> {
         libc::posix_spawn_file_actions_init(&mut actions);
         libc::posix_spawnattr_init(&mut attr);
         let mut rc = libc::posix_spawn_file_actions_adddup2(&mut actions, src, INHERITED_FD);
+        if let (0, Some(closefrom)) = (rc, closefrom) {
+            rc = closefrom(&mut actions, INHERITED_FD + 1);
+        }
         if rc == 0 {
             // A fresh program starts with an empty signal mask and default SIGPIPE, as
             // std::process::Command gives it.
@@ -286,4 +354,28 @@ pub(crate) fn take_env(key: &str) -> Option<OsString> {
 /// Number of CPUs usable by this process.
 pub(crate) fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod marker_tests {
+    use super::Marker;
+
+    #[test]
+    fn markers_parse_strictly() {
+        assert_eq!(
+            Marker::parse("3,42"),
+            Some(Marker {
+                fd: 3,
+                parent: 42,
+                close_rest: false
+            })
+        );
+        assert_eq!(
+            Marker::parse("3,42,close").map(|m| m.close_rest),
+            Some(true)
+        );
+        for bad in ["", "3", "x,1", "3,y", "3,1,open", "3,1,close,more", "-1"] {
+            assert_eq!(Marker::parse(bad), None, "{bad:?}");
+        }
+    }
 }
