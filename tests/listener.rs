@@ -551,3 +551,25 @@ fn cpython_and_rust_refuse_each_others_wrong_key() {
     assert_eq!(py.line(), "AUTH-FAILED");
     assert!(py.finish());
 }
+
+#[test]
+fn duration_max_timeouts_on_listener_and_client_mean_no_deadline() {
+    let listener = Listener::builder("127.0.0.1:0")
+        .authkey(KEY)
+        .handshake_timeout(Duration::MAX)
+        .bind()
+        .unwrap();
+    let address = listener.address().clone();
+    let client = thread::spawn(move || -> multiproc::Result<Vec<u8>> {
+        let conn = Client::builder(address)
+            .authkey(KEY)
+            .timeout(Duration::MAX)
+            .connect()?;
+        conn.send_bytes(b"no deadline")?;
+        conn.recv_bytes_timeout(Duration::MAX)
+    });
+    let conn = listener.accept_timeout(Duration::MAX).unwrap();
+    assert_eq!(conn.recv_bytes_timeout(LONG).unwrap(), b"no deadline");
+    conn.send_bytes(b"ok").unwrap();
+    assert_eq!(client.join().unwrap().unwrap(), b"ok");
+}

@@ -43,10 +43,10 @@ const SHA256_PREFIX: &[u8] = b"{sha256}";
 const MD5_PREFIX: &[u8] = b"{md5}";
 
 /// The accepting side: deliver a challenge, then answer the client's.
-pub(crate) fn accept_side(conn: &Connection, key: &[u8], deadline: Instant) -> Result<()> {
+pub(crate) fn accept_side(conn: &Connection, key: &[u8], deadline: Option<Instant>) -> Result<()> {
     bounded(conn, |c| {
-        deliver_challenge(c, key, Some(deadline))?;
-        answer_challenge(c, key, Some(deadline))
+        deliver_challenge(c, key, deadline)?;
+        answer_challenge(c, key, deadline)
     })
 }
 

@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{Connection, Waitable, auth};
+use crate::deadline;
 use crate::error::{Error, Result};
 use crate::sys::fd as sysfd;
 use crate::sys::net::{self as sysnet, UnixName};
@@ -419,7 +420,7 @@ impl Listener {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection> {
-        self.accept_until(Some(Instant::now() + timeout))
+        self.accept_until(deadline::after(timeout))
     }
 
     /// Closes the listener (dropping it does the same), removing its socket file.
@@ -447,7 +448,7 @@ impl Listener {
         };
         let conn = Connection::from_socket(fd);
         if let Some(key) = &self.authkey {
-            auth::accept_side(&conn, key, Instant::now() + self.handshake_timeout)?;
+            auth::accept_side(&conn, key, deadline::after(self.handshake_timeout))?;
         }
         *self.last_accepted.lock().unwrap_or_else(|p| p.into_inner()) = peer;
         Ok(conn)
@@ -722,7 +723,7 @@ impl ClientBuilder {
     /// ```
     pub fn connect(self) -> Result<Connection> {
         let address = self.address?;
-        let deadline = self.timeout.map(|t| Instant::now() + t);
+        let deadline = self.timeout.and_then(deadline::after);
         let fd: OwnedFd = match &address {
             Address::Unix(p) => {
                 sysnet::unix_connect(UnixName::Path(p), deadline).map_err(timeout_as_error)?

@@ -23,6 +23,7 @@ pub use self::listener::{
     ListenerBuilder, ToAddress,
 };
 pub use self::wait::{Waitable, wait};
+use crate::deadline;
 use crate::error::{Error, Result};
 use crate::sys::fd::{self as sysfd, Received};
 use crate::wire::codec;
@@ -125,7 +126,7 @@ impl ByteSource for SocketSource<'_> {
             }
             let now = Instant::now();
             let until = *spin_until.get_or_insert_with(|| {
-                let end = now + SPIN;
+                let end = now.checked_add(SPIN).unwrap_or(now);
                 self.deadline.map_or(end, |d| end.min(d))
             });
             if now < until {
@@ -284,7 +285,7 @@ impl Connection {
 
     /// Like [`recv`](Self::recv), giving up with [`Error::Timeout`] after `timeout`.
     pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
-        let (body, fds) = self.recv_raw(Some(Instant::now() + timeout))?;
+        let (body, fds) = self.recv_raw(deadline::after(timeout))?;
         codec::decode(&body, fds)
     }
 
@@ -301,7 +302,7 @@ impl Connection {
 
     /// Like [`recv_bytes`](Self::recv_bytes), giving up with [`Error::Timeout`].
     pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
-        Ok(self.recv_raw(Some(Instant::now() + timeout))?.0)
+        Ok(self.recv_raw(deadline::after(timeout))?.0)
     }
 
     /// Receives one message into `buf` and returns its length (Python's
