@@ -573,3 +573,29 @@ fn duration_max_timeouts_on_listener_and_client_mean_no_deadline() {
     conn.send_bytes(b"ok").unwrap();
     assert_eq!(client.join().unwrap().unwrap(), b"ok");
 }
+
+#[test]
+fn a_handle_sent_over_tcp_is_refused_at_send_and_the_connection_stays_usable() {
+    let listener = Listener::bind("127.0.0.1:0").unwrap();
+    let client = Client::builder(listener.address())
+        .timeout(LONG)
+        .connect()
+        .unwrap();
+    let server = listener.accept_timeout(LONG).unwrap();
+    // A connection inside a message: the kernel would drop its descriptor silently.
+    let (one_end, _other_end) = multiproc::pipe(true).unwrap();
+    match client.send(&("take this", &one_end)) {
+        Err(Error::Encode(m)) => assert!(m.contains("TCP"), "{m}"),
+        other => panic!("sending a connection over TCP gave {other:?}"),
+    }
+    // A lock, from the other side.
+    let lock = multiproc::Lock::new().unwrap();
+    let r = server.send(&lock);
+    assert!(matches!(r, Err(Error::Encode(_))), "{r:?}");
+    // Nothing of the refused messages was written: plain values still flow both ways.
+    assert!(!server.poll(Some(Duration::from_millis(50))).unwrap());
+    client.send(&"plain".to_string()).unwrap();
+    assert_eq!(server.recv_timeout::<String>(LONG).unwrap(), "plain");
+    server.send(&42u64).unwrap();
+    assert_eq!(client.recv_timeout::<u64>(LONG).unwrap(), 42);
+}

@@ -26,6 +26,7 @@ pub use self::wait::{Waitable, wait};
 use crate::deadline;
 use crate::error::{Error, Result};
 use crate::sys::fd::{self as sysfd, Received};
+use crate::sys::net as sysnet;
 use crate::wire::codec;
 use crate::wire::frame::{self, ByteSource, DEFAULT_MAX_MESSAGE_SIZE, FrameReader};
 use crate::wire::handles::{FdOwned, FdRef};
@@ -225,6 +226,14 @@ impl Connection {
                 limit,
             });
         }
+        if !fds.is_empty() && !sysnet::carries_descriptors(self.fd.as_fd())? {
+            // Refused before a byte is written, so the stream stays in step.
+            return Err(Error::Encode(
+                "a handle (a Connection, a Lock, shared memory, ...) cannot be sent over a \
+                 TCP connection: only a Unix socket carries descriptors"
+                    .into(),
+            ));
+        }
         let mut h = [0u8; 12];
         let header = frame::encode_header(body.len(), &mut h);
         let _g = self.writing.lock().unwrap_or_else(|p| p.into_inner());
@@ -268,6 +277,10 @@ impl Connection {
     }
 
     /// Sends a value (Python's `send`). Handles inside it travel as descriptors.
+    ///
+    /// Only a Unix socket carries descriptors: over TCP a value holding a handle (a
+    /// `Connection`, a `Lock`, shared memory) is refused with [`Error::Encode`] before
+    /// anything is written, and the connection stays usable.
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         let enc = codec::encode(value)?;
         let fds: Vec<BorrowedFd<'_>> = enc.fds.iter().map(|f| f.as_fd()).collect();
