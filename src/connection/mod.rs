@@ -20,7 +20,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use self::listener::{
     Address, Client, ClientBuilder, DEFAULT_BACKLOG, DEFAULT_HANDSHAKE_TIMEOUT, Listener,
-    ListenerBuilder, ToAddress,
+    ListenerBuilder, MAX_PENDING_HANDSHAKES, ToAddress,
 };
 pub use self::wait::{Waitable, wait};
 use crate::deadline;
