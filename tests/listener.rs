@@ -846,3 +846,48 @@ fn a_client_requiring_sha256_refuses_a_cpython_3_11_listener_which_it_accepts_by
     conn.send_bytes(b"bye").unwrap();
     assert!(py.finish());
 }
+
+#[test]
+fn two_threads_accept_on_one_listener_and_a_timed_one_keeps_its_timeout() {
+    let listener = Listener::builder("127.0.0.1:0")
+        .authkey(KEY)
+        .bind()
+        .unwrap();
+    thread::scope(|s| {
+        // One thread waits without a limit while it drives the handshakes…
+        let untimed = s.spawn(|| listener.accept());
+        thread::sleep(Duration::from_millis(100));
+        // …and another's timeout still holds.
+        let start = Instant::now();
+        let r = listener.accept_timeout(Duration::from_millis(200));
+        assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+        assert!(start.elapsed() < LONG);
+        // Two clients: each accepting thread gets one.
+        let clients: Vec<_> = (0..2)
+            .map(|_| {
+                let address = listener.address().clone();
+                s.spawn(move || {
+                    Client::builder(address)
+                        .authkey(KEY)
+                        .timeout(LONG)
+                        .connect()
+                })
+            })
+            .collect();
+        let timed = listener.accept_timeout(LONG).unwrap();
+        let untimed = untimed.join().unwrap().unwrap();
+        let clients: Vec<Connection> = clients
+            .into_iter()
+            .map(|c| c.join().unwrap().unwrap())
+            .collect();
+        for (n, c) in clients.iter().enumerate() {
+            c.send(&(n as u8)).unwrap();
+        }
+        let mut got = [
+            timed.recv_timeout::<u8>(LONG).unwrap(),
+            untimed.recv_timeout::<u8>(LONG).unwrap(),
+        ];
+        got.sort();
+        assert_eq!(got, [0, 1]);
+    });
+}

@@ -4,6 +4,13 @@
 //!
 //! The framing and the authkey handshake are CPython's, so either end may be a Python
 //! program using `multiprocessing.connection` with the same address and authkey.
+//!
+//! A listener with a key runs the handshakes of all connected peers side by side inside
+//! `accept` (non-blocking state machines polled together, at most
+//! [`MAX_PENDING_HANDSHAKES`]), so a silent or hostile peer never delays another, and
+//! each handshake has a deadline on both sides ([`DEFAULT_HANDSHAKE_TIMEOUT`]). Both
+//! sides accept CPython 3.11's HMAC-MD5 by default and can be told to require
+//! HMAC-SHA256 (`require_sha256`).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -682,7 +689,8 @@ impl AsFd for Listener {
     }
 }
 
-/// A listener is ready for [`wait`](crate::wait) when a peer is waiting to be accepted.
+/// A listener is ready for [`wait`](crate::wait) when a peer is waiting in its backlog;
+/// with a key, [`Listener::accept`] may still wait for that peer's handshake.
 impl Waitable for Listener {
     fn ready_fd(&self) -> Result<BorrowedFd<'_>> {
         Ok(self.as_fd())

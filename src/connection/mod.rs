@@ -1,9 +1,21 @@
 //! `Pipe` and `Connection`: message channels between processes (Python's
 //! `multiprocessing.connection`).
 //!
-//! A connection is one end of a Unix stream socket. Messages are framed as CPython
-//! frames them, values are encoded with serde, and handles inside values (another
-//! `Connection`, for instance) travel as real descriptors.
+//! A connection is one end of a Unix stream socket (or, from a [`Listener`] or
+//! [`Client`], a TCP one). Messages are framed as CPython frames them, values are
+//! encoded with serde, and handles inside values (another `Connection`, for instance)
+//! travel as real descriptors: only over a Unix socket, so over TCP `send` refuses a
+//! value holding one. An error raised by a value's own `Serialize` or `Deserialize`
+//! comes back with its words in [`Error::Encode`] or [`Error::Decode`].
+//!
+//! Timeouts follow one rule: a timed call that hands something back (a message, a
+//! connection) reports running out of time as [`Error::Timeout`]
+//! ([`recv_timeout`](Connection::recv_timeout),
+//! [`recv_bytes_timeout`](Connection::recv_bytes_timeout),
+//! [`accept_timeout`](Listener::accept_timeout), [`ClientBuilder::timeout`]); one that
+//! only waits for a state says whether it came ([`poll`](Connection::poll) returns
+//! `Ok(false)`, [`wait`] an empty list). A timeout too large for the clock
+//! (`Duration::MAX`) means no deadline.
 
 mod auth;
 mod listener;
