@@ -23,16 +23,14 @@ pub(crate) struct Encoded {
 
 /// Encodes `value`; handles inside it contribute duplicated descriptors.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
-    verbatim::clear();
     let (bytes, fds) = handles::collecting(|| postcard::to_allocvec(&Encode(value)));
-    let bytes = bytes.map_err(|e| Error::Encode(verbatim::up_ser(e).0))?;
+    let bytes = bytes.map_err(|e| Error::Encode(verbatim::encode_text(e)))?;
     Ok(Encoded { bytes, fds })
 }
 
 /// Decodes a `T` from exactly `bytes`; `fds` are the descriptors that came with them.
 /// Descriptors the value does not claim are closed.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
-    verbatim::clear();
     handles::providing(fds, || {
         match postcard::take_from_bytes::<Decode<T>>(bytes) {
             Ok((Decode(v), [])) => Ok(v),
@@ -40,7 +38,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Re
                 "{} trailing bytes after the value",
                 rest.len()
             ))),
-            Err(e) => Err(Error::Decode(verbatim::up_de(e).0)),
+            Err(e) => Err(Error::Decode(verbatim::decode_text(e))),
         }
     })
 }

@@ -21,9 +21,14 @@ thread_local! {
     static CARRIED: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-/// An error that keeps its message.
+/// An error that keeps its message (boxed, so that every `Result` on the decoding path
+/// stays as small as with postcard's own error).
 #[derive(Debug)]
-pub(crate) struct Text(pub(crate) String);
+#[allow(
+    clippy::box_collection,
+    reason = "a thin pointer: decoding measured twice as slow with an unboxed String"
+)]
+pub(crate) struct Text(Box<String>);
 
 impl Display for Text {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -35,51 +40,56 @@ impl std::error::Error for Text {}
 
 impl de::Error for Text {
     fn custom<T: Display>(msg: T) -> Self {
-        Text(msg.to_string())
+        Text(Box::new(msg.to_string()))
     }
 }
 
 impl ser::Error for Text {
     fn custom<T: Display>(msg: T) -> Self {
-        Text(msg.to_string())
+        Text(Box::new(msg.to_string()))
     }
-}
-
-/// Forgets text left by an earlier encode or decode on this thread.
-pub(crate) fn clear() {
-    CARRIED.with(|c| c.borrow_mut().take());
 }
 
 /// Into the format's error: the text waits in the slot.
 fn down_de<E: de::Error>(t: Text) -> E {
     let e = E::custom(&t.0);
-    CARRIED.with(|c| *c.borrow_mut() = Some(t.0));
+    CARRIED.with(|c| *c.borrow_mut() = Some(*t.0));
     e
 }
 
 fn down_ser<E: ser::Error>(t: Text) -> E {
     let e = E::custom(&t.0);
-    CARRIED.with(|c| *c.borrow_mut() = Some(t.0));
+    CARRIED.with(|c| *c.borrow_mut() = Some(*t.0));
     e
 }
 
 /// Out of the format's error: the waiting text when `e` is the error made for it (a
 /// message swallowed by some `Deserialize` must not name a later, unrelated error),
 /// else `e`'s own text.
-pub(crate) fn up_de<E: de::Error>(e: E) -> Text {
+fn up<E: Display>(e: E, made_for: impl FnOnce(&str) -> E) -> Text {
     let shown = e.to_string();
     match CARRIED.with(|c| c.borrow_mut().take()) {
-        Some(m) if E::custom(&m).to_string() == shown => Text(m),
-        _ => Text(shown),
+        Some(m) if made_for(&m).to_string() == shown => Text(Box::new(m)),
+        _ => Text(Box::new(shown)),
     }
 }
 
-pub(crate) fn up_ser<E: ser::Error>(e: E) -> Text {
-    let shown = e.to_string();
-    match CARRIED.with(|c| c.borrow_mut().take()) {
-        Some(m) if E::custom(&m).to_string() == shown => Text(m),
-        _ => Text(shown),
-    }
+fn up_de<E: de::Error>(e: E) -> Text {
+    up(e, |m| E::custom(m))
+}
+
+fn up_ser<E: ser::Error>(e: E) -> Text {
+    up(e, |m| E::custom(m))
+}
+
+/// The text of a decoding error from the format, the value's own words when it has them.
+pub(crate) fn decode_text<E: de::Error>(e: E) -> String {
+    *up_de(e).0
+}
+
+/// The text of an encoding error from the format, the value's own words when it has them.
+pub(crate) fn encode_text<E: ser::Error>(e: E) -> String {
+    *up_ser(e).0
 }
 
 // ---- decoding ----
