@@ -633,13 +633,13 @@ fn silent_peer(listener: &Listener) -> TcpStream {
     TcpStream::connect(a).unwrap()
 }
 
-#[test]
-fn a_silent_client_connected_first_does_not_delay_a_good_clients_accept() {
+/// Silent peers connect first (one stops half-way into a frame), then a good client;
+/// returns how long after the good client's connect `accept` handed it out.
+fn good_client_delay_behind_silent_ones() -> Duration {
     let listener = Listener::builder("127.0.0.1:0")
         .authkey(KEY)
         .bind()
         .unwrap();
-    // Silent peers ahead of the good one, one of them stopping half-way into a frame.
     let silent = silent_peer(&listener);
     let mut half = silent_peer(&listener);
     half.write_all(b"\x00\x00\x00\x40abc").unwrap();
@@ -659,14 +659,26 @@ fn a_silent_client_connected_first_does_not_delay_a_good_clients_accept() {
     let (connected, conn) = good.join().unwrap();
     let conn = conn.expect("the good client completes its handshake");
     let server_side = r.expect("accept returns the good client");
-    let delay = accepted.saturating_duration_since(connected);
-    assert!(
-        delay < Duration::from_millis(100),
-        "the good client waited {delay:?} behind silent ones"
-    );
     conn.send_bytes(b"first").unwrap();
     assert_eq!(server_side.recv_bytes_timeout(LONG).unwrap(), b"first");
     drop((silent, half));
+    accepted.saturating_duration_since(connected)
+}
+
+#[test]
+fn a_silent_client_connected_first_does_not_delay_a_good_clients_accept() {
+    // The bound is 100 ms from the good client's connect to `accept` returning it. A
+    // loaded machine can stall any thread for a while, so the scenario gets three tries;
+    // a silent peer that held `accept` up would fail every one (by seconds).
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        let delay = good_client_delay_behind_silent_ones();
+        if delay < Duration::from_millis(100) {
+            return;
+        }
+        delays.push(delay);
+    }
+    panic!("the good client waited behind silent ones: {delays:?}");
 }
 
 #[test]
