@@ -58,7 +58,7 @@
 //! | `listener.accept()`, `.address`, `.last_accepted`, `.close()` | [`accept`](Listener::accept), [`accept_timeout`](Listener::accept_timeout), [`address`](Listener::address), [`last_accepted`](Listener::last_accepted), [`close`](Listener::close) |
 //! | `accept()` raising `AuthenticationError`; one silent peer blocks it | [`accept`](Listener::accept) skips peers that fail the handshake (logged) and returns the first that passes; handshakes run side by side |
 //! | `Client(address, authkey=k)` | [`Client::connect`], [`Client::builder`]`.authkey(k).timeout(t).connect()` |
-//! | (no handshake deadline; HMAC-MD5 from 3.11 peers) | [`handshake_timeout`](ClientBuilder::handshake_timeout) (default [`DEFAULT_HANDSHAKE_TIMEOUT`]), [`require_sha256`](ListenerBuilder::require_sha256) |
+//! | (no handshake deadline; HMAC-MD5 from 3.11 peers) | `handshake_timeout` on [`ListenerBuilder`](ListenerBuilder::handshake_timeout) and [`ClientBuilder`](ClientBuilder::handshake_timeout) (default [`DEFAULT_HANDSHAKE_TIMEOUT`]); `require_sha256(true)` on [`ListenerBuilder`](ListenerBuilder::require_sha256) and [`ClientBuilder`](ClientBuilder::require_sha256) refuses HMAC-MD5 |
 //! | `conn.send(other_conn)` over TCP | [`Error::Encode`]: descriptors travel only over Unix sockets |
 //! | `'/tmp/sock'`, `'\0name'`, `('localhost', 6000)` | [`Address::Unix`], [`Address::Abstract`], [`Address::Tcp`] (all parse from strings, see [`ToAddress`]) |
 //! | `AuthenticationError` | [`Error::AuthenticationFailed`] |
