@@ -58,11 +58,14 @@
 //! | `Pipe(duplex=True)` | [`pipe(true)`](pipe) |
 //! | `conn.send(obj)`, `conn.recv()` | [`send`](Connection::send), [`recv`](Connection::recv), [`recv_timeout`](Connection::recv_timeout) |
 //! | `send_bytes`, `recv_bytes`, `recv_bytes_into` | [`send_bytes`](Connection::send_bytes), [`recv_bytes`](Connection::recv_bytes), [`recv_bytes_into`](Connection::recv_bytes_into) |
-//! | `conn.poll(timeout)`, `conn.close()` | [`poll`](Connection::poll), [`close`](Connection::close) |
+//! | `conn.poll(timeout)`, `conn.close()` | [`poll`](Connection::poll) (`Ok(false)` when the time runs out), [`close`](Connection::close) |
 //! | `multiprocessing.connection.wait` | [`wait`] |
 //! | `Listener(address, backlog=n, authkey=k)` | [`Listener::bind`], [`Listener::builder`]`.backlog(n).authkey(k).bind()` |
 //! | `listener.accept()`, `.address`, `.last_accepted`, `.close()` | [`accept`](Listener::accept), [`accept_timeout`](Listener::accept_timeout), [`address`](Listener::address), [`last_accepted`](Listener::last_accepted), [`close`](Listener::close) |
+//! | `accept()` raising `AuthenticationError`; one silent peer blocks it | [`accept`](Listener::accept) skips peers that fail the handshake (logged) and returns the first that passes; handshakes run side by side |
 //! | `Client(address, authkey=k)` | [`Client::connect`], [`Client::builder`]`.authkey(k).timeout(t).connect()` |
+//! | (no handshake deadline; HMAC-MD5 from 3.11 peers) | `handshake_timeout` on [`ListenerBuilder`](ListenerBuilder::handshake_timeout) and [`ClientBuilder`](ClientBuilder::handshake_timeout) (default [`DEFAULT_HANDSHAKE_TIMEOUT`]); `require_sha256(true)` on [`ListenerBuilder`](ListenerBuilder::require_sha256) and [`ClientBuilder`](ClientBuilder::require_sha256) refuses HMAC-MD5 |
+//! | `conn.send(other_conn)` over TCP | [`Error::Encode`]: descriptors travel only over Unix sockets |
 //! | `'/tmp/sock'`, `'\0name'`, `('localhost', 6000)` | [`Address::Unix`], [`Address::Abstract`], [`Address::Tcp`] (all parse from strings, see [`ToAddress`]) |
 //! | `AuthenticationError` | [`Error::AuthenticationFailed`] |
 //! | `Lock()`, `RLock()` | [`Lock::new`], [`RLock::new`] |
@@ -98,7 +101,7 @@ mod wire;
 pub use bytemuck;
 pub use connection::{
     Address, Client, ClientBuilder, Connection, DEFAULT_BACKLOG, DEFAULT_HANDSHAKE_TIMEOUT,
-    Listener, ListenerBuilder, ToAddress, Waitable, pipe, wait,
+    Listener, ListenerBuilder, MAX_PENDING_HANDSHAKES, ToAddress, Waitable, pipe, wait,
 };
 pub use error::{Error, Result};
 pub use process::{

@@ -559,3 +559,33 @@ fn a_message_naming_a_connection_it_did_not_carry_is_a_decode_error() {
     let r = conn.recv_timeout::<Connection>(LONG);
     assert!(matches!(r, Err(Error::Decode(_))), "got {r:?}");
 }
+
+#[test]
+fn a_duration_max_timeout_means_no_deadline_instead_of_a_panic() {
+    let (a, b) = pipe(true).unwrap();
+    // Ready at once.
+    b.send(&7u32).unwrap();
+    assert!(a.poll(Some(Duration::MAX)).unwrap());
+    assert_eq!(wait(&[&a], Some(Duration::MAX)).unwrap(), vec![0]);
+    assert_eq!(a.recv_timeout::<u32>(Duration::MAX).unwrap(), 7);
+    b.send_bytes(b"x").unwrap();
+    assert_eq!(a.recv_bytes_timeout(Duration::MAX).unwrap(), b"x");
+    // Ready only later: every form waits for it.
+    let sender = {
+        let b = b.try_clone().unwrap();
+        thread::spawn(move || {
+            for n in 0..4u32 {
+                thread::sleep(Duration::from_millis(50));
+                b.send(&n).unwrap();
+            }
+        })
+    };
+    assert!(a.poll(Some(Duration::MAX)).unwrap());
+    assert_eq!(a.recv::<u32>().unwrap(), 0);
+    assert_eq!(wait(&[&a], Some(Duration::MAX)).unwrap(), vec![0]);
+    assert_eq!(a.recv::<u32>().unwrap(), 1);
+    assert_eq!(a.recv_timeout::<u32>(Duration::MAX).unwrap(), 2);
+    // postcard writes a small u32 as one byte.
+    assert_eq!(a.recv_bytes_timeout(Duration::MAX).unwrap(), vec![3u8]);
+    sender.join().unwrap();
+}

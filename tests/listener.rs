@@ -161,6 +161,19 @@ fn addresses_parse_as_python_writes_them() {
     assert_eq!(Address::Abstract(b"a b".to_vec()).to_string(), "\\0a b");
 }
 
+/// Calls `accept` in short slices (handshakes advance only inside it) until `done()`,
+/// for at most [`LONG`]; no slice may hand out a connection.
+fn refuse_until(listener: &Listener, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < LONG, "the refused peer never finished");
+        match listener.accept_timeout(Duration::from_millis(50)) {
+            Err(Error::Timeout) => {}
+            other => panic!("a peer that should be refused was accepted: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn accept_timeout_without_a_peer() {
     let listener = Listener::bind("127.0.0.1:0").unwrap();
@@ -190,11 +203,8 @@ fn wrong_key_is_refused_on_both_sides() {
                 .timeout(LONG)
                 .connect()
         });
-        let server = listener.accept_timeout(LONG);
-        assert!(
-            matches!(server, Err(Error::AuthenticationFailed)),
-            "{server:?}"
-        );
+        // The listener refuses it: no connection comes out of `accept`.
+        refuse_until(&listener, || client.is_finished());
         let client = client.join().unwrap();
         assert!(
             matches!(client, Err(Error::AuthenticationFailed)),
@@ -224,8 +234,7 @@ fn client_without_key_is_refused_before_its_request_is_read() {
             }
         }
     });
-    let r = listener.accept_timeout(LONG);
-    assert!(matches!(r, Err(Error::AuthenticationFailed)), "{r:?}");
+    refuse_until(&listener, || client.is_finished());
     let got = client.join().unwrap().unwrap();
     assert_eq!(got.len(), 2, "{got:?}");
     assert!(got[0].starts_with(b"#CHALLENGE#{sha256}"));
@@ -242,7 +251,7 @@ fn client_with_key_refuses_a_listener_without_one() {
 }
 
 #[test]
-fn silent_peer_times_out_within_the_handshake_deadline() {
+fn a_silent_peer_is_closed_after_the_handshake_deadline() {
     let listener = Listener::builder(abstract_name())
         .authkey(KEY)
         .handshake_timeout(Duration::from_millis(300))
@@ -251,16 +260,24 @@ fn silent_peer_times_out_within_the_handshake_deadline() {
     let Address::Abstract(name) = listener.address().clone() else {
         unreachable!()
     };
-    let raw = {
+    let mut raw = {
         use std::os::linux::net::SocketAddrExt;
         let a = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
         UnixStream::connect_addr(&a).unwrap()
     };
-    let start = Instant::now();
-    let r = listener.accept_timeout(LONG);
-    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
-    assert!(start.elapsed() < LONG, "bounded by the handshake deadline");
-    drop(raw);
+    // The peer reads the challenge, says nothing, and sees the listener close.
+    let peer = thread::spawn(move || {
+        raw.set_read_timeout(Some(LONG)).unwrap();
+        let mut got = Vec::new();
+        raw.read_to_end(&mut got).map(|_| got)
+    });
+    refuse_until(&listener, || peer.is_finished());
+    let got = peer
+        .join()
+        .unwrap()
+        .expect("end of stream, not a read timeout");
+    assert!(got.starts_with(b"\0\0\0\x3b#CHALLENGE#{sha256}"), "{got:?}");
+    assert_eq!(got.len(), 4 + 59, "only the challenge: {got:?}");
     round_trip(&listener, Some(KEY));
 }
 
@@ -275,8 +292,10 @@ fn client_timeout_bounds_a_silent_listener() {
     assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
 }
 
-/// A raw TCP peer of a listener with a key; returns what `accept` says about it.
-fn accept_raw_peer(send: &'static [u8]) -> multiproc::Result<Connection> {
+/// A raw TCP peer of a listener with a key sends `send` and half-closes; the listener
+/// must refuse it (close it, hand out nothing) well before its handshake deadline, and
+/// then still serve a good peer. Returns what the raw peer received.
+fn refuse_raw_peer(send: &'static [u8]) -> Vec<u8> {
     let listener = Listener::builder("127.0.0.1:0")
         .authkey(KEY)
         .handshake_timeout(LONG)
@@ -290,32 +309,30 @@ fn accept_raw_peer(send: &'static [u8]) -> multiproc::Result<Connection> {
         s.write_all(send).unwrap();
         s.shutdown(std::net::Shutdown::Write).unwrap();
         // Drain until the listener closes, so the peer never resets the connection early.
-        let mut sink = Vec::new();
-        let _ = s.read_to_end(&mut sink);
+        s.set_read_timeout(Some(LONG)).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
     });
-    let r = listener.accept_timeout(LONG);
-    drop(listener);
-    peer.join().unwrap();
-    r
+    refuse_until(&listener, || peer.is_finished());
+    round_trip(&listener, Some(KEY));
+    peer.join().unwrap()
 }
 
 #[test]
-fn garbage_peers_get_typed_errors() {
+fn garbage_peers_are_refused_and_closed() {
     // A frame announcing an 8-byte length far over the handshake's limit.
-    let r = accept_raw_peer(b"\xff\xff\xff\xff\x00\x00\x01\x00\x00\x00\x00\x00");
-    assert!(matches!(r, Err(Error::MessageTooLarge { .. })), "{r:?}");
-    // A well-framed answer that is no digest.
-    let r = accept_raw_peer(b"\x00\x00\x00\x05hello");
-    assert!(matches!(r, Err(Error::AuthenticationFailed)), "{r:?}");
+    refuse_raw_peer(b"\xff\xff\xff\xff\x00\x00\x01\x00\x00\x00\x00\x00");
+    // A well-framed answer that is no digest: told so.
+    let got = refuse_raw_peer(b"\x00\x00\x00\x05hello");
+    assert!(got.ends_with(b"#FAILURE#"), "{got:?}");
     // A digest of the right shape and the wrong value.
-    let r = accept_raw_peer(b"\x00\x00\x00\x10AAAAAAAAAAAAAAAA");
-    assert!(matches!(r, Err(Error::AuthenticationFailed)), "{r:?}");
+    let got = refuse_raw_peer(b"\x00\x00\x00\x10AAAAAAAAAAAAAAAA");
+    assert!(got.ends_with(b"#FAILURE#"), "{got:?}");
     // Half a frame, then the peer leaves.
-    let r = accept_raw_peer(b"\x00\x00\x00\x40abc");
-    assert!(matches!(r, Err(Error::Closed | Error::Decode(_))), "{r:?}");
+    refuse_raw_peer(b"\x00\x00\x00\x40abc");
     // Nothing at all, then the peer leaves.
-    let r = accept_raw_peer(b"");
-    assert!(matches!(r, Err(Error::Closed)), "{r:?}");
+    refuse_raw_peer(b"");
 }
 
 /// A listener without a key plays a hostile server: it sends `first` to a client with a
@@ -390,6 +407,11 @@ impl Python {
             }
         });
         Python { child, lines }
+    }
+
+    /// A line if python has printed one.
+    fn try_line(&self) -> Option<String> {
+        self.lines.try_recv().ok()
     }
 
     fn line(&self) -> String {
@@ -546,8 +568,338 @@ fn cpython_and_rust_refuse_each_others_wrong_key() {
         unreachable!()
     };
     let py = Python::run(PY_CLIENT, &[&format!("tcp:{}", a.port()), "wrong key"]);
-    let r = listener.accept_timeout(LONG);
-    assert!(matches!(r, Err(Error::AuthenticationFailed)), "{r:?}");
-    assert_eq!(py.line(), "AUTH-FAILED");
+    let mut said = None;
+    refuse_until(&listener, || {
+        said = py.try_line();
+        said.is_some()
+    });
+    assert_eq!(said.as_deref(), Some("AUTH-FAILED"));
     assert!(py.finish());
+}
+
+#[test]
+fn duration_max_timeouts_on_listener_and_client_mean_no_deadline() {
+    let listener = Listener::builder("127.0.0.1:0")
+        .authkey(KEY)
+        .handshake_timeout(Duration::MAX)
+        .bind()
+        .unwrap();
+    let address = listener.address().clone();
+    let client = thread::spawn(move || -> multiproc::Result<Vec<u8>> {
+        let conn = Client::builder(address)
+            .authkey(KEY)
+            .timeout(Duration::MAX)
+            .connect()?;
+        conn.send_bytes(b"no deadline")?;
+        conn.recv_bytes_timeout(Duration::MAX)
+    });
+    let conn = listener.accept_timeout(Duration::MAX).unwrap();
+    assert_eq!(conn.recv_bytes_timeout(LONG).unwrap(), b"no deadline");
+    conn.send_bytes(b"ok").unwrap();
+    assert_eq!(client.join().unwrap().unwrap(), b"ok");
+}
+
+#[test]
+fn a_handle_sent_over_tcp_is_refused_at_send_and_the_connection_stays_usable() {
+    let listener = Listener::bind("127.0.0.1:0").unwrap();
+    let client = Client::builder(listener.address())
+        .timeout(LONG)
+        .connect()
+        .unwrap();
+    let server = listener.accept_timeout(LONG).unwrap();
+    // A connection inside a message: the kernel would drop its descriptor silently.
+    let (one_end, _other_end) = multiproc::pipe(true).unwrap();
+    match client.send(&("take this", &one_end)) {
+        Err(Error::Encode(m)) => assert!(m.contains("TCP"), "{m}"),
+        other => panic!("sending a connection over TCP gave {other:?}"),
+    }
+    // A lock, from the other side.
+    let lock = multiproc::Lock::new().unwrap();
+    let r = server.send(&lock);
+    assert!(matches!(r, Err(Error::Encode(_))), "{r:?}");
+    // Nothing of the refused messages was written: plain values still flow both ways.
+    assert!(!server.poll(Some(Duration::from_millis(50))).unwrap());
+    client.send(&"plain".to_string()).unwrap();
+    assert_eq!(server.recv_timeout::<String>(LONG).unwrap(), "plain");
+    server.send(&42u64).unwrap();
+    assert_eq!(client.recv_timeout::<u64>(LONG).unwrap(), 42);
+}
+
+/// Connects a raw TCP peer that will say nothing.
+fn silent_peer(listener: &Listener) -> TcpStream {
+    let Address::Tcp(a) = *listener.address() else {
+        unreachable!()
+    };
+    TcpStream::connect(a).unwrap()
+}
+
+/// Silent peers connect first (one stops half-way into a frame), then a good client;
+/// returns how long after the good client's connect `accept` handed it out.
+fn good_client_delay_behind_silent_ones() -> Duration {
+    let listener = Listener::builder("127.0.0.1:0")
+        .authkey(KEY)
+        .bind()
+        .unwrap();
+    let silent = silent_peer(&listener);
+    let mut half = silent_peer(&listener);
+    half.write_all(b"\x00\x00\x00\x40abc").unwrap();
+    let address = listener.address().clone();
+    let good = thread::spawn(move || {
+        // Let `accept` take in the silent peers before this one connects.
+        thread::sleep(Duration::from_millis(200));
+        let connected = Instant::now();
+        let conn = Client::builder(address)
+            .authkey(KEY)
+            .timeout(Duration::from_secs(20))
+            .connect();
+        (connected, conn)
+    });
+    let r = listener.accept_timeout(LONG);
+    let accepted = Instant::now();
+    let (connected, conn) = good.join().unwrap();
+    let conn = conn.expect("the good client completes its handshake");
+    let server_side = r.expect("accept returns the good client");
+    conn.send_bytes(b"first").unwrap();
+    assert_eq!(server_side.recv_bytes_timeout(LONG).unwrap(), b"first");
+    drop((silent, half));
+    accepted.saturating_duration_since(connected)
+}
+
+#[test]
+fn a_silent_client_connected_first_does_not_delay_a_good_clients_accept() {
+    // The bound is 100 ms from the good client's connect to `accept` returning it. A
+    // loaded machine can stall any thread for a while, so the scenario gets three tries;
+    // a silent peer that held `accept` up would fail every one (by seconds).
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        let delay = good_client_delay_behind_silent_ones();
+        if delay < Duration::from_millis(100) {
+            return;
+        }
+        delays.push(delay);
+    }
+    panic!("the good client waited behind silent ones: {delays:?}");
+}
+
+#[test]
+fn a_flood_of_silent_clients_is_bounded_and_closed_with_the_listener() {
+    const FLOOD: usize = 100;
+    let listener = Listener::builder("127.0.0.1:0")
+        .authkey(KEY)
+        .handshake_timeout(LONG)
+        .backlog(FLOOD as u32 + 8)
+        .bind()
+        .unwrap();
+    let flood: Vec<TcpStream> = (0..FLOOD).map(|_| silent_peer(&listener)).collect();
+    round_trip(&listener, Some(KEY));
+    // Peers beyond the bound pushed the oldest out: each of those saw its connection end.
+    let closed = |flood: &[TcpStream]| {
+        flood
+            .iter()
+            .filter(|s| {
+                let mut s: &TcpStream = s;
+                s.set_nonblocking(true).unwrap();
+                let mut buf = [0u8; 256];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => return true,
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                        Err(_) => return true,
+                    }
+                }
+            })
+            .count()
+    };
+    let start = Instant::now();
+    let mut seen = closed(&flood);
+    while seen < FLOOD - multiproc::MAX_PENDING_HANDSHAKES && start.elapsed() < LONG {
+        thread::sleep(Duration::from_millis(20));
+        seen = closed(&flood);
+    }
+    assert!(
+        seen >= FLOOD - multiproc::MAX_PENDING_HANDSHAKES,
+        "only {seen} of {FLOOD} silent peers were let go"
+    );
+    assert!(
+        seen < FLOOD,
+        "the peers within the bound are still being heard"
+    );
+    // Closing the listener ends every handshake in progress.
+    listener.close();
+    let start = Instant::now();
+    while closed(&flood) < FLOOD {
+        assert!(start.elapsed() < LONG, "a handshake outlived its listener");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_client_gives_up_on_a_silent_listener_at_its_handshake_timeout() {
+    // A plain TCP socket that lets clients connect (its backlog) and never speaks.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let start = Instant::now();
+    let r = Client::builder(silent.local_addr().unwrap())
+        .authkey(KEY)
+        .handshake_timeout(Duration::from_millis(300))
+        .connect();
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert!(start.elapsed() < LONG);
+}
+
+#[test]
+fn a_client_with_no_timeout_set_gives_up_on_a_silent_listener_after_the_default() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = silent.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let start = Instant::now();
+        let r = Client::builder(address).authkey(KEY).connect();
+        let _ = tx.send((r, start.elapsed()));
+    });
+    let (r, took) = rx
+        .recv_timeout(multiproc::DEFAULT_HANDSHAKE_TIMEOUT + LONG)
+        .expect("the client gave up by itself");
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert!(took >= multiproc::DEFAULT_HANDSHAKE_TIMEOUT, "{took:?}");
+    drop(silent);
+}
+
+#[test]
+fn listener_and_client_requiring_sha256_speak_with_each_other() {
+    let listener = Listener::builder(abstract_name())
+        .authkey(KEY)
+        .require_sha256(true)
+        .bind()
+        .unwrap();
+    let address = listener.address().clone();
+    let client = thread::spawn(move || {
+        Client::builder(address)
+            .authkey(KEY)
+            .require_sha256(true)
+            .timeout(LONG)
+            .connect()
+    });
+    let server_side = listener.accept_timeout(LONG).unwrap();
+    let client_side = client.join().unwrap().unwrap();
+    client_side.send_bytes(b"sha256 only").unwrap();
+    assert_eq!(
+        server_side.recv_bytes_timeout(LONG).unwrap(),
+        b"sha256 only"
+    );
+}
+
+#[test]
+fn a_listener_requiring_sha256_refuses_cpython_3_11_which_it_accepts_by_default() {
+    let strict = Listener::builder("127.0.0.1:0")
+        .authkey(KEY)
+        .require_sha256(true)
+        .bind()
+        .unwrap();
+    let Address::Tcp(a) = strict.address() else {
+        unreachable!()
+    };
+    // CPython 3.11 answers every challenge with HMAC-MD5.
+    let py = Python::run(PY_CLIENT, &[&format!("tcp:{}", a.port()), key_str()]);
+    let mut said = None;
+    refuse_until(&strict, || {
+        said = py.try_line();
+        said.is_some()
+    });
+    assert_eq!(said.as_deref(), Some("AUTH-FAILED"));
+    assert!(py.finish());
+
+    // The default listener takes the same client.
+    let default = Listener::builder("127.0.0.1:0")
+        .authkey(KEY)
+        .bind()
+        .unwrap();
+    let Address::Tcp(a) = default.address() else {
+        unreachable!()
+    };
+    let py = Python::run(PY_CLIENT, &[&format!("tcp:{}", a.port()), key_str()]);
+    let conn = default.accept_timeout(LONG).unwrap();
+    assert_eq!(py.line(), "CONNECTED");
+    assert_eq!(conn.recv_bytes_timeout(LONG).unwrap(), b"hello from python");
+    conn.send_bytes(b"abc").unwrap();
+    assert_eq!(conn.recv_bytes_timeout(LONG).unwrap(), b"cba");
+    conn.send_bytes(b"bye").unwrap();
+    assert!(py.finish());
+}
+
+#[test]
+fn a_client_requiring_sha256_refuses_a_cpython_3_11_listener_which_it_accepts_by_default() {
+    // CPython 3.11 challenges with 20 bytes and no digest name: HMAC-MD5.
+    let py = Python::run(PY_LISTENER, &["tcp", key_str()]);
+    let port: u16 = py.line().parse().unwrap();
+    let r = Client::builder(("127.0.0.1", port))
+        .authkey(KEY)
+        .require_sha256(true)
+        .timeout(LONG)
+        .connect();
+    assert!(matches!(r, Err(Error::AuthenticationFailed)), "{r:?}");
+    drop(py);
+
+    let py = Python::run(PY_LISTENER, &["tcp", key_str()]);
+    let port: u16 = py.line().parse().unwrap();
+    let conn = Client::builder(("127.0.0.1", port))
+        .authkey(KEY)
+        .timeout(LONG)
+        .connect()
+        .unwrap();
+    assert_eq!(py.line(), "ACCEPTED");
+    conn.send_bytes(b"abc").unwrap();
+    assert_eq!(conn.recv_bytes_timeout(LONG).unwrap(), b"cba");
+    assert_eq!(
+        conn.recv_bytes_timeout(LONG).unwrap(),
+        b"hello from python 3"
+    );
+    conn.send_bytes(b"bye").unwrap();
+    assert!(py.finish());
+}
+
+#[test]
+fn two_threads_accept_on_one_listener_and_a_timed_one_keeps_its_timeout() {
+    let listener = Listener::builder("127.0.0.1:0")
+        .authkey(KEY)
+        .bind()
+        .unwrap();
+    thread::scope(|s| {
+        // One thread waits without a limit while it drives the handshakes…
+        let untimed = s.spawn(|| listener.accept());
+        thread::sleep(Duration::from_millis(100));
+        // …and another's timeout still holds.
+        let start = Instant::now();
+        let r = listener.accept_timeout(Duration::from_millis(200));
+        assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+        assert!(start.elapsed() < LONG);
+        // Two clients: each accepting thread gets one.
+        let clients: Vec<_> = (0..2)
+            .map(|_| {
+                let address = listener.address().clone();
+                s.spawn(move || {
+                    Client::builder(address)
+                        .authkey(KEY)
+                        .timeout(LONG)
+                        .connect()
+                })
+            })
+            .collect();
+        let timed = listener.accept_timeout(LONG).unwrap();
+        let untimed = untimed.join().unwrap().unwrap();
+        let clients: Vec<Connection> = clients
+            .into_iter()
+            .map(|c| c.join().unwrap().unwrap())
+            .collect();
+        for (n, c) in clients.iter().enumerate() {
+            c.send(&(n as u8)).unwrap();
+        }
+        let mut got = [
+            timed.recv_timeout::<u8>(LONG).unwrap(),
+            untimed.recv_timeout::<u8>(LONG).unwrap(),
+        ];
+        got.sort();
+        assert_eq!(got, [0, 1]);
+    });
 }

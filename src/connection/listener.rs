@@ -4,7 +4,15 @@
 //!
 //! The framing and the authkey handshake are CPython's, so either end may be a Python
 //! program using `multiprocessing.connection` with the same address and authkey.
+//!
+//! A listener with a key runs the handshakes of all connected peers side by side inside
+//! `accept` (non-blocking state machines polled together, at most
+//! [`MAX_PENDING_HANDSHAKES`]), so a silent or hostile peer never delays another, and
+//! each handshake has a deadline on both sides ([`DEFAULT_HANDSHAKE_TIMEOUT`]). Both
+//! sides accept CPython 3.11's HMAC-MD5 by default and can be told to require
+//! HMAC-SHA256 (`require_sha256`).
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::{
     IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream,
@@ -15,16 +23,23 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Connection, Waitable, auth};
+use crate::deadline;
 use crate::error::{Error, Result};
 use crate::sys::fd as sysfd;
 use crate::sys::net::{self as sysnet, UnixName};
 
-/// How long an accepted peer has to complete the authkey handshake, by default.
+/// How long the authkey handshake may take, by default: for a peer a [`Listener`] has
+/// taken in, and for a [`Client`] from its connect on (Python sets no limit on either).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most handshakes a [`Listener`] runs at once. A peer arriving when all are taken
+/// pushes out the one that has been waiting longest, so a flood of silent peers costs a
+/// bounded number of descriptors and cannot keep a quick peer out for long.
+pub const MAX_PENDING_HANDSHAKES: usize = 64;
 
 /// Connections a listener queues before they are accepted, by default (Python's
 /// `Listener` uses 1).
@@ -282,8 +297,11 @@ enum Socket {
 ///
 /// With an authkey, every accepted peer must complete CPython's HMAC challenge within
 /// the handshake timeout (10 s by default) before [`accept`](Listener::accept) returns
-/// it; a peer without the key, or one that stays silent, is refused with an error and
-/// nothing it sent is read. Dropping the listener closes it and removes its socket file.
+/// it; a peer without the key, or one that stays silent, is refused and nothing it sent
+/// is handed to the program. Handshakes run side by side (up to
+/// [`MAX_PENDING_HANDSHAKES`]), so a slow or hostile peer never delays another.
+/// Dropping the listener closes it, ends the handshakes in progress and removes its
+/// socket file.
 ///
 /// ```
 /// use multiproc::{Client, Listener};
@@ -306,9 +324,53 @@ pub struct Listener {
     address: Address,
     authkey: Option<Vec<u8>>,
     handshake_timeout: Duration,
+    policy: auth::Policy,
     /// The socket file to remove on drop, and the process that created it.
     unlink: Option<(PathBuf, u32)>,
     last_accepted: Mutex<Option<Address>>,
+    /// Handshakes in progress; `None` while an `accept` is driving them (another
+    /// accepting thread waits on `handshakes_back`).
+    handshakes: Mutex<Option<Handshakes>>,
+    handshakes_back: Condvar,
+}
+
+/// The peers taken in whose handshake is not finished, oldest first.
+#[derive(Debug, Default)]
+struct Handshakes {
+    pending: VecDeque<Pending>,
+    /// When the last `accept` returned: handshakes advance only inside `accept`, so
+    /// the time between calls is not counted against a peer.
+    idle_since: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    conn: Connection,
+    peer: Option<Address>,
+    handshake: auth::Accepting,
+    deadline: Option<Instant>,
+    /// Something arrived since this handshake was last advanced.
+    readable: bool,
+}
+
+/// Holds the handshakes while one `accept` drives them; gives them back however it ends.
+struct Driving<'a> {
+    listener: &'a Listener,
+    handshakes: Option<Handshakes>,
+}
+
+impl Drop for Driving<'_> {
+    fn drop(&mut self) {
+        if let Some(mut h) = self.handshakes.take() {
+            h.idle_since = Some(Instant::now());
+            *self
+                .listener
+                .handshakes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(h);
+            self.listener.handshakes_back.notify_one();
+        }
+    }
 }
 
 impl fmt::Debug for Listener {
@@ -317,6 +379,7 @@ impl fmt::Debug for Listener {
             .field("address", &self.address)
             .field("authkey", &redacted(&self.authkey))
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("require_sha256", &self.policy.require_sha256)
             .finish()
     }
 }
@@ -355,6 +418,7 @@ impl Listener {
             authkey: None,
             backlog: DEFAULT_BACKLOG,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            policy: auth::Policy::default(),
         }
     }
 
@@ -392,9 +456,13 @@ impl Listener {
     /// Waits for a peer and returns a connection to it, after the authkey handshake
     /// when the listener has a key (Python's `listener.accept()`).
     ///
-    /// A peer that fails the handshake gives [`Error::AuthenticationFailed`] (or
-    /// [`Error::Timeout`], [`Error::Closed`], [`Error::MessageTooLarge`] for one that
-    /// stays silent, leaves, or floods); the listener stays usable: call `accept` again.
+    /// With a key, the handshakes of all peers that have connected run side by side
+    /// while `accept` waits, and it returns the first peer that completes one. A peer
+    /// that fails (a wrong key, silence past the handshake timeout, a message too long,
+    /// leaving half-way) is closed and logged at `debug` level, and never reaches the
+    /// program: unlike Python, `accept` does not fail because of it. Handshakes still
+    /// running when `accept` returns carry on at the next call (the time between calls
+    /// does not count against them).
     ///
     /// ```
     /// let listener = multiproc::Listener::bind("127.0.0.1:0")?;
@@ -409,7 +477,7 @@ impl Listener {
     }
 
     /// Like [`accept`](Self::accept), giving up with [`Error::Timeout`] when no peer
-    /// connects within `timeout` (the handshake then has its own timeout).
+    /// has connected and completed its handshake within `timeout`.
     ///
     /// ```
     /// use std::time::Duration;
@@ -419,7 +487,7 @@ impl Listener {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection> {
-        self.accept_until(Some(Instant::now() + timeout))
+        self.accept_until(deadline::after(timeout))
     }
 
     /// Closes the listener (dropping it does the same), removing its socket file.
@@ -435,22 +503,146 @@ impl Listener {
     pub fn close(self) {}
 
     fn accept_until(&self, deadline: Option<Instant>) -> Result<Connection> {
+        if let Some(key) = &self.authkey {
+            return self.accept_authenticated(key, deadline);
+        }
         let (fd, peer) = loop {
             if let Some(accepted) = self.try_accept()? {
                 break accepted;
             }
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let left = deadline::remaining(deadline);
             if left == Some(Duration::ZERO) {
                 return Err(Error::Timeout);
             }
             sysfd::wait_readable(self.as_fd(), left)?;
         };
-        let conn = Connection::from_socket(fd);
-        if let Some(key) = &self.authkey {
-            auth::accept_side(&conn, key, Instant::now() + self.handshake_timeout)?;
-        }
         *self.last_accepted.lock().unwrap_or_else(|p| p.into_inner()) = peer;
-        Ok(conn)
+        Ok(Connection::from_socket(fd))
+    }
+
+    /// Takes the handshakes in progress, waiting while another thread's `accept`
+    /// drives them.
+    fn drive(&self, deadline: Option<Instant>) -> Result<Driving<'_>> {
+        let mut slot = self.handshakes.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(mut h) = slot.take() {
+                if let Some(gap) = h.idle_since.take().map(|t| t.elapsed()) {
+                    for p in &mut h.pending {
+                        p.deadline = p.deadline.and_then(|d| d.checked_add(gap));
+                        // Whatever came while nobody was accepting is read now.
+                        p.readable = true;
+                    }
+                }
+                return Ok(Driving {
+                    listener: self,
+                    handshakes: Some(h),
+                });
+            }
+            slot = match deadline::remaining(deadline) {
+                None => self
+                    .handshakes_back
+                    .wait(slot)
+                    .unwrap_or_else(|p| p.into_inner()),
+                Some(Duration::ZERO) => return Err(Error::Timeout),
+                Some(left) => {
+                    self.handshakes_back
+                        .wait_timeout(slot, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Runs the handshakes of every peer that connects, side by side, until one
+    /// succeeds or `deadline` passes.
+    fn accept_authenticated(&self, key: &[u8], deadline: Option<Instant>) -> Result<Connection> {
+        let mut driving = self.drive(deadline)?;
+        let h = driving
+            .handshakes
+            .as_mut()
+            .ok_or_else(|| Error::state("listener handshakes missing"))?;
+        loop {
+            // Take in the peers waiting in the backlog; a bounded number per round, so
+            // a flood cannot keep the handshakes under way from being advanced.
+            for _ in 0..MAX_PENDING_HANDSHAKES {
+                let Some((fd, peer)) = self.try_accept()? else {
+                    break;
+                };
+                let conn = Connection::from_socket(fd);
+                let handshake = match auth::Accepting::start(&conn) {
+                    Ok(handshake) => handshake,
+                    Err(e) => {
+                        tracing::debug!("handshake with {peer:?} failed to start: {e}");
+                        continue;
+                    }
+                };
+                if h.pending.len() == MAX_PENDING_HANDSHAKES {
+                    if let Some(oldest) = h.pending.pop_front() {
+                        tracing::debug!(
+                            "handshake with {:?} dropped: {MAX_PENDING_HANDSHAKES} under way",
+                            oldest.peer
+                        );
+                    }
+                }
+                h.pending.push_back(Pending {
+                    conn,
+                    peer,
+                    handshake,
+                    deadline: deadline::after(self.handshake_timeout),
+                    readable: false,
+                });
+            }
+
+            // Advance every handshake that has news; drop the failed and the expired.
+            let now = Instant::now();
+            let mut i = 0;
+            while i < h.pending.len() {
+                let p = &mut h.pending[i];
+                let outcome = if std::mem::take(&mut p.readable) {
+                    p.handshake.advance(&p.conn, key, self.policy)
+                } else {
+                    Ok(false)
+                };
+                match outcome {
+                    Ok(true) => {
+                        let Some(done) = h.pending.remove(i) else {
+                            break;
+                        };
+                        *self.last_accepted.lock().unwrap_or_else(|p| p.into_inner()) = done.peer;
+                        return Ok(done.conn);
+                    }
+                    Ok(false) if p.deadline.is_some_and(|d| d <= now) => {
+                        tracing::debug!("handshake with {:?} timed out", p.peer);
+                        h.pending.remove(i);
+                    }
+                    Ok(false) => i += 1,
+                    Err(e) => {
+                        tracing::debug!("handshake with {:?} failed: {e}", p.peer);
+                        h.pending.remove(i);
+                    }
+                }
+            }
+
+            // Sleep until a peer connects, a pending one speaks, a handshake expires,
+            // or the caller's deadline.
+            let left = deadline::remaining(deadline);
+            if left == Some(Duration::ZERO) {
+                return Err(Error::Timeout);
+            }
+            let first_expiry = h.pending.iter().filter_map(|p| p.deadline).min();
+            let wait = match (left, deadline::remaining(first_expiry)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let mut fds = Vec::with_capacity(h.pending.len() + 1);
+            fds.push(self.as_fd());
+            fds.extend(h.pending.iter().map(|p| p.conn.as_fd()));
+            let ready = sysfd::poll_readable(&fds, wait)?;
+            for (p, r) in h.pending.iter_mut().zip(ready.into_iter().skip(1)) {
+                p.readable |= r;
+            }
+        }
     }
 
     /// One non-blocking accept: `None` when no peer is waiting.
@@ -497,7 +689,8 @@ impl AsFd for Listener {
     }
 }
 
-/// A listener is ready for [`wait`](crate::wait) when a peer is waiting to be accepted.
+/// A listener is ready for [`wait`](crate::wait) when a peer is waiting in its backlog;
+/// with a key, [`Listener::accept`] may still wait for that peer's handshake.
 impl Waitable for Listener {
     fn ready_fd(&self) -> Result<BorrowedFd<'_>> {
         Ok(self.as_fd())
@@ -521,6 +714,7 @@ pub struct ListenerBuilder {
     authkey: Option<Vec<u8>>,
     backlog: u32,
     handshake_timeout: Duration,
+    policy: auth::Policy,
 }
 
 impl fmt::Debug for ListenerBuilder {
@@ -530,6 +724,7 @@ impl fmt::Debug for ListenerBuilder {
             .field("authkey", &redacted(&self.authkey))
             .field("backlog", &self.backlog)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("require_sha256", &self.policy.require_sha256)
             .finish()
     }
 }
@@ -560,7 +755,8 @@ impl ListenerBuilder {
     }
 
     /// How long an accepted peer has to complete the authkey handshake (default
-    /// [`DEFAULT_HANDSHAKE_TIMEOUT`]).
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`], 10 s; Python has none). Only time spent inside
+    /// [`Listener::accept`] counts.
     ///
     /// ```
     /// use std::time::Duration;
@@ -572,6 +768,22 @@ impl ListenerBuilder {
     /// ```
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// With `true`, peers must prove the key with HMAC-SHA256: the HMAC-MD5 answer of
+    /// CPython 3.11 and older (and `{md5}`) is refused. Off by default, so that those
+    /// Pythons can connect; our own [`Client`] always answers with SHA-256 here.
+    ///
+    /// ```
+    /// let _listener = multiproc::Listener::builder("127.0.0.1:0")
+    ///     .authkey(b"k")
+    ///     .require_sha256(true)
+    ///     .bind()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn require_sha256(mut self, yes: bool) -> Self {
+        self.policy.require_sha256 = yes;
         self
     }
 
@@ -607,8 +819,11 @@ impl ListenerBuilder {
             address,
             authkey: self.authkey,
             handshake_timeout: self.handshake_timeout,
+            policy: self.policy,
             unlink,
             last_accepted: Mutex::new(None),
+            handshakes: Mutex::new(Some(Handshakes::default())),
+            handshakes_back: Condvar::new(),
         })
     }
 }
@@ -664,6 +879,8 @@ impl Client {
             address: address.to_address(),
             authkey: None,
             timeout: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            policy: auth::Policy::default(),
         }
     }
 }
@@ -673,6 +890,8 @@ pub struct ClientBuilder {
     address: Result<Address>,
     authkey: Option<Vec<u8>>,
     timeout: Option<Duration>,
+    handshake_timeout: Duration,
+    policy: auth::Policy,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -681,6 +900,8 @@ impl fmt::Debug for ClientBuilder {
             .field("address", &self.address)
             .field("authkey", &redacted(&self.authkey))
             .field("timeout", &self.timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("require_sha256", &self.policy.require_sha256)
             .finish()
     }
 }
@@ -698,8 +919,9 @@ impl ClientBuilder {
     }
 
     /// Bounds the connect and the authkey handshake together; past it, [`Error::Timeout`].
-    /// Without it the client waits as long as the listener takes to accept it, as
-    /// Python's `Client` does.
+    /// Without it the connect waits as long as the listener's backlog stays full, as
+    /// Python's `Client` does; the handshake has its own
+    /// [`handshake_timeout`](Self::handshake_timeout) either way.
     ///
     /// ```
     /// use std::time::Duration;
@@ -707,6 +929,36 @@ impl ClientBuilder {
     /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// How long the authkey handshake may take, counted from the connect (default
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`], 10 s; Python's `Client` waits forever). A listener
+    /// that stays silent, or takes longer than this to call `accept`, gives
+    /// [`Error::Timeout`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let b = multiproc::Client::builder("127.0.0.1:6000")
+    ///     .authkey(b"k")
+    ///     .handshake_timeout(Duration::from_secs(60));
+    /// ```
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// With `true`, the listener must use HMAC-SHA256: a CPython 3.11 (or older)
+    /// listener, whose challenge asks for HMAC-MD5, is refused with
+    /// [`Error::AuthenticationFailed`] before anything is answered. Off by default.
+    ///
+    /// ```
+    /// let b = multiproc::Client::builder("127.0.0.1:6000")
+    ///     .authkey(b"k")
+    ///     .require_sha256(true);
+    /// ```
+    pub fn require_sha256(mut self, yes: bool) -> Self {
+        self.policy.require_sha256 = yes;
         self
     }
 
@@ -722,7 +974,7 @@ impl ClientBuilder {
     /// ```
     pub fn connect(self) -> Result<Connection> {
         let address = self.address?;
-        let deadline = self.timeout.map(|t| Instant::now() + t);
+        let deadline = self.timeout.and_then(deadline::after);
         let fd: OwnedFd = match &address {
             Address::Unix(p) => {
                 sysnet::unix_connect(UnixName::Path(p), deadline).map_err(timeout_as_error)?
@@ -747,7 +999,11 @@ impl ClientBuilder {
         };
         let conn = Connection::from_socket(fd);
         if let Some(key) = &self.authkey {
-            auth::connect_side(&conn, key, deadline)?;
+            let handshake_deadline = match (deadline, deadline::after(self.handshake_timeout)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            auth::connect_side(&conn, key, handshake_deadline, self.policy)?;
         }
         Ok(conn)
     }

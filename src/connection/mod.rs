@@ -1,9 +1,21 @@
 //! `Pipe` and `Connection`: message channels between processes (Python's
 //! `multiprocessing.connection`).
 //!
-//! A connection is one end of a Unix stream socket. Messages are framed as CPython
-//! frames them, values are encoded with serde, and handles inside values (another
-//! `Connection`, for instance) travel as real descriptors.
+//! A connection is one end of a Unix stream socket (or, from a [`Listener`] or
+//! [`Client`], a TCP one). Messages are framed as CPython frames them, values are
+//! encoded with serde, and handles inside values (another `Connection`, for instance)
+//! travel as real descriptors: only over a Unix socket, so over TCP `send` refuses a
+//! value holding one. An error raised by a value's own `Serialize` or `Deserialize`
+//! comes back with its words in [`Error::Encode`] or [`Error::Decode`].
+//!
+//! Timeouts follow one rule: a timed call that hands something back (a message, a
+//! connection) reports running out of time as [`Error::Timeout`]
+//! ([`recv_timeout`](Connection::recv_timeout),
+//! [`recv_bytes_timeout`](Connection::recv_bytes_timeout),
+//! [`accept_timeout`](Listener::accept_timeout), [`ClientBuilder::timeout`]); one that
+//! only waits for a state says whether it came ([`poll`](Connection::poll) returns
+//! `Ok(false)`, [`wait`] an empty list). A timeout too large for the clock
+//! (`Duration::MAX`) means no deadline.
 
 mod auth;
 mod listener;
@@ -20,11 +32,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use self::listener::{
     Address, Client, ClientBuilder, DEFAULT_BACKLOG, DEFAULT_HANDSHAKE_TIMEOUT, Listener,
-    ListenerBuilder, ToAddress,
+    ListenerBuilder, MAX_PENDING_HANDSHAKES, ToAddress,
 };
 pub use self::wait::{Waitable, wait};
+use crate::deadline;
 use crate::error::{Error, Result};
 use crate::sys::fd::{self as sysfd, Received};
+use crate::sys::net as sysnet;
 use crate::wire::codec;
 use crate::wire::frame::{self, ByteSource, DEFAULT_MAX_MESSAGE_SIZE, FrameReader};
 use crate::wire::handles::{FdOwned, FdRef};
@@ -125,7 +139,7 @@ impl ByteSource for SocketSource<'_> {
             }
             let now = Instant::now();
             let until = *spin_until.get_or_insert_with(|| {
-                let end = now + SPIN;
+                let end = now.checked_add(SPIN).unwrap_or(now);
                 self.deadline.map_or(end, |d| end.min(d))
             });
             if now < until {
@@ -224,6 +238,14 @@ impl Connection {
                 limit,
             });
         }
+        if !fds.is_empty() && !sysnet::carries_descriptors(self.fd.as_fd())? {
+            // Refused before a byte is written, so the stream stays in step.
+            return Err(Error::Encode(
+                "a handle (a Connection, a Lock, shared memory, ...) cannot be sent over a \
+                 TCP connection: only a Unix socket carries descriptors"
+                    .into(),
+            ));
+        }
         let mut h = [0u8; 12];
         let header = frame::encode_header(body.len(), &mut h);
         let _g = self.writing.lock().unwrap_or_else(|p| p.into_inner());
@@ -267,6 +289,10 @@ impl Connection {
     }
 
     /// Sends a value (Python's `send`). Handles inside it travel as descriptors.
+    ///
+    /// Only a Unix socket carries descriptors: over TCP a value holding a handle (a
+    /// `Connection`, a `Lock`, shared memory) is refused with [`Error::Encode`] before
+    /// anything is written, and the connection stays usable.
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         let enc = codec::encode(value)?;
         let fds: Vec<BorrowedFd<'_>> = enc.fds.iter().map(|f| f.as_fd()).collect();
@@ -284,7 +310,7 @@ impl Connection {
 
     /// Like [`recv`](Self::recv), giving up with [`Error::Timeout`] after `timeout`.
     pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
-        let (body, fds) = self.recv_raw(Some(Instant::now() + timeout))?;
+        let (body, fds) = self.recv_raw(deadline::after(timeout))?;
         codec::decode(&body, fds)
     }
 
@@ -301,7 +327,7 @@ impl Connection {
 
     /// Like [`recv_bytes`](Self::recv_bytes), giving up with [`Error::Timeout`].
     pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
-        Ok(self.recv_raw(Some(Instant::now() + timeout))?.0)
+        Ok(self.recv_raw(deadline::after(timeout))?.0)
     }
 
     /// Receives one message into `buf` and returns its length (Python's

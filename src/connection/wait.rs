@@ -21,8 +21,9 @@ impl Waitable for crate::Connection {
     }
 }
 
-/// Waits until at least one of `objects` is ready, or `timeout` passes (`None`: no limit).
-/// Returns the indexes of the ready ones, empty on timeout.
+/// Waits until at least one of `objects` is ready, or `timeout` passes (`None`, or a
+/// timeout too large for the clock: no limit). Returns the indexes of the ready ones;
+/// an empty list means the time ran out (as Python's `wait` returns an empty list).
 ///
 /// ```
 /// use std::time::Duration;

@@ -199,7 +199,8 @@ pub(crate) fn poll_readable(
     fds: &[BorrowedFd<'_>],
     timeout: Option<Duration>,
 ) -> io::Result<Vec<bool>> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // A timeout past what `Instant` holds is no deadline.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let mut pfds: Vec<PollFd<'_>> = fds
         .iter()
         .map(|fd| PollFd::new(fd, PollFlags::IN))
@@ -218,7 +219,8 @@ pub(crate) fn poll_readable(
 
 /// Whether `fd` is readable within `timeout`.
 pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // A timeout past what `Instant` holds is no deadline.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let mut pfd = [PollFd::new(&fd, PollFlags::IN)];
     loop {
         let ts = deadline.map(|d| timespec(d.saturating_duration_since(Instant::now())));

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -101,6 +101,12 @@ pub(crate) fn unix_connect(name: UnixName<'_>, deadline: Option<Instant>) -> io:
         rustix::io::ioctl_fionbio(&fd, false)?;
     }
     Ok(fd)
+}
+
+/// Whether `fd` is a Unix-domain socket, the only kind that carries descriptors
+/// (`SCM_RIGHTS` on a TCP socket is dropped by the kernel without an error).
+pub(crate) fn carries_descriptors(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(rustix::net::sockopt::socket_domain(fd)? == AddressFamily::UNIX)
 }
 
 /// Fills `buf` with bytes from the kernel's random generator.

@@ -1,7 +1,9 @@
 //! Values to bytes and back, with the handles (descriptors) they carry.
 //!
 //! The format is postcard: compact, fast, and decoding reads only from the bounded
-//! message, so a hostile length inside it cannot make a large allocation.
+//! message, so a hostile length inside it cannot make a large allocation. Values meet
+//! postcard through [`verbatim`]'s wrappers, so the text of their own errors (and of the
+//! crate's, such as a message naming a handle it did not carry) reaches the caller.
 
 use std::os::fd::OwnedFd;
 
@@ -10,6 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::wire::handles;
+use crate::wire::verbatim::{self, Decode, Encode};
 
 /// A value in wire form: its bytes and the descriptors of the handles inside it.
 #[derive(Debug, Default)]
@@ -20,21 +23,23 @@ pub(crate) struct Encoded {
 
 /// Encodes `value`; handles inside it contribute duplicated descriptors.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
-    let (bytes, fds) = handles::collecting(|| postcard::to_allocvec(value));
-    let bytes = bytes.map_err(|e| Error::Encode(e.to_string()))?;
+    let (bytes, fds) = handles::collecting(|| postcard::to_allocvec(&Encode(value)));
+    let bytes = bytes.map_err(|e| Error::Encode(verbatim::encode_text(e)))?;
     Ok(Encoded { bytes, fds })
 }
 
 /// Decodes a `T` from exactly `bytes`; `fds` are the descriptors that came with them.
 /// Descriptors the value does not claim are closed.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
-    handles::providing(fds, || match postcard::take_from_bytes::<T>(bytes) {
-        Ok((v, [])) => Ok(v),
-        Ok((_, rest)) => Err(Error::Decode(format!(
-            "{} trailing bytes after the value",
-            rest.len()
-        ))),
-        Err(e) => Err(Error::Decode(e.to_string())),
+    handles::providing(fds, || {
+        match postcard::take_from_bytes::<Decode<T>>(bytes) {
+            Ok((Decode(v), [])) => Ok(v),
+            Ok((_, rest)) => Err(Error::Decode(format!(
+                "{} trailing bytes after the value",
+                rest.len()
+            ))),
+            Err(e) => Err(Error::Decode(verbatim::decode_text(e))),
+        }
     })
 }
 

@@ -3,3 +3,4 @@
 pub(crate) mod codec;
 pub(crate) mod frame;
 pub(crate) mod handles;
+mod verbatim;
