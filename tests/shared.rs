@@ -285,7 +285,7 @@ fn value_lock_is_not_reentrant_and_times_out() {
 }
 
 #[test]
-fn a_value_whose_lock_holder_was_killed_reports_owner_died() {
+fn a_value_whose_lock_holder_was_killed_reports_owner_died_until_marked_consistent() {
     for method in CLEAN_METHODS {
         let v = Value::new(0u32).unwrap();
         let (here, there) = pipe(true).unwrap();
@@ -302,8 +302,18 @@ fn a_value_whose_lock_holder_was_killed_reports_owner_died() {
             }
             other => panic!("{method}: expected OwnerDied, got {other:?}"),
         }
-        // Acknowledged: the next acquisition is a clean one.
+        // Dropped without repair (what `?` does): everyone is still told, `get` too.
+        assert!(matches!(v.get(), Err(Error::OwnerDied)), "{method}");
+        match v.try_get_lock() {
+            Err(AcquireError::OwnerDied(g)) => {
+                assert_eq!(*g, 6);
+                g.mark_consistent();
+            }
+            other => panic!("{method}: expected OwnerDied again, got {other:?}"),
+        }
+        // Repaired: the next acquisitions are clean ones.
         assert_eq!(*v.get_lock().unwrap(), 6);
+        assert_eq!(v.get().unwrap(), 6);
     }
 }
 

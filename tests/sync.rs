@@ -174,7 +174,7 @@ fn lock_holder_sigkilled_next_acquire_in_another_process_gets_owner_died_within_
 }
 
 #[test]
-fn lock_holder_sigkilled_then_acquire_here_reports_owner_died_once() {
+fn lock_holder_sigkilled_every_acquirer_is_told_until_marked_consistent() {
     let lock = Lock::new().unwrap();
     let (here, there) = pipe(true).unwrap();
     let mut holder = start(
@@ -196,8 +196,17 @@ fn lock_holder_sigkilled_then_acquire_here_reports_owner_died_once() {
         "took {:?}",
         t.elapsed()
     );
-    // Acknowledged and released: the next acquisition is a clean one.
+    // Released without repair (as `?` does): the lock stays marked, the next acquirer
+    // is told too, at once.
+    match lock.try_acquire() {
+        Err(AcquireError::OwnerDied(guard)) => {
+            guard.mark_consistent();
+        }
+        other => panic!("expected OwnerDied again, got {other:?}"),
+    }
+    // Repaired and released: the next acquisition is a clean one.
     assert!(lock.try_acquire().is_ok());
+    assert!(lock.acquire_timeout(Duration::MAX).is_ok());
 }
 
 #[test]

@@ -119,7 +119,7 @@ fn spin_until(mut done: impl FnMut() -> bool) -> bool {
     if !*MULTI_CPU.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)) {
         return false;
     }
-    let until = Instant::now() + SPIN;
+    let started = Instant::now();
     loop {
         for _ in 0..32 {
             std::hint::spin_loop();
@@ -127,7 +127,7 @@ fn spin_until(mut done: impl FnMut() -> bool) -> bool {
         if done() {
             return true;
         }
-        if Instant::now() >= until {
+        if started.elapsed() >= SPIN {
             return false;
         }
     }
