@@ -318,6 +318,21 @@ fn a_value_whose_lock_holder_was_killed_reports_owner_died_until_marked_consiste
 }
 
 #[test]
+fn value_and_array_lock_timeouts_of_duration_max_wait_without_panicking() {
+    let v = Value::new(3u16).unwrap();
+    assert_eq!(*v.get_lock_timeout(Duration::MAX).unwrap(), 3);
+    let a = Array::from_slice(&[1i8, 2]).unwrap();
+    assert_eq!(&*a.get_lock_timeout(Duration::MAX).unwrap(), &[1, 2]);
+    // Contended: the waiter sleeps with no deadline until the holder lets go.
+    let held = v.get_lock().unwrap();
+    let other = v.clone();
+    let waiter = thread::spawn(move || other.get_lock_timeout(Duration::MAX).map(|g| *g).ok());
+    thread::sleep(Duration::from_millis(150));
+    drop(held);
+    assert_eq!(waiter.join().unwrap(), Some(3));
+}
+
+#[test]
 fn over_aligned_items_round_trip() {
     let v = Value::new(u128::MAX - 5).unwrap();
     let a = Array::from_slice(&[1u128, 2, 3]).unwrap();

@@ -11,6 +11,8 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -226,8 +228,17 @@ fn rlock_holder_sigkilled_next_owner_starts_at_depth_one() {
         other => panic!("expected OwnerDied, got {other:?}"),
     };
     assert_eq!(lock.recursion_depth(), 1);
+    let again = lock.acquire().unwrap(); // this holder was told already
+    assert_eq!(lock.recursion_depth(), 2);
+    drop(again);
     drop(guard);
     assert!(!lock.is_locked());
+    // Not repaired: the next holder is told too; repaired, the one after is not.
+    match lock.try_acquire() {
+        Err(AcquireError::OwnerDied(g)) => g.mark_consistent(),
+        other => panic!("expected OwnerDied again, got {other:?}"),
+    }
+    assert!(lock.try_acquire().is_ok());
 }
 
 #[test]
@@ -299,6 +310,155 @@ fn lock_acquire_timeout_returns_after_about_the_timeout() {
         Err(AcquireError::Timeout)
     ));
     assert_about(t.elapsed(), SHORT, "Lock::acquire_timeout");
+}
+
+/// Trials a waiter makes at its descriptor limit.
+const TRIALS: usize = 20;
+
+/// Out of descriptors, tries [`TRIALS`] times to take a lock that a live process holds.
+/// Reports whether it really was out of descriptors (before and after), and what each
+/// try gave.
+fn wait_out_of_descriptors((lock, conn): (Lock, Connection)) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    // Learn who this thread is while descriptors remain (held: a timeout at once).
+    assert!(matches!(lock.try_acquire(), Err(AcquireError::Timeout)));
+    let limit = getrlimit(Resource::Nofile);
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(64),
+            maximum: limit.maximum,
+        },
+    )
+    .unwrap();
+    let emfile = |e: &std::io::Error| e.raw_os_error() == Some(24);
+    let mut hoard = Vec::new();
+    let exhausted = loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) if hoard.len() < 1000 => hoard.push(f),
+            Ok(_) => break false,
+            Err(e) => break emfile(&e),
+        }
+    };
+    let outcomes: Vec<String> = (0..TRIALS)
+        .map(|_| {
+            match lock.acquire_timeout(Duration::from_millis(300)) {
+                Ok(_) => "Ok",
+                Err(AcquireError::OwnerDied(_)) => "OwnerDied",
+                Err(AcquireError::Timeout) => "Timeout",
+                Err(AcquireError::AlreadyHeld) => "AlreadyHeld",
+            }
+            .to_string()
+        })
+        .collect();
+    let still = std::fs::File::open("/dev/null").is_err_and(|e| emfile(&e));
+    conn.send(&(exhausted, still, outcomes)).unwrap();
+}
+
+#[test]
+fn a_live_owner_is_never_reported_dead_to_a_waiter_out_of_descriptors() {
+    let lock = Lock::new().unwrap();
+    let held = lock.acquire().unwrap();
+    let (here, there) = pipe(true).unwrap();
+    let _waiter = start(
+        StartMethod::Forkserver,
+        wait_out_of_descriptors,
+        (lock.clone(), there),
+    );
+    let (exhausted, still, outcomes): (bool, bool, Vec<String>) = recv(&here, "waiter report");
+    assert!(
+        exhausted && still,
+        "the waiter never ran out of descriptors"
+    );
+    assert_eq!(outcomes.len(), TRIALS);
+    assert!(
+        outcomes.iter().all(|o| o == "Timeout"),
+        "a live owner was taken for dead: {outcomes:?}"
+    );
+    assert!(lock.is_locked());
+    drop(held);
+    assert!(!lock.is_locked(), "the owner lost its lock");
+}
+
+/// With a SIGUSR1 handler installed, says it is ready, then waits for the lock and
+/// reports (whether the owner was found dead, whether any signal arrived).
+fn wait_under_signals((lock, conn): (Lock, Connection)) {
+    let signalled = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, signalled.clone()).unwrap();
+    conn.send(&()).unwrap();
+    let died = matches!(
+        lock.acquire_timeout(Duration::from_secs(20)),
+        Err(AcquireError::OwnerDied(_))
+    );
+    conn.send(&(died, signalled.load(Ordering::Relaxed)))
+        .unwrap();
+}
+
+#[test]
+fn a_dead_owner_is_found_within_1s_by_a_waiter_under_a_1khz_signal_storm() {
+    let lock = Lock::new().unwrap();
+    let (here, there) = pipe(true).unwrap();
+    let holder = start(
+        StartMethod::Forkserver,
+        hold_lock_forever,
+        (lock.clone(), there),
+    );
+    recv::<()>(&here, "holder ready");
+    let (here2, there2) = pipe(true).unwrap();
+    let waiter = start(
+        StartMethod::Forkserver,
+        wait_under_signals,
+        (lock.clone(), there2),
+    );
+    recv::<()>(&here2, "waiter ready");
+    let pid = rustix::process::Pid::from_raw(waiter.0.pid().unwrap() as i32).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let storm = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::USR1);
+                thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    // Let the storm run over the waiter's sleeps for a while before the owner dies.
+    assert!(
+        !here2.poll(Some(QUIET)).unwrap(),
+        "the waiter got a held lock"
+    );
+    let killed = Instant::now();
+    holder.0.kill().unwrap();
+    let report = here2.recv_timeout::<(bool, bool)>(LONG);
+    let elapsed = killed.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    storm.join().unwrap();
+    let (died, signalled) = report.expect("waiter report");
+    assert!(signalled, "no signal reached the waiter");
+    assert!(died, "the waiter was not told that the owner died");
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "found {elapsed:?} after the kill"
+    );
+}
+
+#[test]
+fn huge_timeouts_mean_no_deadline_and_do_not_panic() {
+    let lock = Lock::new().unwrap();
+    drop(lock.acquire_timeout(Duration::MAX).unwrap());
+    let rlock = RLock::new().unwrap();
+    let a = rlock.acquire_timeout(Duration::MAX).unwrap();
+    let b = rlock.acquire_timeout(Duration::MAX).unwrap();
+    drop((b, a));
+    let cond = Condition::new().unwrap();
+    drop(cond.acquire_timeout(Duration::MAX).unwrap());
+    // Contended: the waiter sleeps with no deadline until the holder lets go.
+    let held = lock.acquire().unwrap();
+    let other = lock.clone();
+    let waiter = thread::spawn(move || other.acquire_timeout(Duration::MAX).is_ok());
+    thread::sleep(Duration::from_millis(150));
+    drop(held);
+    assert!(waiter.join().unwrap());
 }
 
 // ---------------------------------------------------------------------------------
