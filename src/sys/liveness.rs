@@ -94,7 +94,12 @@ fn process_facts(pid: u32) -> (u64, u32, bool) {
         );
     }
     let stat = read_stat("self");
-    let start = stat.as_ref().map_or(0, |s| s.start);
+    // A start time is comparable across processes only outside a time namespace (which
+    // offsets what `/proc` shows): elsewhere, it is left unknown.
+    let start = stat
+        .as_ref()
+        .filter(|_| in_initial_time_namespace())
+        .map_or(0, |s| s.start);
     // `/proc/self` names us in the namespace `/proc` was mounted for: our own pid there
     // means pids read from `/proc` are pids of our namespace.
     let proc_is_ours = stat.as_ref().is_some_and(|s| s.pid == pid);
@@ -102,13 +107,25 @@ fn process_facts(pid: u32) -> (u64, u32, bool) {
         .ok()
         .and_then(|st| u32::try_from(st.st_ino).ok())
         .unwrap_or(0);
-    if start != 0 && ns != 0 {
+    if stat.is_some() && ns != 0 {
         START.store(start, Ordering::Relaxed);
         NS.store(ns, Ordering::Relaxed);
         PROC_IS_OURS.store(u8::from(proc_is_ours), Ordering::Relaxed);
         FACTS_READ.store(1, Ordering::Release);
     }
     (start, ns, proc_is_ours)
+}
+
+/// The inode of the initial time namespace (`PROC_TIME_INIT_INO`).
+const INITIAL_TIME_NS: u64 = 0xEFFF_FFFA;
+
+/// Whether start times in `/proc` are free of a time namespace's offset: the initial
+/// time namespace, or a kernel without time namespaces.
+fn in_initial_time_namespace() -> bool {
+    match rustix::fs::stat("/proc/self/ns/time") {
+        Ok(st) => st.st_ino == INITIAL_TIME_NS,
+        Err(e) => e == Errno::NOENT,
+    }
 }
 
 extern "C" fn after_fork_in_child() {
@@ -252,7 +269,9 @@ impl Watch {
         if probe_kill(o.pid) == Probe::Gone || probe_tgkill(o.pid, o.tid) == Probe::Gone {
             return true;
         }
-        if self.pidfd.is_none() && o.start != 0 && me.proc_is_ours {
+        // Start times compare only when both sides could record theirs (see
+        // `process_facts`: a time namespace makes it unknown).
+        if self.pidfd.is_none() && o.start != 0 && me.id.start != 0 && me.proc_is_ours {
             let fd = match rustix::process::pidfd_open(
                 Pid::from_raw(o.pid as i32).expect("a recorded pid is never 0"),
                 PidfdFlags::empty(),
