@@ -168,7 +168,8 @@ macro_rules! semaphore_api {
             ///
             /// ```
             /// use std::time::Duration;
-            #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(0)?;")]
+            #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(1)?;")]
+            /// sem.acquire()?;
             /// assert!(!sem.acquire_timeout(Duration::from_millis(10)));
             /// sem.release()?;
             /// assert!(sem.acquire_timeout(Duration::MAX));
