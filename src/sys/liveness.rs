@@ -177,8 +177,13 @@ enum Probe {
     NotGone,
 }
 
+/// `id` as a process or thread id: positive, within `pid_t`.
+fn as_pid(id: u32) -> Option<Pid> {
+    Pid::from_raw(i32::try_from(id).ok()?)
+}
+
 fn probe_kill(pid: u32) -> Probe {
-    match Pid::from_raw(pid as i32) {
+    match as_pid(pid) {
         // Linux accepts any thread id here, not only a process id.
         Some(p) if rustix::process::test_kill_process(p) == Err(Errno::SRCH) => Probe::Gone,
         _ => Probe::NotGone,
@@ -186,6 +191,9 @@ fn probe_kill(pid: u32) -> Probe {
 }
 
 fn probe_tgkill(pid: u32, tid: u32) -> Probe {
+    if as_pid(pid).is_none() || as_pid(tid).is_none() {
+        return Probe::NotGone;
+    }
     // SAFETY: tgkill with signal 0 sends nothing; it only checks that thread `tid`
     // exists in thread group `pid`. No memory is passed.
     let rc = unsafe { libc::syscall(libc::SYS_tgkill, pid as libc::c_int, tid as libc::c_int, 0) };
@@ -246,7 +254,7 @@ impl Watch {
         let me = me();
         match self.owner {
             Owner::Unrecorded { tid, ns } => {
-                if ns == 0 || ns != me.id.ns {
+                if ns == 0 || ns != me.id.ns || as_pid(tid).is_none() {
                     return false;
                 }
                 if probe_kill(tid) == Probe::Gone {
@@ -264,6 +272,11 @@ impl Watch {
         if o.ns == 0 || o.ns != me.id.ns {
             return false;
         }
+        // Not a process id (a corrupt record): it proves nothing, and a negative number
+        // would name a process group.
+        let (Some(pid), Some(_)) = (as_pid(o.pid), as_pid(o.tid)) else {
+            return false;
+        };
         // No process, or no such thread in the process at that pid: whether the pid is
         // still the owner's process or was reused, the owner thread is gone.
         if probe_kill(o.pid) == Probe::Gone || probe_tgkill(o.pid, o.tid) == Probe::Gone {
@@ -272,10 +285,7 @@ impl Watch {
         // Start times compare only when both sides could record theirs (see
         // `process_facts`: a time namespace makes it unknown).
         if self.pidfd.is_none() && o.start != 0 && me.id.start != 0 && me.proc_is_ours {
-            let fd = match rustix::process::pidfd_open(
-                Pid::from_raw(o.pid as i32).expect("a recorded pid is never 0"),
-                PidfdFlags::empty(),
-            ) {
+            let fd = match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
                 Ok(fd) => Some(fd),
                 Err(Errno::SRCH) => return true,
                 Err(_) => None,
