@@ -2,7 +2,9 @@
 //! processes: Lock and RLock (recursion, release-not-held, owner death), Semaphore and
 //! BoundedSemaphore, Event, Condition (`notify(n)` wakes exactly n, `notify_all`, wait
 //! timeouts, `wait_for`), Barrier (arrival indexes, abort, reset, timeouts), and every
-//! primitive passed to children and through a pipe.
+//! primitive passed to children and through a pipe. Owner death is never concluded
+//! wrongly (a waiter out of descriptors) nor missed (a waiter under a signal storm), and
+//! a lock taken over stays marked until repaired.
 //!
 //! Timing: a timeout must not return early, and must return within several seconds of
 //! its expiry (loose bounds, for a loaded machine). Every child is a daemon with bounded
@@ -411,13 +413,16 @@ fn a_dead_owner_is_found_within_1s_by_a_waiter_under_a_1khz_signal_storm() {
         (lock.clone(), there2),
     );
     recv::<()>(&here2, "waiter ready");
+    // Signals go through a pidfd: once the waiter has ended, they reach nobody, even if
+    // its pid is reused.
     let pid = rustix::process::Pid::from_raw(waiter.0.pid().unwrap() as i32).unwrap();
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let storm = {
         let stop = stop.clone();
         thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::USR1);
+                let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::USR1);
                 thread::sleep(Duration::from_millis(1));
             }
         })
@@ -760,6 +765,35 @@ fn start_cond_waiters(
         conns.push(here);
     }
     (children, conns)
+}
+
+/// Takes the condition's lock and ends without releasing it.
+fn die_holding_condition(cond: Condition) {
+    std::mem::forget(cond.acquire().unwrap());
+}
+
+#[test]
+fn a_condition_whose_holder_died_reports_it_to_every_acquirer_and_waiter_until_marked_consistent() {
+    let cond = Condition::new().unwrap();
+    let mut p = start(StartMethod::Forkserver, die_holding_condition, cond.clone());
+    join_bounded(&mut p.0, "dying holder");
+    match cond.acquire_timeout(LONG) {
+        Err(AcquireError::OwnerDied(held)) => drop(held), // not repaired
+        other => panic!("expected OwnerDied, got {other:?}"),
+    }
+    // Still marked: a waiter re-taking the lock is told too, and keeps its guard.
+    let mut held = match cond.acquire() {
+        Err(AcquireError::OwnerDied(held)) => held,
+        other => panic!("expected OwnerDied again, got {other:?}"),
+    };
+    assert!(matches!(
+        held.wait(Some(Duration::from_millis(10))),
+        Err(Error::OwnerDied)
+    ));
+    held.mark_consistent();
+    assert!(!held.wait(Some(Duration::from_millis(10))).unwrap());
+    drop(held);
+    assert!(cond.try_acquire().is_ok());
 }
 
 #[test]
