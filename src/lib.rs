@@ -70,10 +70,11 @@
 //! | `AuthenticationError` | [`Error::AuthenticationFailed`] |
 //! | `Lock()`, `RLock()` | [`Lock::new`], [`RLock::new`] |
 //! | `with lock:` | `let _held = lock.acquire()?;` (a [`LockGuard`]) |
-//! | `lock.acquire(timeout=t)`, `acquire(False)` | [`acquire_timeout`](Lock::acquire_timeout), [`try_acquire`](Lock::try_acquire) |
-//! | (a holder that died: hangs forever) | [`AcquireError::OwnerDied`] with the lock |
+//! | `lock.acquire(timeout=t)`, `acquire(False)` (a bool) | [`acquire_timeout`](Lock::acquire_timeout), [`try_acquire`](Lock::try_acquire): the guard, or [`AcquireError::Timeout`] |
+//! | (a holder that died: hangs forever) | [`AcquireError::OwnerDied`] with the lock, to every acquirer until one repairs the data and calls [`mark_consistent`](LockGuard::mark_consistent) on its guard (POSIX's robust mutex: `EOWNERDEAD`, `pthread_mutex_consistent`); also on the guards of [`RLock`](RLockGuard::mark_consistent), [`Condition`](ConditionGuard::mark_consistent), [`Value`](ValueGuard::mark_consistent), [`Array`](ArrayGuard::mark_consistent) |
 //! | `Semaphore(n)`, `BoundedSemaphore(n)` | [`Semaphore::new`], [`BoundedSemaphore::new`] |
 //! | `sem.acquire()`, `sem.release()`, `sem.get_value()` | [`acquire`](Semaphore::acquire), [`release`](Semaphore::release), [`get_value`](Semaphore::get_value) |
+//! | `sem.acquire(timeout=t)`, `sem.acquire(False)`, `with sem:` | [`acquire_timeout`](Semaphore::acquire_timeout), [`try_acquire`](Semaphore::try_acquire) (a `bool`); [`acquire_guard`](Semaphore::acquire_guard), [`acquire_guard_timeout`](Semaphore::acquire_guard_timeout), [`try_acquire_guard`](Semaphore::try_acquire_guard) (the guard, or [`Error::Timeout`]) |
 //! | `Event()`: `set`, `clear`, `is_set`, `wait(t)` | [`Event`]: the same names |
 //! | `Condition(lock)`: `wait`, `wait_for`, `notify(n)`, `notify_all` | [`Condition`] → [`ConditionGuard`] methods |
 //! | `Barrier(n)`: `wait`, `abort`, `reset`, `broken`, `n_waiting` | [`Barrier`]: the same names |
@@ -83,6 +84,31 @@
 //! | `shm.buf` (a `memoryview`) | [`buf`](SharedMemory::buf) / [`buf_mut`](SharedMemory::buf_mut) under your own synchronisation; [`read_into`](SharedMemory::read_into) / [`write_from`](SharedMemory::write_from) while others write |
 //! | `shared_memory.ShareableList` | [`ShareableList`] |
 //! | `EOFError`, `queue.Empty`, `BrokenBarrierError`, … | [`Error`] variants |
+//! | `TimeoutError`, or `False` from `acquire`/`wait` with a timeout | see *Timeouts* below |
+//!
+//! ## Timeouts
+//!
+//! Every blocking call has a timed form, and every `Duration` is accepted: one too large
+//! for a deadline (`Duration::MAX`) means no deadline. What running out of time looks
+//! like follows one rule:
+//!
+//! - A timed call that **hands something back** (a guard, a message, a value, a
+//!   connection) reports running out of time as an error: [`AcquireError::Timeout`] for
+//!   lock guards, [`Error::Timeout`] otherwise ([`Lock::acquire_timeout`],
+//!   [`Semaphore::acquire_guard_timeout`], [`Connection::recv_timeout`],
+//!   [`Listener::accept_timeout`], [`JoinHandle::join_timeout`]). A `try_` form is a
+//!   timeout of zero and answers the same way.
+//! - A timed call that **only waits for a state** returns `bool`, as Python's
+//!   `acquire(timeout=t)` and `wait(t)` return `True`/`False`
+//!   ([`Semaphore::acquire_timeout`], [`Event::wait`]), wrapped in [`Result`] when the
+//!   wait can also fail for another reason ([`ConditionGuard::wait`] can report
+//!   [`Error::OwnerDied`], [`Process::join_timeout`] and [`Connection::poll`] an I/O
+//!   error).
+//!
+//! [`Barrier::wait_timeout`] hands back an arrival index, and its timeout is an error as
+//! the rule says; the error is [`Error::BrokenBarrier`], as in Python, because a
+//! waiter's timeout breaks the barrier for every party. [`wait`] returns the ready
+//! objects, empty when the time ran out, as Python's `connection.wait` does.
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 

@@ -305,7 +305,7 @@ fn value_lock_is_not_reentrant_and_times_out() {
 }
 
 #[test]
-fn a_value_whose_lock_holder_was_killed_reports_owner_died() {
+fn a_value_whose_lock_holder_was_killed_reports_owner_died_until_marked_consistent() {
     for method in CLEAN_METHODS {
         let v = Value::new(0u32).unwrap();
         let (here, there) = pipe(true).unwrap();
@@ -322,9 +322,34 @@ fn a_value_whose_lock_holder_was_killed_reports_owner_died() {
             }
             other => panic!("{method}: expected OwnerDied, got {other:?}"),
         }
-        // Acknowledged: the next acquisition is a clean one.
+        // Dropped without repair (what `?` does): everyone is still told, `get` too.
+        assert!(matches!(v.get(), Err(Error::OwnerDied)), "{method}");
+        match v.try_get_lock() {
+            Err(AcquireError::OwnerDied(g)) => {
+                assert_eq!(*g, 6);
+                g.mark_consistent();
+            }
+            other => panic!("{method}: expected OwnerDied again, got {other:?}"),
+        }
+        // Repaired: the next acquisitions are clean ones.
         assert_eq!(*v.get_lock().unwrap(), 6);
+        assert_eq!(v.get().unwrap(), 6);
     }
+}
+
+#[test]
+fn value_and_array_lock_timeouts_of_duration_max_wait_without_panicking() {
+    let v = Value::new(3u16).unwrap();
+    assert_eq!(*v.get_lock_timeout(Duration::MAX).unwrap(), 3);
+    let a = Array::from_slice(&[1i8, 2]).unwrap();
+    assert_eq!(&*a.get_lock_timeout(Duration::MAX).unwrap(), &[1, 2]);
+    // Contended: the waiter sleeps with no deadline until the holder lets go.
+    let held = v.get_lock().unwrap();
+    let other = v.clone();
+    let waiter = thread::spawn(move || other.get_lock_timeout(Duration::MAX).map(|g| *g).ok());
+    thread::sleep(Duration::from_millis(150));
+    drop(held);
+    assert_eq!(waiter.join().unwrap(), Some(3));
 }
 
 #[test]

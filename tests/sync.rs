@@ -2,7 +2,9 @@
 //! processes: Lock and RLock (recursion, release-not-held, owner death), Semaphore and
 //! BoundedSemaphore, Event, Condition (`notify(n)` wakes exactly n, `notify_all`, wait
 //! timeouts, `wait_for`), Barrier (arrival indexes, abort, reset, timeouts), and every
-//! primitive passed to children and through a pipe.
+//! primitive passed to children and through a pipe. Owner death is never concluded
+//! wrongly (a waiter out of descriptors) nor missed (a waiter under a signal storm), and
+//! a lock taken over stays marked until repaired.
 //!
 //! Timing: a timeout must not return early, and must return within several seconds of
 //! its expiry (loose bounds, for a loaded machine). Every child is a daemon with bounded
@@ -11,6 +13,8 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -174,7 +178,7 @@ fn lock_holder_sigkilled_next_acquire_in_another_process_gets_owner_died_within_
 }
 
 #[test]
-fn lock_holder_sigkilled_then_acquire_here_reports_owner_died_once() {
+fn lock_holder_sigkilled_every_acquirer_is_told_until_marked_consistent() {
     let lock = Lock::new().unwrap();
     let (here, there) = pipe(true).unwrap();
     let mut holder = start(
@@ -196,8 +200,17 @@ fn lock_holder_sigkilled_then_acquire_here_reports_owner_died_once() {
         "took {:?}",
         t.elapsed()
     );
-    // Acknowledged and released: the next acquisition is a clean one.
+    // Released without repair (as `?` does): the lock stays marked, the next acquirer
+    // is told too, at once.
+    match lock.try_acquire() {
+        Err(AcquireError::OwnerDied(guard)) => {
+            guard.mark_consistent();
+        }
+        other => panic!("expected OwnerDied again, got {other:?}"),
+    }
+    // Repaired and released: the next acquisition is a clean one.
     assert!(lock.try_acquire().is_ok());
+    assert!(lock.acquire_timeout(Duration::MAX).is_ok());
 }
 
 #[test]
@@ -217,8 +230,17 @@ fn rlock_holder_sigkilled_next_owner_starts_at_depth_one() {
         other => panic!("expected OwnerDied, got {other:?}"),
     };
     assert_eq!(lock.recursion_depth(), 1);
+    let again = lock.acquire().unwrap(); // this holder was told already
+    assert_eq!(lock.recursion_depth(), 2);
+    drop(again);
     drop(guard);
     assert!(!lock.is_locked());
+    // Not repaired: the next holder is told too; repaired, the one after is not.
+    match lock.try_acquire() {
+        Err(AcquireError::OwnerDied(g)) => g.mark_consistent(),
+        other => panic!("expected OwnerDied again, got {other:?}"),
+    }
+    assert!(lock.try_acquire().is_ok());
 }
 
 #[test]
@@ -292,6 +314,158 @@ fn lock_acquire_timeout_returns_after_about_the_timeout() {
     assert_about(t.elapsed(), SHORT, "Lock::acquire_timeout");
 }
 
+/// Trials a waiter makes at its descriptor limit.
+const TRIALS: usize = 20;
+
+/// Out of descriptors, tries [`TRIALS`] times to take a lock that a live process holds.
+/// Reports whether it really was out of descriptors (before and after), and what each
+/// try gave.
+fn wait_out_of_descriptors((lock, conn): (Lock, Connection)) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    // Learn who this thread is while descriptors remain (held: a timeout at once).
+    assert!(matches!(lock.try_acquire(), Err(AcquireError::Timeout)));
+    let limit = getrlimit(Resource::Nofile);
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(64),
+            maximum: limit.maximum,
+        },
+    )
+    .unwrap();
+    let emfile = |e: &std::io::Error| e.raw_os_error() == Some(24);
+    let mut hoard = Vec::new();
+    let exhausted = loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) if hoard.len() < 1000 => hoard.push(f),
+            Ok(_) => break false,
+            Err(e) => break emfile(&e),
+        }
+    };
+    let outcomes: Vec<String> = (0..TRIALS)
+        .map(|_| {
+            match lock.acquire_timeout(Duration::from_millis(300)) {
+                Ok(_) => "Ok",
+                Err(AcquireError::OwnerDied(_)) => "OwnerDied",
+                Err(AcquireError::Timeout) => "Timeout",
+                Err(AcquireError::AlreadyHeld) => "AlreadyHeld",
+            }
+            .to_string()
+        })
+        .collect();
+    let still = std::fs::File::open("/dev/null").is_err_and(|e| emfile(&e));
+    conn.send(&(exhausted, still, outcomes)).unwrap();
+}
+
+#[test]
+fn a_live_owner_is_never_reported_dead_to_a_waiter_out_of_descriptors() {
+    let lock = Lock::new().unwrap();
+    let held = lock.acquire().unwrap();
+    let (here, there) = pipe(true).unwrap();
+    let _waiter = start(
+        StartMethod::Forkserver,
+        wait_out_of_descriptors,
+        (lock.clone(), there),
+    );
+    let (exhausted, still, outcomes): (bool, bool, Vec<String>) = recv(&here, "waiter report");
+    assert!(
+        exhausted && still,
+        "the waiter never ran out of descriptors"
+    );
+    assert_eq!(outcomes.len(), TRIALS);
+    assert!(
+        outcomes.iter().all(|o| o == "Timeout"),
+        "a live owner was taken for dead: {outcomes:?}"
+    );
+    assert!(lock.is_locked());
+    drop(held);
+    assert!(!lock.is_locked(), "the owner lost its lock");
+}
+
+/// With a SIGUSR1 handler installed, says it is ready, then waits for the lock and
+/// reports (whether the owner was found dead, whether any signal arrived).
+fn wait_under_signals((lock, conn): (Lock, Connection)) {
+    let signalled = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, signalled.clone()).unwrap();
+    conn.send(&()).unwrap();
+    let died = matches!(
+        lock.acquire_timeout(Duration::from_secs(20)),
+        Err(AcquireError::OwnerDied(_))
+    );
+    conn.send(&(died, signalled.load(Ordering::Relaxed)))
+        .unwrap();
+}
+
+#[test]
+fn a_dead_owner_is_found_within_1s_by_a_waiter_under_a_1khz_signal_storm() {
+    let lock = Lock::new().unwrap();
+    let (here, there) = pipe(true).unwrap();
+    let holder = start(
+        StartMethod::Forkserver,
+        hold_lock_forever,
+        (lock.clone(), there),
+    );
+    recv::<()>(&here, "holder ready");
+    let (here2, there2) = pipe(true).unwrap();
+    let waiter = start(
+        StartMethod::Forkserver,
+        wait_under_signals,
+        (lock.clone(), there2),
+    );
+    recv::<()>(&here2, "waiter ready");
+    // Signals go through a pidfd: once the waiter has ended, they reach nobody, even if
+    // its pid is reused.
+    let pid = rustix::process::Pid::from_raw(waiter.0.pid().unwrap() as i32).unwrap();
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let storm = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::USR1);
+                thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    // Let the storm run over the waiter's sleeps for a while before the owner dies.
+    assert!(
+        !here2.poll(Some(QUIET)).unwrap(),
+        "the waiter got a held lock"
+    );
+    let killed = Instant::now();
+    holder.0.kill().unwrap();
+    let report = here2.recv_timeout::<(bool, bool)>(LONG);
+    let elapsed = killed.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    storm.join().unwrap();
+    let (died, signalled) = report.expect("waiter report");
+    assert!(signalled, "no signal reached the waiter");
+    assert!(died, "the waiter was not told that the owner died");
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "found {elapsed:?} after the kill"
+    );
+}
+
+#[test]
+fn huge_timeouts_mean_no_deadline_and_do_not_panic() {
+    let lock = Lock::new().unwrap();
+    drop(lock.acquire_timeout(Duration::MAX).unwrap());
+    let rlock = RLock::new().unwrap();
+    let a = rlock.acquire_timeout(Duration::MAX).unwrap();
+    let b = rlock.acquire_timeout(Duration::MAX).unwrap();
+    drop((b, a));
+    let cond = Condition::new().unwrap();
+    drop(cond.acquire_timeout(Duration::MAX).unwrap());
+    // Contended: the waiter sleeps with no deadline until the holder lets go.
+    let held = lock.acquire().unwrap();
+    let other = lock.clone();
+    let waiter = thread::spawn(move || other.acquire_timeout(Duration::MAX).is_ok());
+    thread::sleep(Duration::from_millis(150));
+    drop(held);
+    assert!(waiter.join().unwrap());
+}
+
 // ---------------------------------------------------------------------------------
 // Semaphore and BoundedSemaphore
 // ---------------------------------------------------------------------------------
@@ -309,7 +483,7 @@ fn semaphore_get_value_try_acquire_and_release() {
     {
         let _unit = sem.acquire_guard().unwrap();
         assert_eq!(sem.get_value(), 0);
-        assert!(sem.try_acquire_guard().is_none());
+        assert!(matches!(sem.try_acquire_guard(), Err(Error::Timeout)));
     }
     assert_eq!(sem.get_value(), 1);
     // A plain semaphore may go above its initial value (Python's Semaphore).
@@ -318,20 +492,23 @@ fn semaphore_get_value_try_acquire_and_release() {
 }
 
 #[test]
-fn semaphore_acquire_timeout_returns_false_after_about_the_timeout() {
+fn semaphore_acquire_timeout_is_false_and_the_guard_form_timeout_after_about_the_timeout() {
     let sem = Semaphore::new(0).unwrap();
     let t = Instant::now();
-    assert!(!sem.acquire_timeout(SHORT).unwrap());
+    assert!(!sem.acquire_timeout(SHORT));
     assert_about(t.elapsed(), SHORT, "Semaphore::acquire_timeout");
     let t = Instant::now();
-    assert!(sem.acquire_guard_timeout(SHORT).unwrap().is_none());
+    assert!(matches!(
+        sem.acquire_guard_timeout(SHORT),
+        Err(Error::Timeout)
+    ));
     assert_about(t.elapsed(), SHORT, "Semaphore::acquire_guard_timeout");
     assert_eq!(sem.get_value(), 0);
 }
 
 fn sem_waiter((sem, conn): (Semaphore, Connection)) {
     conn.send(&()).unwrap();
-    let got = sem.acquire_timeout(LONG).unwrap();
+    let got = sem.acquire_timeout(LONG);
     conn.send(&got).unwrap();
 }
 
@@ -588,6 +765,35 @@ fn start_cond_waiters(
         conns.push(here);
     }
     (children, conns)
+}
+
+/// Takes the condition's lock and ends without releasing it.
+fn die_holding_condition(cond: Condition) {
+    std::mem::forget(cond.acquire().unwrap());
+}
+
+#[test]
+fn a_condition_whose_holder_died_reports_it_to_every_acquirer_and_waiter_until_marked_consistent() {
+    let cond = Condition::new().unwrap();
+    let mut p = start(StartMethod::Forkserver, die_holding_condition, cond.clone());
+    join_bounded(&mut p.0, "dying holder");
+    match cond.acquire_timeout(LONG) {
+        Err(AcquireError::OwnerDied(held)) => drop(held), // not repaired
+        other => panic!("expected OwnerDied, got {other:?}"),
+    }
+    // Still marked: a waiter re-taking the lock is told too, and keeps its guard.
+    let mut held = match cond.acquire() {
+        Err(AcquireError::OwnerDied(held)) => held,
+        other => panic!("expected OwnerDied again, got {other:?}"),
+    };
+    assert!(matches!(
+        held.wait(Some(Duration::from_millis(10))),
+        Err(Error::OwnerDied)
+    ));
+    held.mark_consistent();
+    assert!(!held.wait(Some(Duration::from_millis(10))).unwrap());
+    drop(held);
+    assert!(cond.try_acquire().is_ok());
 }
 
 #[test]

@@ -20,8 +20,10 @@ use crate::sync::AcquireResult;
 /// in one anonymous shared segment; clones and copies sent to other processes reach the
 /// same memory. [`get_lock`](Array::get_lock) returns a guard that dereferences to the
 /// items as a slice (Python's `with arr.get_lock(): arr[i] = x`); a lock whose holder
-/// died gives [`AcquireError::OwnerDied`](crate::AcquireError::OwnerDied) with the guard.
-/// The lock is not re-entrant (see [`Value`](crate::Value)).
+/// died gives [`AcquireError::OwnerDied`](crate::AcquireError::OwnerDied) with the guard,
+/// to this acquirer and every later one until a holder calls
+/// [`ArrayGuard::mark_consistent`]. The lock is not re-entrant (see
+/// [`Value`](crate::Value)).
 ///
 /// ```
 /// use multiproc::{Array, Process};
@@ -91,6 +93,22 @@ impl<T: Pod> Drop for ArrayGuard<'_, T> {
     }
 }
 
+impl<T: Pod> ArrayGuard<'_, T> {
+    /// Declares the items repaired after
+    /// [`AcquireError::OwnerDied`](crate::AcquireError::OwnerDied): later acquirers get
+    /// the lock clean (see [`LockGuard::mark_consistent`](crate::LockGuard::mark_consistent)).
+    ///
+    /// ```
+    /// let a = multiproc::Array::<u32>::new(2)?;
+    /// let held = a.get_lock()?;
+    /// held.mark_consistent(); // a consistent lock: nothing to do
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn mark_consistent(&self) {
+        self.array.block.mark_consistent();
+    }
+}
+
 impl<T: Pod + fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("ArrayGuard").field(&&**self).finish()
@@ -144,8 +162,16 @@ impl<T: Pod> Array<T> {
         self.take(None)
     }
 
-    /// As [`get_lock`](Self::get_lock), waiting at most `timeout` (a timeout too large
-    /// for the clock, such as `Duration::MAX`, waits as long as it takes).
+    /// As [`get_lock`](Self::get_lock), waiting at most `timeout` (any `Duration`:
+    /// one too large for a deadline waits as long as it takes); running out of time is
+    /// [`AcquireError::Timeout`](crate::AcquireError::Timeout).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let a = multiproc::Array::from_slice(&[1u8, 2])?;
+    /// assert_eq!(&*a.get_lock_timeout(Duration::MAX)?, &[1, 2]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn get_lock_timeout(&self, timeout: Duration) -> AcquireResult<ArrayGuard<'_, T>> {
         self.take(crate::deadline::after(timeout))
     }

@@ -205,6 +205,13 @@ impl<T: Pod> Block<T> {
         }
     }
 
+    /// Clears the lock's dead-owner mark (locked kinds; the caller holds the lock).
+    pub(crate) fn mark_consistent(&self) {
+        if let Some(lock) = &self.lock {
+            lock.mark_consistent();
+        }
+    }
+
     /// Whether some thread of some process holds the lock.
     pub(crate) fn is_locked(&self) -> bool {
         self.lock.as_ref().is_some_and(|l| l.is_locked())

@@ -25,7 +25,9 @@ use crate::sync::AcquireResult;
 /// holds the lock and dereferences to the value. If a process died holding the lock,
 /// the next [`get_lock`](Value::get_lock) returns
 /// [`AcquireError::OwnerDied`](crate::AcquireError::OwnerDied) with the guard: the value
-/// may be half-updated. Unlike Python's default (a recursive lock), the lock is not
+/// may be half-updated. The lock stays marked so, and every later `get_lock`, [`get`](Value::get)
+/// and [`set`](Value::set) is told so too, until a holder repairs the value and calls
+/// [`ValueGuard::mark_consistent`]. Unlike Python's default (a recursive lock), the lock is not
 /// re-entrant: taking it again in the thread that holds it gives
 /// [`AcquireError::AlreadyHeld`](crate::AcquireError::AlreadyHeld) at once, since two
 /// guards would be two mutable references to one value.
@@ -101,6 +103,36 @@ impl<T: Pod> Drop for ValueGuard<'_, T> {
     }
 }
 
+impl<T: Pod> ValueGuard<'_, T> {
+    /// Declares the value repaired after
+    /// [`AcquireError::OwnerDied`](crate::AcquireError::OwnerDied): later acquirers get
+    /// the lock clean (see [`LockGuard::mark_consistent`](crate::LockGuard::mark_consistent)).
+    ///
+    /// ```
+    /// use multiproc::{AcquireError, Process, Value};
+    ///
+    /// fn die_halfway(v: Value<u64>) {
+    ///     std::mem::forget(v.get_lock().unwrap());
+    /// }
+    ///
+    /// let v = Value::new(7u64)?;
+    /// let mut p = Process::new(die_halfway, v.clone());
+    /// p.start()?;
+    /// p.join()?;
+    /// assert!(matches!(v.get(), Err(multiproc::Error::OwnerDied)));
+    /// assert!(matches!(v.get(), Err(multiproc::Error::OwnerDied))); // still marked
+    /// if let Err(AcquireError::OwnerDied(mut held)) = v.get_lock() {
+    ///     *held = 0; // repaired
+    ///     held.mark_consistent();
+    /// }
+    /// assert_eq!(v.get()?, 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn mark_consistent(&self) {
+        self.value.block.mark_consistent();
+    }
+}
+
 impl<T: Pod + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("ValueGuard").field(&**self).finish()
@@ -140,8 +172,16 @@ impl<T: Pod> Value<T> {
         self.take(None)
     }
 
-    /// As [`get_lock`](Self::get_lock), waiting at most `timeout` (a timeout too large
-    /// for the clock, such as `Duration::MAX`, waits as long as it takes).
+    /// As [`get_lock`](Self::get_lock), waiting at most `timeout` (any `Duration`:
+    /// one too large for a deadline waits as long as it takes); running out of time is
+    /// [`AcquireError::Timeout`](crate::AcquireError::Timeout).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let v = multiproc::Value::new(1u8)?;
+    /// assert_eq!(*v.get_lock_timeout(Duration::MAX)?, 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn get_lock_timeout(&self, timeout: Duration) -> AcquireResult<ValueGuard<'_, T>> {
         self.take(crate::deadline::after(timeout))
     }
@@ -153,8 +193,9 @@ impl<T: Pod> Value<T> {
 
     /// The value, read under the lock (Python's `v.value`).
     ///
-    /// A lock whose holder died gives [`Error::OwnerDied`](crate::Error::OwnerDied) once
-    /// (the lock is then free again); use [`get_lock`](Self::get_lock) to repair the value.
+    /// A lock whose holder died gives [`Error::OwnerDied`](crate::Error::OwnerDied), on
+    /// every call until the value is repaired: use [`get_lock`](Self::get_lock), fix the
+    /// value and call [`ValueGuard::mark_consistent`].
     pub fn get(&self) -> Result<T> {
         Ok(*self.get_lock()?)
     }

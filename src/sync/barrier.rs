@@ -8,7 +8,11 @@
 //! the barrier never has to wait for the waiters of a finished round to leave (a
 //! process killed then would block it forever).
 //!
-//! Layout (32-bit words): kind tag, parties, the lock (six words), state (round << 1 |
+//! A process that dies holding the internal lock leaves the state possibly half-changed:
+//! the next holder breaks the round (waiters get `BrokenBarrier`, as after an abort) and
+//! marks the lock consistent again, since the broken flag now says all there is to say.
+//!
+//! Layout (32-bit words): kind tag, parties, the lock (eight words), state (round << 1 |
 //! broken), count, default timeout in nanoseconds (two words, all ones: none), four
 //! reserved, then the ring of outcomes.
 
@@ -20,7 +24,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{deadline_after, new_words, remaining, serialize_words, spin_until, words_from_parts};
 use crate::error::{Error, Result};
-use crate::sync::owner_lock::{OwnerLock, Taken};
+use crate::sync::owner_lock::{LOCK_SIZE, OwnerLock, Taken};
 use crate::sys::futex;
 use crate::sys::shm::SharedWords;
 use crate::wire::handles::FdOwned;
@@ -28,16 +32,17 @@ use crate::wire::handles::FdOwned;
 const MAGIC: u32 = u32::from_le_bytes(*b"mpBa");
 
 const PARTIES: usize = 1;
-/// Byte offset of the lock (eight-byte aligned, six words).
+/// Byte offset of the lock (eight-byte aligned, [`LOCK_SIZE`] bytes).
 const LOCK_OFFSET: usize = 8;
-const STATE: usize = 8;
-const COUNT: usize = 9;
-const TIMEOUT_LO: usize = 10;
-const TIMEOUT_HI: usize = 11;
+const STATE: usize = (LOCK_OFFSET + LOCK_SIZE) / 4;
+const COUNT: usize = STATE + 1;
+const TIMEOUT_LO: usize = STATE + 2;
+const TIMEOUT_HI: usize = STATE + 3;
 const RING: usize = 16;
 /// Rounds whose outcome is remembered.
 const RING_LEN: usize = 256;
 const WORDS: usize = RING + RING_LEN;
+const _: () = assert!(TIMEOUT_HI < RING, "the state words overlap the ring");
 
 const BROKEN: u32 = 1;
 /// In a ring entry: the round ended with every party released (else: broken, reset).
@@ -83,7 +88,7 @@ pub struct Barrier {
 /// Holds the barrier's internal lock.
 struct Held<'a> {
     lock: &'a OwnerLock,
-    /// The previous holder died inside a change: the state may be half-updated.
+    /// The previous holder died inside a change: the round was broken for it.
     owner_died: bool,
 }
 
@@ -162,10 +167,19 @@ impl Barrier {
 
     fn hold(&self) -> Result<Held<'_>> {
         match self.lock.acquire(None, false) {
-            Ok(Some(taken)) => Ok(Held {
-                lock: &self.lock,
-                owner_died: taken == Taken::OwnerDied,
-            }),
+            Ok(Some(taken)) => {
+                let owner_died = taken == Taken::OwnerDied;
+                if owner_died {
+                    // A process died halfway through changing the state: nobody can
+                    // trust this round. Broken, the state is consistent again.
+                    self.break_round();
+                    self.lock.mark_consistent();
+                }
+                Ok(Held {
+                    lock: &self.lock,
+                    owner_died,
+                })
+            }
             // Not reachable: no deadline, and the lock is never held across calls.
             Ok(None) | Err(()) => Err(Error::state("barrier lock unavailable")),
         }
@@ -230,9 +244,7 @@ impl Barrier {
         let count = self.word(COUNT);
         let held = self.hold()?;
         if held.owner_died {
-            // A process died halfway through changing the state: nobody can trust it.
-            self.break_round();
-            return Err(Error::BrokenBarrier);
+            return Err(Error::BrokenBarrier); // `hold` broke the round
         }
         let round = state.load(Ordering::Relaxed);
         if round & BROKEN != 0 {

@@ -17,7 +17,9 @@
 //!
 //! Layout: a header of eight words (kind tag, next ticket, high-water mark of used
 //! records, reserved) followed by [`CAPACITY`] records of four words (state, ticket,
-//! pid, reserved).
+//! pid, PID namespace). A record is taken for dead only when its process is known to be
+//! gone: same namespace, and no such process (a waiter of another namespace is never
+//! skipped, since its pid means nothing here).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -30,7 +32,7 @@ use super::{deadline_after, new_words, remaining, spin_until, words_from_parts};
 use crate::error::{Error, Result};
 use crate::sync::lock::{AcquireError, AcquireResult, RLock, RLockGuard};
 use crate::sys::futex;
-use crate::sys::proc as sysproc;
+use crate::sys::liveness;
 use crate::sys::shm::SharedWords;
 use crate::wire::handles::{FdOwned, FdRef};
 
@@ -98,7 +100,7 @@ pub struct Condition {
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ConditionGuard<'a> {
     cond: &'a Condition,
-    _held: RLockGuard<'a>,
+    held: RLockGuard<'a>,
     /// The lock belongs to this thread: the guard must be dropped here.
     _not_send: PhantomData<*const ()>,
 }
@@ -148,7 +150,7 @@ impl Condition {
     fn guard<'a>(&'a self, r: AcquireResult<RLockGuard<'a>>) -> AcquireResult<ConditionGuard<'a>> {
         let wrap = |held| ConditionGuard {
             cond: self,
-            _held: held,
+            held,
             _not_send: PhantomData,
         };
         match r {
@@ -232,7 +234,9 @@ impl Condition {
         w[NEXT_TICKET].store(ticket.wrapping_add(1), Ordering::Relaxed);
         let r = self.record(i);
         r[1].store(ticket, Ordering::Relaxed);
-        r[2].store(std::process::id(), Ordering::Relaxed);
+        let me = liveness::me().id;
+        r[2].store(me.pid, Ordering::Relaxed);
+        r[3].store(me.ns, Ordering::Relaxed);
         r[0].store(WAITING, Ordering::Release);
         Ok(i)
     }
@@ -247,10 +251,14 @@ impl Condition {
         self.words.get()[HIGH_WATER].store(high as u32, Ordering::Relaxed);
     }
 
-    /// Whether the process that wrote record `i` still exists.
+    /// Whether the process that wrote record `i` may still exist (only a known death
+    /// says no).
     fn owner_alive(&self, i: usize) -> bool {
         let pid = self.record(i)[2].load(Ordering::Relaxed);
-        pid == std::process::id() || sysproc::process_exists(pid)
+        let ns = self.record(i)[3].load(Ordering::Relaxed);
+        !liveness::same_namespace(ns)
+            || pid == liveness::me().id.pid
+            || liveness::process_exists(pid)
     }
 
     /// Frees the records of processes that are gone. Under the lock.
@@ -335,8 +343,9 @@ impl ConditionGuard<'_> {
     /// `wait`.
     ///
     /// [`Error::OwnerDied`]: the lock is held again, but a process died holding it
-    /// while this one waited (whatever it protects may need repair). The guard stays
-    /// valid in every case.
+    /// (while this one waited, or earlier without anyone repairing it since): whatever
+    /// it protects may need repair, then [`mark_consistent`](Self::mark_consistent).
+    /// The guard stays valid in every case.
     ///
     /// ```
     /// use std::time::Duration;
@@ -441,6 +450,21 @@ impl ConditionGuard<'_> {
     /// ```
     pub fn notify_all(&self) {
         self.cond.notify(usize::MAX);
+    }
+
+    /// Declares the data the condition's lock protects repaired after
+    /// [`AcquireError::OwnerDied`] (or [`Error::OwnerDied`] from [`wait`](Self::wait)):
+    /// later acquirers get the lock clean (see
+    /// [`LockGuard::mark_consistent`](crate::LockGuard::mark_consistent)).
+    ///
+    /// ```
+    /// let cond = multiproc::Condition::new()?;
+    /// let held = cond.acquire()?;
+    /// held.mark_consistent(); // a consistent lock: nothing to do
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn mark_consistent(&self) {
+        self.held.mark_consistent();
     }
 
     /// The condition this guard holds.

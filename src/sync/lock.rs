@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::deadline;
 use crate::error::{Error, Result};
 use crate::sync::owner_lock::{LOCK_SIZE, OwnerLock, Taken};
 use crate::sys::shm::Region;
@@ -13,12 +14,23 @@ use crate::wire::handles::{FdOwned, FdRef};
 
 /// Why an acquisition did not simply succeed.
 ///
-/// [`OwnerDied`](AcquireError::OwnerDied) carries the guard: the lock *is* yours, but the
-/// process that held it before died while holding it, so the data it protects may be
-/// half-updated. Repair it, then use the guard. `?` turns every variant into
-/// [`Error`] (releasing the lock in the `OwnerDied` case).
+/// [`OwnerDied`](AcquireError::OwnerDied) carries the guard: the lock *is* yours, but a
+/// process died while holding it, so the data it protects may be half-updated. As with a
+/// robust mutex (`EOWNERDEAD`), the lock stays marked *inconsistent*: every later
+/// acquirer is told `OwnerDied` too, until a holder repairs the data and calls the
+/// guard's `mark_consistent()` ([`LockGuard::mark_consistent`],
+/// [`RLockGuard::mark_consistent`], and the same on the guards of
+/// [`Condition`](crate::Condition), [`Value`](crate::Value) and
+/// [`Array`](crate::Array)). `?` turns every variant into [`Error`] (releasing the lock,
+/// still inconsistent, in the `OwnerDied` case).
+///
+/// A holder is only ever taken for dead on proof (its process or thread is gone, or
+/// its pid now names another process): while that cannot be established (`/proc`
+/// unreadable, a holder in another PID namespace) waiters keep waiting, up to their
+/// timeout.
 pub enum AcquireError<G> {
-    /// The previous owner died holding the lock; here is the lock.
+    /// A previous owner died holding the lock, and nobody has marked it consistent
+    /// since; here is the lock.
     OwnerDied(G),
     /// The timeout passed, or (for `try_acquire`) the lock is held.
     Timeout,
@@ -115,7 +127,8 @@ fn deserialize_lock<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Owne
 /// [`Connection`](crate::Connection): every copy is the same lock. Held through a
 /// [`LockGuard`] (Python's `with lock:`), or with [`release`](Lock::release) after a guard
 /// was forgotten. If its holder dies, the next acquirer gets it with
-/// [`AcquireError::OwnerDied`] instead of waiting forever.
+/// [`AcquireError::OwnerDied`] instead of waiting forever, within about 0.1 s, and so
+/// does every acquirer after it until one calls [`LockGuard::mark_consistent`].
 ///
 /// ```
 /// let lock = multiproc::Lock::new()?;
@@ -147,6 +160,36 @@ impl Drop for LockGuard<'_> {
     }
 }
 
+impl LockGuard<'_> {
+    /// Declares the data the lock protects repaired after [`AcquireError::OwnerDied`]
+    /// (POSIX's `pthread_mutex_consistent`): later acquirers get the lock clean. Without
+    /// it, the lock stays marked and every acquirer is told the owner died. Does nothing
+    /// on a consistent lock.
+    ///
+    /// ```
+    /// use multiproc::{AcquireError, Lock, Process};
+    ///
+    /// fn die_holding(lock: Lock) {
+    ///     std::mem::forget(lock.acquire().unwrap());
+    /// }
+    ///
+    /// let lock = Lock::new()?;
+    /// let mut p = Process::new(die_holding, lock.clone());
+    /// p.start()?;
+    /// p.join()?;
+    /// let Err(AcquireError::OwnerDied(held)) = lock.acquire() else { panic!() };
+    /// drop(held); // not repaired: still marked
+    /// let Err(AcquireError::OwnerDied(held)) = lock.acquire() else { panic!() };
+    /// held.mark_consistent(); // repaired
+    /// drop(held);
+    /// assert!(lock.acquire().is_ok());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn mark_consistent(&self) {
+        self.raw.mark_consistent();
+    }
+}
+
 impl Lock {
     /// A new, unlocked lock.
     pub fn new() -> Result<Lock> {
@@ -166,7 +209,7 @@ impl Lock {
 
     /// Waits at most `timeout` for the lock.
     pub fn acquire_timeout(&self, timeout: Duration) -> AcquireResult<LockGuard<'_>> {
-        take(&self.raw, Some(Instant::now() + timeout), false, |raw| {
+        take(&self.raw, deadline::after(timeout), false, |raw| {
             LockGuard {
                 raw,
                 _not_send: NotSend::default(),
@@ -211,6 +254,9 @@ impl<'de> Deserialize<'de> for Lock {
 
 /// A re-entrant lock shared by processes (Python's `multiprocessing.RLock`): the
 /// thread that holds it may take it again; it is free once released as many times.
+/// The holder is the thread, named by its thread id, process, process start time and
+/// PID namespace: a thread elsewhere with the same thread id is another holder.
+/// A holder's death is reported as for [`Lock`].
 ///
 /// ```
 /// let lock = multiproc::RLock::new()?;
@@ -237,6 +283,21 @@ pub struct RLockGuard<'a> {
 impl Drop for RLockGuard<'_> {
     fn drop(&mut self) {
         let _ = self.lock.release();
+    }
+}
+
+impl RLockGuard<'_> {
+    /// Declares the protected data repaired after [`AcquireError::OwnerDied`], as
+    /// [`LockGuard::mark_consistent`] does; any level's guard may do it.
+    ///
+    /// ```
+    /// let lock = multiproc::RLock::new()?;
+    /// let held = lock.acquire()?;
+    /// held.mark_consistent(); // a consistent lock: nothing to do
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn mark_consistent(&self) {
+        self.lock.raw.mark_consistent();
     }
 }
 
@@ -278,7 +339,7 @@ impl RLock {
 
     /// Waits at most `timeout` for the lock.
     pub fn acquire_timeout(&self, timeout: Duration) -> AcquireResult<RLockGuard<'_>> {
-        self.take(Some(Instant::now() + timeout))
+        self.take(deadline::after(timeout))
     }
 
     /// Takes the lock only if it is free or already this thread's.

@@ -9,10 +9,40 @@
 //! Blocking calls sleep in the kernel (a futex on a word of the segment) after a brief
 //! bounded spin, and every one of them has a timeout form.
 //!
+//! ## Timeouts
+//!
+//! Any `Duration` is accepted; one too large for a deadline means no deadline. A timed
+//! call that hands something back (a guard) reports running out of time as an error:
+//! [`AcquireError::Timeout`] from the locks ([`Lock::acquire_timeout`],
+//! [`RLock::acquire_timeout`], [`Condition::acquire_timeout`], `Value`/`Array`
+//! `get_lock_timeout`), [`Error::Timeout`](crate::Error::Timeout) from
+//! [`Semaphore::acquire_guard_timeout`]; a `try_` form is a timeout of zero and answers
+//! the same way. A timed call that only waits for a state returns `bool`, as Python's
+//! `acquire(timeout=t)` and `wait(t)` return `True`/`False`:
+//! [`Semaphore::acquire_timeout`], [`Event::wait`]; wrapped in `Result` when the wait can
+//! also fail otherwise ([`ConditionGuard::wait`] reports a dead lock holder).
+//! [`Barrier::wait_timeout`] hands back an arrival index and fails, as in Python, with
+//! [`Error::BrokenBarrier`](crate::Error::BrokenBarrier): a timeout breaks the barrier
+//! for every party.
+//!
 //! ## When a process dies
 //!
-//! - [`Lock`] and [`RLock`] record their owner: the next acquirer gets the lock with
-//!   [`AcquireError::OwnerDied`] instead of waiting forever.
+//! - [`Lock`] and [`RLock`] (and the locks of `Value`, `Array` and [`Condition`]) record
+//!   their owner: thread id, pid, the process's start time and its PID namespace. A
+//!   waiter checks whether the owner still lives every 100 ms of wall-clock time,
+//!   however its sleeps end (signals included), and takes the lock over once the owner
+//!   is *known* to be dead: the next acquirer gets the lock with
+//!   [`AcquireError::OwnerDied`] instead of waiting forever. "Known" means a positive
+//!   answer from the kernel (no such process or thread, a process that exited, a pid
+//!   that now names a process started at another time); a failure to find out (`/proc`
+//!   unreadable for lack of descriptors or by `hidepid`, an owner in another PID
+//!   namespace) is not death, and the waiter keeps waiting up to its timeout.
+//! - As with a robust mutex, a lock taken over stays marked *inconsistent*: every
+//!   acquirer after the first is told [`AcquireError::OwnerDied`] too, until a holder
+//!   repairs the protected data and calls `mark_consistent()` on its guard
+//!   ([`LockGuard::mark_consistent`], [`RLockGuard::mark_consistent`],
+//!   [`ConditionGuard::mark_consistent`], and on the guards of `Value` and `Array`).
+//!   Dropping the guard (as `?` does) releases the lock still marked.
 //! - A [`Semaphore`] has no owner: a process that acquired it is not its holder in any
 //!   sense the semaphore could know (another process may release it). If a process dies
 //!   before releasing what it acquired, that unit is gone; nobody is told. Protect
@@ -22,12 +52,13 @@
 //!   to the next acquirer (and to a waiter re-acquiring it, as
 //!   [`Error::OwnerDied`](crate::Error::OwnerDied)). A process that dies while waiting
 //!   does not absorb notifications: `notify` skips waiters whose process is gone (once
-//!   it has been reaped).
+//!   it has been reaped; a waiter of another PID namespace is never skipped).
 //! - An [`Event`] has no owner; a dead waiter leaves nothing behind.
 //! - A [`Barrier`] counts arrivals, not processes: a party that dies while waiting still
 //!   counts as arrived, and one that never arrives blocks the round. Give the barrier a
 //!   timeout ([`Barrier::with_timeout`]) to turn a lost party into
-//!   [`Error::BrokenBarrier`](crate::Error::BrokenBarrier) for everyone.
+//!   [`Error::BrokenBarrier`](crate::Error::BrokenBarrier) for everyone. A party that
+//!   dies inside the barrier's own short critical section breaks the round.
 
 mod barrier;
 mod condition;
@@ -119,7 +150,7 @@ fn spin_until(mut done: impl FnMut() -> bool) -> bool {
     if !*MULTI_CPU.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)) {
         return false;
     }
-    let until = Instant::now() + SPIN;
+    let started = Instant::now();
     loop {
         for _ in 0..32 {
             std::hint::spin_loop();
@@ -127,7 +158,7 @@ fn spin_until(mut done: impl FnMut() -> bool) -> bool {
         if done() {
             return true;
         }
-        if Instant::now() >= until {
+        if started.elapsed() >= SPIN {
             return false;
         }
     }

@@ -161,17 +161,22 @@ macro_rules! semaphore_api {
                 Ok(())
             }
 
-            /// Waits at most `timeout` for a unit (Python's `acquire(timeout=t)`); false
-            /// if none came in time.
+            /// Waits at most `timeout` for a unit and takes it (Python's
+            /// `acquire(timeout=t)`): true if one came in time, false if not. A wait
+            /// for a state, like Python's, hence a `bool` (a `Duration` too large for a
+            /// deadline waits as long as it takes).
             ///
             /// ```
             /// use std::time::Duration;
-            #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(0)?;")]
-            /// assert!(!sem.acquire_timeout(Duration::from_millis(10))?);
+            #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(1)?;")]
+            /// sem.acquire()?;
+            /// assert!(!sem.acquire_timeout(Duration::from_millis(10)));
+            /// sem.release()?;
+            /// assert!(sem.acquire_timeout(Duration::MAX));
             /// # Ok::<(), multiproc::Error>(())
             /// ```
-            pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
-                Ok(self.raw.acquire(super::deadline_after(timeout)))
+            pub fn acquire_timeout(&self, timeout: Duration) -> bool {
+                self.raw.acquire(super::deadline_after(timeout))
             }
 
             /// Takes a unit only if one is free (Python's `acquire(block=False)`).
@@ -202,39 +207,44 @@ macro_rules! semaphore_api {
             }
 
             /// Like [`acquire_guard`](Self::acquire_guard), waiting at most `timeout`;
-            /// `None` if no unit came in time.
+            /// [`Error::Timeout`] if no unit came in time (a call that hands something
+            /// back reports running out of time as an error, as lock acquisitions do).
             ///
             /// ```
             /// use std::time::Duration;
             #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(1)?;")]
             /// let held = sem.acquire_guard_timeout(Duration::from_secs(1))?;
-            /// assert!(held.is_some());
-            /// assert!(sem.acquire_guard_timeout(Duration::from_millis(1))?.is_none());
+            /// assert!(matches!(
+            ///     sem.acquire_guard_timeout(Duration::from_millis(1)),
+            ///     Err(multiproc::Error::Timeout)
+            /// ));
+            /// # drop(held);
             /// # Ok::<(), multiproc::Error>(())
             /// ```
-            pub fn acquire_guard_timeout(
-                &self,
-                timeout: Duration,
-            ) -> Result<Option<SemaphoreGuard<'_>>> {
-                Ok(self
-                    .raw
-                    .acquire(super::deadline_after(timeout))
-                    .then(|| SemaphoreGuard { raw: &self.raw }))
+            pub fn acquire_guard_timeout(&self, timeout: Duration) -> Result<SemaphoreGuard<'_>> {
+                if self.raw.acquire(super::deadline_after(timeout)) {
+                    Ok(SemaphoreGuard { raw: &self.raw })
+                } else {
+                    Err(Error::Timeout)
+                }
             }
 
-            /// Takes a unit into a guard only if one is free.
+            /// Takes a unit into a guard only if one is free; [`Error::Timeout`] if
+            /// none is (a timeout of zero, as for [`Lock::try_acquire`](crate::Lock::try_acquire)).
             ///
             /// ```
             #[doc = concat!("let sem = multiproc::", stringify!($ty), "::new(1)?;")]
-            /// let held = sem.try_acquire_guard();
-            /// assert!(held.is_some());
-            /// assert!(sem.try_acquire_guard().is_none());
+            /// let held = sem.try_acquire_guard()?;
+            /// assert!(matches!(sem.try_acquire_guard(), Err(multiproc::Error::Timeout)));
+            /// # drop(held);
             /// # Ok::<(), multiproc::Error>(())
             /// ```
-            pub fn try_acquire_guard(&self) -> Option<SemaphoreGuard<'_>> {
-                self.raw
-                    .try_take()
-                    .then(|| SemaphoreGuard { raw: &self.raw })
+            pub fn try_acquire_guard(&self) -> Result<SemaphoreGuard<'_>> {
+                if self.raw.try_take() {
+                    Ok(SemaphoreGuard { raw: &self.raw })
+                } else {
+                    Err(Error::Timeout)
+                }
             }
 
             /// The current value: how many units are free (Python's `get_value()`).

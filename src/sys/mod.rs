@@ -7,6 +7,7 @@ pub(crate) mod fd;
 pub(crate) mod forklocal;
 pub(crate) mod futex;
 pub(crate) mod image;
+pub(crate) mod liveness;
 pub(crate) mod net;
 pub(crate) mod proc;
 pub(crate) mod shm;

@@ -239,15 +239,6 @@ pub(crate) fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
     }
 }
 
-/// Whether process `pid` still exists (a zombie not yet reaped counts as existing; a
-/// process of another user too). Used to skip the records of waiters that died.
-pub(crate) fn process_exists(pid: u32) -> bool {
-    match pid_of(pid) {
-        Ok(p) => !matches!(rustix::process::test_kill_process(p), Err(Errno::SRCH)),
-        Err(_) => false,
-    }
-}
-
 /// Asks the kernel to SIGKILL this process when its parent dies; returns false if the
 /// parent is already gone (it is no longer `expected_parent`).
 pub(crate) fn die_with_parent(expected_parent: u32) -> io::Result<bool> {
@@ -270,46 +261,7 @@ pub(crate) fn on_main_thread() -> bool {
     rustix::thread::gettid() == rustix::process::getpid()
 }
 
-/// The calling thread's id.
-pub(crate) fn gettid() -> u32 {
-    rustix::thread::gettid().as_raw_nonzero().get() as u32
-}
-
-/// When process `pid` started, in clock ticks since boot (field 22 of `/proc/<pid>/stat`):
-/// with the pid, it names a process even after the pid is reused.
-pub(crate) fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses: skip past its end.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// Whether thread `tid` of the process (`pid`, started at `start`) still runs. A zombie
-/// (dead, not yet reaped by its parent) does not run.
-pub(crate) fn thread_alive(pid: u32, tid: u32, start: u64) -> bool {
-    start_time(pid) == Some(start)
-        && std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).is_ok_and(|stat| {
-            // The state follows the command name, which ends at the last ')'.
-            let state = stat
-                .rfind(')')
-                .and_then(|end| stat[end + 1..].split_whitespace().next());
-            !matches!(state, Some("Z" | "X") | None)
-        })
-}
-
-extern "C" fn after_fork_in_child() {
-    crate::sync::owner_lock::forget_identity_after_fork();
-}
-
-/// Makes every child created by `fork` (however it was called) drop the per-thread
-/// caches of the process's identity. Called once per process, from the load-time hook.
-pub(crate) fn register_fork_handler() {
-    // SAFETY: the handler is a plain function that only resets a thread-local cell of
-    // the forking thread, which is valid in the freshly forked child.
-    unsafe {
-        libc::pthread_atfork(None, None, Some(after_fork_in_child));
-    }
-}
+pub(crate) use super::liveness::register_fork_handler;
 
 /// Number of threads in this process.
 pub(crate) fn thread_count() -> usize {
