@@ -46,7 +46,10 @@ pub enum Error {
         /// `file:line:column` of the panic, when known.
         location: Option<String>,
     },
-    /// The previous owner of a lock died while holding it; the lock is now yours.
+    /// A holder of the lock died while holding it, and no holder since has declared the
+    /// protected data repaired (`mark_consistent` on a guard). Converting
+    /// [`AcquireError::OwnerDied`](crate::AcquireError::OwnerDied) into this error (as `?`
+    /// does) releases the lock still marked: the next acquirer is told too.
     #[error("the previous owner died while holding the lock")]
     OwnerDied,
     /// A barrier was aborted or reset while waiting, or a waiter timed out (Python's
