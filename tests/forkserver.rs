@@ -8,7 +8,7 @@ mod common;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use common::{KillOnDrop, LONG, is_gone, kill_pid, ppid_and_state, wait_gone};
+use common::{KillOnDrop, LONG, is_gone, kill_pid, ppid_and_state, wait_gone, zombie_children};
 use multiproc::{Connection, Lock, Process, StartMethod, get_context, pipe};
 
 /// The tests share this process's fork server and one of them kills it: one at a time.
@@ -29,17 +29,6 @@ fn use_locks(locks: Vec<Lock>) -> usize {
         drop(l.acquire().unwrap());
     }
     locks.len()
-}
-
-/// Children of this process that have ended but were not reaped.
-fn zombie_children() -> Vec<u32> {
-    let me = std::process::id();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| matches!(ppid_and_state(pid), Some((ppid, 'Z')) if ppid == me))
-        .collect()
 }
 
 fn start_waiter() -> (KillOnDrop, Connection) {

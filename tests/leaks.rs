@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Instant;
 
-use common::{LONG, ppid_and_state};
+use common::{LONG, zombie_children};
 use multiproc::{Connection, Process, StartMethod, active_children, get_context, pipe};
 
 fn noop(_: ()) {}
@@ -23,17 +23,6 @@ fn open_fds() -> Vec<String> {
     let running = active_children();
     assert!(running.is_empty(), "children still running: {running:?}");
     common::open_fds()
-}
-
-/// Children of this process that have ended but were not reaped.
-fn zombie_children() -> Vec<u32> {
-    let me = std::process::id();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| matches!(ppid_and_state(pid), Some((ppid, 'Z')) if ppid == me))
-        .collect()
 }
 
 fn start_and_join(p: &mut Process, method: StartMethod) {

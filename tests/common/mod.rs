@@ -69,6 +69,17 @@ pub fn ppid_and_state(pid: u32) -> Option<(u32, char)> {
     Some((ppid, state))
 }
 
+/// Children of this process that have ended but were not reaped.
+pub fn zombie_children() -> Vec<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| matches!(ppid_and_state(pid), Some((ppid, 'Z')) if ppid == me))
+        .collect()
+}
+
 /// Whether process `pid` is gone: absent, or a zombie (it has ended; only its entry waits
 /// for a reaper).
 pub fn is_gone(pid: u32) -> bool {
