@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use common::{KillOnDrop, LONG, join_bounded};
 use multiproc::{
-    AcquireError, Barrier, BoundedSemaphore, Condition, Connection, Error, Event, Lock, Process,
-    RLock, Semaphore, StartMethod, Waitable, pipe,
+    AcquireError, Barrier, BoundedSemaphore, Condition, Connection, Error, Event, Lock, LockGuard,
+    Process, RLock, Semaphore, StartMethod, Value, ValueGuard, Waitable, pipe,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -269,6 +269,49 @@ fn rlock_is_recursive_and_free_only_after_as_many_releases() {
         recv::<bool>(&here, "child acquire"),
         "the child never got the RLock"
     );
+}
+
+thread_local! {
+    /// Guards a test thread holds across a fork (a forked child finds its copies here).
+    static HELD_ACROSS_FORK: std::cell::RefCell<Option<(LockGuard<'static>, ValueGuard<'static, u32>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// In a child forked while its parent held a `Lock` and a `Value`: drops its copies of
+/// the parent's guards; fails unless both stay held by the parent afterwards.
+fn drop_copied_guards((lock, v): (Lock, Value<u32>)) -> Result<(), String> {
+    let copies = HELD_ACROSS_FORK.with(|h| h.borrow_mut().take());
+    if copies.is_none() {
+        return Err("the child has no copy of the guards".into());
+    }
+    drop(copies);
+    match (lock.try_acquire(), v.try_get_lock()) {
+        (Err(AcquireError::Timeout), Err(AcquireError::Timeout)) => Ok(()),
+        (l, v) => Err(format!(
+            "after dropping the copies: lock {:?}, value {:?}",
+            l.map(drop),
+            v.map(drop)
+        )),
+    }
+}
+
+#[test]
+fn a_guard_copied_by_fork_and_dropped_in_the_child_leaves_the_parents_lock_held() {
+    let lock: &'static Lock = Box::leak(Box::new(Lock::new().unwrap()));
+    let v: &'static Value<u32> = Box::leak(Box::new(Value::new(7).unwrap()));
+    let guards = (lock.acquire().unwrap(), v.get_lock().unwrap());
+    HELD_ACROSS_FORK.with(|h| *h.borrow_mut() = Some(guards));
+    let mut p =
+        Process::new(drop_copied_guards, (lock.clone(), v.clone())).start_method(StartMethod::Fork);
+    p.start().unwrap();
+    join_bounded(&mut p, "guard-dropping child");
+    assert_eq!(p.exitcode(), Some(0));
+    // Still this thread's: taking them again is refused as already held.
+    assert!(matches!(lock.try_acquire(), Err(AcquireError::AlreadyHeld)));
+    assert!(matches!(v.try_get_lock(), Err(AcquireError::AlreadyHeld)));
+    HELD_ACROSS_FORK.with(|h| drop(h.borrow_mut().take()));
+    assert!(lock.try_acquire().is_ok());
+    assert_eq!(v.get().unwrap(), 7);
 }
 
 #[test]

@@ -42,6 +42,7 @@ pub(crate) fn load_hook() -> extern "C" fn() {
 /// Called by the load-time hook in every process that links the crate.
 fn on_load() {
     sysproc::register_fork_handler();
+    sysfd::register_fork_handler();
     // Both markers go, whatever happens next: the program's own children must not
     // inherit them.
     let spawn = sysproc::take_env(SPAWN_ENV);

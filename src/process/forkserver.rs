@@ -25,7 +25,7 @@ use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::process::task::{self, FORKSERVER_ENV};
 use crate::sys::forklocal::ForkLocal;
-use crate::sys::{fd as sysfd, proc as sysproc};
+use crate::sys::{fd as sysfd, image, proc as sysproc};
 use crate::wire::codec;
 
 /// How long the server may take to answer a request, its own start included.
@@ -180,8 +180,9 @@ pub(crate) type RunChild = fn(Connection, u32) -> !;
 pub(crate) fn serve(conn: Connection, run: RunChild) -> ! {
     sysproc::ignore_sigpipe();
     let me = sysproc::getpid();
-    // Children inherit the hook instead of each installing it.
+    // Children inherit the hook and the segment table instead of each making them.
     task::install_panic_hook();
+    image::read_segments_before_forking();
     let mut watched: Vec<Watched> = Vec::new();
     loop {
         let ready = {

@@ -127,6 +127,7 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
             // Installed here once, so that forked children inherit it instead of each
             // writing the hook anew (every page a child writes is a copy).
             task::install_panic_hook();
+            image::read_segments_before_forking();
             let parent_end = outcome.as_fd().as_raw_fd();
             let pid = on_lasting_thread(daemon, move || {
                 // Hold the standard streams' locks across the fork, as an atfork handler

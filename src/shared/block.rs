@@ -198,10 +198,10 @@ impl<T: Pod> Block<T> {
         take_lock(lock, deadline, false, |_| guard())
     }
 
-    /// Releases the lock taken by [`lock`](Self::lock).
+    /// Releases the lock taken by [`lock`](Self::lock), for the guard it returned.
     pub(crate) fn unlock(&self) {
         if let Some(lock) = &self.lock {
-            let _ = lock.release();
+            let _ = lock.release_guarded();
         }
     }
 

@@ -94,7 +94,7 @@ struct Held<'a> {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        let _ = self.lock.release();
+        let _ = self.lock.release_guarded();
     }
 }
 

@@ -156,7 +156,7 @@ pub struct LockGuard<'a> {
 impl Drop for LockGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        let _ = self.raw.release();
+        let _ = self.raw.release_guarded();
     }
 }
 

@@ -346,7 +346,12 @@ pub(crate) fn close_leaked(raw: RawFd) {
 static KEPT_OUT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
 extern "C" fn replace_kept_out_in_child() {
-    let raw = KEPT_OUT.swap(-1, std::sync::atomic::Ordering::Relaxed);
+    use std::sync::atomic::Ordering::Relaxed;
+    // Read before writing: a child of a process that keeps nothing out writes no page.
+    if KEPT_OUT.load(Relaxed) < 0 {
+        return;
+    }
+    let raw = KEPT_OUT.swap(-1, Relaxed);
     if raw < 0 {
         return;
     }
@@ -365,13 +370,11 @@ extern "C" fn replace_kept_out_in_child() {
     }
 }
 
-/// Makes every process forked from this one (by `fork` from any code, the program's own
-/// included) lose its copy of `fd`, which stays open here. One descriptor per process: a
-/// process's own channel to its parent.
-pub(crate) fn keep_out_of_forks(fd: BorrowedFd<'_>) {
-    use std::os::fd::AsRawFd;
+/// Registers the fork handler behind [`keep_out_of_forks`]. Called from the load-time
+/// hook, so that children forked from this process inherit it registered: registering
+/// anew in each child (a `Once`, libc's handler list) would copy pages at every start.
+pub(crate) fn register_fork_handler() {
     static REGISTER: std::sync::Once = std::sync::Once::new();
-    KEPT_OUT.store(fd.as_raw_fd(), std::sync::atomic::Ordering::Relaxed);
     REGISTER.call_once(|| {
         // SAFETY: the handler only makes async-signal-safe calls (see above) and reads an
         // atomic; registering it has no other precondition.
@@ -379,4 +382,14 @@ pub(crate) fn keep_out_of_forks(fd: BorrowedFd<'_>) {
             libc::pthread_atfork(None, None, Some(replace_kept_out_in_child));
         }
     });
+}
+
+/// Makes every process forked from this one (by `fork` from any code, the program's own
+/// included) lose its copy of `fd`, which stays open here. One descriptor per process: a
+/// process's own channel to its parent.
+pub(crate) fn keep_out_of_forks(fd: BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    KEPT_OUT.store(fd.as_raw_fd(), std::sync::atomic::Ordering::Relaxed);
+    // Registered already when the load hook ran (the usual case): then this only reads.
+    register_fork_handler();
 }

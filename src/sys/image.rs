@@ -205,6 +205,13 @@ type Phdr = libc::Elf64_Phdr;
 #[cfg(target_pointer_width = "32")]
 type Phdr = libc::Elf32_Phdr;
 
+/// Reads the main executable's segments now, in a process about to fork children that
+/// check their entry with [`entry_at`]: they inherit the table instead of each building
+/// it (every page a forked child writes is a copy).
+pub(crate) fn read_segments_before_forking() {
+    main_image();
+}
+
 fn main_image() -> &'static Image {
     static IMAGE: OnceLock<Image> = OnceLock::new();
     IMAGE.get_or_init(|| {
