@@ -589,3 +589,20 @@ fn a_duration_max_timeout_means_no_deadline_instead_of_a_panic() {
     assert_eq!(a.recv_bytes_timeout(Duration::MAX).unwrap(), vec![3u8]);
     sender.join().unwrap();
 }
+
+#[test]
+fn a_value_with_more_handles_than_one_message_holds_is_refused_and_the_pipe_stays_usable() {
+    let (a, b) = pipe(true).unwrap();
+    let too_many: Vec<multiproc::Lock> = (0..=multiproc::MAX_HANDLES_PER_MESSAGE)
+        .map(|_| multiproc::Lock::new().unwrap())
+        .collect();
+    match a.send(&too_many) {
+        Err(Error::InvalidArgument(msg)) => assert!(msg.contains("at most 64"), "{msg}"),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+    let fits = &too_many[..multiproc::MAX_HANDLES_PER_MESSAGE];
+    a.send(fits).unwrap();
+    assert_eq!(b.recv::<Vec<multiproc::Lock>>().unwrap().len(), fits.len());
+    a.send(&7u8).unwrap();
+    assert_eq!(b.recv::<u8>().unwrap(), 7);
+}

@@ -43,6 +43,13 @@ use crate::wire::codec;
 use crate::wire::frame::{self, ByteSource, DEFAULT_MAX_MESSAGE_SIZE, FrameReader};
 use crate::wire::handles::{FdOwned, FdRef};
 
+/// Most handles (descriptors) one message may carry; see [`Connection::send`].
+///
+/// ```
+/// assert_eq!(multiproc::MAX_HANDLES_PER_MESSAGE, 64);
+/// ```
+pub const MAX_HANDLES_PER_MESSAGE: usize = sysfd::MAX_FDS_PER_MESSAGE;
+
 /// How long a receiver keeps checking for a message before it sleeps in the kernel.
 /// A reply that comes within this window costs no wake-up (about 30 µs on a VM).
 const SPIN: Duration = Duration::from_micros(30);
@@ -238,11 +245,18 @@ impl Connection {
                 limit,
             });
         }
+        if fds.len() > MAX_HANDLES_PER_MESSAGE {
+            return Err(Error::InvalidArgument(format!(
+                "a message may carry at most {MAX_HANDLES_PER_MESSAGE} handles, not {}",
+                fds.len()
+            )));
+        }
         if !fds.is_empty() && !sysnet::carries_descriptors(self.fd.as_fd())? {
             // Refused before a byte is written, so the stream stays in step.
             return Err(Error::Encode(
-                "a handle (a Connection, a Lock, shared memory, ...) cannot be sent over a \
-                 TCP connection: only a Unix socket carries descriptors"
+                "a handle (a Connection, a Lock, shared memory, ...) cannot be sent over \
+                 this connection (TCP, or another socket that is not a Unix one): only a \
+                 Unix socket carries descriptors"
                     .into(),
             ));
         }
@@ -293,6 +307,11 @@ impl Connection {
     /// Only a Unix socket carries descriptors: over TCP a value holding a handle (a
     /// `Connection`, a `Lock`, shared memory) is refused with [`Error::Encode`] before
     /// anything is written, and the connection stays usable.
+    ///
+    /// One message carries at most [`MAX_HANDLES_PER_MESSAGE`] handles (64; the kernel
+    /// allows 253 descriptors per message): a value holding more is refused with
+    /// [`Error::InvalidArgument`] before anything is written. Send such a value in parts.
+    /// (Process arguments have no such limit: they travel in as many messages as needed.)
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         let enc = codec::encode(value)?;
         let fds: Vec<BorrowedFd<'_>> = enc.fds.iter().map(|f| f.as_fd()).collect();

@@ -28,6 +28,10 @@ use rustix::fs::{FileType, MemfdFlags, Mode, OFlags, SealFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 use serde::{Deserialize, Serialize};
 
+/// Segments up to this size are faulted in when created (`MAP_POPULATE`); larger ones
+/// get their pages as they are touched.
+const POPULATE_LIMIT: usize = 1 << 30;
+
 /// Where named segments live (as `shm_open` has it on Linux).
 const SHM_DIR: &str = "/dev/shm";
 
@@ -202,8 +206,10 @@ impl Region {
 
     fn map(fd: OwnedFd, len: usize, populate: bool) -> io::Result<Region> {
         let mut flags = MapFlags::SHARED;
-        if populate {
-            // The creator is about to fill it: fault the pages in now, in one go.
+        if populate && len <= POPULATE_LIMIT {
+            // The creator is about to fill it: fault the pages in now, in one go. Not a
+            // huge one: that would commit all its memory at once (an absurd size would
+            // bring the out-of-memory killer instead of an error); its pages come as used.
             flags |= MapFlags::POPULATE;
         }
         // SAFETY: a fresh mapping chosen by the kernel (null hint) overlaps nothing; the
