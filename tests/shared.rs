@@ -950,3 +950,19 @@ fn corrupt_bytes_are_decode_errors_not_panics() {
         check(&bytes);
     }
 }
+
+/// A segment larger than the machine's memory is mapped, not committed: creating one
+/// is an answer (here a mapping whose pages come as touched), never the out-of-memory
+/// killer.
+#[test]
+fn creating_a_segment_larger_than_memory_does_not_commit_it() {
+    let len = 1usize << 40; // 1 TiB
+    match multiproc::RawArray::<u8>::new(len) {
+        Ok(a) => {
+            assert_eq!(a.len(), len);
+            a.set(len - 1, 7).unwrap();
+            assert_eq!(a.get(len - 1), Some(7));
+        }
+        Err(e) => println!("refused: {e}"),
+    }
+}
