@@ -1366,3 +1366,29 @@ fn a_handle_received_as_another_kind_is_an_error() {
     a.send(&Barrier::new(2).unwrap()).unwrap();
     assert!(b.recv_timeout::<Barrier>(LONG).is_ok());
 }
+
+#[test]
+fn a_handle_of_another_kind_is_named_with_the_right_article() {
+    let (a, b) = pipe(true).unwrap();
+    let mut said = Vec::new();
+    a.send(&Barrier::new(2).unwrap()).unwrap();
+    said.push(b.recv_timeout::<Event>(LONG).map(|_| ()));
+    a.send(&Barrier::new(2).unwrap()).unwrap();
+    said.push(b.recv_timeout::<Semaphore>(LONG).map(|_| ()));
+    a.send(&Semaphore::new(1).unwrap()).unwrap();
+    said.push(b.recv_timeout::<BoundedSemaphore>(LONG).map(|_| ()));
+    let texts: Vec<String> = said
+        .into_iter()
+        .map(|r| match r {
+            Err(Error::Decode(m)) => m,
+            other => panic!("expected a decode error, got {other:?}"),
+        })
+        .collect();
+    assert!(texts[0].contains("is not an event"), "{}", texts[0]);
+    assert!(texts[1].contains("is not a semaphore"), "{}", texts[1]);
+    assert!(
+        texts[2].contains("is not a bounded semaphore"),
+        "{}",
+        texts[2]
+    );
+}
