@@ -123,6 +123,10 @@ impl Barrier {
     /// A barrier whose [`wait`](Barrier::wait) gives up after `timeout` (Python's
     /// `Barrier(parties, timeout=t)`), breaking the barrier.
     ///
+    /// A timeout too large to count in nanoseconds (about 584 years and more, such as
+    /// `Duration::MAX`) is no timeout at all: [`timeout`](Barrier::timeout) then reads
+    /// `None`, and waits have no deadline, as with [`new`](Barrier::new).
+    ///
     /// ```
     /// use std::time::Duration;
     /// let barrier = multiproc::Barrier::with_timeout(2, Duration::from_millis(10))?;
@@ -141,9 +145,10 @@ impl Barrier {
         let words = new_words::<WORDS>(MAGIC)?;
         let w = words.get();
         w[PARTIES].store(parties, Ordering::Relaxed);
-        let nanos = timeout.map_or(NO_TIMEOUT, |t| {
-            u64::try_from(t.as_nanos()).unwrap_or(NO_TIMEOUT - 1)
-        });
+        // Beyond what the words hold, the timeout could never expire: none.
+        let nanos = timeout
+            .and_then(|t| u64::try_from(t.as_nanos()).ok())
+            .unwrap_or(NO_TIMEOUT);
         w[TIMEOUT_LO].store(nanos as u32, Ordering::Relaxed);
         w[TIMEOUT_HI].store((nanos >> 32) as u32, Ordering::Release);
         Barrier::from_words(words, 0).map_err(Error::state)
@@ -207,13 +212,16 @@ impl Barrier {
         futex::wake_all(state);
     }
 
-    /// The default timeout given to [`with_timeout`](Barrier::with_timeout), if any.
+    /// The default timeout given to [`with_timeout`](Barrier::with_timeout), if any
+    /// (`None` too for a timeout too large to count, such as `Duration::MAX`).
     ///
     /// ```
     /// use std::time::Duration;
     /// let barrier = multiproc::Barrier::with_timeout(3, Duration::from_secs(5))?;
     /// assert_eq!(barrier.timeout(), Some(Duration::from_secs(5)));
     /// assert_eq!(multiproc::Barrier::new(3)?.timeout(), None);
+    /// let endless = multiproc::Barrier::with_timeout(3, Duration::MAX)?;
+    /// assert_eq!(endless.timeout(), None);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn timeout(&self) -> Option<Duration> {
@@ -474,6 +482,17 @@ mod tests {
         assert!(matches!(r, Err(Error::BrokenBarrier)), "{r:?}");
         assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
         assert!(barrier.broken(), "a timeout breaks the barrier");
+    }
+
+    #[test]
+    fn a_timeout_too_large_to_count_reads_back_as_none_and_one_that_fits_as_given() {
+        let huge = Barrier::with_timeout(2, Duration::MAX).unwrap();
+        assert_eq!(huge.timeout(), None);
+        let largest = Duration::from_nanos(u64::MAX - 1);
+        let fits = Barrier::with_timeout(2, largest).unwrap();
+        assert_eq!(fits.timeout(), Some(largest));
+        let just_over = Duration::from_nanos(u64::MAX) + Duration::from_nanos(1);
+        assert_eq!(Barrier::with_timeout(2, just_over).unwrap().timeout(), None);
     }
 
     #[test]
