@@ -493,6 +493,98 @@ mod tests {
         assert!(dead, "a zombie owner was not found dead");
     }
 
+    /// In a new PID namespace whose `/proc` was not remounted: forks the owner (pid 2
+    /// there), learns its identity through a pipe, kills it and watches it as a zombie
+    /// that only this process would reap. The exit code says what happened.
+    fn watch_in_a_new_pid_namespace() -> i32 {
+        use crate::sys::proc::{Forked, exit_now, fork};
+        if me().proc_is_ours {
+            return 3; // `/proc` must be of the outer namespace here
+        }
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        match fork().unwrap() {
+            Forked::Child => {
+                let id = me().id;
+                let mut bytes = [0u8; 20];
+                bytes[..4].copy_from_slice(&id.tid.to_ne_bytes());
+                bytes[4..8].copy_from_slice(&id.pid.to_ne_bytes());
+                bytes[8..12].copy_from_slice(&id.ns.to_ne_bytes());
+                bytes[12..].copy_from_slice(&id.start.to_ne_bytes());
+                let _ = rustix::io::write(&w, &bytes);
+                std::thread::sleep(std::time::Duration::from_secs(60));
+                exit_now(0)
+            }
+            Forked::Parent(owner) => {
+                let mut bytes = [0u8; 20];
+                if rustix::io::read(&r, &mut bytes) != Ok(20) {
+                    return 6;
+                }
+                let word = |i: usize| u32::from_ne_bytes(bytes[i..i + 4].try_into().unwrap());
+                let id = Identity {
+                    tid: word(0),
+                    pid: word(4),
+                    ns: word(8),
+                    start: u64::from_ne_bytes(bytes[12..].try_into().unwrap()),
+                };
+                if id.pid != owner || id.ns != me().id.ns {
+                    return 7;
+                }
+                let mut watch = Watch::new(Owner::Recorded(id));
+                if watch.owner_dead() {
+                    return 4; // alive, yet called dead
+                }
+                let _ = crate::sys::proc::send_signal(owner, libc::SIGKILL);
+                for _ in 0..250 {
+                    if watch.owner_dead() {
+                        return 0;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                5 // never found dead
+            }
+        }
+    }
+
+    #[test]
+    fn a_dead_owner_is_found_by_a_waiter_whose_proc_is_of_another_pid_namespace() {
+        use crate::sys::proc::{Forked, exit_now, fork, reap, send_signal};
+        let outer = match fork().unwrap() {
+            Forked::Child => {
+                // SAFETY: unshare(CLONE_NEWPID) only decides the namespace of this
+                // process's later children; no memory is involved.
+                if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+                    exit_now(2);
+                }
+                let code = match fork() {
+                    Ok(Forked::Child) => exit_now(watch_in_a_new_pid_namespace()),
+                    Ok(Forked::Parent(first)) => reap(first, true).ok().flatten().unwrap_or(8),
+                    Err(_) => 9,
+                };
+                exit_now(code)
+            }
+            Forked::Parent(pid) => pid,
+        };
+        let mut code = None;
+        for _ in 0..600 {
+            code = reap(outer, false).unwrap();
+            if code.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let Some(code) = code else {
+            let _ = send_signal(outer, libc::SIGKILL);
+            let _ = reap(outer, true);
+            panic!("the namespace test did not end within 30 s");
+        };
+        if code == 2 {
+            // Only without the right to make PID namespaces (not root): nothing to test.
+            eprintln!("skipped: unshare(CLONE_NEWPID) is not permitted here");
+            return;
+        }
+        assert_eq!(code, 0, "1-9: see watch_in_a_new_pid_namespace");
+    }
+
     #[test]
     fn the_pid_namespace_from_a_pidfd_is_the_one_proc_shows() {
         let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
