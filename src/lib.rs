@@ -107,7 +107,8 @@
 //!
 //! [`Barrier::wait_timeout`] hands back an arrival index, and its timeout is an error as
 //! the rule says; the error is [`Error::BrokenBarrier`], as in Python, because a
-//! waiter's timeout breaks the barrier for every party. [`wait`] returns the ready
+//! waiter's timeout breaks the barrier for every party; it comes by the deadline even
+//! while another party is stuck inside the barrier. [`wait`] returns the ready
 //! objects, empty when the time ran out, as Python's `connection.wait` does.
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]

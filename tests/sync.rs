@@ -425,6 +425,60 @@ fn a_live_owner_is_never_reported_dead_to_a_waiter_out_of_descriptors() {
     assert!(!lock.is_locked(), "the owner lost its lock");
 }
 
+/// Runs out of descriptors, then takes the lock for the first time in this process,
+/// says so, and dies holding it (a zombie until the test process reaps it).
+fn take_lock_out_of_descriptors_and_die((lock, taken): (Lock, Event)) {
+    use rustix::process::{Resource, Rlimit, Signal, getpid, getrlimit, kill_process, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let low = Rlimit {
+        current: Some(32),
+        maximum: limit.maximum,
+    };
+    if setrlimit(Resource::Nofile, low).is_err() {
+        return;
+    }
+    let mut hoard = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        hoard.push(f);
+        if hoard.len() > 1000 {
+            break;
+        }
+    }
+    let _held = lock.acquire().ok();
+    taken.set();
+    thread::sleep(Duration::from_millis(200));
+    let _ = kill_process(getpid(), Signal::KILL);
+    thread::sleep(FOREVER);
+}
+
+#[test]
+fn an_owner_that_took_the_lock_out_of_descriptors_and_died_unreaped_is_found_dead() {
+    for method in common::METHODS {
+        let lock = Lock::new().unwrap();
+        let taken = Event::new().unwrap();
+        let _holder = start(
+            method,
+            take_lock_out_of_descriptors_and_die,
+            (lock.clone(), taken.clone()),
+        );
+        assert!(
+            taken.wait(Some(LONG)),
+            "{method}: the holder never took the lock"
+        );
+        // The holder dies a zombie that only this process reaps; a waiter must still
+        // find it dead (before the test's bound, not hang forever).
+        let t = Instant::now();
+        match lock.acquire_timeout(Duration::from_secs(20)) {
+            Err(AcquireError::OwnerDied(g)) => g.mark_consistent(),
+            other => panic!(
+                "{method}: expected OwnerDied, got {:?} after {:?}",
+                other.map(|_| ()),
+                t.elapsed()
+            ),
+        }
+    }
+}
+
 /// With a SIGUSR1 handler installed, says it is ready, then waits for the lock and
 /// reports (whether the owner was found dead, whether any signal arrived).
 fn wait_under_signals((lock, conn): (Lock, Connection)) {
@@ -1311,4 +1365,30 @@ fn a_handle_received_as_another_kind_is_an_error() {
     ));
     a.send(&Barrier::new(2).unwrap()).unwrap();
     assert!(b.recv_timeout::<Barrier>(LONG).is_ok());
+}
+
+#[test]
+fn a_handle_of_another_kind_is_named_with_the_right_article() {
+    let (a, b) = pipe(true).unwrap();
+    let mut said = Vec::new();
+    a.send(&Barrier::new(2).unwrap()).unwrap();
+    said.push(b.recv_timeout::<Event>(LONG).map(|_| ()));
+    a.send(&Barrier::new(2).unwrap()).unwrap();
+    said.push(b.recv_timeout::<Semaphore>(LONG).map(|_| ()));
+    a.send(&Semaphore::new(1).unwrap()).unwrap();
+    said.push(b.recv_timeout::<BoundedSemaphore>(LONG).map(|_| ()));
+    let texts: Vec<String> = said
+        .into_iter()
+        .map(|r| match r {
+            Err(Error::Decode(m)) => m,
+            other => panic!("expected a decode error, got {other:?}"),
+        })
+        .collect();
+    assert!(texts[0].contains("is not an event"), "{}", texts[0]);
+    assert!(texts[1].contains("is not a semaphore"), "{}", texts[1]);
+    assert!(
+        texts[2].contains("is not a bounded semaphore"),
+        "{}",
+        texts[2]
+    );
 }

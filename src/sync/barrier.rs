@@ -12,6 +12,14 @@
 //! the next holder breaks the round (waiters get `BrokenBarrier`, as after an abort) and
 //! marks the lock consistent again, since the broken flag now says all there is to say.
 //!
+//! Breaking needs no lock: it sets the broken bit with one atomic operation, and the
+//! last arrival completes a round with a compare-and-swap from the unbroken round, so a
+//! break is never lost (a reset, which clears the bit, is ordered after it). Hence
+//! `abort` and a waiter's timeout never wait for the lock, and a waiter whose deadline
+//! passes while it waits to arrive (a party stopped or stuck inside the short critical
+//! section, or a holder whose death cannot be known) breaks the barrier and returns by
+//! its deadline, as a timeout does.
+//!
 //! Layout (32-bit words): kind tag, parties, the lock (eight words), state (round << 1 |
 //! broken), count, default timeout in nanoseconds (two words, all ones: none), four
 //! reserved, then the ring of outcomes.
@@ -115,6 +123,10 @@ impl Barrier {
     /// A barrier whose [`wait`](Barrier::wait) gives up after `timeout` (Python's
     /// `Barrier(parties, timeout=t)`), breaking the barrier.
     ///
+    /// A timeout too large to count in nanoseconds (about 584 years and more, such as
+    /// `Duration::MAX`) is no timeout at all: [`timeout`](Barrier::timeout) then reads
+    /// `None`, and waits have no deadline, as with [`new`](Barrier::new).
+    ///
     /// ```
     /// use std::time::Duration;
     /// let barrier = multiproc::Barrier::with_timeout(2, Duration::from_millis(10))?;
@@ -133,9 +145,10 @@ impl Barrier {
         let words = new_words::<WORDS>(MAGIC)?;
         let w = words.get();
         w[PARTIES].store(parties, Ordering::Relaxed);
-        let nanos = timeout.map_or(NO_TIMEOUT, |t| {
-            u64::try_from(t.as_nanos()).unwrap_or(NO_TIMEOUT - 1)
-        });
+        // Beyond what the words hold, the timeout could never expire: none.
+        let nanos = timeout
+            .and_then(|t| u64::try_from(t.as_nanos()).ok())
+            .unwrap_or(NO_TIMEOUT);
         w[TIMEOUT_LO].store(nanos as u32, Ordering::Relaxed);
         w[TIMEOUT_HI].store((nanos >> 32) as u32, Ordering::Release);
         Barrier::from_words(words, 0).map_err(Error::state)
@@ -165,8 +178,10 @@ impl Barrier {
         &self.words.get()[i]
     }
 
-    fn hold(&self) -> Result<Held<'_>> {
-        match self.lock.acquire(None, false) {
+    /// Takes the internal lock, waiting until `deadline` (`None`: no limit); `Ok(None)`
+    /// once the deadline has passed.
+    fn hold(&self, deadline: Option<Instant>) -> Result<Option<Held<'_>>> {
+        match self.lock.acquire(deadline, false) {
             Ok(Some(taken)) => {
                 let owner_died = taken == Taken::OwnerDied;
                 if owner_died {
@@ -175,13 +190,14 @@ impl Barrier {
                     self.break_round();
                     self.lock.mark_consistent();
                 }
-                Ok(Held {
+                Ok(Some(Held {
                     lock: &self.lock,
                     owner_died,
-                })
+                }))
             }
-            // Not reachable: no deadline, and the lock is never held across calls.
-            Ok(None) | Err(()) => Err(Error::state("barrier lock unavailable")),
+            Ok(None) => Ok(None),
+            // Not reachable: the lock is never held across calls.
+            Err(()) => Err(Error::state("barrier lock unavailable")),
         }
     }
 
@@ -189,20 +205,23 @@ impl Barrier {
         self.word(RING + (state >> 1) as usize % RING_LEN)
     }
 
-    /// Breaks the current round and wakes its waiters. Under the lock.
+    /// Breaks the current round and wakes its waiters (with or without the lock).
     fn break_round(&self) {
         let state = self.word(STATE);
         state.fetch_or(BROKEN, Ordering::Release);
         futex::wake_all(state);
     }
 
-    /// The default timeout given to [`with_timeout`](Barrier::with_timeout), if any.
+    /// The default timeout given to [`with_timeout`](Barrier::with_timeout), if any
+    /// (`None` too for a timeout too large to count, such as `Duration::MAX`).
     ///
     /// ```
     /// use std::time::Duration;
     /// let barrier = multiproc::Barrier::with_timeout(3, Duration::from_secs(5))?;
     /// assert_eq!(barrier.timeout(), Some(Duration::from_secs(5)));
     /// assert_eq!(multiproc::Barrier::new(3)?.timeout(), None);
+    /// let endless = multiproc::Barrier::with_timeout(3, Duration::MAX)?;
+    /// assert_eq!(endless.timeout(), None);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn timeout(&self) -> Option<Duration> {
@@ -226,7 +245,9 @@ impl Barrier {
     }
 
     /// Like [`wait`](Barrier::wait), giving up after `timeout` (instead of the default
-    /// one): the barrier is then broken, for this waiter and all others.
+    /// one): the barrier is then broken, for this waiter and all others. It returns by
+    /// then even if another party is stuck inside the barrier's short internal
+    /// critical section (stopped, say).
     ///
     /// ```
     /// use std::time::Duration;
@@ -242,7 +263,11 @@ impl Barrier {
     fn wait_until(&self, deadline: Option<Instant>) -> Result<u32> {
         let state = self.word(STATE);
         let count = self.word(COUNT);
-        let held = self.hold()?;
+        let Some(held) = self.hold(deadline)? else {
+            // Timed out before it could even arrive: a timeout like any other.
+            self.break_round();
+            return Err(Error::BrokenBarrier);
+        };
         if held.owner_died {
             return Err(Error::BrokenBarrier); // `hold` broke the round
         }
@@ -252,11 +277,22 @@ impl Barrier {
         }
         let index = count.load(Ordering::Relaxed);
         if index.saturating_add(1) >= self.parties {
-            // Last to arrive: the round is complete; start the next one.
+            // Last to arrive: the round is complete; start the next one, unless it was
+            // broken meanwhile (breaking takes no lock).
             self.ring(round).store(round | COMPLETED, Ordering::Relaxed);
             count.store(0, Ordering::Relaxed);
-            state.store(round.wrapping_add(2), Ordering::Release);
+            let completed = state
+                .compare_exchange(
+                    round,
+                    round.wrapping_add(2),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                )
+                .is_ok();
             drop(held);
+            if !completed {
+                return Err(Error::BrokenBarrier);
+            }
             futex::wake_all(state);
             return Ok(index.min(self.parties - 1));
         }
@@ -271,10 +307,12 @@ impl Barrier {
             }
             let left = remaining(deadline);
             if left == Some(Duration::ZERO) {
-                // Python breaks the barrier when a waiter times out.
-                let _held = self.hold()?;
-                if state.load(Ordering::Relaxed) == round {
-                    self.break_round();
+                // Python breaks the barrier when a waiter times out: this round only.
+                if state
+                    .compare_exchange(round, round | BROKEN, Ordering::Release, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    futex::wake_all(state);
                     return Err(Error::BrokenBarrier);
                 }
                 continue; // the round ended meanwhile: its outcome decides
@@ -308,8 +346,9 @@ impl Barrier {
     /// assert!(matches!(barrier.wait(), Err(multiproc::Error::BrokenBarrier)));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
+    ///
+    /// Takes no lock, so it never waits.
     pub fn abort(&self) -> Result<()> {
-        let _held = self.hold()?;
         self.break_round();
         Ok(())
     }
@@ -325,8 +364,15 @@ impl Barrier {
     /// assert!(!barrier.broken());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
+    ///
+    /// A reset takes the barrier's internal lock, which parties hold only for a few
+    /// instructions. With a default timeout ([`with_timeout`](Barrier::with_timeout)), it
+    /// gives up after that long with [`Error::Timeout`] (a party stopped inside, or one
+    /// whose death cannot be known from here, holds the lock).
     pub fn reset(&self) -> Result<()> {
-        let held = self.hold()?;
+        let Some(held) = self.hold(self.timeout().and_then(deadline_after))? else {
+            return Err(Error::Timeout);
+        };
         let state = self.word(STATE);
         let count = self.word(COUNT);
         let round = state.load(Ordering::Relaxed);
@@ -400,5 +446,70 @@ impl<'de> Deserialize<'de> for Barrier {
         // `words_from_parts` checked that the offset fits in the segment.
         let offset = usize::try_from(offset).map_err(D::Error::custom)?;
         Barrier::from_words(words, offset).map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// Holds `barrier`'s internal lock from another (live) thread until told to let go,
+    /// or for 20 s at most; returns the channel that tells it.
+    fn hold_internal_lock(barrier: &Barrier) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let b = barrier.clone();
+        let (held_tx, held_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            assert_eq!(b.lock.acquire(None, false), Ok(Some(Taken::Clean)));
+            held_tx.send(()).unwrap();
+            let _ = go_rx.recv_timeout(Duration::from_secs(20));
+            b.lock.release().unwrap();
+        });
+        held_rx.recv().unwrap();
+        (go_tx, t)
+    }
+
+    #[test]
+    fn wait_timeout_returns_broken_by_its_deadline_while_a_live_party_holds_the_internal_lock() {
+        let barrier = Barrier::new(2).unwrap();
+        let (go, t) = hold_internal_lock(&barrier);
+        let start = Instant::now();
+        let r = barrier.wait_timeout(Duration::from_millis(200));
+        let elapsed = start.elapsed();
+        go.send(()).unwrap();
+        t.join().unwrap();
+        assert!(matches!(r, Err(Error::BrokenBarrier)), "{r:?}");
+        assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+        assert!(barrier.broken(), "a timeout breaks the barrier");
+    }
+
+    #[test]
+    fn a_timeout_too_large_to_count_reads_back_as_none_and_one_that_fits_as_given() {
+        let huge = Barrier::with_timeout(2, Duration::MAX).unwrap();
+        assert_eq!(huge.timeout(), None);
+        let largest = Duration::from_nanos(u64::MAX - 1);
+        let fits = Barrier::with_timeout(2, largest).unwrap();
+        assert_eq!(fits.timeout(), Some(largest));
+        let just_over = Duration::from_nanos(u64::MAX) + Duration::from_nanos(1);
+        assert_eq!(Barrier::with_timeout(2, just_over).unwrap().timeout(), None);
+    }
+
+    #[test]
+    fn abort_and_a_timed_reset_do_not_wait_for_a_stuck_internal_lock() {
+        let barrier = Barrier::with_timeout(2, Duration::from_millis(200)).unwrap();
+        let (go, t) = hold_internal_lock(&barrier);
+        let start = Instant::now();
+        let aborted = barrier.abort();
+        let reset = barrier.reset();
+        let elapsed = start.elapsed();
+        go.send(()).unwrap();
+        t.join().unwrap();
+        assert!(aborted.is_ok(), "{aborted:?}");
+        assert!(matches!(reset, Err(Error::Timeout)), "{reset:?}");
+        assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+        assert!(barrier.broken());
+        barrier.reset().unwrap();
+        assert!(!barrier.broken());
     }
 }

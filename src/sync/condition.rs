@@ -317,22 +317,12 @@ impl Condition {
         futex::wake(state, 1);
     }
 
-    /// How deep this thread holds the lock; an error if it does not hold it.
+    /// How deep this thread holds the lock; an error if it does not hold it (or the
+    /// shared count is corrupt).
     fn depth_held(&self) -> Result<u32> {
-        let not_held = || Error::state("wait on a condition whose lock this thread does not hold");
-        match self.lock.try_acquire() {
-            Ok(again) => {
-                let depth = self.lock.recursion_depth();
-                drop(again);
-                // Taking it again made it one deeper; 1 means it was free, not ours.
-                if depth >= 2 {
-                    Ok(depth - 1)
-                } else {
-                    Err(not_held())
-                }
-            }
-            Err(_) => Err(not_held()),
-        }
+        self.lock
+            .depth_held()?
+            .ok_or_else(|| Error::state("wait on a condition whose lock this thread does not hold"))
     }
 }
 
@@ -362,9 +352,9 @@ impl ConditionGuard<'_> {
         let cond = self.cond;
         let depth = cond.depth_held()?;
         let i = cond.enqueue()?;
-        for _ in 0..depth {
-            cond.lock.release()?;
-        }
+        // All levels at once, and back at once below: the depth is a word of shared
+        // memory, which must not become a loop count.
+        cond.lock.release_all()?;
         let state = cond.state(i);
         if !spin_until(|| state.load(Ordering::Acquire) != WAITING) {
             loop {
@@ -378,18 +368,14 @@ impl ConditionGuard<'_> {
                 futex::wait(state, WAITING, left);
             }
         }
-        let mut owner_died = false;
-        for _ in 0..depth {
-            match cond.lock.acquire() {
-                Ok(held) => std::mem::forget(held),
-                Err(AcquireError::OwnerDied(held)) => {
-                    std::mem::forget(held);
-                    owner_died = true;
-                }
-                // Neither can happen for an RLock taken without a deadline.
-                Err(e) => return Err(e.into()),
+        let owner_died = match cond.lock.acquire_restore(depth) {
+            Ok(()) => false,
+            Err(AcquireError::OwnerDied(())) => true,
+            // Neither can happen for an RLock taken without a deadline.
+            Err(AcquireError::Timeout | AcquireError::AlreadyHeld) => {
+                return Err(Error::state("condition lock not taken back"));
             }
-        }
+        };
         // A notify may have come between the timeout and re-taking the lock: it counts.
         let notified = state.load(Ordering::Acquire) == NOTIFIED;
         cond.free(i);
@@ -509,5 +495,39 @@ impl<'de> Deserialize<'de> for Condition {
         let (lock, fd, offset) = <(RLock, FdOwned, u64)>::deserialize(d)?;
         let words = words_from_parts(fd, offset, MAGIC, "condition").map_err(D::Error::custom)?;
         Ok(Condition { lock, words })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn a_corrupt_huge_recursion_count_makes_wait_return_by_its_timeout_not_loop() {
+        let cond = Condition::new().unwrap();
+        let mut held = cond.acquire().unwrap();
+        // Scribbled shared memory: the count claims two billion levels.
+        cond.lock.raw().count().store(1 << 31, Ordering::Relaxed);
+        let start = Instant::now();
+        let r = held.wait(Some(Duration::from_millis(150)));
+        let elapsed = start.elapsed();
+        assert!(!r.unwrap());
+        assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+        assert_eq!(cond.lock.raw().count().load(Ordering::Relaxed), 1 << 31);
+        cond.lock.raw().count().store(1, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn a_recursion_count_of_zero_while_held_is_reported_as_corrupt() {
+        let cond = Condition::new().unwrap();
+        let mut held = cond.acquire().unwrap();
+        cond.lock.raw().count().store(0, Ordering::Relaxed);
+        match held.wait(Some(Duration::from_millis(10))) {
+            Err(Error::InvalidState(m)) => assert!(m.contains("corrupt"), "{m}"),
+            other => panic!("expected a corruption error, got {other:?}"),
+        }
+        assert!(cond.lock.is_locked(), "the lock stays held after the error");
+        cond.lock.raw().count().store(1, Ordering::Relaxed);
     }
 }

@@ -365,9 +365,51 @@ impl RLock {
             .map_err(|()| Error::state("release of an RLock this thread does not hold"))
     }
 
+    /// The depth at which the calling thread holds the lock (`None`: it does not); an
+    /// error if the shared count says it holds it at depth 0 (corrupt memory).
+    pub(crate) fn depth_held(&self) -> Result<Option<u32>> {
+        if !self.raw.held_by_me() {
+            return Ok(None);
+        }
+        match self.raw.count().load(std::sync::atomic::Ordering::Relaxed) {
+            0 => Err(Error::state("corrupt RLock: held at depth 0")),
+            depth => Ok(Some(depth)),
+        }
+    }
+
+    /// Releases every level at once (Python's `_release_save`), whatever the depth: a
+    /// count in shared memory, however large, never turns into a loop. The caller
+    /// holds the lock (see [`depth_held`](Self::depth_held)).
+    pub(crate) fn release_all(&self) -> Result<()> {
+        self.raw
+            .count()
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.raw
+            .release()
+            .map_err(|()| Error::state("release of an RLock this thread does not hold"))
+    }
+
+    /// Takes the lock back at `depth` levels in one acquisition (Python's
+    /// `_acquire_restore`).
+    pub(crate) fn acquire_restore(&self, depth: u32) -> AcquireResult<()> {
+        let r = take(&self.raw, None, true, |_| ());
+        if matches!(r, Ok(()) | Err(AcquireError::OwnerDied(()))) {
+            self.raw
+                .count()
+                .store(depth, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+
     /// Whether some thread holds the lock.
     pub fn is_locked(&self) -> bool {
         self.raw.is_locked()
+    }
+
+    /// The lock word (for tests that corrupt it).
+    #[cfg(test)]
+    pub(crate) fn raw(&self) -> &OwnerLock {
+        &self.raw
     }
 
     /// How many times the holder has taken it (0 when free).

@@ -131,9 +131,18 @@ fn words_from_parts<const N: usize>(
     let words = SharedWords::<N>::at(Arc::new(region), offset)
         .ok_or_else(|| format!("{what} handle outside its memory"))?;
     if words.get()[0].load(Ordering::Acquire) != magic {
-        return Err(format!("handle is not a {what}"));
+        return Err(format!("handle is not {}", with_article(what)));
     }
     Ok(words)
+}
+
+/// `what` after its indefinite article ("a barrier", "an event").
+fn with_article(what: &str) -> String {
+    let article = match what.chars().next() {
+        Some('a' | 'e' | 'i' | 'o' | 'u') => "an",
+        _ => "a",
+    };
+    format!("{article} {what}")
 }
 
 /// How long a waiter spins before it sleeps: long enough to catch a peer that answers
