@@ -9,7 +9,7 @@
 //!
 //! Nothing inherited from outside can make a program a child. The marker is obeyed only
 //! outside secure-execution mode (setuid, file capabilities), and only when its
-//! descriptor is a Unix stream socket made by this process's own parent under the same
+//! descriptor is a connected Unix stream socket made by this process's own parent under the same
 //! user and group; otherwise it is dropped with a warning and `main` runs as usual. The
 //! task then runs only an entry that this binary really has (see `sys::image`).
 

@@ -246,8 +246,8 @@ pub(crate) fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 
 /// Why an inherited bootstrap descriptor was not taken.
 pub(crate) enum Refusal {
-    /// It is the socket of the parent named by the marker, but that parent is no longer
-    /// this process's parent: it died before this check.
+    /// It is the socket of the parent named by the marker, and that process has ended
+    /// (gone, or a zombie): it died before this check.
     ParentGone,
     /// It is not what a multiproc parent passes; the reason, for a warning.
     Foreign(String),
@@ -278,6 +278,15 @@ pub(crate) fn adopt_from_parent(raw: RawFd, named_parent: u32) -> Result<OwnedFd
             "descriptor {raw} is not a Unix stream socket"
         )));
     }
+    // A listening or unconnected socket carries the credentials of whoever called
+    // `listen` (or none): only a connected socket names the process at its other end.
+    if rustix::net::sockopt::socket_acceptconn(fd).map_err(why)?
+        || rustix::net::getpeername(fd).is_err()
+    {
+        return Err(Refusal::Foreign(format!(
+            "descriptor {raw} is not a connected socket"
+        )));
+    }
     let peer = rustix::net::sockopt::socket_peercred(fd).map_err(why)?;
     if peer.uid != rustix::process::geteuid() || peer.gid != rustix::process::getegid() {
         return Err(Refusal::Foreign(format!(
@@ -288,7 +297,10 @@ pub(crate) fn adopt_from_parent(raw: RawFd, named_parent: u32) -> Result<OwnedFd
     }
     let peer_pid = peer.pid.as_raw_nonzero().get() as u32;
     if Some(peer.pid) != rustix::process::getppid() {
-        if peer_pid == named_parent {
+        // The socket's maker is the named parent yet not our parent: either it died and
+        // this process was reparented (a real child: quit), or it is alive and simply
+        // not our parent (a foreign socket: ignore it).
+        if peer_pid == named_parent && crate::sys::proc::has_ended(peer_pid) {
             return Err(Refusal::ParentGone);
         }
         return Err(Refusal::Foreign(format!(
