@@ -111,10 +111,16 @@ pub(crate) enum Received {
 }
 
 /// One `recvmsg`, collecting any passed descriptors into `fds` (close-on-exec).
+///
+/// When some passed descriptors could not be received (this process's descriptor table
+/// is full, or the message carried more than a message may), the bytes still arrived and
+/// are counted; why the descriptors were lost goes to `lost`, for the caller to report
+/// once the message is whole, so that the stream keeps its place.
 pub(crate) fn recv_with_fds(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
+    lost: &mut Option<io::Error>,
     nonblocking: bool,
 ) -> io::Result<Received> {
     let mut space =
@@ -133,11 +139,8 @@ pub(crate) fn recv_with_fds(
                         fds.extend(rights);
                     }
                 }
-                if msg.flags.contains(ReturnFlags::CTRUNC) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "too many descriptors in one message",
-                    ));
+                if msg.flags.contains(ReturnFlags::CTRUNC) && lost.is_none() {
+                    *lost = Some(why_descriptors_lost(fd));
                 }
                 return Ok(Received::Bytes(msg.bytes));
             }
@@ -145,6 +148,18 @@ pub(crate) fn recv_with_fds(
             Err(Errno::AGAIN) if nonblocking => return Ok(Received::WouldBlock),
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// Why the kernel dropped passed descriptors: a full descriptor table here (the kernel
+/// installs what fits and drops the rest), or more descriptors than a message may carry.
+fn why_descriptors_lost(fd: BorrowedFd<'_>) -> io::Error {
+    match rustix::io::fcntl_dupfd_cloexec(fd, 0) {
+        Err(e @ (Errno::MFILE | Errno::NFILE)) => io::Error::from(e),
+        _ => io::Error::new(
+            io::ErrorKind::InvalidData,
+            "too many descriptors in one message",
+        ),
     }
 }
 
