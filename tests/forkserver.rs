@@ -234,3 +234,32 @@ fn a_start_that_runs_out_of_descriptors_fails_alone_and_the_server_runs_on() {
     let problems = h.join_timeout(LONG).unwrap();
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+#[test]
+fn waiting_on_a_fork_server_child_whose_server_died_returns_only_when_it_ends() {
+    let _one = serial();
+    let (mut child, tell) = start_waiter();
+    let pid = child.0.pid().unwrap();
+    let server = ppid_and_state(pid).unwrap().0;
+    kill_pid(server);
+    assert!(wait_gone(server, LONG), "the fork server did not die");
+    let ready = multiproc::wait(&[&child.0], Some(Duration::from_millis(300))).unwrap();
+    assert!(ready.is_empty(), "wait reported a running child as ended");
+    assert!(child.0.is_alive());
+    tell.send(&1u8).unwrap();
+    assert_eq!(multiproc::wait(&[&child.0], Some(LONG)).unwrap(), vec![0]);
+    assert!(is_gone(pid), "wait returned before the child ended");
+    assert!(!child.0.is_alive());
+}
+
+#[test]
+fn the_exit_code_of_a_fork_server_child_is_known_when_wait_returns() {
+    let _one = serial();
+    for _ in 0..5 {
+        let (mut child, tell) = start_waiter();
+        tell.send(&1u8).unwrap();
+        assert_eq!(multiproc::wait(&[&child.0], Some(LONG)).unwrap(), vec![0]);
+        assert_eq!(child.0.exitcode(), Some(0));
+        assert!(child.0.join_timeout(LONG).unwrap());
+    }
+}
