@@ -238,7 +238,7 @@ fn a_start_that_runs_out_of_descriptors_fails_alone_and_the_server_runs_on() {
 #[test]
 fn waiting_on_a_fork_server_child_whose_server_died_returns_only_when_it_ends() {
     let _one = serial();
-    let (mut child, tell) = start_waiter();
+    let (child, tell) = start_waiter();
     let pid = child.0.pid().unwrap();
     let server = ppid_and_state(pid).unwrap().0;
     kill_pid(server);
