@@ -148,8 +148,10 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
                         LAUNCHER.reset_after_fork();
                         let conn = Connection::new(theirs, true, true);
                         let parent = task.parent_pid;
-                        // Same memory image: the entry needs no executable check.
-                        bootstrap::run_task(conn, task, arg_owned, parent, false)
+                        // Same memory image: the entry is called as it is, with no
+                        // executable or offset check (which knows only the main
+                        // executable, and the crate may live in a library).
+                        bootstrap::run_task(conn, task, arg_owned, parent, Some(entry.entry()))
                     }
                     // Here the child's end, task and argument handles are dropped.
                     Ok(sysproc::Forked::Parent(pid)) => Ok(pid),

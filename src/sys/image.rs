@@ -90,6 +90,14 @@ impl<C: 'static> EntryRecord<C> {
     }
 }
 
+impl<C: 'static> EntryRecord<C> {
+    /// The entry itself, for a child that shares this process's memory (fork): there the
+    /// function needs no lookup, wherever the crate was loaded from.
+    pub(crate) fn entry(&self) -> EntryFn<C> {
+        self.entry
+    }
+}
+
 fn anchor() -> usize {
     &ANCHOR as *const Anchor as usize
 }
