@@ -264,7 +264,7 @@ pub(crate) fn summon<F: Copy + 'static>() -> F {
     const {
         assert!(
             std::mem::size_of::<F>() == 0,
-            "the target must be a fn item or a non-capturing closure"
+            "the target must be a fn item or a closure that captures nothing; pass captured values as the argument"
         )
     };
     // SAFETY: F is zero-sized (checked at compile time above): a read of a zero-sized
