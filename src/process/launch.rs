@@ -304,13 +304,25 @@ mod tests {
         assert!(image::entry_at::<Connection>(task.entry).is_none());
         let (mine, theirs) = sysfd::socketpair().unwrap();
         let parent_end = mine.as_raw_fd();
-        let pid = match sysproc::fork().unwrap() {
+        // As the fork start method does: the hook exists before the fork, and the child
+        // owns the standard streams' locks instead of inheriting them held.
+        task::install_panic_hook();
+        let out = std::io::stdout().lock();
+        let err = std::io::stderr().lock();
+        let forked = sysproc::fork().unwrap();
+        drop(err);
+        drop(out);
+        let pid = match forked {
             sysproc::Forked::Child => forked_child(parent_end, theirs, task, Vec::new(), entry),
             sysproc::Forked::Parent(pid) => pid,
         };
         drop(theirs);
         let conn = Connection::new(mine, true, true);
         let outcome = conn.recv_timeout::<Outcome<u32>>(std::time::Duration::from_secs(60));
+        if outcome.is_err() {
+            // Never leave the test waiting on a child that cannot finish.
+            let _ = sysproc::send_signal(pid, libc::SIGKILL);
+        }
         let code = sysproc::reap(pid, true).unwrap();
         match outcome {
             Ok(Outcome::Returned(n)) => assert_eq!(n, 42),
