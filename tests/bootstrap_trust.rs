@@ -144,3 +144,51 @@ fn a_crafted_frame_on_a_socket_from_another_process_is_ignored_and_main_runs() {
         drop(ours);
     }
 }
+
+#[test]
+fn a_socket_from_a_live_process_that_is_named_but_not_the_parent_is_ignored_and_main_runs() {
+    let exe = std::env::current_exe().unwrap();
+    let me = std::process::id();
+    for marker in [SPAWN_MARKER, SERVER_MARKER] {
+        // This process makes the socket pair and is named in the marker; it is alive, but
+        // the program's parent is the shell that forks it.
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let out = victim(
+            Command::new("sh")
+                .arg("-c")
+                .arg("\"$@\" 3<&0 </dev/null; exit $?")
+                .arg("sh")
+                .arg(&exe)
+                .args(harness_args())
+                .env(marker, format!("3,{me}"))
+                .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs))),
+        );
+        assert_main_ran(&out, &format!("{marker}=3,<live maker, not the parent>"));
+        drop(ours);
+    }
+}
+
+#[test]
+fn a_listening_socket_made_by_the_parent_is_ignored_and_main_runs() {
+    let exe = std::env::current_exe().unwrap();
+    let me = std::process::id();
+    let dir = std::env::temp_dir().join(format!("multiproc-listen-{me}"));
+    let _ = std::fs::remove_file(&dir);
+    for marker in [SPAWN_MARKER, SERVER_MARKER] {
+        // This process listens and is the program's parent (the shell execs it in place);
+        // a listening socket carries its creator's credentials but is no channel.
+        let listener = std::os::unix::net::UnixListener::bind(&dir).unwrap();
+        let out = victim(
+            Command::new("sh")
+                .arg("-c")
+                .arg("exec \"$@\" 3<&0 </dev/null")
+                .arg("sh")
+                .arg(&exe)
+                .args(harness_args())
+                .env(marker, format!("3,{me}"))
+                .stdin(Stdio::from(std::os::fd::OwnedFd::from(listener))),
+        );
+        let _ = std::fs::remove_file(&dir);
+        assert_main_ran(&out, &format!("{marker}=3,<parent> on a listening socket"));
+    }
+}

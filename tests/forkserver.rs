@@ -139,3 +139,127 @@ fn the_exit_time_join_waits_for_a_child_whose_fork_server_died() {
     assert_eq!(parent.0.exitcode(), Some(0));
     assert!(wait_gone(child, LONG));
 }
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Zombies among the children of process `parent`.
+fn zombies_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| matches!(ppid_and_state(pid), Some((ppid, 'Z')) if ppid == parent))
+        .collect()
+}
+
+/// In a process of its own (it lowers its descriptor limit): starts fork-server
+/// children with 0 to 7 descriptors left free, and says what went wrong, if anything.
+fn start_with_few_descriptors_left(_: ()) -> Vec<String> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let mut problems = Vec::new();
+    let ctx = get_context(StartMethod::Forkserver);
+    let (mut running, tell) = start_waiter();
+    let server = ppid_and_state(running.0.pid().unwrap()).unwrap().0;
+    let limit = getrlimit(Resource::Nofile);
+    let mut out_of_descriptors = 0;
+    for free in 0..8 {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(64),
+                maximum: limit.maximum,
+            },
+        )
+        .unwrap();
+        let mut files = Vec::new();
+        while let Ok(f) = std::fs::File::open("/dev/null") {
+            files.push(f);
+        }
+        files.truncate(files.len().saturating_sub(free));
+        let started = ctx.spawn(square, 3u64);
+        drop(files);
+        setrlimit(Resource::Nofile, limit).unwrap();
+        match started.and_then(|mut h| h.join_timeout(LONG)) {
+            Ok(9) => {}
+            Err(multiproc::Error::Io(e))
+                if e.raw_os_error() == Some(rustix::io::Errno::MFILE.raw_os_error()) =>
+            {
+                out_of_descriptors += 1;
+            }
+            other => problems.push(format!("{free} free: {other:?}")),
+        }
+        if is_gone(server) {
+            problems.push(format!("{free} free: the fork server ended"));
+        }
+        if !running.0.is_alive() {
+            problems.push(format!("{free} free: the running child was reported gone"));
+        }
+    }
+    if out_of_descriptors == 0 {
+        problems.push("no start failed for want of descriptors".into());
+    }
+    // The server still serves, reaped the child it forked for a failed start, and the
+    // running child ends normally.
+    let mut h = ctx.spawn(square, 4u64).unwrap();
+    if h.join_timeout(LONG).ok() != Some(16) {
+        problems.push("the next start failed".into());
+    }
+    for _ in 0..3000 {
+        if zombies_of(server).is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !zombies_of(server).is_empty() {
+        problems.push(format!("the server left zombies: {:?}", zombies_of(server)));
+    }
+    tell.send(&1u8).unwrap();
+    if running.0.join_timeout(LONG).ok() != Some(true) || running.0.exitcode() != Some(0) {
+        problems.push(format!(
+            "the running child ended with {:?}",
+            running.0.exitcode()
+        ));
+    }
+    problems
+}
+
+#[test]
+fn a_start_that_runs_out_of_descriptors_fails_alone_and_the_server_runs_on() {
+    let _one = serial();
+    let mut h = get_context(StartMethod::Spawn)
+        .spawn(start_with_few_descriptors_left, ())
+        .unwrap();
+    let problems = h.join_timeout(LONG).unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn waiting_on_a_fork_server_child_whose_server_died_returns_only_when_it_ends() {
+    let _one = serial();
+    let (child, tell) = start_waiter();
+    let pid = child.0.pid().unwrap();
+    let server = ppid_and_state(pid).unwrap().0;
+    kill_pid(server);
+    assert!(wait_gone(server, LONG), "the fork server did not die");
+    let ready = multiproc::wait(&[&child.0], Some(Duration::from_millis(300))).unwrap();
+    assert!(ready.is_empty(), "wait reported a running child as ended");
+    assert!(child.0.is_alive());
+    tell.send(&1u8).unwrap();
+    assert_eq!(multiproc::wait(&[&child.0], Some(LONG)).unwrap(), vec![0]);
+    assert!(is_gone(pid), "wait returned before the child ended");
+    assert!(!child.0.is_alive());
+}
+
+#[test]
+fn the_exit_code_of_a_fork_server_child_is_known_when_wait_returns() {
+    let _one = serial();
+    for _ in 0..5 {
+        let (mut child, tell) = start_waiter();
+        tell.send(&1u8).unwrap();
+        assert_eq!(multiproc::wait(&[&child.0], Some(LONG)).unwrap(), vec![0]);
+        assert_eq!(child.0.exitcode(), Some(0));
+        assert!(child.0.join_timeout(LONG).unwrap());
+    }
+}

@@ -118,6 +118,8 @@ impl AsFd for Connection {
 struct ReadState {
     frame: FrameReader,
     fds: Vec<OwnedFd>,
+    /// Why descriptors sent with the frame being read were lost, if they were.
+    lost: Option<std::io::Error>,
 }
 
 /// Reads from the socket, collecting passed descriptors, honouring a deadline, and
@@ -125,6 +127,7 @@ struct ReadState {
 struct SocketSource<'a> {
     fd: BorrowedFd<'a>,
     fds: &'a mut Vec<OwnedFd>,
+    lost: &'a mut Option<std::io::Error>,
     deadline: Option<Instant>,
 }
 
@@ -132,7 +135,7 @@ impl ByteSource for SocketSource<'_> {
     fn read_some(&mut self, buf: &mut [u8], frame_start: bool) -> Result<usize> {
         let attempt = |this: &mut Self, buf: &mut [u8], nonblocking: bool| -> Result<Received> {
             Ok(if frame_start {
-                sysfd::recv_with_fds(this.fd, buf, this.fds, nonblocking)?
+                sysfd::recv_with_fds(this.fd, buf, this.fds, this.lost, nonblocking)?
             } else {
                 sysfd::recv_plain(this.fd, buf, nonblocking)?
             })
@@ -284,10 +287,19 @@ impl Connection {
         let mut src = SocketSource {
             fd: self.fd.as_fd(),
             fds: &mut state.fds,
+            lost: &mut state.lost,
             deadline,
         };
         match state.frame.read(&mut src, self.max_message_size()) {
-            Ok(body) => Ok((body, std::mem::take(&mut state.fds))),
+            Ok(body) => {
+                let fds = std::mem::take(&mut state.fds);
+                match state.lost.take() {
+                    // The message is read whole, so the stream keeps its place; without
+                    // all its descriptors it is refused alone.
+                    Some(why) => Err(Error::Io(why)),
+                    None => Ok((body, fds)),
+                }
+            }
             Err(Error::Timeout) => Err(Error::Timeout),
             Err(Error::Closed) if !state.frame.in_progress() => Err(Error::Closed),
             Err(e) => Err(self.lose_framing(e)),
@@ -321,7 +333,9 @@ impl Connection {
     /// Receives a value sent with [`send`](Self::send), waiting as long as it takes.
     ///
     /// [`Error::Closed`] when the peer closed its end (or died) and everything it sent
-    /// has been read.
+    /// has been read. A message whose handles this process has no free descriptors for
+    /// is consumed and refused alone ([`Error::Io`], `EMFILE`); the next one is read as
+    /// usual.
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
         let (body, fds) = self.recv_raw(None)?;
         codec::decode(&body, fds)

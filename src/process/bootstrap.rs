@@ -9,7 +9,7 @@
 //!
 //! Nothing inherited from outside can make a program a child. The marker is obeyed only
 //! outside secure-execution mode (setuid, file capabilities), and only when its
-//! descriptor is a Unix stream socket made by this process's own parent under the same
+//! descriptor is a connected Unix stream socket made by this process's own parent under the same
 //! user and group; otherwise it is dropped with a warning and `main` runs as usual. The
 //! task then runs only an entry that this binary really has (see `sys::image`).
 
@@ -21,7 +21,7 @@ use std::time::Duration;
 use crate::connection::Connection;
 use crate::process::task::{self, FORKSERVER_ENV, Outcome, SPAWN_ENV, Task};
 use crate::process::{children, current, forkserver};
-use crate::sys::image::{self, ExeId};
+use crate::sys::image::{self, EntryFn, ExeId};
 use crate::sys::{fd as sysfd, proc as sysproc};
 use crate::wire::codec;
 
@@ -118,18 +118,22 @@ fn take_task(conn: Connection, parent: Option<u32>) -> ! {
         }
     };
     let parent = parent.unwrap_or(task.parent_pid);
-    run_task(conn, task, fds, parent, true)
+    run_task(conn, task, fds, parent, None)
 }
 
 /// Runs a task in this (new) process and exits with its code.
 ///
 /// `expected_parent` is the process whose death must take a daemon down with it.
+/// `forked_entry` is the entry itself in a child forked straight from the parent (same
+/// memory, whichever object the crate lives in: no executable or offset check); `None`
+/// in a fresh execution of the binary, which checks the executable and looks the
+/// task's offset up among this binary's entries.
 pub(crate) fn run_task(
     conn: Connection,
     task: Task,
     fds: Vec<OwnedFd>,
     expected_parent: u32,
-    check_exe: bool,
+    forked_entry: Option<EntryFn<Connection>>,
 ) -> ! {
     // Processes this one forks (by any means) must not hold the report channel: the
     // parent sees its end of stream when this process ends, not when they do.
@@ -146,33 +150,38 @@ pub(crate) fn run_task(
             // The parent is already gone: a daemon must not outlive it.
             return 1;
         }
-        if check_exe {
-            match ExeId::current() {
-                Ok(me) if me == task.exe => {}
-                _ => {
-                    return task::report(
-                        &conn,
-                        Outcome::<()>::Failed(
-                            "the executable changed on disk since the parent started; rebuild and restart".into(),
-                        ),
-                    );
-                }
-            }
-        }
-        let Some(entry) = image::entry_at::<Connection>(task.entry) else {
-            return task::report(
-                &conn,
-                Outcome::<()>::Failed(format!(
-                    "the task names no entry of this program (offset {:#x})",
-                    task.entry
-                )),
-            );
+        let entry = match forked_entry {
+            Some(entry) => entry,
+            None => match checked_entry(&task) {
+                Ok(entry) => entry,
+                Err(why) => return task::report(&conn, Outcome::<()>::Failed(why)),
+            },
         };
         task::install_panic_hook();
         entry(&task.args, fds, &conn)
     }))
     .unwrap_or(1);
     finish(code)
+}
+
+/// The entry a task names in a fresh execution of the binary, if the binary is the
+/// parent's and really has that entry; why not otherwise.
+fn checked_entry(task: &Task) -> std::result::Result<EntryFn<Connection>, String> {
+    match ExeId::current() {
+        Ok(me) if me == task.exe => {}
+        _ => {
+            return Err(
+                "the executable changed on disk since the parent started; rebuild and restart"
+                    .into(),
+            );
+        }
+    }
+    image::entry_at::<Connection>(task.entry).ok_or_else(|| {
+        format!(
+            "the task names no entry of this program (offset {:#x})",
+            task.entry
+        )
+    })
 }
 
 /// The end of every child: join its own children as a normal exit would, flush output,

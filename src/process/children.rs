@@ -21,8 +21,8 @@ pub(crate) enum Watch {
     /// Our own child (spawn, fork): the pidfd turns readable at exit; `waitid` reaps it.
     Own { pidfd: OwnedFd },
     /// A child of the fork server, which reaps it and writes its exit code on `status`.
-    /// The pidfd (sent by the server) tells whether the child still runs once the server
-    /// is gone.
+    /// The pidfd (sent by the server) is the sentinel, and tells whether the child still
+    /// runs once the server is gone.
     Server {
         status: OwnedFd,
         pidfd: Option<OwnedFd>,
@@ -82,13 +82,15 @@ impl Child {
     }
 
     /// The descriptor that is readable once the child has ended (Python's `sentinel`):
-    /// after the fork server is lost, the child's own pidfd.
+    /// its pidfd when there is one. The status socket of a fork-server child also turns
+    /// readable when the server dies, which ends nothing; it serves only a child without
+    /// a pidfd.
     pub(crate) fn sentinel(&self) -> BorrowedFd<'_> {
         match &self.watch {
-            Watch::Own { pidfd } => pidfd.as_fd(),
-            Watch::Server {
+            Watch::Own { pidfd }
+            | Watch::Server {
                 pidfd: Some(pidfd), ..
-            } if self.server_lost.load(Ordering::Relaxed) => pidfd.as_fd(),
+            } => pidfd.as_fd(),
             Watch::Server { status, .. } => status.as_fd(),
         }
     }
@@ -117,7 +119,20 @@ impl Child {
                     return orphan_state(pidfd.as_ref());
                 }
                 if !sysfd::wait_readable(status.as_fd(), Some(Duration::ZERO))? {
-                    return Ok(None);
+                    let Some(p) = pidfd else {
+                        return Ok(None);
+                    };
+                    if !sysfd::wait_readable(p.as_fd(), Some(Duration::ZERO))? {
+                        return Ok(None);
+                    }
+                    // The child ended; the server writes its code as soon as it reaps
+                    // it (or its end of stream, if it died meanwhile).
+                    if !sysfd::wait_readable(status.as_fd(), Some(STATUS_GRACE))? {
+                        return Err(Error::PeerDied(format!(
+                            "the fork server has not reported the exit of this process \
+                             {STATUS_GRACE:?} after it ended"
+                        )));
+                    }
                 }
                 let _g = self.reaping.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(c) = self.stored() {
@@ -235,6 +250,9 @@ impl Child {
         }
     }
 }
+
+/// How long the fork server may take to report the exit of a child that has ended.
+const STATUS_GRACE: Duration = Duration::from_secs(5);
 
 /// A child whose fork server is gone: running while its pidfd says so; ended (with an
 /// exit code nobody can tell any more) otherwise.

@@ -11,7 +11,9 @@
 //! A request is a few bytes and two descriptors (the child's bootstrap and status
 //! sockets): the task, with its arguments and their handles, goes from the caller to the
 //! child directly, so the server never blocks on a large request nor holds the
-//! arguments' handles. A start that fails on this side fails alone; only a server that
+//! arguments' handles. A start that fails on this side fails alone (this process out of
+//! descriptors for the reply's pidfd included: the reply is still read whole, and the
+//! child forked for it finds no task and exits, reaped by the server); only a server that
 //! is gone or stopped answering is replaced, and the old one is reaped, never left a
 //! zombie.
 
@@ -107,6 +109,12 @@ fn exchange(
     let (bytes, mut fds) = match server.conn.recv_raw(crate::deadline::after(REPLY_DEADLINE)) {
         Ok(x) => x,
         Err(e @ Error::Closed) => return Err(Failure::Gone(e)),
+        // The reply arrived whole but this process had no room for the child's pidfd.
+        // The server is in step and fine; the child it forked gets no task (the caller
+        // drops its bootstrap end), exits on its own and is reaped by the server.
+        Err(Error::Io(e)) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+            return Err(Failure::Local(Error::Io(e)));
+        }
         Err(Error::Timeout) => {
             return Err(Failure::Broken(Error::Bootstrap(format!(
                 "the fork server did not answer within {REPLY_DEADLINE:?}"

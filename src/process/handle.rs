@@ -94,7 +94,7 @@ impl Process {
         const {
             assert!(
                 std::mem::size_of::<F>() == 0,
-                "the target must be a fn item or a non-capturing closure"
+                "the target must be a fn item or a closure that captures nothing; pass captured values as the argument"
             )
         };
         Process::with_entry(task::discard_entry::<F, A, R>(), &args)

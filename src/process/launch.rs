@@ -7,7 +7,7 @@
 //! which is what `join` watches, so nothing can hang on a child that never reports.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, OnceLock, mpsc};
 
 use crate::connection::Connection;
@@ -140,16 +140,7 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
                 drop(out);
                 match forked {
                     Ok(sysproc::Forked::Child) => {
-                        // The parent's end belongs to a frame this child never returns to.
-                        sysfd::close_leaked(parent_end);
-                        children::forget_all_after_fork();
-                        forkserver::forget_after_fork();
-                        current::reset_after_fork();
-                        LAUNCHER.reset_after_fork();
-                        let conn = Connection::new(theirs, true, true);
-                        let parent = task.parent_pid;
-                        // Same memory image: the entry needs no executable check.
-                        bootstrap::run_task(conn, task, arg_owned, parent, false)
+                        forked_child(parent_end, theirs, task, arg_owned, entry)
                     }
                     // Here the child's end, task and argument handles are dropped.
                     Ok(sysproc::Forked::Parent(pid)) => Ok(pid),
@@ -198,6 +189,28 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
             ))
         }
     }
+}
+
+/// The child side of the fork start method, right after the fork.
+fn forked_child(
+    parent_end: RawFd,
+    theirs: OwnedFd,
+    task: Task,
+    arg_owned: Vec<OwnedFd>,
+    entry: Entry,
+) -> ! {
+    // The parent's end belongs to a frame this child never returns to.
+    sysfd::close_leaked(parent_end);
+    children::forget_all_after_fork();
+    forkserver::forget_after_fork();
+    current::reset_after_fork();
+    LAUNCHER.reset_after_fork();
+    let conn = Connection::new(theirs, true, true);
+    let parent = task.parent_pid;
+    // Same memory image: the entry is called as it is, with no executable or offset
+    // check (which knows only the main executable, and the crate may live in a
+    // library).
+    bootstrap::run_task(conn, task, arg_owned, parent, Some(entry.entry()))
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -257,4 +270,66 @@ fn on_lasting_thread<T: Send + 'static>(
     done_rx
         .recv()
         .unwrap_or_else(|_| Err(io::Error::other("the process launcher thread failed")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::target::Target;
+    use crate::process::task::Outcome;
+
+    fn triple(x: u32) -> u32 {
+        x * 3
+    }
+
+    fn return_entry_of<F: Target<u32, u32>>(_: F) -> Entry {
+        task::return_entry::<F, u32, u32>()
+    }
+
+    /// A library that links the crate is outside the main executable, where the offset
+    /// lookup finds no entry: a forked child must call the entry it was handed.
+    #[test]
+    fn a_forked_child_runs_the_entry_it_is_handed_when_the_offset_names_none() {
+        let entry = return_entry_of(triple);
+        let task = Task {
+            exe: exe_id().unwrap(),
+            entry: image::entry_offset(entry) ^ 0x5a5a_5a50,
+            args: codec::encode_plain(&14u32).unwrap(),
+            name: "forked".into(),
+            daemon: false,
+            identity: Vec::new(),
+            parent_pid: sysproc::getpid(),
+            parent_name: current::name(),
+        };
+        assert!(image::entry_at::<Connection>(task.entry).is_none());
+        let (mine, theirs) = sysfd::socketpair().unwrap();
+        let parent_end = mine.as_raw_fd();
+        // As the fork start method does: the hook exists before the fork, and the child
+        // owns the standard streams' locks instead of inheriting them held.
+        task::install_panic_hook();
+        let out = std::io::stdout().lock();
+        let err = std::io::stderr().lock();
+        let forked = sysproc::fork().unwrap();
+        drop(err);
+        drop(out);
+        let pid = match forked {
+            sysproc::Forked::Child => forked_child(parent_end, theirs, task, Vec::new(), entry),
+            sysproc::Forked::Parent(pid) => pid,
+        };
+        drop(theirs);
+        let conn = Connection::new(mine, true, true);
+        let outcome = conn.recv_timeout::<Outcome<u32>>(std::time::Duration::from_secs(60));
+        if outcome.is_err() {
+            // Never leave the test waiting on a child that cannot finish.
+            let _ = sysproc::send_signal(pid, libc::SIGKILL);
+        }
+        let code = sysproc::reap(pid, true).unwrap();
+        match outcome {
+            Ok(Outcome::Returned(n)) => assert_eq!(n, 42),
+            Ok(Outcome::Failed(why)) => panic!("the child did not run its entry: {why}"),
+            Ok(Outcome::Panicked { message, .. }) => panic!("the child panicked: {message}"),
+            Err(e) => panic!("no report from the child: {e}"),
+        }
+        assert_eq!(code, Some(0));
+    }
 }

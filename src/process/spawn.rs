@@ -83,7 +83,7 @@ impl<R: DeserializeOwned> JoinHandle<R> {
         const {
             assert!(
                 std::mem::size_of::<F>() == 0,
-                "the target must be a fn item or a non-capturing closure"
+                "the target must be a fn item or a closure that captures nothing; pass captured values as the argument"
             )
         };
         let mut process = Process::with_entry(task::return_entry::<F, A, R>(), &args);

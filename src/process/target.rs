@@ -35,6 +35,31 @@ use serde::de::DeserializeOwned;
 /// let greeting = String::from("hello");
 /// let h = multiproc::spawn(move |n: u32| format!("{greeting} {n}"), 1);
 /// ```
+///
+/// A closure that captures only `Copy` values, and a function pointer, satisfy this
+/// trait's bounds but carry data (a captured value, an address) that the child would not
+/// have. Stable Rust cannot state "zero-sized" as a bound, so they are refused when the
+/// program is built (`cargo build`, `cargo test`; `cargo check` does not see it): a
+/// compile-time assertion fails with "the target must be a fn item or a closure that
+/// captures nothing; pass captured values as the argument", pointing into this crate.
+/// Do what it says: pass the value as the argument.
+///
+/// ```compile_fail,E0080
+/// let factor = 3u32;
+/// let h = multiproc::spawn(move |n: u32| n * factor, 1);
+/// ```
+///
+/// ```compile_fail,E0080
+/// fn double(n: u32) -> u32 { n * 2 }
+/// let f: fn(u32) -> u32 = double;
+/// let h = multiproc::spawn(f, 1);
+/// ```
+///
+/// ```
+/// let h = multiproc::spawn(|(n, factor): (u32, u32)| n * factor, (1, 3))?;
+/// assert_eq!(h.join()?, 3);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be the target of a child process",
     label = "not a `fn` item or a non-capturing closure taking `{A}` and returning `{R}`",

@@ -111,10 +111,16 @@ pub(crate) enum Received {
 }
 
 /// One `recvmsg`, collecting any passed descriptors into `fds` (close-on-exec).
+///
+/// When some passed descriptors could not be received (this process's descriptor table
+/// is full, or the message carried more than a message may), the bytes still arrived and
+/// are counted; why the descriptors were lost goes to `lost`, for the caller to report
+/// once the message is whole, so that the stream keeps its place.
 pub(crate) fn recv_with_fds(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
+    lost: &mut Option<io::Error>,
     nonblocking: bool,
 ) -> io::Result<Received> {
     let mut space =
@@ -133,11 +139,8 @@ pub(crate) fn recv_with_fds(
                         fds.extend(rights);
                     }
                 }
-                if msg.flags.contains(ReturnFlags::CTRUNC) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "too many descriptors in one message",
-                    ));
+                if msg.flags.contains(ReturnFlags::CTRUNC) && lost.is_none() {
+                    *lost = Some(why_descriptors_lost(fd));
                 }
                 return Ok(Received::Bytes(msg.bytes));
             }
@@ -145,6 +148,18 @@ pub(crate) fn recv_with_fds(
             Err(Errno::AGAIN) if nonblocking => return Ok(Received::WouldBlock),
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// Why the kernel dropped passed descriptors: a full descriptor table here (the kernel
+/// installs what fits and drops the rest), or more descriptors than a message may carry.
+fn why_descriptors_lost(fd: BorrowedFd<'_>) -> io::Error {
+    match rustix::io::fcntl_dupfd_cloexec(fd, 0) {
+        Err(e @ (Errno::MFILE | Errno::NFILE)) => io::Error::from(e),
+        _ => io::Error::new(
+            io::ErrorKind::InvalidData,
+            "too many descriptors in one message",
+        ),
     }
 }
 
@@ -246,8 +261,8 @@ pub(crate) fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 
 /// Why an inherited bootstrap descriptor was not taken.
 pub(crate) enum Refusal {
-    /// It is the socket of the parent named by the marker, but that parent is no longer
-    /// this process's parent: it died before this check.
+    /// It is the socket of the parent named by the marker, and that process has ended
+    /// (gone, or a zombie): it died before this check.
     ParentGone,
     /// It is not what a multiproc parent passes; the reason, for a warning.
     Foreign(String),
@@ -278,6 +293,15 @@ pub(crate) fn adopt_from_parent(raw: RawFd, named_parent: u32) -> Result<OwnedFd
             "descriptor {raw} is not a Unix stream socket"
         )));
     }
+    // A listening or unconnected socket carries the credentials of whoever called
+    // `listen` (or none): only a connected socket names the process at its other end.
+    if rustix::net::sockopt::socket_acceptconn(fd).map_err(why)?
+        || rustix::net::getpeername(fd).is_err()
+    {
+        return Err(Refusal::Foreign(format!(
+            "descriptor {raw} is not a connected socket"
+        )));
+    }
     let peer = rustix::net::sockopt::socket_peercred(fd).map_err(why)?;
     if peer.uid != rustix::process::geteuid() || peer.gid != rustix::process::getegid() {
         return Err(Refusal::Foreign(format!(
@@ -288,7 +312,10 @@ pub(crate) fn adopt_from_parent(raw: RawFd, named_parent: u32) -> Result<OwnedFd
     }
     let peer_pid = peer.pid.as_raw_nonzero().get() as u32;
     if Some(peer.pid) != rustix::process::getppid() {
-        if peer_pid == named_parent {
+        // The socket's maker is the named parent yet not our parent: either it died and
+        // this process was reparented (a real child: quit), or it is alive and simply
+        // not our parent (a foreign socket: ignore it).
+        if peer_pid == named_parent && crate::sys::proc::has_ended(peer_pid) {
             return Err(Refusal::ParentGone);
         }
         return Err(Refusal::Foreign(format!(

@@ -90,6 +90,14 @@ impl<C: 'static> EntryRecord<C> {
     }
 }
 
+impl<C: 'static> EntryRecord<C> {
+    /// The entry itself, for a child that shares this process's memory (fork): there the
+    /// function needs no lookup, wherever the crate was loaded from.
+    pub(crate) fn entry(&self) -> EntryFn<C> {
+        self.entry
+    }
+}
+
 fn anchor() -> usize {
     &ANCHOR as *const Anchor as usize
 }
@@ -256,7 +264,7 @@ pub(crate) fn summon<F: Copy + 'static>() -> F {
     const {
         assert!(
             std::mem::size_of::<F>() == 0,
-            "the target must be a fn item or a non-capturing closure"
+            "the target must be a fn item or a closure that captures nothing; pass captured values as the argument"
         )
     };
     // SAFETY: F is zero-sized (checked at compile time above): a read of a zero-sized

@@ -2,7 +2,7 @@
 
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use rustix::io::Errno;
@@ -191,6 +191,24 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
         pid_of(pid)?,
         PidfdFlags::empty(),
     )?)
+}
+
+/// Whether process `pid` has certainly ended: it no longer exists, or it is a zombie
+/// (its pidfd is readable). Anything unknown (no pidfd support, a failure) is `false`.
+pub(crate) fn has_ended(pid: u32) -> bool {
+    let Some(p) = Pid::from_raw(pid as i32) else {
+        return false;
+    };
+    match rustix::process::pidfd_open(p, PidfdFlags::empty()) {
+        Ok(pidfd) => crate::sys::fd::wait_readable(pidfd.as_fd(), Some(std::time::Duration::ZERO))
+            .unwrap_or(false),
+        Err(rustix::io::Errno::SRCH) => true,
+        // Kernels without pidfds: only a positive "no such process" counts.
+        Err(_) => matches!(
+            rustix::process::test_kill_process(p),
+            Err(rustix::io::Errno::SRCH)
+        ),
+    }
 }
 
 /// Python's exit code from a wait status: the exit status, or `-N` for signal `N`.
