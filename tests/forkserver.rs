@@ -157,30 +157,15 @@ fn zombies_of(parent: u32) -> Vec<u32> {
 /// In a process of its own (it lowers its descriptor limit): starts fork-server
 /// children with 0 to 7 descriptors left free, and says what went wrong, if anything.
 fn start_with_few_descriptors_left(_: ()) -> Vec<String> {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let mut problems = Vec::new();
     let ctx = get_context(StartMethod::Forkserver);
     let (mut running, tell) = start_waiter();
     let server = ppid_and_state(running.0.pid().unwrap()).unwrap().0;
-    let limit = getrlimit(Resource::Nofile);
     let mut out_of_descriptors = 0;
     for free in 0..8 {
-        setrlimit(
-            Resource::Nofile,
-            Rlimit {
-                current: Some(64),
-                maximum: limit.maximum,
-            },
-        )
-        .unwrap();
-        let mut files = Vec::new();
-        while let Ok(f) = std::fs::File::open("/dev/null") {
-            files.push(f);
-        }
-        files.truncate(files.len().saturating_sub(free));
+        let used_up = common::DescriptorsUsedUp::leaving(free);
         let started = ctx.spawn(square, 3u64);
-        drop(files);
-        setrlimit(Resource::Nofile, limit).unwrap();
+        drop(used_up);
         match started.and_then(|mut h| h.join_timeout(LONG)) {
             Ok(9) => {}
             Err(multiproc::Error::Io(e))

@@ -124,3 +124,40 @@ pub fn open_fds() -> Vec<String> {
     fds.sort();
     fds
 }
+
+/// This process with (almost) no descriptor left: the soft limit lowered to 64 and every
+/// free number taken by `/dev/null`, but for `free` of them. Dropping it closes them and
+/// puts the limit back.
+pub struct DescriptorsUsedUp {
+    files: Vec<std::fs::File>,
+    limit: rustix::process::Rlimit,
+}
+
+impl DescriptorsUsedUp {
+    /// Uses up every descriptor but `free`.
+    pub fn leaving(free: usize) -> DescriptorsUsedUp {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(64),
+                maximum: limit.maximum,
+            },
+        )
+        .unwrap();
+        let mut files = Vec::new();
+        while let Ok(f) = std::fs::File::open("/dev/null") {
+            files.push(f);
+        }
+        files.truncate(files.len().saturating_sub(free));
+        DescriptorsUsedUp { files, limit }
+    }
+}
+
+impl Drop for DescriptorsUsedUp {
+    fn drop(&mut self) {
+        self.files.clear();
+        let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, self.limit);
+    }
+}
