@@ -17,6 +17,7 @@ use crate::process::method::{StartMethod, get_start_method};
 use crate::process::target::{Run, Target};
 use crate::process::task::{self, Entry, Outcome};
 use crate::process::{current, launch};
+use crate::sys::image;
 use crate::wire::codec::{self, Encoded};
 
 /// A child process running a function of yours (Python's `multiprocessing.Process`).
@@ -91,12 +92,7 @@ impl Process {
         A: Serialize + DeserializeOwned + 'static,
         R: Termination + 'static,
     {
-        const {
-            assert!(
-                std::mem::size_of::<F>() == 0,
-                "the target must be a fn item or a closure that captures nothing; pass captured values as the argument"
-            )
-        };
+        const { image::assert_zero_sized::<F>() };
         Process::with_entry(task::discard_entry::<F, A, R>(), &args)
     }
 

@@ -12,6 +12,7 @@ use crate::process::handle::Process;
 use crate::process::method::StartMethod;
 use crate::process::target::Target;
 use crate::process::task::{self, Outcome};
+use crate::sys::image;
 
 /// How long one read of a report may block before the child's exit is checked again.
 const REPORT_SLICE: Duration = Duration::from_millis(100);
@@ -80,12 +81,7 @@ impl<R: DeserializeOwned> JoinHandle<R> {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + 'static,
     {
-        const {
-            assert!(
-                std::mem::size_of::<F>() == 0,
-                "the target must be a fn item or a closure that captures nothing; pass captured values as the argument"
-            )
-        };
+        const { image::assert_zero_sized::<F>() };
         let mut process = Process::with_entry(task::return_entry::<F, A, R>(), &args);
         if let Some(m) = method {
             process = process.start_method(m);

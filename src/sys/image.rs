@@ -258,15 +258,19 @@ fn main_image() -> &'static Image {
     })
 }
 
+/// Refuses, at build time (in a `const` block), a target type that holds data: only a
+/// zero-sized one can be produced in the child by [`summon`].
+pub(crate) const fn assert_zero_sized<F>() {
+    assert!(
+        std::mem::size_of::<F>() == 0,
+        "the target must be a fn item or a closure that captures nothing; pass captured values as the argument"
+    )
+}
+
 /// Produces the value of a zero-sized function type (a `fn` item or a closure that
 /// captures nothing): such a type has exactly one value and no bytes.
 pub(crate) fn summon<F: Copy + 'static>() -> F {
-    const {
-        assert!(
-            std::mem::size_of::<F>() == 0,
-            "the target must be a fn item or a closure that captures nothing; pass captured values as the argument"
-        )
-    };
+    const { assert_zero_sized::<F>() };
     // SAFETY: F is zero-sized (checked at compile time above): a read of a zero-sized
     // value through a non-null, aligned pointer is valid and yields its only value. F is
     // Copy, so duplicating that value is what the type allows anyway.
