@@ -364,27 +364,11 @@ const TRIALS: usize = 20;
 /// Reports whether it really was out of descriptors (before and after), and what each
 /// try gave.
 fn wait_out_of_descriptors((lock, conn): (Lock, Connection)) {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     // Learn who this thread is while descriptors remain (held: a timeout at once).
     assert!(matches!(lock.try_acquire(), Err(AcquireError::Timeout)));
-    let limit = getrlimit(Resource::Nofile);
-    setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: Some(64),
-            maximum: limit.maximum,
-        },
-    )
-    .unwrap();
     let emfile = |e: &std::io::Error| e.raw_os_error() == Some(24);
-    let mut hoard = Vec::new();
-    let exhausted = loop {
-        match std::fs::File::open("/dev/null") {
-            Ok(f) if hoard.len() < 1000 => hoard.push(f),
-            Ok(_) => break false,
-            Err(e) => break emfile(&e),
-        }
-    };
+    let _used_up = common::DescriptorsUsedUp::leaving(0);
+    let exhausted = std::fs::File::open("/dev/null").is_err_and(|e| emfile(&e));
     let outcomes: Vec<String> = (0..TRIALS)
         .map(|_| {
             match lock.acquire_timeout(Duration::from_millis(300)) {
