@@ -139,6 +139,7 @@ pub use process::{
 };
 pub use shared::*;
 pub use sync::*;
+pub use wire::bulk::PodVec;
 pub use wire::frame::DEFAULT_MAX_MESSAGE_SIZE;
 
 /// The README's examples, compiled and run as doc tests.
