@@ -64,6 +64,7 @@ impl<'s> Source<'s> {
     }
 
     /// The next `n` bytes, or `None` (and nothing taken) when fewer are left.
+    #[inline]
     fn take(&self, n: usize) -> Option<&'s [u8]> {
         let pos = self.pos.get();
         let out = self.data.get(pos..pos.checked_add(n)?)?;
@@ -81,10 +82,14 @@ impl<'s> postcard::de_flavors::Flavor<'s> for Cursor<'s> {
 
     #[inline]
     fn pop(&mut self) -> postcard::Result<u8> {
-        match self.0.take(1) {
-            Some([b]) => Ok(*b),
-            _ => Err(postcard::Error::DeserializeUnexpectedEnd),
-        }
+        let pos = self.0.pos.get();
+        let b = *self
+            .0
+            .data
+            .get(pos)
+            .ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
+        self.0.pos.set(pos + 1);
+        Ok(b)
     }
 
     #[inline]
