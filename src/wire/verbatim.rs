@@ -9,6 +9,13 @@
 //!
 //! The wrappers only forward: postcard still reads every length from the bounded
 //! message, so decoding allocates no more than before.
+//!
+//! They are also where sequences of bytes and floats leave serde's element-by-element
+//! path, since every value's serializer and deserializer is one of them: `collect_seq`
+//! on a `&Vec<u8>` or `&[f64]` and `deserialize_seq` with serde's visitor for `Vec<u8>`
+//! or `Vec<f64>` go to [`bulk`], at any depth inside a value, with the same bytes on
+//! the wire. The deserializers carry the [`Source`] that postcard reads (`Src`), so
+//! the bulk path can copy a block of floats straight out of the message.
 
 use std::cell::RefCell;
 use std::fmt::{self, Display};
