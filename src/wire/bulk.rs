@@ -455,6 +455,14 @@ fn count_bulk() {
 /// assert_eq!(got[0], Point { x: 1.0, y: 2.0 });
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// A zero-sized element type does not build:
+///
+/// ```compile_fail
+/// let (here, _there) = multiproc::pipe(true)?;
+/// here.send(&multiproc::PodVec::from(vec![(); 3]))?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PodVec<T>(pub Vec<T>);
 
