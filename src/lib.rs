@@ -58,6 +58,8 @@
 //! | `Pipe(duplex=True)` | [`pipe(true)`](pipe) |
 //! | `conn.send(obj)`, `conn.recv()` | [`send`](Connection::send), [`recv`](Connection::recv), [`recv_timeout`](Connection::recv_timeout) |
 //! | `send_bytes`, `recv_bytes`, `recv_bytes_into` | [`send_bytes`](Connection::send_bytes), [`recv_bytes`](Connection::recv_bytes), [`recv_bytes_into`](Connection::recv_bytes_into) |
+//! | `conn.send(b"...")`, `conn.send(bytearray)` | [`send`](Connection::send) a `Vec<u8>`, `&[u8]` or `bytes::Bytes`: one copy, no per-byte cost |
+//! | `conn.send(np_array)`, `array('d')` (pickled as a buffer) | [`send`](Connection::send) a `Vec<f64>`/`Vec<f32>`; other element types and `#[repr(C)]` records in a [`PodVec`] (host layout, like `ndarray.tobytes()`) |
 //! | `conn.poll(timeout)`, `conn.close()` | [`poll`](Connection::poll) (`Ok(false)` when the time runs out), [`close`](Connection::close) |
 //! | `multiprocessing.connection.wait` | [`wait`] |
 //! | `Listener(address, backlog=n, authkey=k)` | [`Listener::bind`], [`Listener::builder`]`.backlog(n).authkey(k).bind()` |
@@ -139,6 +141,7 @@ pub use process::{
 };
 pub use shared::*;
 pub use sync::*;
+pub use wire::bulk::PodVec;
 pub use wire::frame::DEFAULT_MAX_MESSAGE_SIZE;
 
 /// The README's examples, compiled and run as doc tests.

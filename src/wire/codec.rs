@@ -11,8 +11,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+use crate::wire::bulk::Source;
 use crate::wire::handles;
-use crate::wire::verbatim::{self, Decode, Encode};
+use crate::wire::verbatim::{self, Encode};
 
 /// A value in wire form: its bytes and the descriptors of the handles inside it.
 #[derive(Debug, Default)]
@@ -32,13 +33,15 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
 /// Descriptors the value does not claim are closed.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
     handles::providing(fds, || {
-        match postcard::take_from_bytes::<Decode<T>>(bytes) {
-            Ok((Decode(v), [])) => Ok(v),
-            Ok((_, rest)) => Err(Error::Decode(format!(
-                "{} trailing bytes after the value",
-                rest.len()
+        // postcard reads through a source the bulk path can also read from, so a long
+        // sequence of numbers is copied out as one block.
+        let source = Source::new(bytes);
+        let value = verbatim::decode_from::<T>(&source).map_err(Error::Decode)?;
+        match source.remaining() {
+            0 => Ok(value),
+            rest => Err(Error::Decode(format!(
+                "{rest} trailing bytes after the value"
             ))),
-            Err(e) => Err(Error::Decode(verbatim::decode_text(e))),
         }
     })
 }

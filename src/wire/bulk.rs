@@ -1,0 +1,750 @@
+//! Sequences of bytes and numbers as one block.
+//!
+//! serde hands a `Vec<u8>` to a format one element at a time, and so decodes it: at a
+//! quarter of a gigabyte a second. postcard's bytes for a sequence of `u8` (its length as
+//! a varint, then one byte each) are exactly its bytes for a byte string, and a sequence
+//! of `f32`/`f64` is its length and then each value's little-endian bytes. So the codec
+//! takes these sequences as one block without changing a byte on the wire: a peer built
+//! without this code reads and writes the same messages.
+//!
+//! - Encoding: [`encode_seq`] recognises the `&Vec<E>`/`&[E]` serde passes to
+//!   `collect_seq` for `E` in `u8`, `i8`, `f32`, `f64` (so also `Box<[E]>`, `&[E]`,
+//!   `Cow<[E]>`, `Arc<[E]>`, slices of arrays), at any depth in a value. Bytes go out
+//!   with `serialize_bytes`; floats, on a little-endian host writing into postcard's
+//!   `Vec` output, as the slice's own bytes after the length; elsewhere one by one,
+//!   without the error-keeping wrappers in between.
+//! - Decoding: [`Kind::of_vec_visitor`] recognises serde's own visitor for `Vec<E>`
+//!   (found once by asking serde, so a hand-written visitor that happens to return a
+//!   `Vec<u8>` from some other layout is left alone). Bytes come in through
+//!   `deserialize_byte_buf`; floats are copied straight from the message through the
+//!   [`Source`] that the codec's postcard reader shares with this module.
+//! - Other plain-old-data vectors opt in with [`PodVec`].
+//!
+//! Nothing here trusts a length: a block is taken only when the message holds all of
+//! it, else decoding goes on element by element and ends with postcard's own error
+//! where the bytes run out.
+
+use std::any::TypeId;
+use std::cell::Cell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::OnceLock;
+
+use bytemuck::Pod;
+use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
+use serde::ser::{Serialize, SerializeSeq, Serializer};
+
+use crate::sys::bulk as sys;
+
+/// Buffers from this size on ask for huge pages: below it a buffer spans no whole one
+/// worth the system call.
+const HUGE_PAGE_HINT_FROM: usize = 4 << 20;
+
+// ---- the message being decoded ----
+
+/// A message being decoded: postcard reads it through a [`Cursor`], and the bulk path
+/// takes blocks of numbers from it directly. Both move the one position.
+pub(crate) struct Source<'s> {
+    data: &'s [u8],
+    pos: Cell<usize>,
+}
+
+impl<'s> Source<'s> {
+    pub(crate) fn new(data: &'s [u8]) -> Self {
+        Source {
+            data,
+            pos: Cell::new(0),
+        }
+    }
+
+    /// Bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.data.len() - self.pos.get()
+    }
+
+    /// The next `n` bytes, or `None` (and nothing taken) when fewer are left.
+    #[inline]
+    fn take(&self, n: usize) -> Option<&'s [u8]> {
+        let pos = self.pos.get();
+        let out = self.data.get(pos..pos.checked_add(n)?)?;
+        self.pos.set(pos + n);
+        Some(out)
+    }
+}
+
+/// postcard's view of a [`Source`].
+pub(crate) struct Cursor<'s>(pub(crate) &'s Source<'s>);
+
+impl<'s> postcard::de_flavors::Flavor<'s> for Cursor<'s> {
+    type Remainder = usize;
+    type Source = &'s Source<'s>;
+
+    #[inline]
+    fn pop(&mut self) -> postcard::Result<u8> {
+        let pos = self.0.pos.get();
+        let b = *self
+            .0
+            .data
+            .get(pos)
+            .ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
+        self.0.pos.set(pos + 1);
+        Ok(b)
+    }
+
+    #[inline]
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.0.remaining())
+    }
+
+    #[inline]
+    fn try_take_n(&mut self, n: usize) -> postcard::Result<&'s [u8]> {
+        self.0
+            .take(n)
+            .ok_or(postcard::Error::DeserializeUnexpectedEnd)
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.0.remaining())
+    }
+}
+
+/// The source a deserializer reads from, when it is the codec's own.
+pub(crate) type Src<'s> = Option<&'s Source<'s>>;
+
+// ---- element types ----
+
+/// An element type with a bulk path (sealed: only these four).
+pub(crate) trait Elem:
+    Pod + sys::LifetimeFree + for<'de> Deserialize<'de> + Serialize
+{
+    /// From little-endian to this host's order (nothing to do on little-endian hosts).
+    fn le_to_host(self) -> Self;
+}
+
+impl Elem for u8 {
+    fn le_to_host(self) -> Self {
+        self
+    }
+}
+
+impl Elem for i8 {
+    fn le_to_host(self) -> Self {
+        self
+    }
+}
+
+impl Elem for f32 {
+    fn le_to_host(self) -> Self {
+        f32::from_bits(u32::from_le(self.to_bits()))
+    }
+}
+
+impl Elem for f64 {
+    fn le_to_host(self) -> Self {
+        f64::from_bits(u64::from_le(self.to_bits()))
+    }
+}
+
+/// The element type of a vector that has a bulk path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    U8,
+    I8,
+    F32,
+    F64,
+}
+
+impl Kind {
+    /// The kind of vector `V` builds, when `V` is serde's own visitor for `Vec<E>` (the
+    /// one `Vec<E>` and `Box<[E]>` use) and `E` has a bulk path.
+    #[inline]
+    pub(crate) fn of_vec_visitor<'de, V: Visitor<'de>>() -> Option<Kind> {
+        let kind = if sys::is::<V::Value, Vec<u8>>() {
+            Kind::U8
+        } else if sys::is::<V::Value, Vec<i8>>() {
+            Kind::I8
+        } else if sys::is::<V::Value, Vec<f32>>() {
+            Kind::F32
+        } else if sys::is::<V::Value, Vec<f64>>() {
+            Kind::F64
+        } else {
+            return None;
+        };
+        (serde_vec_visitors()[kind as usize] == Some(typeid::of::<V>())).then_some(kind)
+    }
+}
+
+/// The type of the visitor serde's `Vec<E>: Deserialize` passes to `deserialize_seq`,
+/// for each [`Kind`]. The type is private to serde, so it is learnt by asking: a
+/// deserializer that only notes the visitor's type and fails.
+fn serde_vec_visitors() -> &'static [Option<TypeId>; 4] {
+    static IDS: OnceLock<[Option<TypeId>; 4]> = OnceLock::new();
+    IDS.get_or_init(|| [probe::<u8>(), probe::<i8>(), probe::<f32>(), probe::<f64>()])
+}
+
+fn probe<E: Elem>() -> Option<TypeId> {
+    let seen = Cell::new(None);
+    let _ = Vec::<E>::deserialize(Probe(&seen));
+    seen.get()
+}
+
+struct Probe<'a>(&'a Cell<Option<TypeId>>);
+
+#[derive(Debug)]
+struct Probed;
+
+impl fmt::Display for Probed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("probed")
+    }
+}
+
+impl std::error::Error for Probed {}
+
+impl de::Error for Probed {
+    fn custom<T: fmt::Display>(_: T) -> Self {
+        Probed
+    }
+}
+
+impl<'de> Deserializer<'de> for Probe<'_> {
+    type Error = Probed;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Probed> {
+        Err(Probed)
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Probed> {
+        self.0.set(Some(typeid::of::<V>()));
+        Err(Probed)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+        byte_buf option unit unit_struct newtype_struct tuple tuple_struct map struct
+        enum identifier ignored_any
+    }
+}
+
+// ---- encoding ----
+
+/// Encodes `items` as one block when `I` is `&Vec<E>` or `&[E]` for an [`Elem`] `E`;
+/// else hands the serializer back.
+#[inline]
+pub(crate) fn encode_seq<S: Serializer, I>(s: S, items: &I) -> Result<Result<S::Ok, S::Error>, S> {
+    if let Some(b) = sys::as_slice::<I, u8>(items) {
+        count_bulk();
+        return Ok(s.serialize_bytes(b));
+    }
+    if let Some(b) = sys::as_slice::<I, i8>(items) {
+        count_bulk();
+        return Ok(s.serialize_bytes(bytemuck::cast_slice(b)));
+    }
+    if let Some(f) = sys::as_slice::<I, f64>(items) {
+        return Ok(encode_floats(s, f));
+    }
+    if let Some(f) = sys::as_slice::<I, f32>(items) {
+        return Ok(encode_floats(s, f));
+    }
+    Err(s)
+}
+
+/// The serializer `codec::encode` drives: postcard writing into a `Vec`.
+type PostcardVec = postcard::Serializer<postcard::ser_flavors::AllocVec>;
+
+fn encode_floats<S: Serializer, E: Elem>(mut s: S, items: &[E]) -> Result<S::Ok, S::Error> {
+    if cfg!(target_endian = "little") {
+        if let Some(out) = sys::reborrow::<S, PostcardVec>(&mut s) {
+            count_bulk();
+            use serde::ser::Error as _;
+            // postcard writes the length, then each value's little-endian bytes: on
+            // this host, the slice's own bytes.
+            let seq = out
+                .serialize_seq(Some(items.len()))
+                .map_err(S::Error::custom)?;
+            postcard::ser_flavors::Flavor::try_extend(&mut seq.output, bytemuck::cast_slice(items))
+                .map_err(S::Error::custom)?;
+            // The `S::Ok` to return, from a call that writes nothing: postcard gives
+            // an empty tuple no bytes.
+            return serde::ser::SerializeTuple::end(s.serialize_tuple(0)?);
+        }
+    }
+    let mut seq = s.serialize_seq(Some(items.len()))?;
+    for x in items {
+        seq.serialize_element(x)?;
+    }
+    seq.end()
+}
+
+// ---- decoding ----
+
+/// Decodes the `Vec<E>` of `kind` from `d` in bulk, as a `T` (which
+/// [`Kind::of_vec_visitor`] found to be that vector).
+pub(crate) fn decode_vec<'de, D: Deserializer<'de>, T>(
+    d: D,
+    kind: Kind,
+    src: Src<'_>,
+) -> Result<T, D::Error> {
+    match kind {
+        Kind::U8 => as_t(d.deserialize_byte_buf(Bytes::<u8>(PhantomData))?),
+        Kind::I8 => as_t(d.deserialize_byte_buf(Bytes::<i8>(PhantomData))?),
+        Kind::F32 => as_t(floats::<D, f32>(d, src)?),
+        Kind::F64 => as_t(floats::<D, f64>(d, src)?),
+    }
+}
+
+fn as_t<E: de::Error, V: sys::LifetimeFree, T>(v: V) -> Result<T, E> {
+    sys::same(v).map_err(|_| E::custom("a bulk-decoded vector is not the type asked for"))
+}
+
+fn floats<'de, D: Deserializer<'de>, E: Elem>(d: D, src: Src<'_>) -> Result<Vec<E>, D::Error> {
+    // Read straight from the message only when `d` is postcard reading that message.
+    let src = src.filter(|_| {
+        typeid::of::<D>() == typeid::of::<&mut postcard::Deserializer<'_, Cursor<'_>>>()
+    });
+    d.deserialize_seq(Floats::<E> {
+        src,
+        elem: PhantomData,
+    })
+}
+
+/// Bytes into a `Vec<E>` of one-byte elements.
+struct Bytes<E>(PhantomData<E>);
+
+impl<'de, E: Elem> Visitor<'de> for Bytes<E> {
+    type Value = Vec<E>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence of bytes")
+    }
+
+    fn visit_bytes<Er: de::Error>(self, v: &[u8]) -> Result<Vec<E>, Er> {
+        count_bulk();
+        pod_vec_from_bytes(v).ok_or_else(|| Er::custom("bytes of a partial element"))
+    }
+
+    fn visit_byte_buf<Er: de::Error>(self, v: Vec<u8>) -> Result<Vec<E>, Er> {
+        match sys::same::<Vec<u8>, Vec<E>>(v) {
+            Ok(v) => {
+                count_bulk();
+                Ok(v)
+            }
+            Err(v) => self.visit_bytes(&v),
+        }
+    }
+}
+
+/// A postcard sequence of floats, taken from the message as one block when all of it
+/// is there.
+struct Floats<'s, E> {
+    src: Src<'s>,
+    elem: PhantomData<E>,
+}
+
+impl<'de, E: Elem> Visitor<'de> for Floats<'_, E> {
+    type Value = Vec<E>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence of numbers")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Vec<E>, A::Error> {
+        // postcard's hint is the exact count when the message has at least that many
+        // bytes left (none, else).
+        let hint = a.size_hint();
+        if let (Some(src), Some(n)) = (self.src, hint) {
+            let block = n
+                .checked_mul(size_of::<E>())
+                .and_then(|len| src.take(len))
+                .and_then(pod_vec_from_bytes::<E>);
+            if let Some(mut v) = block {
+                count_bulk();
+                if cfg!(target_endian = "big") {
+                    v.iter_mut().for_each(|x| *x = x.le_to_host());
+                }
+                return Ok(v);
+            }
+        }
+        // Cut short (or not postcard's message): one by one, which ends with postcard's
+        // own error where the bytes run out. Reserve no more than the bytes can fill.
+        let left = self.src.map_or(0, |s| s.remaining() / size_of::<E>());
+        let mut v = Vec::with_capacity(hint.unwrap_or(0).min(left));
+        while let Some(x) = a.next_element::<E>()? {
+            v.push(x);
+        }
+        Ok(v)
+    }
+}
+
+/// `bytes` as a vector of `T` in this host's layout (one copy, into memory aligned for
+/// `T`), or `None` when they are not a whole number of `T`.
+fn pod_vec_from_bytes<T: Pod>(bytes: &[u8]) -> Option<Vec<T>> {
+    let size = size_of::<T>();
+    if size == 0 || bytes.len() % size != 0 {
+        return None;
+    }
+    // Zeroed through the allocator: a large block comes as untouched zero pages, so the
+    // only pass over the memory is the copy.
+    let mut v: Vec<T> = bytemuck::zeroed_vec(bytes.len() / size);
+    if bytes.len() >= HUGE_PAGE_HINT_FROM {
+        sys::prefer_huge_pages(&mut v);
+    }
+    bytemuck::cast_slice_mut::<T, u8>(&mut v).copy_from_slice(bytes);
+    Some(v)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many sequences took a bulk path on this thread: tests check that a value
+    /// did not quietly go element by element.
+    pub(crate) static BULK_COUNT: Cell<usize> = const { Cell::new(0) };
+}
+
+#[inline]
+fn count_bulk() {
+    #[cfg(test)]
+    BULK_COUNT.with(|c| c.set(c.get() + 1));
+}
+
+// ---- the opt-in wrapper ----
+
+/// A vector of plain-old-data values (`u32`, `u64`, `#[repr(C)]` structs deriving
+/// [`bytemuck::Pod`]) that travels as one block of bytes, copied once each way.
+///
+/// `Vec<u8>`, `Vec<i8>`, `Vec<f32>` and `Vec<f64>` need no wrapper: they travel in
+/// bulk as they are. Other element types go one by one unless wrapped in a `PodVec`.
+///
+/// The bytes are the elements' memory **in this host's layout** (byte order, padding,
+/// `repr`): right between processes of one machine, which is what multiproc connects,
+/// but not a portable format. A message whose length is not a whole number of elements
+/// is refused with [`Error::Decode`](crate::Error::Decode). Zero-sized element types are
+/// refused at compile time.
+///
+/// It dereferences to the `Vec<T>` it holds, and converts from and into one.
+///
+/// ```
+/// use multiproc::{PodVec, pipe};
+///
+/// let (here, there) = pipe(true)?;
+/// here.send(&PodVec::from(vec![1u32, 2, 3]))?;
+/// let got: PodVec<u32> = there.recv()?;
+/// assert_eq!(got[..], [1, 2, 3]);
+/// let plain: Vec<u32> = got.into();
+/// # let _ = plain;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+///
+/// With a struct of your own (`multiproc::bytemuck` is re-exported, so no direct
+/// dependency is needed):
+///
+/// ```
+/// use multiproc::{PodVec, bytemuck, pipe};
+///
+/// #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+/// #[bytemuck(crate = "multiproc::bytemuck")]
+/// #[repr(C)]
+/// struct Point {
+///     x: f32,
+///     y: f32,
+/// }
+///
+/// let (here, there) = pipe(true)?;
+/// here.send(&PodVec::from(vec![Point { x: 1.0, y: 2.0 }]))?;
+/// let got: PodVec<Point> = there.recv()?;
+/// assert_eq!(got[0], Point { x: 1.0, y: 2.0 });
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+///
+/// A zero-sized element type does not build:
+///
+/// ```compile_fail
+/// let (here, _there) = multiproc::pipe(true)?;
+/// here.send(&multiproc::PodVec::from(vec![(); 3]))?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PodVec<T>(pub Vec<T>);
+
+impl<T> PodVec<T> {
+    /// An empty vector.
+    ///
+    /// ```
+    /// let v = multiproc::PodVec::<u64>::new();
+    /// assert!(v.is_empty());
+    /// ```
+    pub fn new() -> Self {
+        PodVec(Vec::new())
+    }
+
+    /// The vector inside.
+    ///
+    /// ```
+    /// let v = multiproc::PodVec::from(vec![7u64]);
+    /// assert_eq!(v.into_inner(), vec![7]);
+    /// ```
+    pub fn into_inner(self) -> Vec<T> {
+        self.0
+    }
+}
+
+impl<T> Deref for PodVec<T> {
+    type Target = Vec<T>;
+
+    fn deref(&self) -> &Vec<T> {
+        &self.0
+    }
+}
+
+impl<T> DerefMut for PodVec<T> {
+    fn deref_mut(&mut self) -> &mut Vec<T> {
+        &mut self.0
+    }
+}
+
+impl<T> From<Vec<T>> for PodVec<T> {
+    fn from(v: Vec<T>) -> Self {
+        PodVec(v)
+    }
+}
+
+impl<T> From<PodVec<T>> for Vec<T> {
+    fn from(v: PodVec<T>) -> Self {
+        v.0
+    }
+}
+
+impl<T> FromIterator<T> for PodVec<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        PodVec(iter.into_iter().collect())
+    }
+}
+
+impl<T> AsRef<[T]> for PodVec<T> {
+    fn as_ref(&self) -> &[T] {
+        &self.0
+    }
+}
+
+impl<T> AsMut<[T]> for PodVec<T> {
+    fn as_mut(&mut self) -> &mut [T] {
+        &mut self.0
+    }
+}
+
+/// Refuses, at build time, a zero-sized element: its bytes could not say how many
+/// elements there were.
+const fn assert_sized<T>() {
+    assert!(
+        size_of::<T>() != 0,
+        "PodVec cannot carry a zero-sized element type: its bytes would not say how many there were"
+    )
+}
+
+impl<T: Pod> Serialize for PodVec<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        const { assert_sized::<T>() };
+        s.serialize_bytes(bytemuck::cast_slice(&self.0))
+    }
+}
+
+impl<'de, T: Pod> Deserialize<'de> for PodVec<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const { assert_sized::<T>() };
+        d.deserialize_byte_buf(PodVisitor(PhantomData)).map(PodVec)
+    }
+}
+
+struct PodVisitor<T>(PhantomData<T>);
+
+impl<T: Pod> PodVisitor<T> {
+    fn whole<E: de::Error>(bytes: &[u8]) -> Result<Vec<T>, E> {
+        pod_vec_from_bytes(bytes).ok_or_else(|| {
+            E::custom(format_args!(
+                "{} bytes are not a whole number of {}-byte elements",
+                bytes.len(),
+                size_of::<T>()
+            ))
+        })
+    }
+}
+
+impl<'de, T: Pod> Visitor<'de> for PodVisitor<T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the bytes of {}-byte elements", size_of::<T>())
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<T>, E> {
+        Self::whole(v)
+    }
+
+    /// Formats that write bytes as a sequence of numbers (JSON, for one).
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Vec<T>, A::Error> {
+        let mut bytes = Vec::with_capacity(a.size_hint().unwrap_or(0).min(4096));
+        while let Some(b) = a.next_element::<u8>()? {
+            bytes.push(b);
+        }
+        Self::whole(&bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::wire::codec;
+
+    /// Encodes and decodes `v` through the codec, checks the value and that the bytes are
+    /// postcard's own, and returns how many sequences took a bulk path on the way.
+    fn round_trip<T>(v: &T) -> usize
+    where
+        T: Serialize + for<'de> Deserialize<'de> + PartialEq + fmt::Debug,
+    {
+        let before = BULK_COUNT.with(Cell::get);
+        let bytes = codec::encode_plain(v).unwrap();
+        assert_eq!(
+            bytes,
+            postcard::to_allocvec(v).unwrap(),
+            "not postcard's bytes"
+        );
+        let back: T = codec::decode(&bytes, Vec::new()).unwrap();
+        assert_eq!(&back, v);
+        BULK_COUNT.with(Cell::get) - before
+    }
+
+    #[test]
+    fn byte_and_float_vectors_take_the_bulk_path_both_ways() {
+        assert_eq!(round_trip(&vec![1u8, 2, 255]), 2);
+        assert_eq!(round_trip(&vec![-1i8, 0, 127]), 2);
+        assert_eq!(round_trip(&Vec::<u8>::new()), 2);
+        assert_eq!(round_trip(&vec![1u8; 1]), 2);
+        assert_eq!(round_trip(&vec![7u8].into_boxed_slice()), 2);
+        let decode_only = if cfg!(target_endian = "little") { 2 } else { 1 };
+        assert_eq!(round_trip(&vec![1.5f64, -0.0, f64::INFINITY]), decode_only);
+        assert_eq!(round_trip(&vec![1.5f32, f32::MIN]), decode_only);
+        assert_eq!(round_trip(&Vec::<f64>::new()), decode_only);
+    }
+
+    #[test]
+    fn vectors_nested_in_structs_enums_options_and_maps_take_the_bulk_path() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        enum Shape {
+            Unit,
+            Blob(Vec<u8>),
+            Named { samples: Vec<f64>, tag: u16 },
+        }
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Frame {
+            id: u32,
+            pixels: Vec<u8>,
+            maybe: Option<Vec<u8>>,
+            shapes: Vec<Shape>,
+            by_name: BTreeMap<String, Vec<f32>>,
+        }
+        let f = Frame {
+            id: 9,
+            pixels: (0..=255).collect(),
+            maybe: Some(vec![3; 5]),
+            shapes: vec![
+                Shape::Unit,
+                Shape::Blob(vec![1, 2, 3]),
+                Shape::Named {
+                    samples: vec![0.25; 3],
+                    tag: 4,
+                },
+            ],
+            by_name: [("a".to_string(), vec![1.0f32]), ("b".into(), vec![])].into(),
+        };
+        // Bytes: pixels, maybe, blob (each way); floats: samples, two maps' values.
+        let floats = 3 * if cfg!(target_endian = "little") { 2 } else { 1 };
+        assert_eq!(round_trip(&f), 6 + floats);
+    }
+
+    #[test]
+    fn other_element_types_and_hand_written_visitors_stay_element_by_element() {
+        assert_eq!(round_trip(&vec![1u16, 2]), 0);
+        assert_eq!(round_trip(&vec![vec![1u32]]), 0);
+        assert_eq!(round_trip(&[1u8, 2, 3]), 0); // an array is a tuple, no length
+        // A visitor of its own that returns a Vec<u8> from a sequence of u16.
+        #[derive(PartialEq, Debug)]
+        struct Low(Vec<u8>);
+        impl<'de> Deserialize<'de> for Low {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = Vec<u8>;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("u16s")
+                    }
+                    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Vec<u8>, A::Error> {
+                        let mut v = Vec::new();
+                        while let Some(x) = a.next_element::<u16>()? {
+                            v.push(x as u8);
+                        }
+                        Ok(v)
+                    }
+                }
+                d.deserialize_seq(V).map(Low)
+            }
+        }
+        let bytes = codec::encode_plain(&vec![300u16, 2]).unwrap();
+        let low: Low = codec::decode(&bytes, Vec::new()).unwrap();
+        assert_eq!(low, Low(vec![44, 2]));
+    }
+
+    #[test]
+    fn float_bits_survive_including_nan_payloads() {
+        let v = vec![
+            f64::from_bits(0x7ff8_0000_0000_0001),
+            f64::from_bits(0xfff0_0000_dead_beef),
+            -0.0,
+            f64::MIN_POSITIVE / 2.0,
+        ];
+        let bytes = codec::encode_plain(&v).unwrap();
+        assert_eq!(bytes, postcard::to_allocvec(&v).unwrap());
+        let back: Vec<f64> = codec::decode(&bytes, Vec::new()).unwrap();
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&back), bits(&v));
+    }
+
+    #[test]
+    fn a_truncated_float_vector_is_a_decode_error_with_postcards_words() {
+        let bytes = codec::encode_plain(&vec![1.0f64; 100]).unwrap();
+        for cut in [1, 2, 9, 400, bytes.len() - 1] {
+            match codec::decode::<Vec<f64>>(&bytes[..cut], Vec::new()) {
+                Err(crate::Error::Decode(m)) => assert!(m.contains("end of buffer"), "{m}"),
+                other => panic!("cut at {cut}: {other:?}"),
+            }
+        }
+        // A length far above what the message holds reserves nothing for it.
+        let mut huge = Vec::new();
+        huge.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]); // 2^32 - 1 elements
+        huge.extend_from_slice(&[0; 16]);
+        assert!(matches!(
+            codec::decode::<Vec<f64>>(&huge, Vec::new()),
+            Err(crate::Error::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn a_pod_vec_is_one_block_in_host_layout() {
+        let v = PodVec::from(vec![1u32, 0xdead_beef]);
+        let bytes = codec::encode_plain(&v).unwrap();
+        let mut expect = vec![8u8];
+        expect.extend_from_slice(bytemuck::cast_slice(&v[..]));
+        assert_eq!(bytes, expect);
+        let back: PodVec<u32> = codec::decode(&bytes, Vec::new()).unwrap();
+        assert_eq!(back, v);
+        match codec::decode::<PodVec<u32>>(&[7, 1, 2, 3, 4, 5, 6, 7], Vec::new()) {
+            Err(crate::Error::Decode(m)) => {
+                assert_eq!(m, "7 bytes are not a whole number of 4-byte elements")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
