@@ -3,12 +3,13 @@
 //!
 //! Linux only for now; this is the one module a port to another Unix would change.
 
-pub(crate) mod bulk;
 pub(crate) mod fd;
 pub(crate) mod forklocal;
 pub(crate) mod futex;
 pub(crate) mod image;
 pub(crate) mod liveness;
 pub(crate) mod net;
+pub(crate) mod pages;
 pub(crate) mod proc;
+pub(crate) mod same_type;
 pub(crate) mod shm;

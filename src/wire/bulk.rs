@@ -35,7 +35,8 @@ use bytemuck::Pod;
 use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeSeq, Serializer};
 
-use crate::sys::bulk as sys;
+use crate::sys::pages;
+use crate::sys::same_type as sys;
 
 /// Buffers from this size on ask for huge pages: below it a buffer spans no whole one
 /// worth the system call.
@@ -388,7 +389,7 @@ fn pod_vec_from_bytes<T: Pod>(bytes: &[u8]) -> Option<Vec<T>> {
     // only pass over the memory is the copy.
     let mut v: Vec<T> = bytemuck::zeroed_vec(bytes.len() / size);
     if bytes.len() >= HUGE_PAGE_HINT_FROM {
-        sys::prefer_huge_pages(&mut v);
+        pages::prefer_huge_pages(&mut v);
     }
     bytemuck::cast_slice_mut::<T, u8>(&mut v).copy_from_slice(bytes);
     Some(v)

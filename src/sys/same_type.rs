@@ -1,6 +1,5 @@
-//! What the codec's bulk paths need below safe Rust: telling a generic type apart from a
-//! few concrete ones (so `&Vec<u8>` can be written as one block instead of element by
-//! element), and asking the kernel to back a large fresh buffer with huge pages.
+//! Telling a generic type apart from a few concrete ones, which the codec's bulk paths
+//! need (so `&Vec<u8>` can be written as one block instead of element by element).
 //!
 //! Type identity comes from `typeid::of`, which works for types with lifetimes by
 //! ignoring them: `&'a [u8]` and `&'static [u8]` have the same id. So an equal id proves
@@ -9,7 +8,6 @@
 //! lifetime the cast never lengthens.
 
 use std::any::TypeId;
-use std::ffi::c_void;
 use std::mem::ManuallyDrop;
 
 /// Types with no lifetime parameter anywhere inside them.
@@ -83,32 +81,6 @@ pub(crate) fn same<T: LifetimeFree, U>(value: T) -> Result<U, T> {
     Ok(unsafe { std::ptr::from_ref::<T>(&*value).cast::<U>().read() })
 }
 
-/// Huge pages are 2 MiB on x86_64 and aarch64 with 4 KiB pages.
-const HUGE_PAGE: usize = 2 << 20;
-
-/// Asks the kernel to back the whole 2 MiB pages inside `buf` with huge pages when they
-/// are first touched. A fresh 64 MiB buffer otherwise costs 16,384 page faults, which
-/// here take longer than copying the data into it. Only a hint: where transparent huge
-/// pages are off, nothing changes.
-pub(crate) fn prefer_huge_pages<T>(buf: &mut [T]) {
-    let start = buf.as_mut_ptr() as usize;
-    let end = start + std::mem::size_of_val(buf);
-    let first = start.next_multiple_of(HUGE_PAGE);
-    let last = end & !(HUGE_PAGE - 1);
-    if last > first {
-        // SAFETY: `[first, last)` lies inside `buf`, which is borrowed exclusively, and
-        // MADV_HUGEPAGE changes only how the kernel backs those pages, never what they
-        // hold or whether they are mapped. A failure (THP off) leaves them as they were.
-        let _ = unsafe {
-            rustix::mm::madvise(
-                first as *mut c_void,
-                last - first,
-                rustix::mm::Advice::LinuxHugepage,
-            )
-        };
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,12 +112,5 @@ mod tests {
         *reborrow::<_, u8>(&mut r).unwrap() += 1;
         assert!(reborrow::<_, i8>(&mut r).is_none());
         assert_eq!(n, 8);
-    }
-
-    #[test]
-    fn the_huge_page_hint_leaves_contents_alone() {
-        let mut v = vec![7u8; 6 << 20];
-        prefer_huge_pages(&mut v);
-        assert!(v.iter().all(|&b| b == 7));
     }
 }
