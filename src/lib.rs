@@ -128,8 +128,8 @@ mod wire;
 pub use bytemuck;
 pub use connection::{
     Address, Client, ClientBuilder, Connection, DEFAULT_BACKLOG, DEFAULT_HANDSHAKE_TIMEOUT,
-    Listener, ListenerBuilder, MAX_HANDLES_PER_MESSAGE, MAX_PENDING_HANDSHAKES, ToAddress,
-    Waitable, pipe, wait,
+    LARGE_MESSAGE_THRESHOLD, Listener, ListenerBuilder, MAX_HANDLES_PER_MESSAGE,
+    MAX_PENDING_HANDSHAKES, MappedBytes, ToAddress, Waitable, pipe, wait,
 };
 pub use error::{Error, Result};
 pub use process::{

@@ -3,6 +3,7 @@
 //!
 //! Linux only for now; this is the one module a port to another Unix would change.
 
+pub(crate) mod bulk;
 pub(crate) mod fd;
 pub(crate) mod forklocal;
 pub(crate) mod futex;

@@ -7,10 +7,12 @@
 
 use std::os::fd::OwnedFd;
 
+use postcard::ser_flavors::Flavor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+use crate::sys::bulk::BodyWriter;
 use crate::wire::handles;
 use crate::wire::verbatim::{self, Decode, Encode};
 
@@ -26,6 +28,128 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
     let (bytes, fds) = handles::collecting(|| postcard::to_allocvec(&Encode(value)));
     let bytes = bytes.map_err(|e| Error::Encode(verbatim::encode_text(e)))?;
     Ok(Encoded { bytes, fds })
+}
+
+/// A value's bytes ready to send: in memory, or spilled into a sealed memfd.
+#[derive(Debug)]
+pub(crate) enum Payload {
+    /// Below the spill size: the bytes themselves.
+    Inline(Vec<u8>),
+    /// The bytes are in this sealed memfd, of this length.
+    Sealed(OwnedFd, u64),
+}
+
+/// Encodes `value` for sending. Once its bytes reach `spill_at`, they move into a sealed
+/// memfd and the rest is written there as it is produced (large byte runs straight from
+/// the value's memory): a large value is copied once, not encoded into a buffer and then
+/// copied again. More than `limit` bytes stop the encoding with
+/// [`Error::MessageTooLarge`].
+pub(crate) fn encode_for_sending<T: Serialize + ?Sized>(
+    value: &T,
+    spill_at: Option<usize>,
+    limit: usize,
+) -> Result<(Payload, Vec<OwnedFd>)> {
+    let mut failure = None;
+    let flavor = Spill {
+        bytes: Vec::new(),
+        spill_at: spill_at.unwrap_or(usize::MAX),
+        limit,
+        file: None,
+        failure: &mut failure,
+    };
+    let (payload, fds) =
+        handles::collecting(|| postcard::serialize_with_flavor(&Encode(value), flavor));
+    match (payload, failure) {
+        (Ok(p), _) => Ok((p, fds)),
+        (Err(_), Some(e)) => Err(e),
+        (Err(e), None) => Err(Error::Encode(verbatim::encode_text(e))),
+    }
+}
+
+/// The postcard output of [`encode_for_sending`].
+struct Spill<'a> {
+    bytes: Vec<u8>,
+    spill_at: usize,
+    limit: usize,
+    file: Option<BodyWriter>,
+    /// Why the output refused bytes (postcard's own error cannot say).
+    failure: &'a mut Option<Error>,
+}
+
+impl Spill<'_> {
+    fn len(&self) -> u64 {
+        self.file
+            .as_ref()
+            .map_or(self.bytes.len() as u64, BodyWriter::len)
+    }
+
+    fn fail(&mut self, e: Error) -> postcard::Error {
+        *self.failure = Some(e);
+        postcard::Error::SerializeBufferFull
+    }
+}
+
+impl Flavor for Spill<'_> {
+    type Output = Payload;
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        match self.file.as_mut() {
+            Some(w) if w.len() < self.limit as u64 => match w.push(byte) {
+                Ok(()) => Ok(()),
+                Err(e) => Err(self.fail(e.into())),
+            },
+            None if self.bytes.len() < self.limit && self.bytes.len() + 1 < self.spill_at => {
+                self.bytes.push(byte);
+                Ok(())
+            }
+            _ => self.try_extend(&[byte]),
+        }
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        let len = self.len() + data.len() as u64;
+        if len > self.limit as u64 {
+            let limit = self.limit;
+            return Err(self.fail(Error::MessageTooLarge { len, limit }));
+        }
+        if let Some(w) = self.file.as_mut() {
+            return match w.write(data) {
+                Ok(()) => Ok(()),
+                Err(e) => Err(self.fail(e.into())),
+            };
+        }
+        if len < self.spill_at as u64 {
+            self.bytes.extend_from_slice(data);
+            return Ok(());
+        }
+        let spilled = BodyWriter::new().and_then(|mut w| {
+            w.write(&self.bytes)?;
+            w.write(data)?;
+            Ok(w)
+        });
+        match spilled {
+            Ok(w) => {
+                self.bytes = Vec::new();
+                self.file = Some(w);
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e.into())),
+        }
+    }
+
+    fn finalize(self) -> postcard::Result<Payload> {
+        match self.file {
+            None => Ok(Payload::Inline(self.bytes)),
+            Some(w) => match w.seal() {
+                Ok((fd, len)) => Ok(Payload::Sealed(fd, len)),
+                Err(e) => {
+                    *self.failure = Some(e.into());
+                    Err(postcard::Error::SerializeBufferFull)
+                }
+            },
+        }
+    }
 }
 
 /// Decodes a `T` from exactly `bytes`; `fds` are the descriptors that came with them.
