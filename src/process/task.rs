@@ -207,7 +207,11 @@ pub(crate) fn send_request(
     let count = u32::try_from(fds.len())
         .map_err(|_| crate::Error::InvalidArgument("too many handles in one task".into()))?;
     let mut chunks = fds.chunks(crate::sys::fd::MAX_FDS_PER_MESSAGE);
-    conn.send_parts(&[&count.to_le_bytes(), body], chunks.next().unwrap_or(&[]))?;
+    conn.send_parts(
+        &[&count.to_le_bytes(), body],
+        chunks.next().unwrap_or(&[]),
+        true,
+    )?;
     for chunk in chunks {
         conn.send_raw(&[], chunk)?;
     }
