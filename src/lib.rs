@@ -57,7 +57,7 @@
 //! | `get_context(m)`, `set_start_method(m)` | [`get_context`], [`set_start_method`], [`StartMethod`] |
 //! | `Pipe(duplex=True)` | [`pipe(true)`](pipe) |
 //! | `conn.send(obj)`, `conn.recv()` | [`send`](Connection::send), [`recv`](Connection::recv), [`recv_timeout`](Connection::recv_timeout) |
-//! | `send_bytes`, `recv_bytes`, `recv_bytes_into` | [`send_bytes`](Connection::send_bytes), [`recv_bytes`](Connection::recv_bytes), [`recv_bytes_into`](Connection::recv_bytes_into) |
+//! | `send_bytes`, `recv_bytes`, `recv_bytes_into` | [`send_bytes`](Connection::send_bytes), [`recv_bytes`](Connection::recv_bytes), [`recv_bytes_into`](Connection::recv_bytes_into); [`send_bytes_mapped`](Connection::send_bytes_mapped) / [`recv_bytes_mapped`](Connection::recv_bytes_mapped) to receive without a copy |
 //! | `conn.poll(timeout)`, `conn.close()` | [`poll`](Connection::poll) (`Ok(false)` when the time runs out), [`close`](Connection::close) |
 //! | `multiprocessing.connection.wait` | [`wait`] |
 //! | `Listener(address, backlog=n, authkey=k)` | [`Listener::bind`], [`Listener::builder`]`.backlog(n).authkey(k).bind()` |

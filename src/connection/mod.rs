@@ -8,17 +8,25 @@
 //! value holding one. An error raised by a value's own `Serialize` or `Deserialize`
 //! comes back with its words in [`Error::Encode`] or [`Error::Decode`].
 //!
-//! Large messages travel out of band between multiproc processes: a body of
-//! [`LARGE_MESSAGE_THRESHOLD`] bytes or more is written into an anonymous file (a
+//! Large values travel out of band between multiproc processes: a value whose encoding
+//! reaches [`LARGE_MESSAGE_THRESHOLD`] bytes is written into an anonymous file (a
 //! `memfd`), sealed against any change, and only its descriptor goes through the socket;
-//! the receiver checks the seals and the size, then copies the body out or maps it
-//! ([`recv_bytes_mapped`](Connection::recv_bytes_mapped) hands over the mapping itself).
-//! A sender does this only where both ends are known to be multiproc: the ends made by
+//! the receiver checks the seals and the size, maps the file read-only and decodes from
+//! the mapping. Process arguments and results travel the same way. Raw bytes go through
+//! the socket, where the sender's and the receiver's copies run at the same time (twice
+//! as fast as a file for a receiver that copies into a `Vec`), unless sent with
+//! [`send_bytes_mapped`](Connection::send_bytes_mapped) for a receiver that maps them
+//! ([`recv_bytes_mapped`](Connection::recv_bytes_mapped): no copy at all).
+//!
+//! A sender uses files only where both ends are known to be multiproc: the ends made by
 //! [`pipe`], the channels of process arguments and results, and connections received
 //! inside a message from one of those. [`Connection::from_socket`] and the connections of
-//! a [`Listener`] or [`Client`] (Unix or TCP) frame every message as CPython does, so a
-//! Python peer reads them. Any Unix-socket connection accepts such a message; the
-//! receiver's [`max_message_size`](Connection::max_message_size) holds for it too.
+//! a [`Listener`] or [`Client`] (Unix or TCP) frame every message as CPython frames it,
+//! so a Python peer reads them. Any Unix-socket connection accepts an out-of-band
+//! message; the receiver's [`max_message_size`](Connection::max_message_size) holds for
+//! it as for any other, and a file that is not sealed against writing and resizing, or
+//! whose size is not the one announced, is refused with [`Error::Decode`] before anything
+//! is mapped (the connection stays usable).
 //!
 //! Timeouts follow one rule: a timed call that hands something back (a message, a
 //! connection) reports running out of time as [`Error::Timeout`]
@@ -63,10 +71,11 @@ use crate::wire::handles::{FdOwned, FdRef};
 /// ```
 pub const MAX_HANDLES_PER_MESSAGE: usize = sysfd::MAX_FDS_PER_MESSAGE;
 
-/// Message bodies of this many bytes or more travel in a sealed `memfd` instead of
-/// through the socket, on connections with multiproc at both ends (see the
-/// [module docs](crate::Connection)). Below it, the socket is as fast: creating, sealing
-/// and mapping a file costs about what pushing this many bytes through a socket does.
+/// Values whose encoding reaches this many bytes (and bytes sent with
+/// [`Connection::send_bytes_mapped`]) travel in a sealed `memfd` instead of through the
+/// socket, on connections with multiproc at both ends (see
+/// [large messages](Connection#large-messages)). Below it the socket is as fast: at 128 KiB a value's
+/// round trip costs the same either way, at 512 KiB the file is twice as fast.
 ///
 /// ```
 /// assert_eq!(multiproc::LARGE_MESSAGE_THRESHOLD, 256 * 1024);
@@ -109,6 +118,27 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
 /// All methods take `&self`: a connection can be shared between threads (sends are
 /// serialised with each other, and so are receives). Dropping it closes it; the peer then
 /// receives [`Error::Closed`] once it has read everything sent before.
+///
+/// # Large messages
+///
+/// A value whose encoding reaches [`LARGE_MESSAGE_THRESHOLD`] bytes does not go through
+/// the socket: it is written into an anonymous file (a `memfd`), sealed so that no one
+/// can change or resize it any more, and only the file's descriptor is sent. The
+/// receiver checks the seals and the size, maps the file read-only and decodes straight
+/// from the mapping. Process arguments and results travel the same way.
+/// [`send_bytes`](Self::send_bytes) keeps raw bytes in the socket, where they arrive
+/// faster for a receiver that copies them into a `Vec`;
+/// [`send_bytes_mapped`](Self::send_bytes_mapped) puts them in a file for a receiver
+/// that maps them ([`recv_bytes_mapped`](Self::recv_bytes_mapped), no copy).
+///
+/// A sender does this only when both ends are known to be multiproc: the ends made by
+/// [`pipe`], the channels of process arguments and results, and connections received in
+/// a message from one of those. A connection from [`Connection::from_socket`], a
+/// [`Listener`] or a [`Client`] (Unix or TCP) frames every message as CPython does, so a
+/// Python peer reads it. Every Unix-socket connection accepts a message in a file: its
+/// length is held to [`max_message_size`](Self::max_message_size), and a file not sealed
+/// against writing and resizing, or not of the announced size, is refused with
+/// [`Error::Decode`] before anything is mapped; the connection stays usable.
 pub struct Connection {
     fd: OwnedFd,
     readable: bool,
@@ -600,7 +630,7 @@ impl Connection {
     /// Sends raw bytes as one message that the receiver can map instead of copying
     /// ([`recv_bytes_mapped`](Self::recv_bytes_mapped)): from
     /// [`LARGE_MESSAGE_THRESHOLD`] bytes up, on a connection with multiproc at both ends
-    /// (see the [module docs](crate::Connection)), the bytes go into a sealed file whose
+    /// (see [large messages](Connection#large-messages)), the bytes go into a sealed file whose
     /// descriptor is sent. Otherwise, and for a receiver using
     /// [`recv_bytes`](Self::recv_bytes), it is the same message as
     /// [`send_bytes`](Self::send_bytes) sends.
@@ -635,7 +665,7 @@ impl Connection {
     }
 
     /// Receives one message's bytes without copying a large one: a message that came out
-    /// of band (see the [module docs](crate::Connection)) is handed over as the read-only
+    /// of band (see [large messages](Connection#large-messages)) is handed over as the read-only
     /// mapping of its sealed file; a small one as the buffer it was read into.
     ///
     /// ```

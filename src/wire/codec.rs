@@ -175,3 +175,59 @@ pub(crate) fn encode_plain<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> 
     }
     Ok(e.bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    /// A value with small fields around one long run of bytes.
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Mixed {
+        id: u32,
+        bytes: Vec<u8>,
+        name: String,
+    }
+
+    fn mixed(n: usize) -> Mixed {
+        Mixed {
+            id: 7,
+            bytes: (0..n).map(|i| i as u8).collect(),
+            name: "tail".into(),
+        }
+    }
+
+    #[test]
+    fn a_value_past_the_spill_size_is_sealed_and_decodes_to_the_same_value() {
+        let v = mixed(5000);
+        let (payload, fds) = encode_for_sending(&v, Some(1000), usize::MAX).unwrap();
+        assert!(fds.is_empty());
+        let Payload::Sealed(fd, len) = payload else {
+            panic!("not spilled")
+        };
+        crate::sys::bulk::check_received(fd.as_fd(), len).unwrap();
+        let bytes = crate::sys::bulk::read_received(fd.as_fd(), len).unwrap();
+        assert_eq!(bytes, encode(&v).unwrap().bytes);
+        assert_eq!(decode::<Mixed>(&bytes, Vec::new()).unwrap(), v);
+    }
+
+    #[test]
+    fn a_value_below_the_spill_size_stays_inline() {
+        let v = mixed(10);
+        let (payload, _) = encode_for_sending(&v, Some(1000), usize::MAX).unwrap();
+        let Payload::Inline(bytes) = payload else {
+            panic!("spilled")
+        };
+        assert_eq!(bytes, encode(&v).unwrap().bytes);
+    }
+
+    #[test]
+    fn a_value_past_the_limit_stops_encoding_with_message_too_large() {
+        for spill in [None, Some(100)] {
+            match encode_for_sending(&mixed(5000), spill, 2000) {
+                Err(Error::MessageTooLarge { len, limit: 2000 }) => assert!(len > 2000),
+                other => panic!("spill {spill:?}: {other:?}"),
+            }
+        }
+    }
+}
