@@ -10,30 +10,13 @@
 //!
 //! A length is never trusted: anything above the reader's limit is refused before any
 //! allocation, and a large body's buffer takes memory only as its bytes really arrive
-//! (see `body_buffer`).
+//! (see `sys::bulk::receive_buffer`).
 
 use crate::error::{Error, Result};
 
 /// Default largest message a connection accepts (CPython has no limit; hostile peers
 /// make one necessary). Change it per connection with `set_max_message_size`.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 256 << 20;
-
-/// Bodies above this size are read into a buffer advised to use huge pages.
-const HUGE_PAGE_BODY: usize = 1 << 20;
-
-/// A zeroed buffer for a body of `len` bytes (`len` within the reader's limit).
-///
-/// A large zeroed allocation is fresh memory from the kernel, backed only where it is
-/// written: a hostile length costs address space, not memory, and the body's memory
-/// grows as its bytes arrive. Advised to use huge pages, it takes one page fault per
-/// 2 MiB instead of one per 4 KiB: receiving 64 MiB runs about twice as fast.
-fn body_buffer(len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    if len > HUGE_PAGE_BODY {
-        crate::sys::bulk::advise_huge_pages_init(&mut v);
-    }
-    v
-}
 
 /// Writes the header for a body of `len` bytes; returns the header's bytes.
 pub(crate) fn encode_header(len: usize, out: &mut [u8; 12]) -> &[u8] {
@@ -214,7 +197,7 @@ impl FrameReader {
                 }
                 self.len = len;
                 self.filled = 0;
-                self.body = Some(body_buffer(len));
+                self.body = Some(crate::sys::bulk::receive_buffer(len));
                 continue;
             };
             if self.filled == self.len {
