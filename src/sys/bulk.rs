@@ -60,21 +60,6 @@ impl BodyWriter {
         })
     }
 
-    /// Bytes accepted so far.
-    pub(crate) fn len(&self) -> u64 {
-        self.written + self.buf.len() as u64
-    }
-
-    /// Appends one byte.
-    #[inline]
-    pub(crate) fn push(&mut self, byte: u8) -> io::Result<()> {
-        if self.buf.len() < self.buf.capacity() {
-            self.buf.push(byte);
-            return Ok(());
-        }
-        self.write(&[byte])
-    }
-
     /// Appends `data`: small pieces are gathered, large ones written straight from the
     /// caller's memory (`write` fills the file's pages in the kernel: no page faults
     /// here, one copy).

@@ -50,9 +50,12 @@ pub(crate) fn encode_for_sending<T: Serialize + ?Sized>(
     limit: usize,
 ) -> Result<(Payload, Vec<OwnedFd>)> {
     let mut failure = None;
+    let spill_at = spill_at.unwrap_or(usize::MAX);
     let flavor = Spill {
         bytes: Vec::new(),
-        spill_at: spill_at.unwrap_or(usize::MAX),
+        room: spill_at.saturating_sub(1).min(limit),
+        written: 0,
+        spill_at,
         limit,
         file: None,
         failure: &mut failure,
@@ -66,9 +69,19 @@ pub(crate) fn encode_for_sending<T: Serialize + ?Sized>(
     }
 }
 
-/// The postcard output of [`encode_for_sending`].
+/// Bytes gathered in memory, once spilled, before they are written into the file.
+const SPILL_CHUNK: usize = 256 << 10;
+
+/// The postcard output of [`encode_for_sending`]. Every byte goes to `bytes` while it
+/// has `room` (the one branch on the hot path); past that, the slow path checks the
+/// limit, spills, or writes what is gathered into the file.
 struct Spill<'a> {
+    /// The whole encoding while inline; once spilled, what is not yet in the file.
     bytes: Vec<u8>,
+    /// How long `bytes` may grow before the slow path must run.
+    room: usize,
+    /// Bytes already in the file.
+    written: u64,
     spill_at: usize,
     limit: usize,
     file: Option<BodyWriter>,
@@ -77,15 +90,43 @@ struct Spill<'a> {
 }
 
 impl Spill<'_> {
-    fn len(&self) -> u64 {
-        self.file
-            .as_ref()
-            .map_or(self.bytes.len() as u64, BodyWriter::len)
-    }
-
     fn fail(&mut self, e: Error) -> postcard::Error {
         *self.failure = Some(e);
         postcard::Error::SerializeBufferFull
+    }
+
+    #[cold]
+    fn slow_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        let len = self.written + (self.bytes.len() + data.len()) as u64;
+        if len > self.limit as u64 {
+            let limit = self.limit;
+            return Err(self.fail(Error::MessageTooLarge { len, limit }));
+        }
+        if self.file.is_none() && len < self.spill_at as u64 {
+            // Only the limit bounded `room`, and it holds: keep gathering.
+            self.bytes.extend_from_slice(data);
+            return Ok(());
+        }
+        let file = match self.file.take() {
+            Some(f) => Ok(f),
+            None => BodyWriter::new(),
+        };
+        let written = file.and_then(|mut w| {
+            w.write(&self.bytes)?;
+            w.write(data)?;
+            Ok(w)
+        });
+        match written {
+            Ok(w) => {
+                self.file = Some(w);
+                self.written = len;
+                self.bytes.clear();
+                self.bytes.reserve(SPILL_CHUNK);
+                self.room = SPILL_CHUNK.min(self.limit - len as usize);
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e.into())),
+        }
     }
 }
 
@@ -94,60 +135,32 @@ impl Flavor for Spill<'_> {
 
     #[inline]
     fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        match self.file.as_mut() {
-            Some(w) if w.len() < self.limit as u64 => match w.push(byte) {
-                Ok(()) => Ok(()),
-                Err(e) => Err(self.fail(e.into())),
-            },
-            None if self.bytes.len() < self.limit && self.bytes.len() + 1 < self.spill_at => {
-                self.bytes.push(byte);
-                Ok(())
-            }
-            _ => self.try_extend(&[byte]),
+        if self.bytes.len() < self.room {
+            self.bytes.push(byte);
+            return Ok(());
         }
+        self.slow_extend(&[byte])
     }
 
+    #[inline]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        let len = self.len() + data.len() as u64;
-        if len > self.limit as u64 {
-            let limit = self.limit;
-            return Err(self.fail(Error::MessageTooLarge { len, limit }));
-        }
-        if let Some(w) = self.file.as_mut() {
-            return match w.write(data) {
-                Ok(()) => Ok(()),
-                Err(e) => Err(self.fail(e.into())),
-            };
-        }
-        if len < self.spill_at as u64 {
+        if data.len() <= self.room - self.bytes.len() {
             self.bytes.extend_from_slice(data);
             return Ok(());
         }
-        let spilled = BodyWriter::new().and_then(|mut w| {
-            w.write(&self.bytes)?;
-            w.write(data)?;
-            Ok(w)
-        });
-        match spilled {
-            Ok(w) => {
-                self.bytes = Vec::new();
-                self.file = Some(w);
-                Ok(())
-            }
-            Err(e) => Err(self.fail(e.into())),
-        }
+        self.slow_extend(data)
     }
 
     fn finalize(self) -> postcard::Result<Payload> {
-        match self.file {
-            None => Ok(Payload::Inline(self.bytes)),
-            Some(w) => match w.seal() {
-                Ok((fd, len)) => Ok(Payload::Sealed(fd, len)),
-                Err(e) => {
-                    *self.failure = Some(e.into());
-                    Err(postcard::Error::SerializeBufferFull)
-                }
-            },
+        let Some(mut w) = self.file else {
+            return Ok(Payload::Inline(self.bytes));
+        };
+        match w.write(&self.bytes).and_then(|()| w.seal()) {
+            Ok((fd, len)) => Ok(Payload::Sealed(fd, len)),
+            Err(e) => {
+                *self.failure = Some(e.into());
+                Err(postcard::Error::SerializeBufferFull)
+            }
         }
     }
 }
