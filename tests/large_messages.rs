@@ -182,8 +182,25 @@ fn process_arguments_and_results_round_trip_every_size_under_every_start_method(
 /// Accepts one peer of `listener` while this thread connects, then runs `exchange`
 /// against an echo: the out-of-band path is never used, either way.
 fn over_listener(listener: Listener, sizes: &'static [usize], limit: Option<usize>) {
+    over_listener_declared(listener, sizes, limit, false, false);
+}
+
+/// [`over_listener`] with the client declaring its listener multiproc (`declared`), and
+/// whether large messages must then come back mapped.
+fn over_listener_declared(
+    listener: Listener,
+    sizes: &'static [usize],
+    limit: Option<usize>,
+    declared: bool,
+    mapped: bool,
+) {
     let address = listener.address().clone();
-    let client = thread::spawn(move || Client::connect(&address).unwrap());
+    let client = thread::spawn(move || {
+        Client::builder(&address)
+            .multiproc_peer(declared)
+            .connect()
+            .unwrap()
+    });
     let server = listener.accept_timeout(LONG).unwrap();
     let client = client.join().unwrap();
     if let Some(l) = limit {
@@ -191,9 +208,30 @@ fn over_listener(listener: Listener, sizes: &'static [usize], limit: Option<usiz
         client.set_max_message_size(l);
     }
     let echoing = echo(server);
-    exchange(&client, sizes, false);
+    exchange(&client, sizes, mapped);
     drop(client);
     echoing.join().unwrap();
+}
+
+#[test]
+fn listener_and_client_declared_multiproc_map_large_messages_over_unix_only() {
+    let _serial = serial();
+    let path = std::env::temp_dir().join(format!(
+        "multiproc-large-{}-{}.sock",
+        std::process::id(),
+        UNIQUE.fetch_add(1, Ordering::Relaxed)
+    ));
+    let unix = Listener::builder(path.as_path())
+        .multiproc_peer(true)
+        .bind()
+        .unwrap();
+    over_listener_declared(unix, &SIZES, None, true, true);
+    // TCP cannot carry the file: the declaration changes nothing there.
+    let tcp = Listener::builder("127.0.0.1:0")
+        .multiproc_peer(true)
+        .bind()
+        .unwrap();
+    over_listener_declared(tcp, &SIZES, None, true, false);
 }
 
 static UNIQUE: AtomicU32 = AtomicU32::new(0);

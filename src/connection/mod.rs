@@ -22,7 +22,8 @@
 //! [`pipe`], the channels of process arguments and results, and connections received
 //! inside a message from one of those. [`Connection::from_socket`] and the connections of
 //! a [`Listener`] or [`Client`] (Unix or TCP) frame every message as CPython frames it,
-//! so a Python peer reads them. Any Unix-socket connection accepts an out-of-band
+//! so a Python peer reads them (unless their builder's `multiproc_peer` declares the
+//! peer multiproc). Any Unix-socket connection accepts an out-of-band
 //! message; the receiver's [`max_message_size`](Connection::max_message_size) holds for
 //! it as for any other, and a file that is not sealed against writing and resizing, or
 //! whose size is not the one announced, is refused with [`Error::Decode`] before anything
@@ -135,7 +136,9 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
 /// [`pipe`], the channels of process arguments and results, and connections received in
 /// a message from one of those. A connection from [`Connection::from_socket`], a
 /// [`Listener`] or a [`Client`] (Unix or TCP) frames every message as CPython does, so a
-/// Python peer reads it. Every Unix-socket connection accepts a message in a file: its
+/// Python peer reads it, unless its builder declared the peer multiproc
+/// ([`ListenerBuilder::multiproc_peer`], [`ClientBuilder::multiproc_peer`]; Unix sockets
+/// only). Every Unix-socket connection accepts a message in a file: its
 /// length is held to [`max_message_size`](Self::max_message_size), and a file not sealed
 /// against writing and resizing, or not of the announced size, is refused with
 /// [`Error::Decode`] before anything is mapped; the connection stays usable.
