@@ -57,7 +57,7 @@
 //! | `get_context(m)`, `set_start_method(m)` | [`get_context`], [`set_start_method`], [`StartMethod`] |
 //! | `Pipe(duplex=True)` | [`pipe(true)`](pipe) |
 //! | `conn.send(obj)`, `conn.recv()` | [`send`](Connection::send), [`recv`](Connection::recv), [`recv_timeout`](Connection::recv_timeout) |
-//! | `send_bytes`, `recv_bytes`, `recv_bytes_into` | [`send_bytes`](Connection::send_bytes), [`recv_bytes`](Connection::recv_bytes), [`recv_bytes_into`](Connection::recv_bytes_into) |
+//! | `send_bytes`, `recv_bytes`, `recv_bytes_into` | [`send_bytes`](Connection::send_bytes), [`recv_bytes`](Connection::recv_bytes), [`recv_bytes_into`](Connection::recv_bytes_into); [`send_bytes_mapped`](Connection::send_bytes_mapped) / [`recv_bytes_mapped`](Connection::recv_bytes_mapped) to receive without a copy |
 //! | `conn.send(b"...")`, `conn.send(bytearray)` | [`send`](Connection::send) a `Vec<u8>`, `&[u8]` or `bytes::Bytes`: one copy, no per-byte cost |
 //! | `conn.send(np_array)`, `array('d')` (pickled as a buffer) | [`send`](Connection::send) a `Vec<f64>`/`Vec<f32>`; other element types and `#[repr(C)]` records in a [`PodVec`] (host layout, like `ndarray.tobytes()`) |
 //! | `conn.poll(timeout)`, `conn.close()` | [`poll`](Connection::poll) (`Ok(false)` when the time runs out), [`close`](Connection::close) |
@@ -130,8 +130,8 @@ mod wire;
 pub use bytemuck;
 pub use connection::{
     Address, Client, ClientBuilder, Connection, DEFAULT_BACKLOG, DEFAULT_HANDSHAKE_TIMEOUT,
-    Listener, ListenerBuilder, MAX_HANDLES_PER_MESSAGE, MAX_PENDING_HANDSHAKES, ToAddress,
-    Waitable, pipe, wait,
+    LARGE_MESSAGE_THRESHOLD, Listener, ListenerBuilder, MAX_HANDLES_PER_MESSAGE,
+    MAX_PENDING_HANDSHAKES, MappedBytes, ToAddress, Waitable, pipe, wait,
 };
 pub use error::{Error, Result};
 pub use process::{

@@ -48,3 +48,47 @@ fn rust_and_cpython_exchange_messages() {
     let status = py.wait().unwrap();
     assert!(status.success(), "python exited with {status}");
 }
+
+/// Python echoes every message reversed, with no greeting: large messages from a
+/// `Connection::from_socket` must come in its own framing.
+const LARGE: &str = r#"
+from multiprocessing.connection import Connection
+c = Connection(0)
+while True:
+    try:
+        b = c.recv_bytes()
+    except EOFError:
+        break
+    c.send_bytes(b[::-1])
+"#;
+
+#[test]
+fn rust_and_cpython_exchange_large_messages_in_plain_frames() {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let mut py = Command::new("python3")
+        .arg("-c")
+        .arg(LARGE)
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .spawn()
+        .expect("python3 is installed");
+    let conn = Connection::from_socket(OwnedFd::from(ours));
+    let t = multiproc::LARGE_MESSAGE_THRESHOLD;
+    for size in [t - 1, t, t + 1, 64 << 20] {
+        let msg: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let mut expected = msg.clone();
+        expected.reverse();
+        // Both ways of sending bytes reach Python as ordinary frames.
+        conn.send_bytes(&msg).unwrap();
+        let back = conn.recv_bytes_timeout(Duration::from_secs(60)).unwrap();
+        assert!(back == expected, "send_bytes, size {size}");
+        conn.send_bytes_mapped(&msg).unwrap();
+        let back = conn
+            .recv_bytes_mapped_timeout(Duration::from_secs(60))
+            .unwrap();
+        assert!(!back.is_mapped(), "size {size}");
+        assert!(back[..] == expected[..], "send_bytes_mapped, size {size}");
+    }
+    drop(conn);
+    let status = py.wait().unwrap();
+    assert!(status.success(), "python exited with {status}");
+}

@@ -506,8 +506,11 @@ fn signal(pid: u32, sig: &str) {
 fn spawn_join_timeout_can_be_retried_while_a_large_result_arrives() {
     // The child is stopped while its result is half written, so that a join_timeout
     // expires in the middle of the result; the handle must stay usable and the next
-    // try must give the whole value.
-    const LEN: usize = 32 << 20;
+    // try must give the whole value. A result travels through the socket only below
+    // the large-message size (larger ones go whole, in a sealed file), and one just below
+    // it is larger than a socket's buffer (208 KiB by default): the child blocks
+    // half-way.
+    const LEN: usize = multiproc::LARGE_MESSAGE_THRESHOLD - 4096;
     for method in CLEAN_METHODS {
         let (here, there) = pipe(true).unwrap();
         let mut h = get_context(method).spawn(big_result, (there, LEN)).unwrap();

@@ -92,9 +92,10 @@ fn a_child_cannot_truncate_a_received_value_or_lock_and_the_parent_keeps_working
 /// A memfd of `len` bytes with the given seals (`None`: created without sealing
 /// allowed at all), in a `Connection` so that it travels as a handle.
 ///
-/// A `Connection` serializes as (descriptor, readable, writable, size limit); received
-/// as `(RawValue<u8>, u64)` or `(Value<u8>, u64)`, its `true, true` read as an item size
-/// of 1 and a count of 1: the handle of a one-byte value in that segment.
+/// A `Connection` serializes as (descriptor, readable, writable, size limit, whether its
+/// peer is multiproc); received as `(RawValue<u8>, u64, bool)` or `(Value<u8>, u64,
+/// bool)`, its `true, true` read as an item size of 1 and a count of 1: the handle of a
+/// one-byte value in that segment.
 fn crafted_handle(len: u64, seals: Option<SealFlags>) -> Connection {
     let flags = if seals.is_some() {
         MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING
@@ -119,7 +120,7 @@ fn a_received_segment_without_size_seals_is_refused_with_a_decode_error() {
 
     // A crafted segment that carries the seals is taken: the seals are what counts.
     here.send(&crafted_handle(1, Some(all_seals()))).unwrap();
-    let (v, _): (RawValue<u8>, u64) = there.recv_timeout(LONG).unwrap();
+    let (v, _, _): (RawValue<u8>, u64, bool) = there.recv_timeout(LONG).unwrap();
     v.set(9);
     assert_eq!(v.get(), 9);
 
@@ -137,7 +138,7 @@ fn a_received_segment_without_size_seals_is_refused_with_a_decode_error() {
     ];
     for (what, seals) in unsealed {
         here.send(&crafted_handle(1, seals)).unwrap();
-        match there.recv_timeout::<(RawValue<u8>, u64)>(LONG) {
+        match there.recv_timeout::<(RawValue<u8>, u64, bool)>(LONG) {
             Err(Error::Decode(_)) => {}
             other => panic!("{what} as a RawValue: expected a decode error, got {other:?}"),
         }
@@ -148,12 +149,12 @@ fn a_received_segment_without_size_seals_is_refused_with_a_decode_error() {
     let mut taken = 0;
     for len in 1..=128 {
         here.send(&crafted_handle(len, None)).unwrap();
-        match there.recv_timeout::<(Value<u8>, u64)>(LONG) {
+        match there.recv_timeout::<(Value<u8>, u64, bool)>(LONG) {
             Err(Error::Decode(_)) => {}
             other => panic!("an unsealed segment of {len} bytes as a Value: got {other:?}"),
         }
         here.send(&crafted_handle(len, Some(all_seals()))).unwrap();
-        if let Ok((v, _)) = there.recv_timeout::<(Value<u8>, u64)>(LONG) {
+        if let Ok((v, _, _)) = there.recv_timeout::<(Value<u8>, u64, bool)>(LONG) {
             v.set(3).unwrap();
             assert_eq!(v.get().unwrap(), 3);
             taken += 1;
@@ -174,7 +175,7 @@ fn a_received_segment_without_size_seals_is_refused_with_a_decode_error() {
     file.set_len(1).unwrap();
     here.send(&Connection::from_socket(OwnedFd::from(file)))
         .unwrap();
-    match there.recv_timeout::<(RawValue<u8>, u64)>(LONG) {
+    match there.recv_timeout::<(RawValue<u8>, u64, bool)>(LONG) {
         Err(Error::Decode(_)) => {}
         other => panic!("a plain file as a RawValue: expected a decode error, got {other:?}"),
     }

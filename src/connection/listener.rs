@@ -325,6 +325,8 @@ pub struct Listener {
     authkey: Option<Vec<u8>>,
     handshake_timeout: Duration,
     policy: auth::Policy,
+    /// Peers are declared multiproc: large values go out of band (Unix sockets only).
+    multiproc_peer: bool,
     /// The socket file to remove on drop, and the process that created it.
     unlink: Option<(PathBuf, u32)>,
     last_accepted: Mutex<Option<Address>>,
@@ -419,6 +421,7 @@ impl Listener {
             backlog: DEFAULT_BACKLOG,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             policy: auth::Policy::default(),
+            multiproc_peer: false,
         }
     }
 
@@ -517,7 +520,14 @@ impl Listener {
             sysfd::wait_readable(self.as_fd(), left)?;
         };
         *self.last_accepted.lock().unwrap_or_else(|p| p.into_inner()) = peer;
-        Ok(Connection::from_socket(fd))
+        Ok(self.adopt(fd))
+    }
+
+    /// An accepted socket as a connection: a multiproc peer's, if declared so.
+    fn adopt(&self, fd: OwnedFd) -> Connection {
+        let mut conn = Connection::from_socket(fd);
+        conn.known_peer = self.multiproc_peer && !matches!(self.address, Address::Tcp(_));
+        conn
     }
 
     /// Takes the handshakes in progress, waiting while another thread's `accept`
@@ -569,7 +579,7 @@ impl Listener {
                 let Some((fd, peer)) = self.try_accept()? else {
                     break;
                 };
-                let conn = Connection::from_socket(fd);
+                let conn = self.adopt(fd);
                 let handshake = match auth::Accepting::start(&conn) {
                     Ok(handshake) => handshake,
                     Err(e) => {
@@ -715,6 +725,7 @@ pub struct ListenerBuilder {
     backlog: u32,
     handshake_timeout: Duration,
     policy: auth::Policy,
+    multiproc_peer: bool,
 }
 
 impl fmt::Debug for ListenerBuilder {
@@ -725,6 +736,7 @@ impl fmt::Debug for ListenerBuilder {
             .field("backlog", &self.backlog)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("require_sha256", &self.policy.require_sha256)
+            .field("multiproc_peer", &self.multiproc_peer)
             .finish()
     }
 }
@@ -787,6 +799,30 @@ impl ListenerBuilder {
         self
     }
 
+    /// With `true`, every peer is declared a multiproc process: over a Unix socket, the
+    /// accepted connections send large values (and
+    /// [`send_bytes_mapped`](Connection::send_bytes_mapped) messages) in sealed files, as
+    /// a [`pipe`](crate::pipe) does (see
+    /// [large messages](Connection#large-messages)). Off by default, since a Python peer
+    /// cannot read such a message; no effect over TCP, which cannot carry the file.
+    /// Receiving is the same either way.
+    ///
+    /// ```
+    /// let path = std::env::temp_dir().join(format!("multiproc-doc-mp-{}", std::process::id()));
+    /// let listener = multiproc::Listener::builder(&path).multiproc_peer(true).bind()?;
+    /// let client = std::thread::spawn(move || -> multiproc::Result<bool> {
+    ///     let conn = multiproc::Client::connect(&path)?;
+    ///     Ok(conn.recv_bytes_mapped()?.is_mapped())
+    /// });
+    /// listener.accept()?.send_bytes_mapped(&vec![0u8; 1 << 20])?;
+    /// assert!(client.join().unwrap()?);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn multiproc_peer(mut self, yes: bool) -> Self {
+        self.multiproc_peer = yes;
+        self
+    }
+
     /// Binds and starts listening. A Unix path that exists already is an error
     /// (`AddrInUse`), as in Python.
     ///
@@ -820,6 +856,7 @@ impl ListenerBuilder {
             authkey: self.authkey,
             handshake_timeout: self.handshake_timeout,
             policy: self.policy,
+            multiproc_peer: self.multiproc_peer,
             unlink,
             last_accepted: Mutex::new(None),
             handshakes: Mutex::new(Some(Handshakes::default())),
@@ -881,6 +918,7 @@ impl Client {
             timeout: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             policy: auth::Policy::default(),
+            multiproc_peer: false,
         }
     }
 }
@@ -892,6 +930,7 @@ pub struct ClientBuilder {
     timeout: Option<Duration>,
     handshake_timeout: Duration,
     policy: auth::Policy,
+    multiproc_peer: bool,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -902,6 +941,7 @@ impl fmt::Debug for ClientBuilder {
             .field("timeout", &self.timeout)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("require_sha256", &self.policy.require_sha256)
+            .field("multiproc_peer", &self.multiproc_peer)
             .finish()
     }
 }
@@ -962,6 +1002,21 @@ impl ClientBuilder {
         self
     }
 
+    /// With `true`, the listener is declared a multiproc process: over a Unix socket, the
+    /// connection sends large values (and
+    /// [`send_bytes_mapped`](Connection::send_bytes_mapped) messages) in sealed files, as
+    /// a [`pipe`](crate::pipe) does (see
+    /// [large messages](Connection#large-messages)). Off by default, since a Python
+    /// listener cannot read such a message; no effect over TCP.
+    ///
+    /// ```
+    /// let b = multiproc::Client::builder("/tmp/our-own-service.sock").multiproc_peer(true);
+    /// ```
+    pub fn multiproc_peer(mut self, yes: bool) -> Self {
+        self.multiproc_peer = yes;
+        self
+    }
+
     /// Connects, then runs the authkey handshake when a key was given.
     ///
     /// A listener that refuses the key gives [`Error::AuthenticationFailed`]; nobody
@@ -997,7 +1052,8 @@ impl ClientBuilder {
                 stream.into()
             }
         };
-        let conn = Connection::from_socket(fd);
+        let mut conn = Connection::from_socket(fd);
+        conn.known_peer = self.multiproc_peer && !matches!(address, Address::Tcp(_));
         if let Some(key) = &self.authkey {
             let handshake_deadline = match (deadline, deadline::after(self.handshake_timeout)) {
                 (Some(a), Some(b)) => Some(a.min(b)),

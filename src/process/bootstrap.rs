@@ -107,7 +107,7 @@ fn take_task(conn: Connection, parent: Option<u32>) -> ! {
         // The parent died or gave up before sending the task.
         Err(_) => sysproc::exit_now(1),
     };
-    let task: Task = match codec::decode(&bytes, Vec::new()) {
+    let task: Task = match codec::decode(bytes.bytes(), Vec::new()) {
         Ok(t) => t,
         Err(e) => {
             task::report(

@@ -231,7 +231,7 @@ impl Child {
             return Ok(None);
         };
         let r = conn
-            .recv_raw(deadline)
+            .recv_mapped(deadline)
             .and_then(|(body, fds)| codec::decode::<Outcome<R>>(&body, fds));
         match r {
             Ok(o) => {

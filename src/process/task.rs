@@ -14,7 +14,7 @@ use std::sync::Once;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::connection::Connection;
+use crate::connection::{Connection, MappedBytes};
 use crate::process::target::{Run, Target};
 use crate::sys::image::{self, EntryRecord, ExeId};
 use crate::wire::codec;
@@ -206,28 +206,38 @@ pub(crate) fn send_request(
 ) -> crate::Result<()> {
     let count = u32::try_from(fds.len())
         .map_err(|_| crate::Error::InvalidArgument("too many handles in one task".into()))?;
-    let mut first = Vec::with_capacity(4 + body.len());
-    first.extend_from_slice(&count.to_le_bytes());
-    first.extend_from_slice(body);
     let mut chunks = fds.chunks(crate::sys::fd::MAX_FDS_PER_MESSAGE);
-    conn.send_raw(&first, chunks.next().unwrap_or(&[]))?;
+    conn.send_parts(
+        &[&count.to_le_bytes(), body],
+        chunks.next().unwrap_or(&[]),
+        true,
+    )?;
     for chunk in chunks {
         conn.send_raw(&[], chunk)?;
     }
     Ok(())
 }
 
+/// A request's body as received (a large one stays in the file it came in).
+pub(crate) struct Request(MappedBytes);
+
+impl Request {
+    /// The body [`send_request`] was given.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0[4..]
+    }
+}
+
 /// Receives what [`send_request`] sent: the body and all its descriptors.
 pub(crate) fn recv_request(
     conn: &Connection,
     deadline: Option<std::time::Instant>,
-) -> crate::Result<(Vec<u8>, Vec<OwnedFd>)> {
-    let (mut first, mut fds) = conn.recv_raw(deadline)?;
+) -> crate::Result<(Request, Vec<OwnedFd>)> {
+    let (first, mut fds) = conn.recv_mapped(deadline)?;
     let Some(count) = first.get(..4) else {
         return Err(crate::Error::Decode("request without its header".into()));
     };
     let count = u32::from_le_bytes([count[0], count[1], count[2], count[3]]) as usize;
-    first.drain(..4);
     while fds.len() < count {
         let (rest, more) = conn.recv_raw(deadline)?;
         if !rest.is_empty() || more.is_empty() {
@@ -242,5 +252,5 @@ pub(crate) fn recv_request(
             "request carried more handles than it announced".into(),
         ));
     }
-    Ok((first, fds))
+    Ok((Request(first), fds))
 }

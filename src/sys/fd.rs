@@ -15,6 +15,10 @@ use rustix::net::{
 /// Most descriptors one message may carry (the kernel's `SCM_MAX_FD` is 253).
 pub(crate) const MAX_FDS_PER_MESSAGE: usize = 64;
 
+/// Most descriptors one `sendmsg` may carry: a message's own, plus the memfd holding
+/// its body when the body travels out of band.
+pub(crate) const MAX_FDS_PER_FRAME: usize = MAX_FDS_PER_MESSAGE + 1;
+
 /// A connected pair of Unix stream sockets, close-on-exec.
 pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(rustix::net::socketpair(
@@ -33,7 +37,7 @@ pub(crate) fn send_all(
     parts: &[&[u8]],
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<()> {
-    if fds.len() > MAX_FDS_PER_MESSAGE {
+    if fds.len() > MAX_FDS_PER_FRAME {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("a message may carry at most {MAX_FDS_PER_MESSAGE} handles"),
@@ -43,9 +47,10 @@ pub(crate) fn send_all(
     let mut sent = 0usize;
     let mut fds_pending = !fds.is_empty();
     while sent < total || fds_pending {
-        // The slices past what is already sent (a frame has at most a header and a body).
+        // The slices past what is already sent (a frame has a header and a body in at
+        // most a few parts).
         let mut skip = sent;
-        let mut slices = [IoSlice::new(&[]), IoSlice::new(&[])];
+        let mut slices = [IoSlice::new(&[]); 4];
         let mut count = 0;
         for p in parts {
             if skip >= p.len() {
@@ -63,7 +68,7 @@ pub(crate) fn send_all(
         let flags = SendFlags::NOSIGNAL;
         let r = if fds_pending {
             let mut space =
-                [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
+                [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_FRAME))];
             let mut anc = SendAncillaryBuffer::new(&mut space);
             if !anc.push(SendAncillaryMessage::ScmRights(fds)) {
                 return Err(io::Error::other(
@@ -124,7 +129,7 @@ pub(crate) fn recv_with_fds(
     nonblocking: bool,
 ) -> io::Result<Received> {
     let mut space =
-        [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
+        [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_FRAME))];
     let mut anc = RecvAncillaryBuffer::new(&mut space);
     let mut flags = RecvFlags::CMSG_CLOEXEC;
     if nonblocking {

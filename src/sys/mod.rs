@@ -8,6 +8,7 @@ pub(crate) mod forklocal;
 pub(crate) mod futex;
 pub(crate) mod image;
 pub(crate) mod liveness;
+pub(crate) mod memfd_body;
 pub(crate) mod net;
 pub(crate) mod pages;
 pub(crate) mod proc;

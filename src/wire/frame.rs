@@ -2,17 +2,21 @@
 //! a 4-byte big-endian signed length, or `-1` followed by an 8-byte big-endian length
 //! for messages above 2 GiB - 1.
 //!
+//! One header of our own, which CPython never writes: `-2` followed by an 8-byte
+//! big-endian length says that the body is not in the stream at all but in a sealed
+//! memfd passed with the header (the last descriptor of that `sendmsg`). Only
+//! connections known to have multiproc at both ends send it; see
+//! `Connection`'s docs and docs/architecture.md.
+//!
 //! A length is never trusted: anything above the reader's limit is refused before any
-//! allocation, and large bodies grow their buffer only as bytes really arrive.
+//! allocation, and a large body's buffer takes memory only as its bytes really arrive
+//! (see `sys::pages::receive_buffer`).
 
 use crate::error::{Error, Result};
 
 /// Default largest message a connection accepts (CPython has no limit; hostile peers
 /// make one necessary). Change it per connection with `set_max_message_size`.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 256 << 20;
-
-/// Bodies up to this size are allocated at once; larger ones grow as data arrives.
-const EAGER_ALLOCATION: usize = 1 << 20;
 
 /// Writes the header for a body of `len` bytes; returns the header's bytes.
 pub(crate) fn encode_header(len: usize, out: &mut [u8; 12]) -> &[u8] {
@@ -24,6 +28,27 @@ pub(crate) fn encode_header(len: usize, out: &mut [u8; 12]) -> &[u8] {
         out[4..12].copy_from_slice(&(len as u64).to_be_bytes());
         &out[..12]
     }
+}
+
+/// The header value of a frame whose body travels in a sealed memfd.
+const OUT_OF_BAND: i32 = -2;
+
+/// Writes the header of a frame whose `len`-byte body travels in a memfd.
+pub(crate) fn encode_out_of_band_header(len: u64) -> [u8; 12] {
+    let mut out = [0u8; 12];
+    out[..4].copy_from_slice(&OUT_OF_BAND.to_be_bytes());
+    out[4..].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
+/// A frame as read from the stream.
+#[derive(Debug)]
+pub(crate) enum Frame {
+    /// The body followed the header in the stream.
+    Inline(Vec<u8>),
+    /// The body, of this many bytes (at most the reader's limit), is in a memfd that
+    /// came with the header.
+    OutOfBand(u64),
 }
 
 /// Somewhere stream bytes come from: a socket, or a byte slice in tests.
@@ -68,12 +93,15 @@ impl FrameReader {
 
     fn header_len(&self) -> usize {
         if self.have >= 4
-            && i32::from_be_bytes([
-                self.header[0],
-                self.header[1],
-                self.header[2],
-                self.header[3],
-            ]) == -1
+            && matches!(
+                i32::from_be_bytes([
+                    self.header[0],
+                    self.header[1],
+                    self.header[2],
+                    self.header[3],
+                ]),
+                -1 | OUT_OF_BAND
+            )
         {
             12
         } else {
@@ -81,7 +109,18 @@ impl FrameReader {
         }
     }
 
-    fn parse_header(&self, limit: usize) -> Result<usize> {
+    fn is_out_of_band(&self) -> bool {
+        self.have >= 4
+            && i32::from_be_bytes([
+                self.header[0],
+                self.header[1],
+                self.header[2],
+                self.header[3],
+            ]) == OUT_OF_BAND
+    }
+
+    /// The body's length, and whether it is out of band.
+    fn parse_header(&self, limit: usize) -> Result<(usize, bool)> {
         let short = i32::from_be_bytes([
             self.header[0],
             self.header[1],
@@ -98,22 +137,35 @@ impl FrameReader {
                 }
                 long
             }
+            OUT_OF_BAND => {
+                let mut l = [0u8; 8];
+                l.copy_from_slice(&self.header[4..12]);
+                let len = u64::from_be_bytes(l);
+                if len > limit as u64 {
+                    return Err(Error::MessageTooLarge { len, limit });
+                }
+                return Ok((len as usize, true));
+            }
             n if n < 0 => return Err(Error::Decode(format!("negative message length {n}"))),
             n => n as u64,
         };
         if len > limit as u64 {
             return Err(Error::MessageTooLarge { len, limit });
         }
-        Ok(len as usize)
+        Ok((len as usize, false))
     }
 
-    /// Reads until the current frame is complete and returns its body.
+    /// Reads until the current frame is complete and returns it.
     /// End of stream before a frame starts is [`Error::Closed`].
+    ///
+    /// An out-of-band frame is consumed whole by its header, so an error about it
+    /// (its length above `limit`, [`Error::MessageTooLarge`]) leaves the reader ready
+    /// for the next frame, as an `Ok` does.
     pub(crate) fn read<S: ByteSource + ?Sized>(
         &mut self,
         src: &mut S,
         limit: usize,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<Frame> {
         loop {
             let Some(body) = self.body.as_mut() else {
                 let want = self.header_len();
@@ -129,20 +181,29 @@ impl FrameReader {
                     self.have += n;
                     continue;
                 }
-                self.len = self.parse_header(limit)?;
+                let (len, out_of_band) = match self.parse_header(limit) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        if self.is_out_of_band() {
+                            // Nothing of it is left in the stream.
+                            *self = FrameReader::default();
+                        }
+                        return Err(e);
+                    }
+                };
+                if out_of_band {
+                    *self = FrameReader::default();
+                    return Ok(Frame::OutOfBand(len as u64));
+                }
+                self.len = len;
                 self.filled = 0;
-                self.body = Some(vec![0u8; self.len.min(EAGER_ALLOCATION)]);
+                self.body = Some(crate::sys::pages::receive_buffer(len));
                 continue;
             };
             if self.filled == self.len {
                 let done = self.body.take().unwrap_or_default();
                 *self = FrameReader::default();
-                return Ok(done);
-            }
-            if self.filled == body.len() {
-                // Large bodies grow only as their bytes really arrive.
-                let grown = (body.len() * 2).clamp(EAGER_ALLOCATION, self.len);
-                body.resize(grown, 0);
+                return Ok(Frame::Inline(done));
             }
             let n = src.read_some(&mut body[self.filled..], false)?;
             if n == 0 {
@@ -156,7 +217,10 @@ impl FrameReader {
 /// Reads one whole frame.
 #[cfg(test)]
 pub(crate) fn read_frame<S: ByteSource + ?Sized>(src: &mut S, limit: usize) -> Result<Vec<u8>> {
-    FrameReader::default().read(src, limit)
+    match FrameReader::default().read(src, limit)? {
+        Frame::Inline(body) => Ok(body),
+        Frame::OutOfBand(len) => Err(Error::Decode(format!("out-of-band frame of {len} bytes"))),
+    }
 }
 
 #[cfg(test)]
@@ -205,7 +269,26 @@ mod tests {
         assert!(matches!(read_frame(&mut src, 100), Err(Error::Decode(_))));
         let mut src: &[u8] = &[0, 0];
         assert!(matches!(read_frame(&mut src, 100), Err(Error::Decode(_))));
-        let mut src: &[u8] = &[0xff, 0xff, 0xff, 0xfe];
+        let mut src: &[u8] = &[0xff, 0xff, 0xff, 0xfd];
         assert!(matches!(read_frame(&mut src, 100), Err(Error::Decode(_))));
+    }
+
+    #[test]
+    fn out_of_band_header_is_consumed_whole_even_when_too_large() {
+        let mut bytes = encode_out_of_band_header(5000).to_vec();
+        bytes.extend_from_slice(&encode_out_of_band_header(50));
+        bytes.extend_from_slice(&frame(b"next"));
+        let mut src: &[u8] = &bytes;
+        let mut r = FrameReader::default();
+        assert!(matches!(
+            r.read(&mut src, 100),
+            Err(Error::MessageTooLarge {
+                len: 5000,
+                limit: 100
+            })
+        ));
+        assert!(!r.in_progress());
+        assert!(matches!(r.read(&mut src, 100), Ok(Frame::OutOfBand(50))));
+        assert!(matches!(r.read(&mut src, 100), Ok(Frame::Inline(b)) if b == b"next"));
     }
 }
