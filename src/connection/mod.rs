@@ -54,6 +54,10 @@ pub const MAX_HANDLES_PER_MESSAGE: usize = sysfd::MAX_FDS_PER_MESSAGE;
 /// A reply that comes within this window costs no wake-up (about 30 µs on a VM).
 const SPIN: Duration = Duration::from_micros(30);
 
+/// How long of [`SPIN`] a receiver checks without yielding its CPU: about a round trip
+/// through a socket between two CPUs.
+const PURE_SPIN: Duration = Duration::from_micros(5);
+
 /// Creates a pair of connected [`Connection`]s, like Python's `Pipe(duplex)`.
 ///
 /// With `duplex` both ends send and receive. Without it the first end only receives
@@ -142,19 +146,21 @@ impl ByteSource for SocketSource<'_> {
         };
         // The clock is read only once nothing is waiting; the spin never outlasts the
         // caller's deadline.
-        let mut spin_until = None;
+        let mut started = None;
         loop {
             if let Received::Bytes(n) = attempt(self, buf, true)? {
                 return Ok(n);
             }
             let now = Instant::now();
-            let until = *spin_until.get_or_insert_with(|| {
-                let end = now.checked_add(SPIN).unwrap_or(now);
-                self.deadline.map_or(end, |d| end.min(d))
-            });
-            if now < until {
-                // Let a peer on this same CPU run and answer.
-                std::thread::yield_now();
+            let since = *started.get_or_insert(now);
+            let spent = now.saturating_duration_since(since);
+            if spent < SPIN && self.deadline.is_none_or(|d| now < d) {
+                // First poll alone: a peer on another CPU answers within a few
+                // microseconds, and a yield per check would delay seeing it. Then let a
+                // peer on this same CPU run and answer.
+                if spent >= PURE_SPIN {
+                    std::thread::yield_now();
+                }
                 continue;
             }
             match self.deadline {
