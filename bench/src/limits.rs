@@ -278,17 +278,23 @@ impl SocketpairEcho {
                     }
                     libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, 0);
                 }
+                let mut resting = false;
                 let code = loop {
                     let got = match wait {
-                        EchoWait::Blocking => read_full(fd, &mut echo_buf),
-                        EchoWait::BusyPoll => {
+                        EchoWait::BusyPoll if !resting => {
                             recv_full_polling(fd, &mut echo_buf, Some(IDLE_SPIN), None)
                         }
+                        _ => read_full(fd, &mut echo_buf),
                     };
                     match got {
                         Ok(true) => {}
                         Ok(false) => break 0,
                         Err(_) => break 1,
+                    }
+                    // A rest message is not answered; the next message is awaited asleep.
+                    resting = echo_buf.iter().all(|&b| b == REST_BYTE);
+                    if resting {
+                        continue;
                     }
                     if write_full(fd, &echo_buf).is_err() {
                         break 1;
@@ -328,12 +334,26 @@ impl SocketpairEcho {
         Ok(())
     }
 
+    /// Tells a busy-polling child to wait for the next message asleep, so that it leaves
+    /// the CPUs to whatever is measured next (no answer comes back).
+    pub fn rest(&mut self) -> io::Result<()> {
+        if self.wait == EchoWait::BusyPoll {
+            let fd = self.fd.as_ref().map_or(-1, |f| f.as_raw_fd());
+            write_full(fd, &vec![REST_BYTE; self.msg.len()])?;
+        }
+        Ok(())
+    }
+
     /// Closes the socket, which ends the child, and reaps it.
     pub fn close(mut self) -> io::Result<()> {
         self.fd.take();
         wait_ok(self.pid)
     }
 }
+
+/// Every byte of the message that tells a busy-polling echo child to rest (the messages
+/// of the round trips are other bytes).
+const REST_BYTE: u8 = 0xff;
 
 // ---- futexes in a page shared with forked children ----
 
@@ -541,6 +561,8 @@ const PONG: usize = 1;
 /// Values of the ping word: the child should answer, or end.
 const GO: u32 = 1;
 const STOP: u32 = 2;
+/// A [`SpinPingPong`] ping: sleep until the next batch.
+const REST: u32 = 3;
 /// How long one side waits for the other before giving up.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the child waits for the next ping before it ends by itself.
@@ -690,22 +712,27 @@ impl SpinPingPong {
                         Some(GO) => {
                             ping.store(0, Ordering::Relaxed);
                             pong.store(GO, Ordering::Release);
+                            continue;
+                        }
+                        Some(REST) => {
+                            // Unless the next ping came already.
+                            let _ =
+                                ping.compare_exchange(REST, 0, Ordering::SeqCst, Ordering::SeqCst);
                         }
                         Some(_) => break 0,
-                        None => {
-                            // Announce the sleep, then look once more: a ping stored
-                            // before the announcement is seen here, one stored after it
-                            // finds the flag and wakes this side.
-                            asleep.store(1, Ordering::SeqCst);
-                            if ping.load(Ordering::SeqCst) == 0
-                                && !futex_wait(asleep, 1, Some(IDLE_TIMEOUT))
-                                && ping.load(Ordering::SeqCst) == 0
-                            {
-                                break 1;
-                            }
-                            asleep.store(0, Ordering::SeqCst);
-                        }
+                        None => {}
                     }
+                    // Announce the sleep, then look once more: a ping stored before the
+                    // announcement is seen here, one stored after it finds the flag and
+                    // wakes this side.
+                    asleep.store(1, Ordering::SeqCst);
+                    if ping.load(Ordering::SeqCst) == 0
+                        && !futex_wait(asleep, 1, Some(IDLE_TIMEOUT))
+                        && ping.load(Ordering::SeqCst) == 0
+                    {
+                        break 1;
+                    }
+                    asleep.store(0, Ordering::SeqCst);
                 }
             })
         }?;
@@ -713,6 +740,12 @@ impl SpinPingPong {
             page,
             pid: Some(pid),
         })
+    }
+
+    /// Tells the child to sleep at once, so that it leaves the CPUs to whatever is
+    /// measured next.
+    pub fn rest(&self) {
+        self.page.word(SPIN_PING).store(REST, Ordering::SeqCst);
     }
 
     /// Wakes the child if it sleeps, so that the next batch finds it spinning.
@@ -818,6 +851,9 @@ mod tests {
         e.round_trips(10).unwrap();
         std::thread::sleep(IDLE_SPIN * 5);
         e.round_trips(10).unwrap();
+        e.rest().unwrap();
+        e.round_trips(10).unwrap();
+        e.rest().unwrap();
         e.close().unwrap();
     }
 
@@ -828,6 +864,11 @@ mod tests {
         std::thread::sleep(IDLE_SPIN * 5);
         // Without a wake: the round trip must find the sleeping child by itself.
         p.round_trips(10).unwrap();
+        p.rest();
+        p.wake();
+        p.round_trips(10).unwrap();
+        p.rest();
+        std::thread::sleep(IDLE_SPIN);
         std::thread::sleep(IDLE_SPIN * 5);
         p.wake();
         p.round_trips(10).unwrap();

@@ -48,6 +48,10 @@ enum Payload {
 trait Echo {
     /// `n` round trips.
     fn round_trips(&mut self, n: usize) -> BenchResult<()>;
+    /// After a batch: lets a child that spins while it waits sleep until the next one.
+    fn rest(&mut self) -> BenchResult<()> {
+        Ok(())
+    }
     /// Ends the child and reaps it.
     fn close(self: Box<Self>) -> BenchResult<()>;
 }
@@ -55,6 +59,10 @@ trait Echo {
 impl Echo for SocketpairEcho {
     fn round_trips(&mut self, n: usize) -> BenchResult<()> {
         Ok(SocketpairEcho::round_trips(self, n)?)
+    }
+
+    fn rest(&mut self) -> BenchResult<()> {
+        Ok(SocketpairEcho::rest(self)?)
     }
 
     fn close(self: Box<Self>) -> BenchResult<()> {
@@ -282,6 +290,7 @@ fn measure(s: &Settings, payload: Payload) -> BenchResult<Figures> {
     let warm_up = per_rep / 10;
     for (name, echo) in &mut echoes {
         echo.round_trips(warm_up)
+            .and_then(|()| echo.rest())
             .map_err(|e| format!("{name}: {e}"))?;
     }
     let figures = {
@@ -289,7 +298,9 @@ fn measure(s: &Settings, payload: Payload) -> BenchResult<Figures> {
             .iter_mut()
             .map(|(name, echo)| {
                 Contender::new(name, move || {
-                    Ok(vec![time_mean(per_rep, |n| echo.round_trips(n))?])
+                    let us = time_mean(per_rep, |n| echo.round_trips(n))?;
+                    echo.rest()?;
+                    Ok(vec![us])
                 })
             })
             .collect();

@@ -207,6 +207,7 @@ pub fn event_pingpong(s: &Settings) -> BenchResult<Figures> {
     let per_rep = s.pick(2_000, 5_000);
     limit.round_trips(per_rep / 10)?;
     floor.round_trips(per_rep / 10)?;
+    floor.rest();
     events.round_trips(per_rep / 10)?;
     let figures = {
         let mut contenders = [
@@ -216,7 +217,9 @@ pub fn event_pingpong(s: &Settings) -> BenchResult<Figures> {
             Contender::new("floor", || {
                 // The idle child sleeps between batches; waking it is not timed.
                 floor.wake();
-                Ok(vec![time_mean(per_rep, |n| Ok(floor.round_trips(n)?))?])
+                let us = time_mean(per_rep, |n| Ok(floor.round_trips(n)?))?;
+                floor.rest();
+                Ok(vec![us])
             }),
             Contender::new("multiproc", || {
                 Ok(vec![time_mean(per_rep, |n| events.round_trips(n))?])
