@@ -149,33 +149,17 @@ fn with_article(what: &str) -> String {
 /// at once (a ping-pong), short enough to cost nothing next to a sleep.
 const SPIN: Duration = Duration::from_micros(10);
 
-/// How long of [`SPIN`] a waiter only checks, without yielding its CPU: several times
-/// what a peer on another CPU takes to answer (a fraction of a microsecond).
-const PURE_SPIN: Duration = Duration::from_micros(1);
-
 /// Checks of the condition between two readings of the clock in [`spin_until`].
 const CHECKS_PER_CLOCK: u32 = 32;
-
-/// A yield that takes this long ran another task: this CPU is wanted (by the peer, or by
-/// other work). A yield with nothing else to run returns in well under a microsecond.
-const SLOW_YIELD: Duration = Duration::from_micros(2);
-
-thread_local! {
-    /// Whether this thread's last spin that yielded found its CPU wanted by another task.
-    /// Spinning alone would then keep a peer waiting for this CPU from answering, so the
-    /// next spin yields after its first batch of checks; a spin whose yields all come
-    /// back at once clears it.
-    static CPU_SHARED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
 
 /// Spins briefly until `done()`; returns whether it became true. No spinning at all on
 /// a machine with a single CPU (the peer could not run meanwhile).
 ///
-/// First it only checks, for [`PURE_SPIN`]: a peer on another CPU answers within that.
-/// Then it yields its CPU between batches of checks until [`SPIN`] has passed: a peer
-/// waiting to run on this same CPU gets to answer, which costs a switch and not a sleep
-/// and a wake-up on each side. When the last spin's yields ran another task
-/// ([`CPU_SHARED`]), it yields from the first batch.
+/// The spin never yields: a peer waiting to run on this same CPU answers once this
+/// waiter sleeps, and that sleep's wake-up is the scheduler's chance to move one of the
+/// two to a free CPU. A waiter yielding between checks would answer such a peer faster
+/// (a switch, about 3 µs a round trip) but keep the two on one CPU for as long as they
+/// talk, ten times slower than a round trip between two CPUs.
 fn spin_until(mut done: impl FnMut() -> bool) -> bool {
     static MULTI_CPU: OnceLock<bool> = OnceLock::new();
     if done() {
@@ -184,14 +168,8 @@ fn spin_until(mut done: impl FnMut() -> bool) -> bool {
     if !*MULTI_CPU.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)) {
         return false;
     }
-    let pure = if CPU_SHARED.get() {
-        Duration::ZERO
-    } else {
-        PURE_SPIN
-    };
-    let mut shared = None;
     let started = Instant::now();
-    let found = 'spin: loop {
+    loop {
         // Check after every pause: checking every 32 of them made a waiter notice an
         // answer a third of a microsecond late (a pause takes about 10 ns here, and
         // ~140 cycles on some x86 CPUs), as long as the whole round trip between two
@@ -199,24 +177,13 @@ fn spin_until(mut done: impl FnMut() -> bool) -> bool {
         for _ in 0..CHECKS_PER_CLOCK {
             std::hint::spin_loop();
             if done() {
-                break 'spin true;
+                return true;
             }
         }
-        let spent = started.elapsed();
-        if spent >= SPIN {
-            break false;
+        if started.elapsed() >= SPIN {
+            return false;
         }
-        if spent >= pure {
-            let before = Instant::now();
-            std::thread::yield_now();
-            let slow = before.elapsed() >= SLOW_YIELD;
-            shared = Some(shared.unwrap_or(false) || slow);
-        }
-    };
-    if let Some(shared) = shared {
-        CPU_SHARED.set(shared);
     }
-    found
 }
 
 use crate::deadline::{after as deadline_after, remaining};
