@@ -170,7 +170,7 @@ fn spin_until(mut done: impl FnMut() -> bool) -> bool {
     }
     let started = Instant::now();
     loop {
-        // Check after every pause: checking every 32 of them made a waiter notice an
+        // Check after every pause: checking every 32 of them would make a waiter notice an
         // answer a third of a microsecond late (a pause takes about 10 ns here, and
         // ~140 cycles on some x86 CPUs), as long as the whole round trip between two
         // CPUs. The clock, dearer than a load, is read once per batch.
