@@ -9,7 +9,10 @@ use std::os::unix::net::UnixStream;
 use std::thread;
 use std::time::Duration;
 
-use common::{CLEAN_METHODS, KillOnDrop, LONG, METHODS, join_bounded};
+use common::{
+    CLEAN_METHODS, KillOnDrop, LONG, METHODS, assert_idle_while_blocked, cpu_while_blocked,
+    join_bounded,
+};
 use multiproc::{Connection, Error, Process, StartMethod, pipe, wait};
 
 const FOREVER: Duration = Duration::from_secs(600);
@@ -50,6 +53,16 @@ fn reverse_bytes(conn: Connection) {
 }
 
 fn noop(_: ()) {}
+
+#[test]
+fn a_receiver_blocked_for_seconds_uses_almost_no_cpu() {
+    let (receiver, sender) = pipe(true).unwrap();
+    let blocked = cpu_while_blocked(
+        move || assert_eq!(receiver.recv_bytes().unwrap(), b"late"),
+        || sender.send_bytes(b"late").unwrap(),
+    );
+    assert_idle_while_blocked("Connection::recv_bytes", blocked);
+}
 
 #[test]
 fn a_connection_passed_to_a_child_works_both_ways() {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{KillOnDrop, LONG, join_bounded};
+use common::{KillOnDrop, LONG, assert_idle_while_blocked, cpu_while_blocked, join_bounded};
 use multiproc::{
     AcquireError, Barrier, BoundedSemaphore, Condition, Connection, Error, Event, Lock, LockGuard,
     Process, RLock, Semaphore, StartMethod, Value, ValueGuard, Waitable, pipe,
@@ -337,6 +337,24 @@ fn releasing_a_lock_not_held_is_an_error() {
     std::mem::forget(own.acquire().unwrap());
     own.release().unwrap();
     assert!(own.release().is_err());
+}
+
+#[test]
+fn a_lock_waiter_blocked_for_seconds_uses_almost_no_cpu() {
+    let lock = Lock::new().unwrap();
+    let waiter = lock.clone();
+    let held = lock.acquire().unwrap();
+    let blocked = cpu_while_blocked(
+        move || {
+            drop(
+                waiter
+                    .acquire_timeout(LONG)
+                    .expect("the lock was never free"),
+            )
+        },
+        || drop(held),
+    );
+    assert_idle_while_blocked("Lock::acquire", blocked);
 }
 
 #[test]
@@ -742,6 +760,17 @@ fn event_wait_returns_false_after_about_the_timeout() {
     assert_about(t.elapsed(), SHORT, "Event::wait");
     assert!(!event.is_set());
     assert!(!event.wait(Some(Duration::ZERO)));
+}
+
+#[test]
+fn an_event_waiter_blocked_for_seconds_uses_almost_no_cpu() {
+    let event = Event::new().unwrap();
+    let waiter = event.clone();
+    let blocked = cpu_while_blocked(
+        move || assert!(waiter.wait(Some(LONG)), "the event was never seen set"),
+        || event.set(),
+    );
+    assert_idle_while_blocked("Event::wait", blocked);
 }
 
 #[test]

@@ -11,6 +11,7 @@ The unit is that of the harness's table: "us" (microseconds per operation), "ns"
 """
 
 import argparse
+import array
 import ctypes
 import json
 import multiprocessing
@@ -235,6 +236,81 @@ def shm_bandwidth(reps, size):
     return statistics.median(rates)
 
 
+LARGE = 64 << 20  # bytes of every large message
+
+
+def large_bytes():
+    """LARGE bytes where byte i is i % 251, as the Rust side sends."""
+    return pattern_block(LARGE)
+
+
+def large_floats():
+    """An array('d') of LARGE // 8 distinct doubles, as the Rust side's Vec<f64>."""
+    return array.array("d", (i * 0.5 for i in range(LARGE // 8)))
+
+
+def check_large(got, sent):
+    if len(got) != len(sent) or any(got[i] != sent[i] for i in range(0, len(sent), 4096)):
+        raise RuntimeError("the child delivered another message")
+
+
+def pipe_large(echo, send, recv, message, stop, reps):
+    """GB/s one way of a round trip of a large message with a child echoing on a duplex
+    Pipe (the message's size over half the round trip): the median of the repetitions."""
+    ctx = multiprocessing.get_context("fork")
+    here, there = ctx.Pipe(duplex=True)
+    p = ctx.Process(target=echo, args=(there,))
+    p.start()
+    there.close()
+    send_, recv_ = getattr(here, send), getattr(here, recv)
+    size = len(message) * message.itemsize if isinstance(message, array.array) else len(message)
+    send_(message)
+    check_large(recv_(), message)  # warm-up
+    rates = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        send_(message)
+        got = recv_()
+        dt = time.perf_counter() - t
+        check_large(got, message)
+        rates.append(size / (dt / 2) / 1e9)
+    send_(stop)
+    p.join()
+    here.close()
+    return statistics.median(rates)
+
+
+def send_large(conn):
+    conn.send_bytes(large_bytes())
+    conn.close()
+
+
+def spawn_result_large(reps):
+    """GB/s of a forked child handing 64 MiB of bytes back to its parent, from the start
+    to the bytes in hand and the child joined: the child sends them with send_bytes on a
+    Pipe, the parent takes them with recv_bytes (multiprocessing has no process result;
+    this is the fastest path a Process offers). The median of the repetitions."""
+    ctx = multiprocessing.get_context("fork")
+    expected = large_bytes()
+    rates = []
+    for i in range(reps + 1):
+        t = time.perf_counter()
+        here, there = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=send_large, args=(there,))
+        p.start()
+        there.close()
+        got = here.recv_bytes()
+        p.join()
+        dt = time.perf_counter() - t
+        here.close()
+        if p.exitcode != 0:
+            raise RuntimeError(f"sending child exit code {p.exitcode}")
+        check_large(got, expected)
+        if i > 0:  # the first one is a warm-up
+            rates.append(LARGE / dt / 1e9)
+    return statistics.median(rates)
+
+
 # name -> (quick (reps, per_rep), full (reps, per_rep), measure(reps, per_rep), unit)
 WORKLOADS = {
     "start_join_spawn": ((3, 4), (5, 10), lambda r, n: start_join("spawn", r, n), "us"),
@@ -263,6 +339,26 @@ WORKLOADS = {
     "event_pingpong": ((5, 1000), (9, 3000), event_pingpong, "us"),
     # per_rep: bytes of the segment
     "shm_bandwidth": ((3, 64 << 20), (5, 256 << 20), shm_bandwidth, "GB/s"),
+    # per_rep: unused (one round trip, or one child, per repetition)
+    "pipe_large_bytes": (
+        (2, 1),
+        (5, 1),
+        lambda r, n: pipe_large(echo_bytes, "send_bytes", "recv_bytes", large_bytes(), b"", r),
+        "GB/s",
+    ),
+    "pipe_large_value": (
+        (2, 1),
+        (5, 1),
+        lambda r, n: pipe_large(echo_value, "send", "recv", large_bytes(), None, r),
+        "GB/s",
+    ),
+    "pipe_large_f64": (
+        (2, 1),
+        (5, 1),
+        lambda r, n: pipe_large(echo_value, "send", "recv", large_floats(), None, r),
+        "GB/s",
+    ),
+    "spawn_result_large": ((2, 1), (5, 1), lambda r, n: spawn_result_large(r), "GB/s"),
 }
 
 

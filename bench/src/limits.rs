@@ -153,18 +153,91 @@ fn write_full(fd: RawFd, buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// A forked child that echoes fixed-size messages on a blocking Unix stream socket pair:
-/// the floor under any message round trip that sleeps in the kernel.
+/// How long a busy-polling side of a floor spins with nothing to read before it sleeps
+/// in the kernel: far longer than a round trip, so a batch never sleeps, and short
+/// enough that an idle floor child does not take a CPU from the contenders measured
+/// after it.
+const IDLE_SPIN: Duration = Duration::from_millis(2);
+
+/// Spin iterations between two readings of the clock.
+const CLOCK_EVERY: u32 = 64;
+
+/// Reads exactly `buf.len()` bytes by busy-polling: non-blocking `recv` in a loop, with
+/// no sleep and no yield. After `idle` without a byte (`None`: never) the rest is read
+/// blocking; after `give_up` (`None`: never) it fails with `TimedOut`. `Ok(false)` at end
+/// of stream before the first byte.
+fn recv_full_polling(
+    fd: RawFd,
+    buf: &mut [u8],
+    idle: Option<Duration>,
+    give_up: Option<Duration>,
+) -> io::Result<bool> {
+    let mut got = 0;
+    let mut spins = 0u32;
+    let mut since: Option<Instant> = None;
+    while got < buf.len() {
+        let rest = &mut buf[got..];
+        // SAFETY: `rest` is a valid writable buffer of `rest.len()` bytes.
+        let n = unsafe { libc::recv(fd, rest.as_mut_ptr().cast(), rest.len(), libc::MSG_DONTWAIT) };
+        match n {
+            0 if got == 0 => return Ok(false),
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n if n > 0 => {
+                got += n as usize;
+                continue;
+            }
+            _ => {}
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => {}
+            _ => return Err(err),
+        }
+        spins += 1;
+        if spins % CLOCK_EVERY != 0 {
+            continue;
+        }
+        let waited = since.get_or_insert_with(Instant::now).elapsed();
+        if give_up.is_some_and(|g| waited >= g) {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the busy-polling echo does not answer",
+            ));
+        }
+        if idle.is_some_and(|i| waited >= i) {
+            return match read_full(fd, &mut buf[got..])? {
+                false if got > 0 => Err(io::ErrorKind::UnexpectedEof.into()),
+                more => Ok(more || got > 0),
+            };
+        }
+    }
+    Ok(true)
+}
+
+/// How a [`SocketpairEcho`] waits for a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EchoWait {
+    /// Blocking `read`: each side sleeps in the kernel until the message arrives.
+    Blocking,
+    /// Busy-polling: each side spins on non-blocking `recv` (no sleep, no yield); the
+    /// child sleeps only after [`IDLE_SPIN`] without a message, between batches.
+    BusyPoll,
+}
+
+/// A forked child that echoes fixed-size messages on a Unix stream socket pair.
+/// Blocking, it is the limit under any message round trip that sleeps in the kernel;
+/// busy-polling, the floor under any round trip through a socket.
 pub struct SocketpairEcho {
     fd: Option<OwnedFd>,
     pid: libc::pid_t,
+    wait: EchoWait,
     msg: Vec<u8>,
     buf: Vec<u8>,
 }
 
 impl SocketpairEcho {
     /// Starts the echoing child; every message is `msg_len` bytes.
-    pub fn start(msg_len: usize) -> io::Result<SocketpairEcho> {
+    pub fn start(msg_len: usize, wait: EchoWait) -> io::Result<SocketpairEcho> {
         let mut fds = [0 as RawFd; 2];
         // SAFETY: `fds` is a valid out-array of two descriptors.
         let rc = unsafe {
@@ -183,22 +256,45 @@ impl SocketpairEcho {
             unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // Allocate before forking: the child must not allocate.
         let mut echo_buf = vec![0u8; msg_len];
-        // SAFETY: the child calls only async-signal-safe functions (close, read, write,
-        // _exit) on memory allocated before the fork, so forking a process that may have
-        // other threads is sound.
+        // SAFETY: the child calls only async-signal-safe functions (close_range, read, recv,
+        // write, clock_gettime, _exit) on memory allocated before the fork, and builds no
+        // error that allocates (its polling read has no give-up time), so forking a
+        // process that may have other threads is sound.
         let pid = unsafe { libc::fork() };
         match pid {
             -1 => Err(io::Error::last_os_error()),
             0 => {
                 let fd = theirs.as_raw_fd();
-                // SAFETY: closes the child's copy of the parent's end so that the parent
-                // closing it ends the stream; the `OwnedFd` is never dropped in the child.
-                unsafe { libc::close(mine.as_raw_fd()) };
+                // Keep only this child's end: the parent's end, and the ends of echoes
+                // started earlier, must close when their owner closes them, or an earlier
+                // echo child never sees the end of its stream.
+                let keep = fd as libc::c_uint;
+                // SAFETY: closes descriptor numbers of this forked child only (close_range
+                // is async-signal-safe); the `OwnedFd`s among them are never dropped in
+                // the child, which leaves with `_exit`.
+                unsafe {
+                    if keep > 3 {
+                        libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, keep - 1, 0);
+                    }
+                    libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, 0);
+                }
+                let mut resting = false;
                 let code = loop {
-                    match read_full(fd, &mut echo_buf) {
+                    let got = match wait {
+                        EchoWait::BusyPoll if !resting => {
+                            recv_full_polling(fd, &mut echo_buf, Some(IDLE_SPIN), None)
+                        }
+                        _ => read_full(fd, &mut echo_buf),
+                    };
+                    match got {
                         Ok(true) => {}
                         Ok(false) => break 0,
                         Err(_) => break 1,
+                    }
+                    // A rest message is not answered; the next message is awaited asleep.
+                    resting = echo_buf.iter().all(|&b| b == REST_BYTE);
+                    if resting {
+                        continue;
                     }
                     if write_full(fd, &echo_buf).is_err() {
                         break 1;
@@ -212,6 +308,7 @@ impl SocketpairEcho {
                 Ok(SocketpairEcho {
                     fd: Some(mine),
                     pid,
+                    wait,
                     msg: vec![0x5a; msg_len],
                     buf: vec![0; msg_len],
                 })
@@ -224,9 +321,25 @@ impl SocketpairEcho {
         let fd = self.fd.as_ref().map_or(-1, |f| f.as_raw_fd());
         for _ in 0..n {
             write_full(fd, &self.msg)?;
-            if !read_full(fd, &mut self.buf)? {
+            let more = match self.wait {
+                EchoWait::Blocking => read_full(fd, &mut self.buf)?,
+                EchoWait::BusyPoll => {
+                    recv_full_polling(fd, &mut self.buf, None, Some(ANSWER_TIMEOUT))?
+                }
+            };
+            if !more {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
+        }
+        Ok(())
+    }
+
+    /// Tells a busy-polling child to wait for the next message asleep, so that it leaves
+    /// the CPUs to whatever is measured next (no answer comes back).
+    pub fn rest(&mut self) -> io::Result<()> {
+        if self.wait == EchoWait::BusyPoll {
+            let fd = self.fd.as_ref().map_or(-1, |f| f.as_raw_fd());
+            write_full(fd, &vec![REST_BYTE; self.msg.len()])?;
         }
         Ok(())
     }
@@ -237,6 +350,10 @@ impl SocketpairEcho {
         wait_ok(self.pid)
     }
 }
+
+/// Every byte of the message that tells a busy-polling echo child to rest (the messages
+/// of the round trips are other bytes).
+const REST_BYTE: u8 = 0xff;
 
 // ---- futexes in a page shared with forked children ----
 
@@ -444,6 +561,8 @@ const PONG: usize = 1;
 /// Values of the ping word: the child should answer, or end.
 const GO: u32 = 1;
 const STOP: u32 = 2;
+/// A [`SpinPingPong`] ping: sleep until the next batch.
+const REST: u32 = 3;
 /// How long one side waits for the other before giving up.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the child waits for the next ping before it ends by itself.
@@ -541,6 +660,145 @@ impl Drop for FutexPingPong {
     }
 }
 
+/// Words of a [`SpinPingPong`] page: the parent's ping and the child's pong, side by side
+/// in one cache line (faster here than a line each), and the child's "asleep" flag on a
+/// line of its own.
+const SPIN_PING: usize = 0;
+const SPIN_PONG: usize = 1;
+const SPIN_ASLEEP: usize = 32;
+
+/// Spins on loads of `w` until it is not 0 and returns its value; `None` once `limit`
+/// passes. The clock is read only every [`CLOCK_EVERY`] × 64 loads.
+fn spin_nonzero(w: &AtomicU32, limit: Duration) -> Option<u32> {
+    let mut since: Option<Instant> = None;
+    loop {
+        for _ in 0..CLOCK_EVERY * 64 {
+            let v = w.load(Ordering::Acquire);
+            if v != 0 {
+                return Some(v);
+            }
+        }
+        if since.get_or_insert_with(Instant::now).elapsed() >= limit {
+            return None;
+        }
+    }
+}
+
+/// The `event_pingpong` floor: the parent and a forked child alternate on two words of a
+/// shared page, each side spinning on loads of its own word (no pause, no syscall) and
+/// storing into the other's. Between batches the idle child sleeps in `FUTEX_WAIT` (after
+/// [`IDLE_SPIN`]), so that it does not take a CPU from the contenders measured meanwhile;
+/// [`wake`](Self::wake) brings it back before a batch, outside the timed part.
+pub struct SpinPingPong {
+    page: SharedPage,
+    pid: Option<libc::pid_t>,
+}
+
+impl SpinPingPong {
+    /// Starts the answering child.
+    pub fn start() -> io::Result<SpinPingPong> {
+        let page = SharedPage::new()?;
+        let (ping, pong, asleep) = (
+            page.word(SPIN_PING),
+            page.word(SPIN_PONG),
+            page.word(SPIN_ASLEEP),
+        );
+        // SAFETY: the child only uses atomics, clock_gettime and futex syscalls on the
+        // shared page, which was mapped before the fork.
+        let pid = unsafe {
+            fork_with(|| {
+                loop {
+                    match spin_nonzero(ping, IDLE_SPIN) {
+                        Some(GO) => {
+                            ping.store(0, Ordering::Relaxed);
+                            pong.store(GO, Ordering::Release);
+                            continue;
+                        }
+                        Some(REST) => {
+                            // Unless the next ping came already.
+                            let _ =
+                                ping.compare_exchange(REST, 0, Ordering::SeqCst, Ordering::SeqCst);
+                        }
+                        Some(_) => break 0,
+                        None => {}
+                    }
+                    // Announce the sleep, then look once more: a ping stored before the
+                    // announcement is seen here, one stored after it finds the flag and
+                    // wakes this side.
+                    asleep.store(1, Ordering::SeqCst);
+                    if ping.load(Ordering::SeqCst) == 0
+                        && !futex_wait(asleep, 1, Some(IDLE_TIMEOUT))
+                        && ping.load(Ordering::SeqCst) == 0
+                    {
+                        break 1;
+                    }
+                    asleep.store(0, Ordering::SeqCst);
+                }
+            })
+        }?;
+        Ok(SpinPingPong {
+            page,
+            pid: Some(pid),
+        })
+    }
+
+    /// Tells the child to sleep at once, so that it leaves the CPUs to whatever is
+    /// measured next.
+    pub fn rest(&self) {
+        self.page.word(SPIN_PING).store(REST, Ordering::SeqCst);
+    }
+
+    /// Wakes the child if it sleeps, so that the next batch finds it spinning.
+    pub fn wake(&self) {
+        let asleep = self.page.word(SPIN_ASLEEP);
+        if asleep.swap(0, Ordering::SeqCst) == 1 {
+            futex_wake(asleep, 1);
+        }
+    }
+
+    /// `n` round trips.
+    pub fn round_trips(&mut self, n: usize) -> io::Result<()> {
+        let (ping, pong) = (self.page.word(SPIN_PING), self.page.word(SPIN_PONG));
+        for _ in 0..n {
+            ping.store(GO, Ordering::Release);
+            // A child that fell asleep just as this ping came is woken after a while.
+            if spin_nonzero(pong, IDLE_SPIN).is_none() {
+                self.wake();
+                if spin_nonzero(pong, ANSWER_TIMEOUT).is_none() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the spinning ping-pong child does not answer",
+                    ));
+                }
+            }
+            pong.store(0, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Tells the child to end, and reaps it.
+    pub fn close(mut self) -> io::Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> io::Result<()> {
+        match self.pid.take() {
+            Some(pid) => {
+                self.page.word(SPIN_PING).store(STOP, Ordering::SeqCst);
+                self.wake();
+                wait_ok(pid)
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SpinPingPong {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
 /// The `shm_bandwidth` limit: a copy between two buffers of this process that are mapped
 /// and written already (no page fault, no syscall): what memcpy does on this machine.
 pub fn warm_copy(src: &[u8], dst: &mut [u8]) {
@@ -580,8 +838,40 @@ mod tests {
 
     #[test]
     fn socketpair_echo_round_trips() {
-        let mut e = SocketpairEcho::start(8).unwrap();
-        e.round_trips(100).unwrap();
+        for wait in [EchoWait::Blocking, EchoWait::BusyPoll] {
+            let mut e = SocketpairEcho::start(8, wait).unwrap();
+            e.round_trips(100).unwrap();
+            e.close().unwrap();
+        }
+    }
+
+    #[test]
+    fn busy_poll_echo_answers_after_its_child_slept() {
+        let mut e = SocketpairEcho::start(8, EchoWait::BusyPoll).unwrap();
+        e.round_trips(10).unwrap();
+        std::thread::sleep(IDLE_SPIN * 5);
+        e.round_trips(10).unwrap();
+        e.rest().unwrap();
+        e.round_trips(10).unwrap();
+        e.rest().unwrap();
         e.close().unwrap();
+    }
+
+    #[test]
+    fn spin_ping_pong_round_trips_across_sleeps() {
+        let mut p = SpinPingPong::start().unwrap();
+        p.round_trips(1000).unwrap();
+        std::thread::sleep(IDLE_SPIN * 5);
+        // Without a wake: the round trip must find the sleeping child by itself.
+        p.round_trips(10).unwrap();
+        p.rest();
+        p.wake();
+        p.round_trips(10).unwrap();
+        p.rest();
+        std::thread::sleep(IDLE_SPIN);
+        std::thread::sleep(IDLE_SPIN * 5);
+        p.wake();
+        p.round_trips(10).unwrap();
+        p.close().unwrap();
     }
 }

@@ -104,6 +104,7 @@ pub fn figures_table(rows: &[Row]) -> String {
         "multiproc",
         "CPython",
         "limit",
+        "floor",
     ]
     .map(String::from)
     .to_vec();
@@ -118,6 +119,7 @@ pub fn figures_table(rows: &[Row]) -> String {
                 figure(Some(r.figures.multiproc)),
                 figure(r.cpython),
                 figure(Some(r.figures.limit)),
+                figure(r.figures.floor),
             ];
             line.extend(peers.iter().map(|p| figure(peer_value(r, p))));
             line
@@ -128,14 +130,19 @@ pub fn figures_table(rows: &[Row]) -> String {
 
 /// The ratios that matter, and whether each goal is met.
 ///
-/// `multiproc/limit` is how many times the bare limit multiproc costs; `CPython/multiproc`
-/// and `peer/multiproc` are how many times better multiproc is (for rates, the inverse
-/// ratios, so that the reading is the same).
+/// `multiproc/limit` and `multiproc/floor` are how many times the bare limit and the floor
+/// multiproc costs; `CPython/multiproc` and `peer/multiproc` are how many times better
+/// multiproc is (for rates, the inverse ratios, so that the reading is the same).
 pub fn ratios_table(rows: &[Row]) -> String {
     let peers = peer_names(rows);
-    let mut header: Vec<String> = ["workload", "multiproc/limit", "CPython/multiproc"]
-        .map(String::from)
-        .to_vec();
+    let mut header: Vec<String> = [
+        "workload",
+        "multiproc/limit",
+        "multiproc/floor",
+        "CPython/multiproc",
+    ]
+    .map(String::from)
+    .to_vec();
     header.extend(peers.iter().map(|p| format!("{p}/multiproc")));
     header.push("goals".to_string());
     let body: Vec<Vec<String>> = rows
@@ -144,23 +151,24 @@ pub fn ratios_table(rows: &[Row]) -> String {
             let mut line = vec![
                 r.workload.name.to_string(),
                 ratio(Some(r.cost_vs_limit())),
+                ratio(r.cost_vs_floor()),
                 ratio(r.gain_over_cpython()),
             ];
             line.extend(peers.iter().map(|p| ratio(r.gain_over_peer(p))));
-            line.push(goals(r));
+            line.push(goals(r, rows));
             line
         })
         .collect();
     table(&header, &body)
 }
 
-/// `≤ 2x limit: met; beats procspawn: NOT met`.
-pub fn goals(row: &Row) -> String {
+/// `≤ 2x limit: met; beats procspawn: NOT met`; `all` is every row of the run.
+pub fn goals(row: &Row, all: &[Row]) -> String {
     row.workload
         .goals
         .iter()
         .map(|g| {
-            let verdict = match g.met(row) {
+            let verdict = match g.met(row, all) {
                 Some(true) => "met",
                 Some(false) => "NOT met",
                 None => "no figure",
@@ -172,7 +180,7 @@ pub fn goals(row: &Row) -> String {
 }
 
 /// `{"workload": "...", "unit": "...", "better": "lower", "multiproc": x, "cpython": y,
-/// "limit": z, <peer>: p, ...}`.
+/// "limit": z, "floor": f, <peer>: p, ...}`; `floor` only on the workloads that have one.
 pub fn json_line(row: &Row) -> String {
     let mut s = format!(
         "{{\"workload\": {}, \"unit\": {}, \"better\": {}, \"multiproc\": {}, \"cpython\": {}, \"limit\": {}",
@@ -183,6 +191,9 @@ pub fn json_line(row: &Row) -> String {
         json_number(row.cpython),
         json_number(Some(row.figures.limit)),
     );
+    if let Some(f) = row.figures.floor {
+        let _ = write!(s, ", \"floor\": {}", json_number(Some(f)));
+    }
     for (p, v) in &row.figures.peers {
         let _ = write!(s, ", {}: {}", json_string(p), json_number(Some(*v)));
     }
@@ -210,6 +221,7 @@ mod tests {
             figures: Figures {
                 multiproc: 1500.25,
                 limit: 900.0,
+                floor: None,
                 peers: vec![("procspawn", 1700.0)],
             },
             cpython: None,
@@ -222,6 +234,24 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["procspawn"], 1700.0);
+        assert!(v.get("floor").is_none());
+    }
+
+    #[test]
+    fn json_line_carries_the_floor_where_there_is_one() {
+        let row = Row {
+            workload: &WORKLOADS[0],
+            figures: Figures {
+                multiproc: 5.0,
+                limit: 40.0,
+                floor: Some(3.5),
+                peers: vec![],
+            },
+            cpython: None,
+        };
+        let v: serde_json::Value = serde_json::from_str(&json_line(&row)).unwrap();
+        assert_eq!(v["floor"], 3.5);
+        assert_eq!(v["limit"], 40.0);
     }
 
     #[test]

@@ -87,6 +87,22 @@ pub const LARGE_MESSAGE_THRESHOLD: usize = 256 << 10;
 /// A reply that comes within this window costs no wake-up (about 30 µs on a VM).
 const SPIN: Duration = Duration::from_micros(30);
 
+/// How long of [`SPIN`] a receiver checks without yielding its CPU: about a round trip
+/// through a socket between two CPUs.
+const PURE_SPIN: Duration = Duration::from_micros(5);
+
+/// A yield that takes this long ran another task: this CPU is wanted (by the peer, or by
+/// other work). A yield with nothing else to run returns in well under a microsecond.
+const SLOW_YIELD: Duration = Duration::from_micros(2);
+
+thread_local! {
+    /// Whether this thread's last receive that yielded found its CPU wanted by another
+    /// task. Polling alone would then keep a peer waiting for this CPU from answering,
+    /// so the next receive yields from its first empty check; a receive whose yields
+    /// all come back at once clears it.
+    static CPU_SHARED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Creates a pair of connected [`Connection`]s, like Python's `Pipe(duplex)`.
 ///
 /// With `duplex` both ends send and receive. Without it the first end only receives
@@ -286,20 +302,39 @@ impl ByteSource for SocketSource<'_> {
         };
         // The clock is read only once nothing is waiting; the spin never outlasts the
         // caller's deadline.
-        let mut spin_until = None;
+        let mut started = None;
+        // Poll alone first, unless the last receive found this CPU wanted by another
+        // task (see `CPU_SHARED`): then yield from the start.
+        let pure = if CPU_SHARED.get() {
+            Duration::ZERO
+        } else {
+            PURE_SPIN
+        };
+        let mut shared = None;
         loop {
             if let Received::Bytes(n) = attempt(self, buf, true)? {
+                if let Some(shared) = shared {
+                    CPU_SHARED.set(shared);
+                }
                 return Ok(n);
             }
             let now = Instant::now();
-            let until = *spin_until.get_or_insert_with(|| {
-                let end = now.checked_add(SPIN).unwrap_or(now);
-                self.deadline.map_or(end, |d| end.min(d))
-            });
-            if now < until {
-                // Let a peer on this same CPU run and answer.
-                std::thread::yield_now();
+            let since = *started.get_or_insert(now);
+            let spent = now.saturating_duration_since(since);
+            if spent < SPIN && self.deadline.is_none_or(|d| now < d) {
+                // A peer on another CPU answers within a few microseconds, and a yield
+                // per check would delay seeing it; a peer waiting for this CPU answers
+                // only once this thread yields.
+                if spent >= pure {
+                    std::thread::yield_now();
+                    // A yield that let another task run comes back late.
+                    let slow = now.elapsed() >= SLOW_YIELD;
+                    shared = Some(shared.unwrap_or(false) || slow);
+                }
                 continue;
+            }
+            if let Some(shared) = shared {
+                CPU_SHARED.set(shared);
             }
             match self.deadline {
                 None => {

@@ -106,7 +106,12 @@ impl Event {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn clear(&self) {
-        self.state().fetch_and(!FLAG, Ordering::AcqRel);
+        let state = self.state();
+        // Clearing a clear flag writes nothing: the word's cache line stays shared with
+        // the waiters spinning on it.
+        if state.load(Ordering::Relaxed) & FLAG != 0 {
+            state.fetch_and(!FLAG, Ordering::AcqRel);
+        }
     }
 
     /// Whether the flag is raised.

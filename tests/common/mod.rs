@@ -161,3 +161,41 @@ impl Drop for DescriptorsUsedUp {
         let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, self.limit);
     }
 }
+
+/// How long a blocked thread is left blocked by [`cpu_while_blocked`].
+pub const BLOCKED_FOR: Duration = Duration::from_millis(1500);
+
+/// Runs `block` on a new thread, lets it block for [`BLOCKED_FOR`], then calls `release`
+/// (which must end the block) and returns the CPU time the blocked thread used (its own
+/// thread clock, read before and after `block`) and the wall time `block` took.
+pub fn cpu_while_blocked(
+    block: impl FnOnce() + Send + 'static,
+    release: impl FnOnce(),
+) -> (Duration, Duration) {
+    fn thread_cpu() -> Duration {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    }
+    let blocked = std::thread::spawn(move || {
+        let (cpu, wall) = (thread_cpu(), Instant::now());
+        block();
+        (thread_cpu() - cpu, wall.elapsed())
+    });
+    std::thread::sleep(BLOCKED_FOR);
+    release();
+    blocked.join().expect("the blocked thread panicked")
+}
+
+/// Asserts that a thread blocked for about [`BLOCKED_FOR`] used little CPU meanwhile
+/// (under a fifth of the wall time: a loose bound, for a loaded machine), and that it
+/// really blocked.
+pub fn assert_idle_while_blocked(what: &str, (cpu, wall): (Duration, Duration)) {
+    assert!(
+        wall >= BLOCKED_FOR / 2,
+        "{what}: returned after {wall:?}, before it was released"
+    );
+    assert!(
+        cpu * 5 < wall,
+        "{what}: used {cpu:?} of CPU while blocked for {wall:?}"
+    );
+}

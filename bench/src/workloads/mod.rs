@@ -2,6 +2,7 @@
 //! [`crate::measure::interleaved`]), a matching entry in `python/bench_cpython.py`, and a
 //! line in [`WORKLOADS`].
 
+mod large;
 mod pipe_rtt;
 mod shm;
 mod start_join;
@@ -48,6 +49,12 @@ pub enum Goal {
     OverPeer(&'static str, f64),
     /// multiproc reaches at least this share of the bare limit's rate (0.5: half).
     ShareOfLimit(f64),
+    /// multiproc costs at most this many times the floor (the fastest way to do the
+    /// work at all, burning CPU while it waits).
+    WithinFloor(f64),
+    /// multiproc costs at most this many times what it costs on the named workload
+    /// (same unit).
+    WithinWorkload(&'static str, f64),
 }
 
 impl Goal {
@@ -65,16 +72,21 @@ impl Goal {
             Goal::OverCpython(k) => over("CPython", k),
             Goal::OverPeer(p, k) => over(p, k),
             Goal::ShareOfLimit(k) => format!("≥ {}% of limit", k * 100.0),
+            Goal::WithinFloor(k) => format!("≤ {k}x floor"),
+            Goal::WithinWorkload(w, k) => format!("≤ {k}x {w}"),
         }
     }
 
-    /// Whether `row` meets the goal; `None` when a figure it needs is missing.
-    pub fn met(&self, row: &Row) -> Option<bool> {
+    /// Whether `row` meets the goal; `None` when a figure it needs is missing. `all` is
+    /// every row of the run (a goal may compare with another workload).
+    pub fn met(&self, row: &Row, all: &[Row]) -> Option<bool> {
         match *self {
             Goal::WithinLimit(k) => Some(row.cost_vs_limit() <= k),
             Goal::OverCpython(k) => row.gain_over_cpython().map(|g| g >= k),
             Goal::OverPeer(p, k) => row.gain_over_peer(p).map(|g| g >= k),
             Goal::ShareOfLimit(k) => Some(1.0 / row.cost_vs_limit() >= k),
+            Goal::WithinFloor(k) => row.cost_vs_floor().map(|c| c <= k),
+            Goal::WithinWorkload(w, k) => row.cost_vs_workload(w, all).map(|c| c <= k),
         }
     }
 }
@@ -128,6 +140,7 @@ pub const WORKLOADS: &[Workload] = &[
         what: "Pipe round trip, 8 bytes (send_bytes / recv_bytes)",
         goals: &[
             Goal::WithinLimit(1.3),
+            Goal::WithinFloor(1.5),
             Goal::OverCpython(1.0),
             Goal::OverPeer("ipc-channel", 1.0),
         ],
@@ -140,6 +153,7 @@ pub const WORKLOADS: &[Workload] = &[
         what: "Pipe round trip, small value (send / recv)",
         goals: &[
             Goal::WithinLimit(1.3),
+            Goal::WithinFloor(1.5),
             Goal::OverCpython(1.0),
             Goal::OverPeer("ipc-channel", 1.0),
         ],
@@ -166,7 +180,11 @@ pub const WORKLOADS: &[Workload] = &[
         unit: "us",
         better: Better::Lower,
         what: "two processes alternating on two Events, per round trip",
-        goals: &[Goal::WithinLimit(1.3), Goal::OverCpython(3.0)],
+        goals: &[
+            Goal::WithinLimit(1.3),
+            Goal::WithinFloor(4.0),
+            Goal::OverCpython(3.0),
+        ],
         measure: sync::event_pingpong,
     },
     Workload {
@@ -177,6 +195,51 @@ pub const WORKLOADS: &[Workload] = &[
         goals: &[Goal::ShareOfLimit(0.5)],
         measure: shm::shm_bandwidth,
     },
+    Workload {
+        name: "pipe_large_bytes",
+        unit: "GB/s",
+        better: Better::Higher,
+        what: "Pipe round trip of 64 MiB (send_bytes / recv_bytes), one way",
+        goals: &[
+            Goal::ShareOfLimit(0.3),
+            Goal::OverCpython(3.0),
+            Goal::OverPeer("ipc-channel", 1.0),
+        ],
+        measure: large::pipe_large_bytes,
+    },
+    Workload {
+        name: "pipe_large_value",
+        unit: "GB/s",
+        better: Better::Higher,
+        what: "Pipe round trip of a 64 MiB Vec<u8> (send / recv), one way",
+        goals: &[
+            Goal::ShareOfLimit(0.3),
+            Goal::OverCpython(3.0),
+            Goal::OverPeer("ipc-channel", 1.0),
+            Goal::WithinWorkload("pipe_large_bytes", 1.3),
+        ],
+        measure: large::pipe_large_value,
+    },
+    Workload {
+        name: "pipe_large_f64",
+        unit: "GB/s",
+        better: Better::Higher,
+        what: "Pipe round trip of a Vec<f64> of 8 M elements (send / recv), one way",
+        goals: &[Goal::ShareOfLimit(0.2), Goal::OverPeer("ipc-channel", 1.0)],
+        measure: large::pipe_large_f64,
+    },
+    Workload {
+        name: "spawn_result_large",
+        unit: "GB/s",
+        better: Better::Higher,
+        what: "a child returns a 64 MiB Vec<u8> from spawn(...).join(), start to result",
+        goals: &[
+            Goal::ShareOfLimit(0.3),
+            Goal::OverCpython(3.0),
+            Goal::OverPeer("ipc-channel", 1.0),
+        ],
+        measure: large::spawn_result_large,
+    },
 ];
 
 /// What the Rust side measured for one workload.
@@ -186,6 +249,8 @@ pub struct Figures {
     pub multiproc: f64,
     /// The bare-syscall limit's median.
     pub limit: f64,
+    /// The floor's median, on the workloads that have one.
+    pub floor: Option<f64>,
     /// The Rust peers' medians, by name.
     pub peers: Vec<(&'static str, f64)>,
 }
@@ -195,17 +260,20 @@ impl Figures {
     pub fn from_medians(medians: Vec<(&'static str, f64)>) -> BenchResult<Figures> {
         let mut multiproc = None;
         let mut limit = None;
+        let mut floor = None;
         let mut peers = Vec::new();
         for (name, value) in medians {
             match name {
                 "multiproc" => multiproc = Some(value),
                 "limit" => limit = Some(value),
+                "floor" => floor = Some(value),
                 _ => peers.push((name, value)),
             }
         }
         Ok(Figures {
             multiproc: multiproc.ok_or("no multiproc figure")?,
             limit: limit.ok_or("no limit figure")?,
+            floor,
             peers,
         })
     }
@@ -234,6 +302,23 @@ impl Row {
             .gain(self.figures.limit, self.figures.multiproc)
     }
 
+    /// How many times the floor multiproc costs (1 is the floor; lower is better).
+    pub fn cost_vs_floor(&self) -> Option<f64> {
+        self.figures
+            .floor
+            .map(|f| self.workload.better.gain(f, self.figures.multiproc))
+    }
+
+    /// How many times what it costs on workload `name` multiproc costs here; `None`
+    /// when that workload is not among `all`.
+    pub fn cost_vs_workload(&self, name: &str, all: &[Row]) -> Option<f64> {
+        all.iter().find(|r| r.workload.name == name).map(|r| {
+            self.workload
+                .better
+                .gain(r.figures.multiproc, self.figures.multiproc)
+        })
+    }
+
     /// How many times better multiproc is than CPython.
     pub fn gain_over_cpython(&self) -> Option<f64> {
         self.cpython
@@ -260,6 +345,7 @@ mod tests {
             figures: Figures {
                 multiproc: 100.0,
                 limit: 60.0,
+                floor: Some(50.0),
                 peers: vec![("procspawn", 150.0)],
             },
             cpython,
@@ -286,15 +372,32 @@ mod tests {
     #[test]
     fn goals_are_checked() {
         let r = row(None);
-        assert_eq!(Goal::WithinLimit(2.0).met(&r), Some(true));
-        assert_eq!(Goal::WithinLimit(1.3).met(&r), Some(false));
-        assert_eq!(Goal::OverCpython(10.0).met(&r), None);
-        assert_eq!(Goal::OverPeer("procspawn", 1.0).met(&r), Some(true));
+        assert_eq!(Goal::WithinLimit(2.0).met(&r, &[]), Some(true));
+        assert_eq!(Goal::WithinLimit(1.3).met(&r, &[]), Some(false));
+        assert_eq!(Goal::OverCpython(10.0).met(&r, &[]), None);
+        assert_eq!(Goal::OverPeer("procspawn", 1.0).met(&r, &[]), Some(true));
         assert_eq!(
             Goal::OverPeer("procspawn", 1.0).describe(),
             "beats procspawn"
         );
         assert_eq!(Goal::WithinLimit(1.3).describe(), "≤ 1.3x limit");
+        assert_eq!(Goal::WithinFloor(2.0).met(&r, &[]), Some(true));
+        assert_eq!(Goal::WithinFloor(1.5).met(&r, &[]), Some(false));
+        assert_eq!(Goal::WithinFloor(1.5).describe(), "≤ 1.5x floor");
+    }
+
+    #[test]
+    fn goals_compare_with_another_workload() {
+        let r = row(None);
+        let mut other = row(None);
+        other.workload = &WORKLOADS[1];
+        other.figures.multiproc = 80.0;
+        let goal = Goal::WithinWorkload(WORKLOADS[1].name, 1.3);
+        assert_eq!(goal.met(&r, &[]), None);
+        assert_eq!(goal.met(&r, std::slice::from_ref(&other)), Some(true));
+        other.figures.multiproc = 70.0;
+        assert_eq!(goal.met(&r, std::slice::from_ref(&other)), Some(false));
+        assert_eq!(goal.describe(), format!("≤ 1.3x {}", WORKLOADS[1].name));
     }
 
     #[test]
@@ -308,12 +411,13 @@ mod tests {
             figures: Figures {
                 multiproc: 6.0,
                 limit: 10.0,
+                floor: None,
                 peers: vec![],
             },
             cpython: Some(0.3),
         };
-        assert_eq!(Goal::ShareOfLimit(0.5).met(&r), Some(true));
-        assert_eq!(Goal::ShareOfLimit(0.7).met(&r), Some(false));
+        assert_eq!(Goal::ShareOfLimit(0.5).met(&r, &[]), Some(true));
+        assert_eq!(Goal::ShareOfLimit(0.7).met(&r, &[]), Some(false));
         assert_eq!(r.gain_over_cpython(), Some(20.0));
         assert_eq!(Goal::ShareOfLimit(0.5).describe(), "≥ 50% of limit");
     }
@@ -324,7 +428,12 @@ mod tests {
             Figures::from_medians(vec![("limit", 1.0), ("peer", 3.0), ("multiproc", 2.0)]).unwrap();
         assert_eq!(f.multiproc, 2.0);
         assert_eq!(f.limit, 1.0);
+        assert_eq!(f.floor, None);
         assert_eq!(f.peers, vec![("peer", 3.0)]);
+        let f = Figures::from_medians(vec![("multiproc", 2.0), ("limit", 1.0), ("floor", 0.5)])
+            .unwrap();
+        assert_eq!(f.floor, Some(0.5));
+        assert!(f.peers.is_empty());
         assert!(Figures::from_medians(vec![("limit", 1.0)]).is_err());
     }
 }

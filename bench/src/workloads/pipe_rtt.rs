@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::Figures;
-use crate::limits::SocketpairEcho;
+use crate::limits::{EchoWait, SocketpairEcho};
 use crate::measure::{Contender, time_mean};
 use crate::{BenchResult, Settings};
 
@@ -48,6 +48,10 @@ enum Payload {
 trait Echo {
     /// `n` round trips.
     fn round_trips(&mut self, n: usize) -> BenchResult<()>;
+    /// After a batch: lets a child that spins while it waits sleep until the next one.
+    fn rest(&mut self) -> BenchResult<()> {
+        Ok(())
+    }
     /// Ends the child and reaps it.
     fn close(self: Box<Self>) -> BenchResult<()>;
 }
@@ -57,13 +61,17 @@ impl Echo for SocketpairEcho {
         Ok(SocketpairEcho::round_trips(self, n)?)
     }
 
+    fn rest(&mut self) -> BenchResult<()> {
+        Ok(SocketpairEcho::rest(self)?)
+    }
+
     fn close(self: Box<Self>) -> BenchResult<()> {
         Ok(SocketpairEcho::close(*self)?)
     }
 }
 
 /// Ends a child whose input was closed and checks that it ended well.
-fn join_ok(mut process: Process) -> BenchResult<()> {
+pub(super) fn join_ok(mut process: Process) -> BenchResult<()> {
     process.join()?;
     match process.exitcode() {
         Some(0) => Ok(()),
@@ -146,12 +154,12 @@ impl Echo for MultiprocEcho {
 // ---- ipc-channel ----
 
 /// The channel ends a bytes echo child hands to the parent: (to the child, from the child).
-type BytesEnds = (IpcBytesSender, IpcBytesReceiver);
+pub(super) type BytesEnds = (IpcBytesSender, IpcBytesReceiver);
 /// The same for values.
-type ValueEnds<T> = (IpcSender<T>, IpcReceiver<T>);
+pub(super) type ValueEnds<T> = (IpcSender<T>, IpcReceiver<T>);
 
 /// Child: connects to the parent's one-shot server, hands over its channel ends, echoes.
-fn ipc_echo_bytes(server: String) {
+pub(super) fn ipc_echo_bytes(server: String) {
     let boot = IpcSender::<BytesEnds>::connect(server).expect("connect to the parent");
     let (to_child, from_parent) = ipc::bytes_channel().expect("bytes channel");
     let (to_parent, from_child) = ipc::bytes_channel().expect("bytes channel");
@@ -165,7 +173,7 @@ fn ipc_echo_bytes(server: String) {
 }
 
 /// Child: as [`ipc_echo_bytes`], for values of type `T`.
-fn ipc_echo_value<T: Serialize + DeserializeOwned>(server: String) {
+pub(super) fn ipc_echo_value<T: Serialize + DeserializeOwned>(server: String) {
     let boot = IpcSender::<ValueEnds<T>>::connect(server).expect("connect to the parent");
     let (to_child, from_parent) = ipc::channel::<T>().expect("channel");
     let (to_parent, from_child) = ipc::channel::<T>().expect("channel");
@@ -180,7 +188,7 @@ fn ipc_echo_value<T: Serialize + DeserializeOwned>(server: String) {
 
 /// Starts `child(server name)` with multiproc's spawn and takes the ends it hands over,
 /// giving up if it does not connect within a minute.
-fn ipc_connect<T, F>(child: F) -> BenchResult<(Process, T)>
+pub(super) fn ipc_connect<T, F>(child: F) -> BenchResult<(Process, T)>
 where
     T: Serialize + DeserializeOwned + Send + 'static,
     F: Fn(String) + Copy + Send + 'static,
@@ -267,7 +275,14 @@ impl Echo for IpcEcho {
 
 fn measure(s: &Settings, payload: Payload) -> BenchResult<Figures> {
     let mut echoes: Vec<(&'static str, Box<dyn Echo>)> = vec![
-        ("limit", Box::new(SocketpairEcho::start(MSG.len())?)),
+        (
+            "limit",
+            Box::new(SocketpairEcho::start(MSG.len(), EchoWait::Blocking)?),
+        ),
+        (
+            "floor",
+            Box::new(SocketpairEcho::start(MSG.len(), EchoWait::BusyPoll)?),
+        ),
         ("multiproc", Box::new(MultiprocEcho::start(payload)?)),
         ("ipc-channel", Box::new(IpcEcho::start(payload)?)),
     ];
@@ -275,6 +290,7 @@ fn measure(s: &Settings, payload: Payload) -> BenchResult<Figures> {
     let warm_up = per_rep / 10;
     for (name, echo) in &mut echoes {
         echo.round_trips(warm_up)
+            .and_then(|()| echo.rest())
             .map_err(|e| format!("{name}: {e}"))?;
     }
     let figures = {
@@ -282,7 +298,9 @@ fn measure(s: &Settings, payload: Payload) -> BenchResult<Figures> {
             .iter_mut()
             .map(|(name, echo)| {
                 Contender::new(name, move || {
-                    Ok(vec![time_mean(per_rep, |n| echo.round_trips(n))?])
+                    let us = time_mean(per_rep, |n| echo.round_trips(n))?;
+                    echo.rest()?;
+                    Ok(vec![us])
                 })
             })
             .collect();
@@ -294,12 +312,14 @@ fn measure(s: &Settings, payload: Payload) -> BenchResult<Figures> {
     Ok(figures)
 }
 
-/// `pipe_rtt_bytes`: 8 bytes each way; limit = blocking socketpair ping-pong.
+/// `pipe_rtt_bytes`: 8 bytes each way; limit = blocking socketpair ping-pong, floor = the
+/// same ping-pong busy-polling.
 pub fn bytes(s: &Settings) -> BenchResult<Figures> {
     measure(s, Payload::Bytes)
 }
 
-/// `pipe_rtt_value`: a small serde value each way; limit = the same socketpair ping-pong.
+/// `pipe_rtt_value`: a small serde value each way; limit and floor = the same socketpair
+/// ping-pongs of 8 bytes.
 pub fn value(s: &Settings) -> BenchResult<Figures> {
     measure(s, Payload::Value)
 }

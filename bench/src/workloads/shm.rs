@@ -30,7 +30,7 @@ fn fill(buf: &mut [u8]) {
 /// segment) into a destination 16 bytes into a page (where a large `Vec` starts), a copy
 /// runs about 3x slower than with both at the same offset. Every buffer here starts at a
 /// page, so all contenders copy with the same relative alignment.
-struct PageBuf {
+pub(super) struct PageBuf {
     bytes: Vec<u8>,
     start: usize,
     len: usize,
@@ -39,17 +39,17 @@ struct PageBuf {
 impl PageBuf {
     const PAGE: usize = 4096;
 
-    fn new(len: usize) -> PageBuf {
+    pub(super) fn new(len: usize) -> PageBuf {
         let bytes = vec![1u8; len + PageBuf::PAGE];
         let start = bytes.as_ptr().align_offset(PageBuf::PAGE);
         PageBuf { bytes, start, len }
     }
 
-    fn get(&self) -> &[u8] {
+    pub(super) fn get(&self) -> &[u8] {
         &self.bytes[self.start..self.start + self.len]
     }
 
-    fn get_mut(&mut self) -> &mut [u8] {
+    pub(super) fn get_mut(&mut self) -> &mut [u8] {
         &mut self.bytes[self.start..self.start + self.len]
     }
 }

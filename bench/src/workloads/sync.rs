@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use multiproc::{Barrier, Event, Lock, Process, Value};
 
 use super::Figures;
-use crate::limits::{self, BareLock, FutexPingPong};
+use crate::limits::{self, BareLock, FutexPingPong, SpinPingPong};
 use crate::measure::{Contender, time_mean};
 use crate::{BenchResult, Settings};
 
@@ -198,17 +198,28 @@ impl EventPingPong {
 }
 
 /// `event_pingpong`: microseconds per round trip of two processes alternating on two
-/// `Event`s; limit = a bare futex ping-pong on two words of a shared page.
+/// `Event`s; limit = a bare futex ping-pong on two words of a shared page, floor = a
+/// ping-pong spinning on two words of a shared page.
 pub fn event_pingpong(s: &Settings) -> BenchResult<Figures> {
     let mut limit = FutexPingPong::start()?;
+    let mut floor = SpinPingPong::start()?;
     let mut events = EventPingPong::start()?;
     let per_rep = s.pick(2_000, 5_000);
     limit.round_trips(per_rep / 10)?;
+    floor.round_trips(per_rep / 10)?;
+    floor.rest();
     events.round_trips(per_rep / 10)?;
     let figures = {
         let mut contenders = [
             Contender::new("limit", || {
                 Ok(vec![time_mean(per_rep, |n| Ok(limit.round_trips(n)?))?])
+            }),
+            Contender::new("floor", || {
+                // The idle child sleeps between batches; waking it is not timed.
+                floor.wake();
+                let us = time_mean(per_rep, |n| Ok(floor.round_trips(n)?))?;
+                floor.rest();
+                Ok(vec![us])
             }),
             Contender::new("multiproc", || {
                 Ok(vec![time_mean(per_rep, |n| events.round_trips(n))?])
@@ -217,6 +228,7 @@ pub fn event_pingpong(s: &Settings) -> BenchResult<Figures> {
         Figures::interleaved(s.pick(5, 9), &mut contenders)?
     };
     limit.close()?;
+    floor.close()?;
     events.close()?;
     Ok(figures)
 }
