@@ -487,3 +487,74 @@ fn a_thousand_large_messages_leave_no_descriptor_or_mapping_behind() {
         "mappings: {maps:?} before, {after:?} after 1,000 large messages"
     );
 }
+
+// ---- sealing while moved between CPUs ----
+
+#[test]
+fn large_mapped_bodies_sent_by_a_thread_moved_between_cpus_never_fail_and_arrive_exactly() {
+    let _serial = serial();
+    let cpus = rustix::thread::sched_getaffinity(None).unwrap();
+    let mine: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&c| cpus.is_set(c))
+        .collect();
+    if mine.len() < 2 {
+        println!("skipped: one CPU only");
+        return;
+    }
+    let (a, b) = pipe(true).unwrap();
+    let reader = thread::spawn(move || {
+        let mut got = Vec::new();
+        while let Ok(m) = b.recv_bytes_mapped_timeout(LONG) {
+            got.push(m.into_vec());
+        }
+        got
+    });
+    let tid = std::sync::Arc::new(AtomicU32::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Moves the sender from one CPU to the other all the time: written pages are left
+    // in the batch of a CPU the sender no longer runs on when it seals.
+    let mover = {
+        let (tid, stop) = (tid.clone(), stop.clone());
+        let mine = mine.clone();
+        thread::spawn(move || {
+            let mut k = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let t = tid.load(Ordering::Relaxed);
+                if t != 0 {
+                    let mut one = rustix::thread::CpuSet::new();
+                    one.set(mine[k % 2]);
+                    let pid = rustix::process::Pid::from_raw(t as i32);
+                    let _ = rustix::thread::sched_setaffinity(pid, &one);
+                    k += 1;
+                }
+                thread::sleep(std::time::Duration::from_micros(200));
+            }
+        })
+    };
+    let sender = {
+        let tid = tid.clone();
+        thread::spawn(move || {
+            tid.store(
+                rustix::thread::gettid().as_raw_nonzero().get() as u32,
+                Ordering::Relaxed,
+            );
+            let mut sent = Vec::new();
+            for i in 0..30 {
+                let msg = pattern((4 << 20) + i);
+                a.send_bytes_mapped(&msg)
+                    .unwrap_or_else(|e| panic!("message {i}: {e}"));
+                sent.push(msg);
+            }
+            sent
+        })
+    };
+    let sent = sender.join();
+    stop.store(true, Ordering::Relaxed);
+    mover.join().unwrap();
+    let sent = sent.unwrap();
+    let got = reader.join().unwrap();
+    assert_eq!(got.len(), sent.len());
+    for (i, (g, s)) in got.iter().zip(&sent).enumerate() {
+        assert!(g == s, "message {i} differs");
+    }
+}

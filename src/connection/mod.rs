@@ -445,8 +445,13 @@ impl Connection {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         self.check_send(len as u64, fds)?;
         if may_map && self.out_of_band(len) {
-            let (file, len) = memfd_body::sealed_copy(parts)?;
-            return self.send_sealed(file, len, fds);
+            match memfd_body::sealed_copy(parts) {
+                Ok((file, len)) => return self.send_sealed(file, len, fds),
+                // The kernel would not seal the file yet (its pages still counted as in
+                // use): the same message goes through the socket instead.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         let mut h = [0u8; 12];
         let header = frame::encode_header(len, &mut h);
