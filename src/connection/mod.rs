@@ -61,7 +61,7 @@ use crate::error::{Error, Result};
 use crate::sys::fd::{self as sysfd, Received};
 use crate::sys::memfd_body::{self, MappedBody};
 use crate::sys::net as sysnet;
-use crate::wire::codec::{self, Payload};
+use crate::wire::codec::{self, Measured};
 use crate::wire::frame::{self, ByteSource, DEFAULT_MAX_MESSAGE_SIZE, Frame, FrameReader};
 use crate::wire::handles::{FdOwned, FdRef};
 
@@ -153,6 +153,8 @@ pub struct Connection {
     writing: Mutex<()>,
     /// Set when a receive stopped inside a frame: the stream position is lost.
     broken: AtomicBool,
+    /// Set when a send stopped inside a frame (see [`send`](Self::send)).
+    send_broken: AtomicBool,
 }
 
 impl fmt::Debug for Connection {
@@ -335,6 +337,7 @@ impl Connection {
             reading: Mutex::new(ReadState::default()),
             writing: Mutex::new(()),
             broken: AtomicBool::new(false),
+            send_broken: AtomicBool::new(false),
         }
     }
 
@@ -383,6 +386,13 @@ impl Connection {
     fn check_writable(&self) -> Result<()> {
         if !self.writable {
             return Err(Error::state("this end of the pipe is read-only"));
+        }
+        if self.send_broken.load(Ordering::Relaxed) {
+            return Err(Error::Encode(
+                "connection lost its framing: an earlier value stopped midway through \
+                 its message"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -479,15 +489,14 @@ impl Connection {
     }
 
     fn sent(r: std::io::Result<()>) -> Result<()> {
-        match r {
-            Ok(()) => Ok(()),
-            Err(e)
-                if e.raw_os_error() == Some(libc::EPIPE)
-                    || e.raw_os_error() == Some(libc::ECONNRESET) =>
-            {
-                Err(Error::Closed)
-            }
-            Err(e) => Err(e.into()),
+        r.map_err(Self::send_failed)
+    }
+
+    /// A failed write: the peer gone is [`Error::Closed`].
+    fn send_failed(e: std::io::Error) -> Error {
+        match e.raw_os_error() {
+            Some(libc::EPIPE | libc::ECONNRESET) => Error::Closed,
+            _ => e.into(),
         }
     }
 
@@ -600,16 +609,29 @@ impl Connection {
     /// (Process arguments have no such limit: they travel in as many messages as needed.)
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         self.check_writable()?;
-        let spill_at = self.known_peer.then_some(LARGE_MESSAGE_THRESHOLD);
-        let (payload, owned) = codec::encode_for_sending(value, spill_at, self.max_message_size())?;
+        let limit = self.max_message_size();
+        let (measured, owned) = codec::measure(value, LARGE_MESSAGE_THRESHOLD, limit)?;
         let fds: Vec<BorrowedFd<'_>> = owned.iter().map(|f| f.as_fd()).collect();
-        match payload {
-            Payload::Inline(bytes) => self.send_raw(&bytes, &fds),
-            Payload::Sealed(file, len) => {
-                self.check_send(len, &fds)?;
-                self.send_sealed(file, len, &fds)
+        let len = match measured {
+            Measured::Inline(bytes) => return self.send_raw(&bytes, &fds),
+            Measured::Long(len) => len,
+        };
+        self.check_send(len, &fds)?;
+        let len_usize = usize::try_from(len).map_err(|_| Error::MessageTooLarge { len, limit })?;
+        let mut h = [0u8; 12];
+        let header = frame::encode_header(len_usize, &mut h);
+        let _g = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        // The header (with the descriptors), then the value encoded a second time
+        // straight into the socket, under one hold of the write lock.
+        Self::sent(sysfd::send_all(self.fd.as_fd(), &[header], &fds))?;
+        codec::stream(value, self.fd.as_fd(), len).map_err(|e| {
+            // Part of the body may be in the stream: no later message could be framed.
+            self.send_broken.store(true, Ordering::Relaxed);
+            match e {
+                Error::Io(io) => Self::send_failed(io),
+                e => e,
             }
-        }
+        })
     }
 
     /// Receives a value sent with [`send`](Self::send), waiting as long as it takes.

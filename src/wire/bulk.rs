@@ -251,21 +251,22 @@ pub(crate) fn encode_seq<S: Serializer, I>(s: S, items: &I) -> Result<Result<S::
     Err(s)
 }
 
-/// The serializer `codec::encode` drives: postcard writing into a `Vec`.
+/// The serializers the codec drives: postcard writing into a `Vec` (`codec::encode`),
+/// or measuring and streaming a value being sent (`codec::measure`, `codec::stream`).
 type PostcardVec = postcard::Serializer<postcard::ser_flavors::AllocVec>;
+type PostcardOutflow = postcard::Serializer<crate::sys::outflow::Outflow>;
 
 fn encode_floats<S: Serializer, E: Elem>(mut s: S, items: &[E]) -> Result<S::Ok, S::Error> {
     if cfg!(target_endian = "little") {
-        if let Some(out) = sys::reborrow::<S, PostcardVec>(&mut s) {
+        let written = if let Some(out) = sys::reborrow::<S, PostcardVec>(&mut s) {
+            Some(floats_as_block(out, items))
+        } else {
+            sys::reborrow::<S, PostcardOutflow>(&mut s).map(|out| floats_as_block(out, items))
+        };
+        if let Some(r) = written {
             count_bulk();
             use serde::ser::Error as _;
-            // postcard writes the length, then each value's little-endian bytes: on
-            // this host, the slice's own bytes.
-            let seq = out
-                .serialize_seq(Some(items.len()))
-                .map_err(S::Error::custom)?;
-            postcard::ser_flavors::Flavor::try_extend(&mut seq.output, bytemuck::cast_slice(items))
-                .map_err(S::Error::custom)?;
+            r.map_err(S::Error::custom)?;
             // The `S::Ok` to return, from a call that writes nothing: postcard gives
             // an empty tuple no bytes.
             return serde::ser::SerializeTuple::end(s.serialize_tuple(0)?);
@@ -276,6 +277,17 @@ fn encode_floats<S: Serializer, E: Elem>(mut s: S, items: &[E]) -> Result<S::Ok,
         seq.serialize_element(x)?;
     }
     seq.end()
+}
+
+/// postcard writes the length, then each value's little-endian bytes: on this
+/// (little-endian) host, the slice's own bytes.
+fn floats_as_block<F, E>(out: &mut postcard::Serializer<F>, items: &[E]) -> postcard::Result<()>
+where
+    F: postcard::ser_flavors::Flavor,
+    E: Elem,
+{
+    let seq = out.serialize_seq(Some(items.len()))?;
+    postcard::ser_flavors::Flavor::try_extend(&mut seq.output, bytemuck::cast_slice(items))
 }
 
 // ---- decoding ----
@@ -629,6 +641,42 @@ mod tests {
         assert_eq!(round_trip(&vec![1.5f64, -0.0, f64::INFINITY]), decode_only);
         assert_eq!(round_trip(&vec![1.5f32, f32::MIN]), decode_only);
         assert_eq!(round_trip(&Vec::<f64>::new()), decode_only);
+        // The output of a value being sent: measured in memory, or streamed.
+        let encode_only = if cfg!(target_endian = "little") { 1 } else { 0 };
+        assert_eq!(sent(&vec![1u8, 2, 255]), (1, 2));
+        assert_eq!(
+            sent(&vec![1.5f64, -0.0, f64::INFINITY]),
+            (encode_only, 2 * encode_only)
+        );
+        assert_eq!(sent(&vec![1.5f32; 100_000]), (encode_only, 2 * encode_only));
+    }
+
+    /// Encodes `v` as a connection sends it, below and past the size that streams, and
+    /// checks the bytes are postcard's; returns how many sequences took a bulk path in
+    /// the one pass of a small value and the two of a large one.
+    fn sent<T: Serialize + ?Sized>(v: &T) -> (usize, usize) {
+        use std::os::fd::AsFd;
+        let expect = postcard::to_allocvec(v).unwrap();
+        let before = BULK_COUNT.with(Cell::get);
+        let (m, _) = codec::measure(v, usize::MAX, usize::MAX).unwrap();
+        assert!(matches!(m, codec::Measured::Inline(b) if b == expect));
+        let small = BULK_COUNT.with(Cell::get) - before;
+        let before = BULK_COUNT.with(Cell::get);
+        let (m, _) = codec::measure(v, 1, usize::MAX).unwrap();
+        let codec::Measured::Long(len) = m else {
+            panic!("not measured")
+        };
+        assert_eq!(len, expect.len() as u64);
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut &b, &mut got).unwrap();
+            got
+        });
+        codec::stream(v, a.as_fd(), len).unwrap();
+        drop(a);
+        assert!(reader.join().unwrap() == expect, "streamed bytes differ");
+        (small, BULK_COUNT.with(Cell::get) - before)
     }
 
     #[test]
