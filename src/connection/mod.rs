@@ -641,14 +641,22 @@ impl Connection {
     /// is consumed and refused alone ([`Error::Io`], `EMFILE`); the next one is read as
     /// usual.
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
-        let (body, fds) = self.recv_mapped(None)?;
-        codec::decode(&body, fds)
+        self.recv_value(None)
     }
 
     /// Like [`recv`](Self::recv), giving up with [`Error::Timeout`] after `timeout`.
     pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
-        let (body, fds) = self.recv_mapped(deadline::after(timeout))?;
-        codec::decode(&body, fds)
+        self.recv_value(deadline::after(timeout))
+    }
+
+    /// Receives and decodes a value: from the mapping of a body that came in a file,
+    /// or from the buffer it was read into, which a long run of bytes ending the value
+    /// takes over (see `codec::decode_owned`).
+    pub(crate) fn recv_value<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T> {
+        match self.recv_frame(deadline, Want::Mapped)? {
+            (Body::Owned(bytes), fds) => codec::decode_owned(bytes, 0, fds),
+            (Body::Mapped(m), fds) => codec::decode(&m, fds),
+        }
     }
 
     /// Sends raw bytes as one message (Python's `send_bytes`); readable by CPython's

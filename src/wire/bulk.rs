@@ -46,16 +46,66 @@ const HUGE_PAGE_HINT_FROM: usize = 4 << 20;
 
 /// A message being decoded: postcard reads it through a [`Cursor`], and the bulk path
 /// takes blocks of numbers from it directly. Both move the one position.
+///
+/// A message that ends with a long run of bytes decoded as a `Vec<u8>` can give the
+/// buffer it came in to that vector instead of a copy (see `codec::decode_owned`): a
+/// first pass only finds the run ([`Source::scanning`]), a second one, from the bytes
+/// before the run, takes the run already moved to the front of the buffer
+/// ([`Source::taking`]).
 pub(crate) struct Source<'s> {
     data: &'s [u8],
     pos: Cell<usize>,
+    tail: Tail,
 }
+
+/// What a [`Source`] does with a long run of bytes at the end of its message.
+enum Tail {
+    /// Decodes it as any other.
+    Copy,
+    /// Notes where it starts (the run decodes as an empty vector meanwhile).
+    Find(Cell<Option<usize>>),
+    /// Hands this vector over: the run, which follows `data`.
+    Take(Cell<Option<Vec<u8>>>, usize),
+}
+
+/// A run of bytes from this size on, ending a message, takes over the message's buffer.
+pub(crate) const TAKE_OVER_FROM: usize = 1 << 20;
 
 impl<'s> Source<'s> {
     pub(crate) fn new(data: &'s [u8]) -> Self {
         Source {
             data,
             pos: Cell::new(0),
+            tail: Tail::Copy,
+        }
+    }
+
+    /// Like [`new`](Self::new), noting where a long run of bytes ending the message
+    /// starts, if it has one ([`found`](Self::found)).
+    pub(crate) fn scanning(data: &'s [u8]) -> Self {
+        Source {
+            data,
+            pos: Cell::new(0),
+            tail: Tail::Find(Cell::new(None)),
+        }
+    }
+
+    /// Where the run found by a scanning source starts.
+    pub(crate) fn found(&self) -> Option<usize> {
+        match &self.tail {
+            Tail::Find(at) => at.get(),
+            _ => None,
+        }
+    }
+
+    /// The bytes before a run ([`found`](Self::found)), and the run itself, to be
+    /// handed over whole.
+    pub(crate) fn taking(data: &'s [u8], run: Vec<u8>) -> Self {
+        let len = run.len();
+        Source {
+            data,
+            pos: Cell::new(0),
+            tail: Tail::Take(Cell::new(Some(run)), len),
         }
     }
 
@@ -72,6 +122,53 @@ impl<'s> Source<'s> {
         self.pos.set(pos + n);
         Some(out)
     }
+
+    /// The run of bytes (postcard's length, then the bytes) at the position, when it is
+    /// long and ends the message: as a vector that owns the message's buffer (taking),
+    /// or an empty one standing for it (scanning).
+    fn tail_run(&self) -> Option<Vec<u8>> {
+        let (whole, extra) = match &self.tail {
+            Tail::Copy => return None,
+            Tail::Find(_) => (self.data.len(), 0),
+            Tail::Take(_, len) => (self.data.len() + len, *len),
+        };
+        let pos = self.pos.get();
+        let (n, len_bytes) = varint(self.data.get(pos..)?)?;
+        let start = pos + len_bytes;
+        if n < TAKE_OVER_FROM || start.checked_add(n)? != whole {
+            return None;
+        }
+        match &self.tail {
+            Tail::Find(at) => {
+                at.set(Some(start));
+                self.pos.set(whole);
+                Some(Vec::new())
+            }
+            Tail::Take(run, _) => {
+                let run = run.take().filter(|r| r.len() == extra)?;
+                self.pos.set(start);
+                count_take_over();
+                Some(run)
+            }
+            Tail::Copy => None,
+        }
+    }
+}
+
+/// postcard's length of a sequence (a LEB128 `usize`) at the start of `b`, and how many
+/// bytes it takes.
+fn varint(b: &[u8]) -> Option<(usize, usize)> {
+    let mut n: u64 = 0;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        if i == 9 && byte > 1 {
+            return None; // past 64 bits: postcard refuses it too
+        }
+        n |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((usize::try_from(n).ok()?, i + 1));
+        }
+    }
+    None
 }
 
 /// postcard's view of a [`Source`].
@@ -300,7 +397,19 @@ pub(crate) fn decode_vec<'de, D: Deserializer<'de>, T>(
     src: Src<'_>,
 ) -> Result<T, D::Error> {
     match kind {
-        Kind::U8 => as_t(d.deserialize_byte_buf(Bytes::<u8>(PhantomData))?),
+        Kind::U8 => {
+            // A long run ending the message: the message's own buffer, when `d` is
+            // postcard reading that message.
+            let run = src
+                .filter(|_| {
+                    typeid::of::<D>() == typeid::of::<&mut postcard::Deserializer<'_, Cursor<'_>>>()
+                })
+                .and_then(Source::tail_run);
+            match run {
+                Some(v) => as_t(v),
+                None => as_t(d.deserialize_byte_buf(Bytes::<u8>(PhantomData))?),
+            }
+        }
         Kind::I8 => as_t(d.deserialize_byte_buf(Bytes::<i8>(PhantomData))?),
         Kind::F32 => as_t(floats::<D, f32>(d, src)?),
         Kind::F64 => as_t(floats::<D, f64>(d, src)?),
@@ -418,6 +527,18 @@ thread_local! {
 fn count_bulk() {
     #[cfg(test)]
     BULK_COUNT.with(|c| c.set(c.get() + 1));
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many vectors took over the buffer of the message they came in, on this
+    /// thread.
+    pub(crate) static TAKE_OVER_COUNT: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count_take_over() {
+    #[cfg(test)]
+    TAKE_OVER_COUNT.with(|c| c.set(c.get() + 1));
 }
 
 // ---- the opt-in wrapper ----

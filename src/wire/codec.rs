@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::sys::outflow::{Outflow, Stop};
-use crate::wire::bulk::Source;
+use crate::wire::bulk::{Source, TAKE_OVER_FROM};
 use crate::wire::handles;
 use crate::wire::verbatim::{self, Encode};
 
@@ -91,15 +91,54 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Re
     handles::providing(fds, || {
         // postcard reads through a source the bulk path can also read from, so a long
         // sequence of numbers is copied out as one block.
-        let source = Source::new(bytes);
-        let value = verbatim::decode_from::<T>(&source).map_err(Error::Decode)?;
-        match source.remaining() {
-            0 => Ok(value),
-            rest => Err(Error::Decode(format!(
-                "{rest} trailing bytes after the value"
-            ))),
-        }
+        whole(&Source::new(bytes))
     })
+}
+
+/// Like [`decode`], from a buffer the decoded value may keep: a message that ends with a
+/// long run of bytes decoded as a `Vec<u8>` (a large `Vec<u8>` alone, or a struct's last
+/// field) gives that vector the buffer itself, the run moved to its front, instead of a
+/// copy into new memory. `skip` bytes at the front of `bytes` are not the message's.
+pub(crate) fn decode_owned<T: DeserializeOwned>(
+    mut bytes: Vec<u8>,
+    skip: usize,
+    fds: Vec<OwnedFd>,
+) -> Result<T> {
+    let message = bytes.get(skip..).unwrap_or_default();
+    // With handles, a first pass would take their descriptors: decode once.
+    if !fds.is_empty() || message.len() < TAKE_OVER_FROM {
+        return decode(message, fds);
+    }
+    // First pass: the value, unless it ends with a long run of bytes, which it only
+    // finds (the run decodes as an empty vector in it).
+    let start = {
+        let source = Source::scanning(message);
+        let first = handles::providing(Vec::new(), || whole(&source));
+        match (first, source.found()) {
+            (r, None) => return r,
+            (Ok(_), Some(start)) => skip + start,
+            // Not the same value with the run in place: decode as usual, for the error.
+            (Err(_), Some(_)) => return decode(message, Vec::new()),
+        }
+    };
+    // Second pass: from the bytes before the run, the run moved to the buffer's front.
+    let before = bytes[skip..start].to_vec();
+    let run = bytes.len() - start;
+    bytes.copy_within(start.., 0);
+    bytes.truncate(run);
+    let source = Source::taking(&before, bytes);
+    handles::providing(Vec::new(), || whole(&source))
+}
+
+/// Decodes a `T` from all of `source`.
+fn whole<T: DeserializeOwned>(source: &Source<'_>) -> Result<T> {
+    let value = verbatim::decode_from::<T>(source).map_err(Error::Decode)?;
+    match source.remaining() {
+        0 => Ok(value),
+        rest => Err(Error::Decode(format!(
+            "{rest} trailing bytes after the value"
+        ))),
+    }
 }
 
 /// Encodes a value that holds no handles.
@@ -158,6 +197,59 @@ mod tests {
         match stream(&v, a.as_fd(), len - 1) {
             Err(Error::Encode(m)) => assert!(m.contains("not deterministic"), "{m}"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    fn taken_over<T: Serialize + DeserializeOwned>(v: &T, skip: usize) -> (T, usize) {
+        let mut bytes = vec![9u8; skip];
+        bytes.extend_from_slice(&encode(v).unwrap().bytes);
+        let before = crate::wire::bulk::TAKE_OVER_COUNT.with(|c| c.get());
+        let back = decode_owned::<T>(bytes, skip, Vec::new()).unwrap();
+        let after = crate::wire::bulk::TAKE_OVER_COUNT.with(|c| c.get());
+        (back, after - before)
+    }
+
+    #[test]
+    fn a_long_run_of_bytes_ending_a_message_takes_over_its_buffer_and_nothing_else_does() {
+        let n = TAKE_OVER_FROM + 3;
+        let bytes: Vec<u8> = (0..n).map(|i| (i * 7 % 253) as u8).collect();
+        // The vector alone, after a prefix that is not the message's.
+        for skip in [0, 4] {
+            let (back, taken) = taken_over(&bytes, skip);
+            assert!(back == bytes && back.len() == n);
+            assert_eq!(taken, 1, "skip {skip}");
+        }
+        // A struct whose last field is the bytes; an enum variant holding them.
+        let pair = (String::from("name"), vec![1.5f64; 1000], bytes.clone());
+        assert!(taken_over(&pair, 0) == (pair.clone(), 1));
+        let some = Some(bytes.clone());
+        assert!(taken_over(&some, 0) == (some.clone(), 1));
+        // Bytes not at the end, too short, or a handle in the message: copied.
+        let m = Mixed {
+            id: 1,
+            bytes: bytes.clone(),
+            name: "x".into(),
+        };
+        assert!(taken_over(&m, 0) == (m, 0));
+        let short = vec![3u8; TAKE_OVER_FROM - 10];
+        assert!(taken_over(&short, 0) == (short.clone(), 0));
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let with_fd = Encoded {
+            bytes: encode(&bytes).unwrap().bytes,
+            fds: vec![OwnedFd::from(a)],
+        };
+        let before = crate::wire::bulk::TAKE_OVER_COUNT.with(|c| c.get());
+        let back: Vec<u8> = decode_owned(with_fd.bytes, 0, with_fd.fds).unwrap();
+        assert!(back == bytes);
+        assert_eq!(crate::wire::bulk::TAKE_OVER_COUNT.with(|c| c.get()), before);
+        // Cut short or with bytes after it: the same errors as a copying decode.
+        let full = encode(&bytes).unwrap().bytes;
+        for bad in [full[..full.len() - 1].to_vec(), [&full[..], &[0]].concat()] {
+            let copied = decode::<Vec<u8>>(&bad, Vec::new()).unwrap_err().to_string();
+            let owned = decode_owned::<Vec<u8>>(bad, 0, Vec::new())
+                .unwrap_err()
+                .to_string();
+            assert_eq!(owned, copied);
         }
     }
 
