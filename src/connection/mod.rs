@@ -192,6 +192,12 @@ impl Body {
     }
 }
 
+/// A received message: one body, or one read in two parts ([`Frame::Split`]).
+enum Got {
+    Body(Body),
+    Split(Vec<u8>, Vec<u8>),
+}
+
 /// How a receive wants an out-of-band body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Want {
@@ -236,6 +242,15 @@ impl MappedBytes {
     /// The bytes in a `Vec` (a copy when they are mapped).
     pub fn into_vec(self) -> Vec<u8> {
         self.0.into_vec()
+    }
+
+    /// Decodes the value encoded after the first `skip` bytes; a buffer (not a mapping)
+    /// may be kept by the value (see `codec::decode_owned`).
+    pub(crate) fn decode_after<T: DeserializeOwned>(self, skip: usize) -> Result<T> {
+        match self.0 {
+            Body::Owned(v) => codec::decode_owned(v, skip, Vec::new()),
+            Body::Mapped(m) => codec::decode(m.get(skip..).unwrap_or_default(), Vec::new()),
+        }
     }
 }
 
@@ -517,6 +532,21 @@ impl Connection {
     }
 
     fn recv_frame(&self, deadline: Option<Instant>, want: Want) -> Result<(Body, Vec<OwnedFd>)> {
+        match self.recv_split(deadline, want, None)? {
+            (Got::Body(b), fds) => Ok((b, fds)),
+            // Split by a receive of a value that gave up (timed out) inside it.
+            (Got::Split(head, run), fds) => Ok((Body::Owned([head, run].concat()), fds)),
+        }
+    }
+
+    /// Like [`recv_frame`](Self::recv_frame); a large body read into memory may come
+    /// in two parts where `split` says (see [`FrameReader::read_split`]).
+    fn recv_split(
+        &self,
+        deadline: Option<Instant>,
+        want: Want,
+        split: Option<frame::Split<'_>>,
+    ) -> Result<(Got, Vec<OwnedFd>)> {
         self.check_readable()?;
         let mut guard = self.reading.lock().unwrap_or_else(|p| p.into_inner());
         let state = &mut *guard;
@@ -526,7 +556,9 @@ impl Connection {
             lost: &mut state.lost,
             deadline,
         };
-        let read = state.frame.read(&mut src, self.max_message_size());
+        let read = state
+            .frame
+            .read_split(&mut src, self.max_message_size(), split);
         if !matches!(read, Err(Error::Timeout)) && !state.frame.in_progress() {
             // The frame is over (read whole, or refused by its header alone): what came
             // with it is this frame's, whatever happens next.
@@ -539,8 +571,12 @@ impl Connection {
                 return Err(Error::Io(why));
             }
             return match read {
-                Ok(Frame::Inline(body)) => Ok((Body::Owned(body), fds)),
-                Ok(Frame::OutOfBand(len)) => Self::take_out_of_band(len, fds, want),
+                Ok(Frame::Inline(body)) => Ok((Got::Body(Body::Owned(body)), fds)),
+                Ok(Frame::Split(head, run)) => Ok((Got::Split(head, run), fds)),
+                Ok(Frame::OutOfBand(len)) => {
+                    let (b, fds) = Self::take_out_of_band(len, fds, want)?;
+                    Ok((Got::Body(b), fds))
+                }
                 Err(Error::Closed) => Err(Error::Closed),
                 Err(e @ Error::MessageTooLarge { .. }) => Err(e),
                 Err(e) => Err(self.lose_framing(e)),
@@ -653,9 +689,13 @@ impl Connection {
     /// or from the buffer it was read into, which a long run of bytes ending the value
     /// takes over (see `codec::decode_owned`).
     pub(crate) fn recv_value<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T> {
-        match self.recv_frame(deadline, Want::Mapped)? {
-            (Body::Owned(bytes), fds) => codec::decode_owned(bytes, 0, fds),
-            (Body::Mapped(m), fds) => codec::decode(&m, fds),
+        // A large body whose value ends with a long run of bytes is read in two parts,
+        // the run straight into the buffer the value's vector keeps.
+        let split = |first: &[u8], len: usize| codec::run_start::<T>(first, len);
+        match self.recv_split(deadline, Want::Mapped, Some(&split))? {
+            (Got::Split(head, run), fds) => codec::decode_split(head, run, fds),
+            (Got::Body(Body::Owned(bytes)), fds) => codec::decode_owned(bytes, 0, fds),
+            (Got::Body(Body::Mapped(m)), fds) => codec::decode(&m, fds),
         }
     }
 
@@ -775,5 +815,40 @@ impl<'de> Deserialize<'de> for Connection {
         let c = Connection::with_peer(fd.0, readable, writable, known_peer);
         c.set_max_message_size(usize::try_from(limit).unwrap_or(usize::MAX));
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::bulk::TAKE_OVER_COUNT;
+
+    fn taken() -> usize {
+        TAKE_OVER_COUNT.with(|c| c.get())
+    }
+
+    #[test]
+    fn a_large_received_byte_vector_is_read_into_the_buffer_it_keeps() {
+        let (a, b) = pipe(true).unwrap();
+        let bytes: Vec<u8> = (0..(5 << 20) + 3).map(|i| (i % 251) as u8).collect();
+        let outcome: std::result::Result<Vec<u8>, String> = Ok(bytes.clone());
+        let sender = {
+            let (bytes, outcome) = (bytes.clone(), outcome.clone());
+            std::thread::spawn(move || {
+                a.send(&bytes).unwrap();
+                a.send(&outcome).unwrap();
+                a.send(&(7u32, bytes)).unwrap();
+            })
+        };
+        let before = taken();
+        assert!(b.recv::<Vec<u8>>().unwrap() == bytes);
+        assert_eq!(taken(), before + 1);
+        assert!(b.recv::<std::result::Result<Vec<u8>, String>>().unwrap() == outcome);
+        assert_eq!(taken(), before + 2);
+        // Decoded as something that does not end with the bytes: copied, and exact.
+        let (n, back): (u32, serde_bytes::ByteBuf) = b.recv().unwrap();
+        assert!(n == 7 && back.into_vec() == bytes);
+        assert_eq!(taken(), before + 2);
+        sender.join().unwrap();
     }
 }

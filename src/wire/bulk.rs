@@ -62,8 +62,9 @@ pub(crate) struct Source<'s> {
 enum Tail {
     /// Decodes it as any other.
     Copy,
-    /// Notes where it starts (the run decodes as an empty vector meanwhile).
-    Find(Cell<Option<usize>>),
+    /// Notes where it starts (the run decodes as an empty vector meanwhile), in a
+    /// message of this length, of which `data` may be only the first bytes.
+    Find(Cell<Option<usize>>, usize),
     /// Hands this vector over: the run, which follows `data`.
     Take(Cell<Option<Vec<u8>>>, usize),
 }
@@ -81,19 +82,21 @@ impl<'s> Source<'s> {
     }
 
     /// Like [`new`](Self::new), noting where a long run of bytes ending the message
-    /// starts, if it has one ([`found`](Self::found)).
-    pub(crate) fn scanning(data: &'s [u8]) -> Self {
+    /// starts, if it has one ([`found`](Self::found)). The message is `whole` bytes
+    /// long, `data` its first ones: decoding succeeds only if the run starts within
+    /// `data`.
+    pub(crate) fn scanning(data: &'s [u8], whole: usize) -> Self {
         Source {
             data,
             pos: Cell::new(0),
-            tail: Tail::Find(Cell::new(None)),
+            tail: Tail::Find(Cell::new(None), whole),
         }
     }
 
     /// Where the run found by a scanning source starts.
     pub(crate) fn found(&self) -> Option<usize> {
         match &self.tail {
-            Tail::Find(at) => at.get(),
+            Tail::Find(at, _) => at.get(),
             _ => None,
         }
     }
@@ -106,6 +109,14 @@ impl<'s> Source<'s> {
             data,
             pos: Cell::new(0),
             tail: Tail::Take(Cell::new(Some(run)), len),
+        }
+    }
+
+    /// The run a taking source was given, if decoding did not take it.
+    pub(crate) fn untaken(self) -> Option<Vec<u8>> {
+        match self.tail {
+            Tail::Take(run, _) => run.into_inner(),
+            _ => None,
         }
     }
 
@@ -129,7 +140,7 @@ impl<'s> Source<'s> {
     fn tail_run(&self) -> Option<Vec<u8>> {
         let (whole, extra) = match &self.tail {
             Tail::Copy => return None,
-            Tail::Find(_) => (self.data.len(), 0),
+            Tail::Find(_, whole) => (*whole, 0),
             Tail::Take(_, len) => (self.data.len() + len, *len),
         };
         let pos = self.pos.get();
@@ -139,9 +150,9 @@ impl<'s> Source<'s> {
             return None;
         }
         match &self.tail {
-            Tail::Find(at) => {
+            Tail::Find(at, _) => {
                 at.set(Some(start));
-                self.pos.set(whole);
+                self.pos.set(self.data.len());
                 Some(Vec::new())
             }
             Tail::Take(run, _) => {

@@ -112,7 +112,7 @@ pub(crate) fn decode_owned<T: DeserializeOwned>(
     // First pass: the value, unless it ends with a long run of bytes, which it only
     // finds (the run decodes as an empty vector in it).
     let start = {
-        let source = Source::scanning(message);
+        let source = Source::scanning(message, message.len());
         let first = handles::providing(Vec::new(), || whole(&source));
         match (first, source.found()) {
             (r, None) => return r,
@@ -128,6 +128,34 @@ pub(crate) fn decode_owned<T: DeserializeOwned>(
     bytes.truncate(run);
     let source = Source::taking(&before, bytes);
     handles::providing(Vec::new(), || whole(&source))
+}
+
+/// Where the long run of bytes that ends a message of `len` bytes starts, when `first`
+/// (its first bytes) shows it decodes as a `T` that ends with one (see
+/// [`decode_owned`]); the caller can then read the run into a buffer of its own.
+pub(crate) fn run_start<T: DeserializeOwned>(first: &[u8], len: usize) -> Option<usize> {
+    let source = Source::scanning(first, len);
+    let found = handles::providing(Vec::new(), || whole::<T>(&source));
+    found.ok().and(source.found())
+}
+
+/// Decodes a message read in two parts split where [`run_start`] said: the run, the
+/// second part, becomes the value's vector. Should the value not take it there, the
+/// parts are joined and decoded as usual.
+pub(crate) fn decode_split<T: DeserializeOwned>(
+    head: Vec<u8>,
+    run: Vec<u8>,
+    fds: Vec<OwnedFd>,
+) -> Result<T> {
+    if fds.is_empty() {
+        let source = Source::taking(&head, run);
+        let r = handles::providing(Vec::new(), || whole(&source));
+        match (r, source.untaken()) {
+            (r, None) => return r,
+            (_, Some(run)) => return decode(&[head, run].concat(), Vec::new()),
+        }
+    }
+    decode(&[head, run].concat(), fds)
 }
 
 /// Decodes a `T` from all of `source`.
