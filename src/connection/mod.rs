@@ -8,14 +8,15 @@
 //! value holding one. An error raised by a value's own `Serialize` or `Deserialize`
 //! comes back with its words in [`Error::Encode`] or [`Error::Decode`].
 //!
-//! Large values travel out of band between multiproc processes: a value whose encoding
-//! reaches [`LARGE_MESSAGE_THRESHOLD`] bytes is written into an anonymous file (a
-//! `memfd`), sealed against any change, and only its descriptor goes through the socket;
-//! the receiver checks the seals and the size, maps the file read-only and decodes from
-//! the mapping. Process arguments and results travel the same way. Raw bytes go through
-//! the socket, where the sender's and the receiver's copies run at the same time (twice
-//! as fast as a file for a receiver that copies into a `Vec`), unless sent with
-//! [`send_bytes_mapped`](Connection::send_bytes_mapped) for a receiver that maps them
+//! Large values go through the socket without an intermediate copy: a value whose
+//! encoding reaches [`LARGE_MESSAGE_THRESHOLD`] bytes is measured, then encoded a second
+//! time straight into the socket after the frame's header (long runs of bytes or
+//! numbers are sent from the value's own memory), and a receiver reads a long run of
+//! bytes that ends the value straight into the `Vec<u8>` it becomes. The sender's and the
+//! receiver's copies run at the same time, which made this faster than passing a file.
+//! Process arguments and results travel the same way. Raw bytes sent with
+//! [`send_bytes_mapped`](Connection::send_bytes_mapped) go in an anonymous file (a
+//! `memfd`) sealed against any change, for a receiver that maps them
 //! ([`recv_bytes_mapped`](Connection::recv_bytes_mapped): no copy at all).
 //!
 //! A sender uses files only where both ends are known to be multiproc: the ends made by
@@ -72,11 +73,12 @@ use crate::wire::handles::{FdOwned, FdRef};
 /// ```
 pub const MAX_HANDLES_PER_MESSAGE: usize = sysfd::MAX_FDS_PER_MESSAGE;
 
-/// Values whose encoding reaches this many bytes (and bytes sent with
-/// [`Connection::send_bytes_mapped`]) travel in a sealed `memfd` instead of through the
-/// socket, on connections with multiproc at both ends (see
-/// [large messages](Connection#large-messages)). Below it the socket is as fast: at 128 KiB a value's
-/// round trip costs the same either way, at 512 KiB the file is twice as fast.
+/// Values whose encoding reaches this many bytes are streamed: measured, then encoded
+/// straight into the socket instead of into a buffer first; bytes sent with
+/// [`Connection::send_bytes_mapped`] from this size on travel in a sealed `memfd`, on
+/// connections with multiproc at both ends (see
+/// [large messages](Connection#large-messages)). Below it one encoding into memory costs
+/// less than two passes, and a file than its creation and mapping.
 ///
 /// ```
 /// assert_eq!(multiproc::LARGE_MESSAGE_THRESHOLD, 256 * 1024);
@@ -122,15 +124,23 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
 ///
 /// # Large messages
 ///
-/// A value whose encoding reaches [`LARGE_MESSAGE_THRESHOLD`] bytes does not go through
-/// the socket: it is written into an anonymous file (a `memfd`), sealed so that no one
-/// can change or resize it any more, and only the file's descriptor is sent. The
-/// receiver checks the seals and the size, maps the file read-only and decodes straight
-/// from the mapping. Process arguments and results travel the same way.
-/// [`send_bytes`](Self::send_bytes) keeps raw bytes in the socket, where they arrive
-/// faster for a receiver that copies them into a `Vec`;
-/// [`send_bytes_mapped`](Self::send_bytes_mapped) puts them in a file for a receiver
-/// that maps them ([`recv_bytes_mapped`](Self::recv_bytes_mapped), no copy).
+/// A value whose encoding reaches [`LARGE_MESSAGE_THRESHOLD`] bytes is encoded twice:
+/// once only to measure it, then straight into the socket after the header, with long
+/// runs of bytes or numbers sent from the value's own memory; no copy of the encoding is
+/// held in memory. Like [`send_bytes`](Self::send_bytes) of as many bytes, such a `send`
+/// returns only once the peer has read most of it (have it read in another thread or
+/// process). The value's `Serialize` must write the same bytes both times: if it does
+/// not, or fails the second time, or the socket fails midway, part of a message is in the
+/// stream, so `send` returns [`Error::Encode`] (or the socket's error) and every later
+/// send on this connection fails with [`Error::Encode`]. A receiver reads a long run of
+/// bytes that ends a value (a `Vec<u8>`, a struct's last field, a process's returned
+/// bytes) straight into the `Vec<u8>` it becomes. Process arguments and results travel
+/// the same way.
+///
+/// [`send_bytes_mapped`](Self::send_bytes_mapped) puts large bytes in an anonymous file
+/// (a `memfd`), sealed so that no one can change or resize it any more, and sends only
+/// the file's descriptor, for a receiver that maps it
+/// ([`recv_bytes_mapped`](Self::recv_bytes_mapped), no copy).
 ///
 /// A sender does this only when both ends are known to be multiproc: the ends made by
 /// [`pipe`], the channels of process arguments and results, and connections received in
@@ -643,6 +653,12 @@ impl Connection {
     /// allows 253 descriptors per message): a value holding more is refused with
     /// [`Error::InvalidArgument`] before anything is written. Send such a value in parts.
     /// (Process arguments have no such limit: they travel in as many messages as needed.)
+    ///
+    /// A value of [`LARGE_MESSAGE_THRESHOLD`] bytes or more is encoded twice, the second
+    /// time straight into the socket, and this call returns once the peer has read most
+    /// of it; a `Serialize` that writes other bytes the second time makes it fail with
+    /// [`Error::Encode`] and leaves this end unable to send (see
+    /// [large messages](Connection#large-messages)).
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         self.check_writable()?;
         let limit = self.max_message_size();

@@ -11,8 +11,11 @@
 //!   `collect_seq` for `E` in `u8`, `i8`, `f32`, `f64` (so also `Box<[E]>`, `&[E]`,
 //!   `Cow<[E]>`, `Arc<[E]>`, slices of arrays), at any depth in a value. Bytes go out
 //!   with `serialize_bytes`; floats, on a little-endian host writing into postcard's
-//!   `Vec` output, as the slice's own bytes after the length; elsewhere one by one,
-//!   without the error-keeping wrappers in between.
+//!   `Vec` output or the codec's output for values being sent (`sys::outflow`), as the
+//!   slice's own bytes after the length; elsewhere one by one, without the
+//!   error-keeping wrappers in between.
+//! - A long run of bytes ending a message, decoded as a `Vec<u8>`, can keep the buffer
+//!   it was received into ([`Source::scanning`], [`Source::taking`]).
 //! - Decoding: [`Kind::of_vec_visitor`] recognises serde's own visitor for `Vec<E>`
 //!   (found once by asking serde, so a hand-written visitor that happens to return a
 //!   `Vec<u8>` from some other layout is left alone). Bytes come in through
