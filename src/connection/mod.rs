@@ -205,7 +205,7 @@ impl Body {
 /// A received message: one body, or one read in two parts ([`Frame::Split`]).
 enum Got {
     Body(Body),
-    Split(Vec<u8>, Vec<u8>),
+    Split(Vec<u8>, crate::wire::bulk::Run),
 }
 
 /// How a receive wants an out-of-band body.
@@ -545,7 +545,9 @@ impl Connection {
         match self.recv_split(deadline, want, None)? {
             (Got::Body(b), fds) => Ok((b, fds)),
             // Split by a receive of a value that gave up (timed out) inside it.
-            (Got::Split(head, run), fds) => Ok((Body::Owned([head, run].concat()), fds)),
+            (Got::Split(head, run), fds) => {
+                Ok((Body::Owned([&head[..], run.bytes()].concat()), fds))
+            }
         }
     }
 
@@ -854,6 +856,10 @@ mod tests {
                 a.send(&bytes).unwrap();
                 a.send(&outcome).unwrap();
                 a.send(&(7u32, bytes)).unwrap();
+                let floats: Vec<f64> = (0..(1 << 18) + 1).map(|i| i as f64 / 3.0).collect();
+                a.send(&floats).unwrap();
+                a.send(&("tail", floats.iter().map(|&x| x as f32).collect::<Vec<_>>()))
+                    .unwrap();
             })
         };
         let before = taken();
@@ -865,6 +871,18 @@ mod tests {
         let (n, back): (u32, serde_bytes::ByteBuf) = b.recv().unwrap();
         assert!(n == 7 && back.into_vec() == bytes);
         assert_eq!(taken(), before + 2);
+        // Numbers are read straight into the vector they become.
+        let floats: Vec<f64> = (0..(1 << 18) + 1).map(|i| i as f64 / 3.0).collect();
+        let back: Vec<f64> = b.recv().unwrap();
+        assert!(
+            back.iter()
+                .map(|x| x.to_bits())
+                .eq(floats.iter().map(|x| x.to_bits()))
+        );
+        assert_eq!(taken(), before + 3);
+        let (s, back): (String, Vec<f32>) = b.recv().unwrap();
+        assert!(s == "tail" && back.iter().copied().eq(floats.iter().map(|&x| x as f32)));
+        assert_eq!(taken(), before + 4);
         sender.join().unwrap();
     }
 }

@@ -65,11 +65,93 @@ pub(crate) struct Source<'s> {
 enum Tail {
     /// Decodes it as any other.
     Copy,
-    /// Notes where it starts (the run decodes as an empty vector meanwhile), in a
-    /// message of this length, of which `data` may be only the first bytes.
-    Find(Cell<Option<usize>>, usize),
+    /// Notes where it starts and what it holds (the run decodes as an empty vector
+    /// meanwhile), in a message of this length, of which `data` may be only the first
+    /// bytes.
+    Find(Cell<Option<(usize, Kind)>>, usize),
     /// Hands this vector over: the run, which follows `data`.
-    Take(Cell<Option<Vec<u8>>>, usize),
+    Take(Cell<Option<Run>>, usize),
+}
+
+/// The long run of bytes or numbers that ends a message, in memory of its own element
+/// type, so that it becomes the decoded vector as it is.
+#[derive(Debug)]
+pub(crate) enum Run {
+    U8(Vec<u8>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+impl Run {
+    /// A zeroed run of `kind` filling `bytes` bytes (memory taken only where written,
+    /// huge pages asked for); `None` for a kind without runs or a partial element.
+    pub(crate) fn zeroed(kind: Kind, bytes: usize) -> Option<Run> {
+        fn numbers<E: Elem>(bytes: usize) -> Option<Vec<E>> {
+            if bytes % size_of::<E>() != 0 {
+                return None;
+            }
+            let mut v: Vec<E> = bytemuck::zeroed_vec(bytes / size_of::<E>());
+            if bytes >= HUGE_PAGE_HINT_FROM {
+                pages::prefer_huge_pages(&mut v);
+            }
+            Some(v)
+        }
+        Some(match kind {
+            Kind::U8 => Run::U8(pages::receive_buffer(bytes)),
+            Kind::F32 => Run::F32(numbers(bytes)?),
+            Kind::F64 => Run::F64(numbers(bytes)?),
+            Kind::I8 => return None,
+        })
+    }
+
+    fn empty(kind: Kind) -> Run {
+        match kind {
+            Kind::F32 => Run::F32(Vec::new()),
+            Kind::F64 => Run::F64(Vec::new()),
+            Kind::U8 | Kind::I8 => Run::U8(Vec::new()),
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            Run::U8(_) => Kind::U8,
+            Run::F32(_) => Kind::F32,
+            Run::F64(_) => Kind::F64,
+        }
+    }
+
+    /// The run's memory as bytes (little-endian numbers once filled from a message).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Run::U8(v) => v,
+            Run::F32(v) => bytemuck::cast_slice(v),
+            Run::F64(v) => bytemuck::cast_slice(v),
+        }
+    }
+
+    /// As [`bytes`](Self::bytes), to fill.
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            Run::U8(v) => v,
+            Run::F32(v) => bytemuck::cast_slice_mut(v),
+            Run::F64(v) => bytemuck::cast_slice_mut(v),
+        }
+    }
+
+    /// The decoded vector, as a `T` (the vector [`Kind::of_vec_visitor`] found).
+    fn into_t<E: de::Error, T>(self) -> Result<T, E> {
+        fn host<X: Elem>(mut v: Vec<X>) -> Vec<X> {
+            if cfg!(target_endian = "big") {
+                v.iter_mut().for_each(|x| *x = x.le_to_host());
+            }
+            v
+        }
+        match self {
+            Run::U8(v) => as_t(v),
+            Run::F32(v) => as_t(host(v)),
+            Run::F64(v) => as_t(host(v)),
+        }
+    }
 }
 
 /// A run of bytes from this size on, ending a message, takes over the message's buffer.
@@ -96,8 +178,8 @@ impl<'s> Source<'s> {
         }
     }
 
-    /// Where the run found by a scanning source starts.
-    pub(crate) fn found(&self) -> Option<usize> {
+    /// Where the run found by a scanning source starts, and what it holds.
+    pub(crate) fn found(&self) -> Option<(usize, Kind)> {
         match &self.tail {
             Tail::Find(at, _) => at.get(),
             _ => None,
@@ -106,8 +188,8 @@ impl<'s> Source<'s> {
 
     /// The bytes before a run ([`found`](Self::found)), and the run itself, to be
     /// handed over whole.
-    pub(crate) fn taking(data: &'s [u8], run: Vec<u8>) -> Self {
-        let len = run.len();
+    pub(crate) fn taking(data: &'s [u8], run: Run) -> Self {
+        let len = run.bytes().len();
         Source {
             data,
             pos: Cell::new(0),
@@ -116,7 +198,7 @@ impl<'s> Source<'s> {
     }
 
     /// The run a taking source was given, if decoding did not take it.
-    pub(crate) fn untaken(self) -> Option<Vec<u8>> {
+    pub(crate) fn untaken(self) -> Option<Run> {
         match self.tail {
             Tail::Take(run, _) => run.into_inner(),
             _ => None,
@@ -137,29 +219,40 @@ impl<'s> Source<'s> {
         Some(out)
     }
 
-    /// The run of bytes (postcard's length, then the bytes) at the position, when it is
-    /// long and ends the message: as a vector that owns the message's buffer (taking),
-    /// or an empty one standing for it (scanning).
-    fn tail_run(&self) -> Option<Vec<u8>> {
-        let (whole, extra) = match &self.tail {
+    /// The run of `kind` (postcard's count, then the elements) at the position, when
+    /// it is long and ends the message: the vector read for it (taking), or an empty one
+    /// standing for it (scanning).
+    fn tail_run(&self, kind: Kind) -> Option<Run> {
+        let whole = match &self.tail {
             Tail::Copy => return None,
-            Tail::Find(_, whole) => (*whole, 0),
-            Tail::Take(_, len) => (self.data.len() + len, *len),
+            Tail::Find(_, whole) => *whole,
+            Tail::Take(_, len) => self.data.len() + len,
+        };
+        let size = match kind {
+            Kind::U8 => 1,
+            Kind::F32 => 4,
+            Kind::F64 => 8,
+            Kind::I8 => return None,
         };
         let pos = self.pos.get();
         let (n, len_bytes) = varint(self.data.get(pos..)?)?;
         let start = pos + len_bytes;
-        if n < TAKE_OVER_FROM || start.checked_add(n)? != whole {
+        let bytes = n.checked_mul(size)?;
+        if bytes < TAKE_OVER_FROM || start.checked_add(bytes)? != whole {
             return None;
         }
         match &self.tail {
             Tail::Find(at, _) => {
-                at.set(Some(start));
+                at.set(Some((start, kind)));
                 self.pos.set(self.data.len());
-                Some(Vec::new())
+                Some(Run::empty(kind))
             }
-            Tail::Take(run, _) => {
-                let run = run.take().filter(|r| r.len() == extra)?;
+            Tail::Take(cell, _) => {
+                let run = cell.take()?;
+                if run.kind() != kind || run.bytes().len() != bytes {
+                    cell.set(Some(run));
+                    return None;
+                }
                 self.pos.set(start);
                 count_take_over();
                 Some(run)
@@ -410,20 +503,18 @@ pub(crate) fn decode_vec<'de, D: Deserializer<'de>, T>(
     kind: Kind,
     src: Src<'_>,
 ) -> Result<T, D::Error> {
+    // A long run ending the message: the memory it was read into, when `d` is
+    // postcard reading that message.
+    let run = src
+        .filter(|_| {
+            typeid::of::<D>() == typeid::of::<&mut postcard::Deserializer<'_, Cursor<'_>>>()
+        })
+        .and_then(|s| s.tail_run(kind));
+    if let Some(run) = run {
+        return run.into_t();
+    }
     match kind {
-        Kind::U8 => {
-            // A long run ending the message: the message's own buffer, when `d` is
-            // postcard reading that message.
-            let run = src
-                .filter(|_| {
-                    typeid::of::<D>() == typeid::of::<&mut postcard::Deserializer<'_, Cursor<'_>>>()
-                })
-                .and_then(Source::tail_run);
-            match run {
-                Some(v) => as_t(v),
-                None => as_t(d.deserialize_byte_buf(Bytes::<u8>(PhantomData))?),
-            }
-        }
+        Kind::U8 => as_t(d.deserialize_byte_buf(Bytes::<u8>(PhantomData))?),
         Kind::I8 => as_t(d.deserialize_byte_buf(Bytes::<i8>(PhantomData))?),
         Kind::F32 => as_t(floats::<D, f32>(d, src)?),
         Kind::F64 => as_t(floats::<D, f64>(d, src)?),

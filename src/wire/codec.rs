@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::sys::outflow::{Outflow, Stop};
-use crate::wire::bulk::{Source, TAKE_OVER_FROM};
+use crate::wire::bulk::{Kind, Run, Source, TAKE_OVER_FROM};
 use crate::wire::handles;
 use crate::wire::verbatim::{self, Encode};
 
@@ -116,7 +116,9 @@ pub(crate) fn decode_owned<T: DeserializeOwned>(
         let first = handles::providing(Vec::new(), || whole(&source));
         match (first, source.found()) {
             (r, None) => return r,
-            (Ok(_), Some(start)) => skip + start,
+            (Ok(_), Some((start, Kind::U8))) => skip + start,
+            // Numbers cannot keep a buffer of bytes: decode them as usual.
+            (Ok(_), Some(_)) => return decode(message, Vec::new()),
             // Not the same value with the run in place: decode as usual, for the error.
             (Err(_), Some(_)) => return decode(message, Vec::new()),
         }
@@ -126,14 +128,14 @@ pub(crate) fn decode_owned<T: DeserializeOwned>(
     let run = bytes.len() - start;
     bytes.copy_within(start.., 0);
     bytes.truncate(run);
-    let source = Source::taking(&before, bytes);
+    let source = Source::taking(&before, Run::U8(bytes));
     handles::providing(Vec::new(), || whole(&source))
 }
 
 /// Where the long run of bytes that ends a message of `len` bytes starts, when `first`
 /// (its first bytes) shows it decodes as a `T` that ends with one (see
 /// [`decode_owned`]); the caller can then read the run into a buffer of its own.
-pub(crate) fn run_start<T: DeserializeOwned>(first: &[u8], len: usize) -> Option<usize> {
+pub(crate) fn run_start<T: DeserializeOwned>(first: &[u8], len: usize) -> Option<(usize, Kind)> {
     let source = Source::scanning(first, len);
     let found = handles::providing(Vec::new(), || whole::<T>(&source));
     found.ok().and(source.found())
@@ -144,7 +146,7 @@ pub(crate) fn run_start<T: DeserializeOwned>(first: &[u8], len: usize) -> Option
 /// parts are joined and decoded as usual.
 pub(crate) fn decode_split<T: DeserializeOwned>(
     head: Vec<u8>,
-    run: Vec<u8>,
+    run: Run,
     fds: Vec<OwnedFd>,
 ) -> Result<T> {
     if fds.is_empty() {
@@ -152,10 +154,10 @@ pub(crate) fn decode_split<T: DeserializeOwned>(
         let r = handles::providing(Vec::new(), || whole(&source));
         match (r, source.untaken()) {
             (r, None) => return r,
-            (_, Some(run)) => return decode(&[head, run].concat(), Vec::new()),
+            (_, Some(run)) => return decode(&[&head[..], run.bytes()].concat(), Vec::new()),
         }
     }
-    decode(&[head, run].concat(), fds)
+    decode(&[&head[..], run.bytes()].concat(), fds)
 }
 
 /// Decodes a `T` from all of `source`.

@@ -13,6 +13,7 @@
 //! (see `sys::pages::receive_buffer`).
 
 use crate::error::{Error, Result};
+use crate::wire::bulk::{Kind, Run};
 
 /// Default largest message a connection accepts (CPython has no limit; hostile peers
 /// make one necessary). Change it per connection with `set_max_message_size`.
@@ -49,14 +50,14 @@ pub(crate) enum Frame {
     /// The body, of this many bytes (at most the reader's limit), is in a memfd that
     /// came with the header.
     OutOfBand(u64),
-    /// The body in two buffers: its first bytes, then the long run that ends it (where
-    /// the caller's [`Split`] said it starts).
-    Split(Vec<u8>, Vec<u8>),
+    /// The body in two parts: its first bytes, then the long run that ends it (where
+    /// the caller's [`Split`] said it starts), in memory of its element type.
+    Split(Vec<u8>, Run),
 }
 
-/// Where a body's final run starts, found from its first bytes and its whole length;
-/// `None` when it has no such run (or its first bytes do not tell).
-pub(crate) type Split<'a> = &'a dyn Fn(&[u8], usize) -> Option<usize>;
+/// Where a body's final run starts and what it holds, found from its first bytes and
+/// its whole length; `None` when it has no such run (or its first bytes do not tell).
+pub(crate) type Split<'a> = &'a dyn Fn(&[u8], usize) -> Option<(usize, Kind)>;
 
 /// Bodies from this size on may be split ([`Frame::Split`]).
 pub(crate) const SPLIT_FROM: usize = 1 << 20;
@@ -98,8 +99,9 @@ pub(crate) struct FrameReader {
     len: usize,
     /// While only a body's first bytes are read, for a [`Split`] to look at.
     peeking: bool,
-    /// The body's first bytes, once split: `body` holds the rest.
+    /// The body's first bytes, once split: `run` holds the rest.
     head: Option<Vec<u8>>,
+    run: Option<Run>,
 }
 
 impl FrameReader {
@@ -237,38 +239,41 @@ impl FrameReader {
             };
             if self.peeking && self.filled == body.len() {
                 self.peeking = false;
-                let at = split
+                let run = split
                     .and_then(|f| f(body, self.len))
-                    .filter(|&at| at <= self.filled);
+                    .filter(|&(at, _)| at <= self.filled)
+                    .and_then(|(at, kind)| Some((at, Run::zeroed(kind, self.len - at)?)));
                 let first = std::mem::take(body);
-                let rest = match at {
-                    Some(at) => {
-                        let mut rest = crate::sys::pages::receive_buffer(self.len - at);
-                        rest[..self.filled - at].copy_from_slice(&first[at..]);
+                match run {
+                    Some((at, mut run)) => {
+                        run.bytes_mut()[..self.filled - at].copy_from_slice(&first[at..]);
                         self.head = Some(first[..at].to_vec());
+                        self.run = Some(run);
                         self.len -= at;
                         self.filled -= at;
-                        rest
                     }
                     None => {
                         let mut whole = crate::sys::pages::receive_buffer(self.len);
                         whole[..self.filled].copy_from_slice(&first);
-                        whole
+                        *body = whole;
                     }
-                };
-                *body = rest;
+                }
                 continue;
             }
             if self.filled == self.len {
                 let done = self.body.take().unwrap_or_default();
-                let head = self.head.take();
+                let split = self.head.take().zip(self.run.take());
                 *self = FrameReader::default();
-                return Ok(match head {
-                    Some(head) => Frame::Split(head, done),
+                return Ok(match split {
+                    Some((head, run)) => Frame::Split(head, run),
                     None => Frame::Inline(done),
                 });
             }
-            let n = src.read_some(&mut body[self.filled..], false)?;
+            let dst = match self.run.as_mut() {
+                Some(run) => run.bytes_mut(),
+                None => &mut body[..],
+            };
+            let n = src.read_some(&mut dst[self.filled..], false)?;
             if n == 0 {
                 return Err(truncated());
             }
@@ -283,7 +288,7 @@ pub(crate) fn read_frame<S: ByteSource + ?Sized>(src: &mut S, limit: usize) -> R
     match FrameReader::default().read(src, limit)? {
         Frame::Inline(body) => Ok(body),
         Frame::OutOfBand(len) => Err(Error::Decode(format!("out-of-band frame of {len} bytes"))),
-        Frame::Split(head, rest) => Ok([head, rest].concat()),
+        Frame::Split(head, run) => Ok([&head[..], run.bytes()].concat()),
     }
 }
 
@@ -313,12 +318,12 @@ mod tests {
         let bytes = frame(&body);
         let split = |first: &[u8], len: usize| {
             assert!(len == body.len() && first == &body[..first.len()]);
-            Some(100)
+            Some((100, Kind::U8))
         };
         let mut src: &[u8] = &bytes;
         match FrameReader::default().read_split(&mut src, usize::MAX, Some(&split)) {
             Ok(Frame::Split(head, run)) => {
-                assert!(head == body[..100] && run == body[100..]);
+                assert!(head == body[..100] && run.bytes() == &body[100..]);
             }
             other => panic!("{other:?}"),
         }
