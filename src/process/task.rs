@@ -198,12 +198,14 @@ fn entry_run<T: Run>(args: Vec<u8>, fds: Vec<OwnedFd>, conn: &Connection) -> i32
     }
 }
 
-/// Sends a request (a task) with any number of descriptors: the first frame carries the
-/// count, the body and as many descriptors as one message can; further empty frames
-/// carry the rest (one message holds at most `MAX_FDS_PER_MESSAGE`).
+/// Sends a request (a task, whose body is `body` then `rest`) with any number of
+/// descriptors: the first frame carries the count, the body and as many descriptors as
+/// one message can; further empty frames carry the rest (one message holds at most
+/// `MAX_FDS_PER_MESSAGE`).
 pub(crate) fn send_request(
     conn: &Connection,
     body: &[u8],
+    rest: &[u8],
     fds: &[std::os::fd::BorrowedFd<'_>],
 ) -> crate::Result<()> {
     let count = u32::try_from(fds.len())
@@ -211,7 +213,7 @@ pub(crate) fn send_request(
     let mut chunks = fds.chunks(crate::sys::fd::MAX_FDS_PER_MESSAGE);
     // Through the socket, where the child's copy out runs while this one copies in.
     conn.send_parts(
-        &[&count.to_le_bytes(), body],
+        &[&count.to_le_bytes(), body, rest],
         chunks.next().unwrap_or(&[]),
         false,
     )?;
@@ -221,7 +223,8 @@ pub(crate) fn send_request(
     Ok(())
 }
 
-/// A request's body as received (a large one stays in the file it came in).
+/// A request's body as received (in the buffer it was read into, or the mapping of a
+/// file from a peer that sent one).
 pub(crate) struct Request(MappedBytes);
 
 impl Request {
