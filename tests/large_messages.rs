@@ -561,3 +561,52 @@ fn large_mapped_bodies_sent_by_a_thread_moved_between_cpus_never_fail_and_arrive
         assert!(g == s, "message {i} differs");
     }
 }
+
+// ---- values encoded twice ----
+
+/// Bytes whose `Serialize` writes one byte fewer, or more, every second time it runs.
+struct Flaky {
+    calls: AtomicU32,
+    bytes: Vec<u8>,
+    longer: bool,
+}
+
+impl Serialize for Flaky {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.calls.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+            return s.serialize_bytes(&self.bytes);
+        }
+        if self.longer {
+            s.serialize_bytes(&[&self.bytes[..], &[1]].concat())
+        } else {
+            s.serialize_bytes(&self.bytes[1..])
+        }
+    }
+}
+
+#[test]
+fn a_large_value_encoding_differently_the_second_time_is_an_encode_error_and_stops_the_end_sending()
+{
+    let _serial = serial();
+    for longer in [false, true] {
+        let (a, b) = pipe(true).unwrap();
+        let reader = thread::spawn(move || b.recv_bytes_timeout(LONG).map(|v| v.len()));
+        let flaky = Flaky {
+            calls: AtomicU32::new(0),
+            bytes: pattern(4 * T),
+            longer,
+        };
+        match a.send(&flaky) {
+            Err(Error::Encode(m)) => assert!(m.contains("not deterministic"), "{m}"),
+            other => panic!("longer {longer}: {other:?}"),
+        }
+        // Part of a message is in the stream: nothing more can be framed after it.
+        match a.send(&1u8) {
+            Err(Error::Encode(m)) => assert!(m.contains("lost its framing"), "{m}"),
+            other => panic!("longer {longer}: {other:?}"),
+        }
+        drop(a);
+        // The receiver sees a message cut short, not a wrong value.
+        assert!(matches!(reader.join().unwrap(), Err(Error::Decode(_))));
+    }
+}
