@@ -733,7 +733,9 @@ impl Connection {
     ///
     /// Use it when the receiver maps: a receiver that copies into a `Vec` gets the
     /// bytes faster through the socket ([`send_bytes`](Self::send_bytes)), where the
-    /// copies on both sides run at the same time.
+    /// copies on both sides run at the same time. Should the kernel refuse to seal the
+    /// file (its pages still counted as in use, which a retry outlasts in practice), the
+    /// bytes go through the socket instead: the send does not fail for it.
     ///
     /// ```
     /// let (a, b) = multiproc::pipe(true)?;
