@@ -133,9 +133,12 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
 /// not, or fails the second time, or the socket fails midway, part of a message is in the
 /// stream, so `send` returns [`Error::Encode`] (or the socket's error) and every later
 /// send on this connection fails with [`Error::Encode`]. A receiver reads a long run of
-/// bytes that ends a value (a `Vec<u8>`, a struct's last field, a process's returned
-/// bytes) straight into the `Vec<u8>` it becomes. Process arguments and results travel
-/// the same way.
+/// bytes or numbers that ends a value (a `Vec<u8>`, `Vec<f32>` or `Vec<f64>` of 1 MiB or more,
+/// alone or as a struct's last field, a process's returned vector) straight into the
+/// vector it becomes. To find such a run, the value's `Deserialize` first runs on the
+/// message's first bytes with that vector empty, then again on the whole message; a
+/// `Deserialize` with side effects sees both. Process arguments and results travel the
+/// same way.
 ///
 /// [`send_bytes_mapped`](Self::send_bytes_mapped) puts large bytes in an anonymous file
 /// (a `memfd`), sealed so that no one can change or resize it any more, and sends only
