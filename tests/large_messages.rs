@@ -467,8 +467,11 @@ fn a_thousand_large_messages_leave_no_descriptor_or_mapping_behind() {
         assert!(m.is_mapped() && m.len() == msg.len(), "message {i}");
         drop(m);
         if i % 10 == 0 {
-            a.send(&blob).unwrap();
-            assert!(b.recv_timeout::<Blob>(LONG).unwrap() == blob);
+            // A large value streams through the socket: it is sent while it is read.
+            thread::scope(|s| {
+                s.spawn(|| a.send(&blob).unwrap());
+                assert!(b.recv_timeout::<Blob>(LONG).unwrap() == blob);
+            });
             a.send_bytes_mapped(&msg).unwrap();
             assert!(b.recv_bytes_timeout(LONG).unwrap() == msg);
         }
@@ -486,4 +489,124 @@ fn a_thousand_large_messages_leave_no_descriptor_or_mapping_behind() {
         after.0 <= maps.0 + 4,
         "mappings: {maps:?} before, {after:?} after 1,000 large messages"
     );
+}
+
+// ---- sealing while moved between CPUs ----
+
+#[test]
+fn large_mapped_bodies_sent_by_a_thread_moved_between_cpus_never_fail_and_arrive_exactly() {
+    let _serial = serial();
+    let cpus = rustix::thread::sched_getaffinity(None).unwrap();
+    let mine: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&c| cpus.is_set(c))
+        .collect();
+    if mine.len() < 2 {
+        println!("skipped: one CPU only");
+        return;
+    }
+    let (a, b) = pipe(true).unwrap();
+    let reader = thread::spawn(move || {
+        let mut got = Vec::new();
+        while let Ok(m) = b.recv_bytes_mapped_timeout(LONG) {
+            got.push(m.into_vec());
+        }
+        got
+    });
+    let tid = std::sync::Arc::new(AtomicU32::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Moves the sender from one CPU to the other all the time: written pages are left
+    // in the batch of a CPU the sender no longer runs on when it seals.
+    let mover = {
+        let (tid, stop) = (tid.clone(), stop.clone());
+        let mine = mine.clone();
+        thread::spawn(move || {
+            let mut k = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let t = tid.load(Ordering::Relaxed);
+                if t != 0 {
+                    let mut one = rustix::thread::CpuSet::new();
+                    one.set(mine[k % 2]);
+                    let pid = rustix::process::Pid::from_raw(t as i32);
+                    let _ = rustix::thread::sched_setaffinity(pid, &one);
+                    k += 1;
+                }
+                thread::sleep(std::time::Duration::from_micros(200));
+            }
+        })
+    };
+    let sender = {
+        let tid = tid.clone();
+        thread::spawn(move || {
+            tid.store(
+                rustix::thread::gettid().as_raw_nonzero().get() as u32,
+                Ordering::Relaxed,
+            );
+            let mut sent = Vec::new();
+            for i in 0..30 {
+                let msg = pattern((4 << 20) + i);
+                a.send_bytes_mapped(&msg)
+                    .unwrap_or_else(|e| panic!("message {i}: {e}"));
+                sent.push(msg);
+            }
+            sent
+        })
+    };
+    let sent = sender.join();
+    stop.store(true, Ordering::Relaxed);
+    mover.join().unwrap();
+    let sent = sent.unwrap();
+    let got = reader.join().unwrap();
+    assert_eq!(got.len(), sent.len());
+    for (i, (g, s)) in got.iter().zip(&sent).enumerate() {
+        assert!(g == s, "message {i} differs");
+    }
+}
+
+// ---- values encoded twice ----
+
+/// Bytes whose `Serialize` writes one byte fewer, or more, every second time it runs.
+struct Flaky {
+    calls: AtomicU32,
+    bytes: Vec<u8>,
+    longer: bool,
+}
+
+impl Serialize for Flaky {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.calls.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+            return s.serialize_bytes(&self.bytes);
+        }
+        if self.longer {
+            s.serialize_bytes(&[&self.bytes[..], &[1]].concat())
+        } else {
+            s.serialize_bytes(&self.bytes[1..])
+        }
+    }
+}
+
+#[test]
+fn a_large_value_encoding_differently_the_second_time_is_an_encode_error_and_stops_the_end_sending()
+{
+    let _serial = serial();
+    for longer in [false, true] {
+        let (a, b) = pipe(true).unwrap();
+        let reader = thread::spawn(move || b.recv_bytes_timeout(LONG).map(|v| v.len()));
+        let flaky = Flaky {
+            calls: AtomicU32::new(0),
+            bytes: pattern(4 * T),
+            longer,
+        };
+        match a.send(&flaky) {
+            Err(Error::Encode(m)) => assert!(m.contains("not deterministic"), "{m}"),
+            other => panic!("longer {longer}: {other:?}"),
+        }
+        // Part of a message is in the stream: nothing more can be framed after it.
+        match a.send(&1u8) {
+            Err(Error::Encode(m)) => assert!(m.contains("lost its framing"), "{m}"),
+            other => panic!("longer {longer}: {other:?}"),
+        }
+        drop(a);
+        // The receiver sees a message cut short, not a wrong value.
+        assert!(matches!(reader.join().unwrap(), Err(Error::Decode(_))));
+    }
 }

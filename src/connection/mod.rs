@@ -8,14 +8,15 @@
 //! value holding one. An error raised by a value's own `Serialize` or `Deserialize`
 //! comes back with its words in [`Error::Encode`] or [`Error::Decode`].
 //!
-//! Large values travel out of band between multiproc processes: a value whose encoding
-//! reaches [`LARGE_MESSAGE_THRESHOLD`] bytes is written into an anonymous file (a
-//! `memfd`), sealed against any change, and only its descriptor goes through the socket;
-//! the receiver checks the seals and the size, maps the file read-only and decodes from
-//! the mapping. Process arguments and results travel the same way. Raw bytes go through
-//! the socket, where the sender's and the receiver's copies run at the same time (twice
-//! as fast as a file for a receiver that copies into a `Vec`), unless sent with
-//! [`send_bytes_mapped`](Connection::send_bytes_mapped) for a receiver that maps them
+//! Large values go through the socket without an intermediate copy: a value whose
+//! encoding reaches [`LARGE_MESSAGE_THRESHOLD`] bytes is measured, then encoded a second
+//! time straight into the socket after the frame's header (long runs of bytes or
+//! numbers are sent from the value's own memory), and a receiver reads a long run of
+//! bytes that ends the value straight into the `Vec<u8>` it becomes. The sender's and the
+//! receiver's copies run at the same time, which made this faster than passing a file.
+//! Process arguments and results travel the same way. Raw bytes sent with
+//! [`send_bytes_mapped`](Connection::send_bytes_mapped) go in an anonymous file (a
+//! `memfd`) sealed against any change, for a receiver that maps them
 //! ([`recv_bytes_mapped`](Connection::recv_bytes_mapped): no copy at all).
 //!
 //! A sender uses files only where both ends are known to be multiproc: the ends made by
@@ -61,7 +62,7 @@ use crate::error::{Error, Result};
 use crate::sys::fd::{self as sysfd, Received};
 use crate::sys::memfd_body::{self, MappedBody};
 use crate::sys::net as sysnet;
-use crate::wire::codec::{self, Payload};
+use crate::wire::codec::{self, Measured};
 use crate::wire::frame::{self, ByteSource, DEFAULT_MAX_MESSAGE_SIZE, Frame, FrameReader};
 use crate::wire::handles::{FdOwned, FdRef};
 
@@ -72,11 +73,12 @@ use crate::wire::handles::{FdOwned, FdRef};
 /// ```
 pub const MAX_HANDLES_PER_MESSAGE: usize = sysfd::MAX_FDS_PER_MESSAGE;
 
-/// Values whose encoding reaches this many bytes (and bytes sent with
-/// [`Connection::send_bytes_mapped`]) travel in a sealed `memfd` instead of through the
-/// socket, on connections with multiproc at both ends (see
-/// [large messages](Connection#large-messages)). Below it the socket is as fast: at 128 KiB a value's
-/// round trip costs the same either way, at 512 KiB the file is twice as fast.
+/// Values whose encoding reaches this many bytes are streamed: measured, then encoded
+/// straight into the socket instead of into a buffer first; bytes sent with
+/// [`Connection::send_bytes_mapped`] from this size on travel in a sealed `memfd`, on
+/// connections with multiproc at both ends (see
+/// [large messages](Connection#large-messages)). Below it one encoding into memory costs
+/// less than two passes, and a file than its creation and mapping.
 ///
 /// ```
 /// assert_eq!(multiproc::LARGE_MESSAGE_THRESHOLD, 256 * 1024);
@@ -138,15 +140,26 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
 ///
 /// # Large messages
 ///
-/// A value whose encoding reaches [`LARGE_MESSAGE_THRESHOLD`] bytes does not go through
-/// the socket: it is written into an anonymous file (a `memfd`), sealed so that no one
-/// can change or resize it any more, and only the file's descriptor is sent. The
-/// receiver checks the seals and the size, maps the file read-only and decodes straight
-/// from the mapping. Process arguments and results travel the same way.
-/// [`send_bytes`](Self::send_bytes) keeps raw bytes in the socket, where they arrive
-/// faster for a receiver that copies them into a `Vec`;
-/// [`send_bytes_mapped`](Self::send_bytes_mapped) puts them in a file for a receiver
-/// that maps them ([`recv_bytes_mapped`](Self::recv_bytes_mapped), no copy).
+/// A value whose encoding reaches [`LARGE_MESSAGE_THRESHOLD`] bytes is encoded twice:
+/// once only to measure it, then straight into the socket after the header, with long
+/// runs of bytes or numbers sent from the value's own memory; no copy of the encoding is
+/// held in memory. Like [`send_bytes`](Self::send_bytes) of as many bytes, such a `send`
+/// returns only once the peer has read most of it (have it read in another thread or
+/// process). The value's `Serialize` must write the same bytes both times: if it does
+/// not, or fails the second time, or the socket fails midway, part of a message is in the
+/// stream, so `send` returns [`Error::Encode`] (or the socket's error) and every later
+/// send on this connection fails with [`Error::Encode`]. A receiver reads a long run of
+/// bytes or numbers that ends a value (a `Vec<u8>`, `Vec<f32>` or `Vec<f64>` of 1 MiB or more,
+/// alone or as a struct's last field, a process's returned vector) straight into the
+/// vector it becomes. To find such a run, the value's `Deserialize` first runs on the
+/// message's first bytes with that vector empty, then again on the whole message; a
+/// `Deserialize` with side effects sees both. Process arguments and results travel the
+/// same way.
+///
+/// [`send_bytes_mapped`](Self::send_bytes_mapped) puts large bytes in an anonymous file
+/// (a `memfd`), sealed so that no one can change or resize it any more, and sends only
+/// the file's descriptor, for a receiver that maps it
+/// ([`recv_bytes_mapped`](Self::recv_bytes_mapped), no copy).
 ///
 /// A sender does this only when both ends are known to be multiproc: the ends made by
 /// [`pipe`], the channels of process arguments and results, and connections received in
@@ -169,6 +182,8 @@ pub struct Connection {
     writing: Mutex<()>,
     /// Set when a receive stopped inside a frame: the stream position is lost.
     broken: AtomicBool,
+    /// Set when a send stopped inside a frame (see [`send`](Self::send)).
+    send_broken: AtomicBool,
 }
 
 impl fmt::Debug for Connection {
@@ -204,6 +219,12 @@ impl Body {
             Body::Mapped(m) => m.to_vec(),
         }
     }
+}
+
+/// A received message: one body, or one read in two parts ([`Frame::Split`]).
+enum Got {
+    Body(Body),
+    Split(Vec<u8>, crate::wire::bulk::Run),
 }
 
 /// How a receive wants an out-of-band body.
@@ -250,6 +271,15 @@ impl MappedBytes {
     /// The bytes in a `Vec` (a copy when they are mapped).
     pub fn into_vec(self) -> Vec<u8> {
         self.0.into_vec()
+    }
+
+    /// Decodes the value encoded after the first `skip` bytes; a buffer (not a mapping)
+    /// may be kept by the value (see `codec::decode_owned`).
+    pub(crate) fn decode_after<T: DeserializeOwned>(self, skip: usize) -> Result<T> {
+        match self.0 {
+            Body::Owned(v) => codec::decode_owned(v, skip, Vec::new()),
+            Body::Mapped(m) => codec::decode(m.get(skip..).unwrap_or_default(), Vec::new()),
+        }
     }
 }
 
@@ -370,6 +400,7 @@ impl Connection {
             reading: Mutex::new(ReadState::default()),
             writing: Mutex::new(()),
             broken: AtomicBool::new(false),
+            send_broken: AtomicBool::new(false),
         }
     }
 
@@ -418,6 +449,13 @@ impl Connection {
     fn check_writable(&self) -> Result<()> {
         if !self.writable {
             return Err(Error::state("this end of the pipe is read-only"));
+        }
+        if self.send_broken.load(Ordering::Relaxed) {
+            return Err(Error::Encode(
+                "connection lost its framing: an earlier value stopped midway through \
+                 its message"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -480,8 +518,13 @@ impl Connection {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         self.check_send(len as u64, fds)?;
         if may_map && self.out_of_band(len) {
-            let (file, len) = memfd_body::sealed_copy(parts)?;
-            return self.send_sealed(file, len, fds);
+            match memfd_body::sealed_copy(parts) {
+                Ok((file, len)) => return self.send_sealed(file, len, fds),
+                // The kernel would not seal the file yet (its pages still counted as in
+                // use): the same message goes through the socket instead.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         let mut h = [0u8; 12];
         let header = frame::encode_header(len, &mut h);
@@ -509,15 +552,14 @@ impl Connection {
     }
 
     fn sent(r: std::io::Result<()>) -> Result<()> {
-        match r {
-            Ok(()) => Ok(()),
-            Err(e)
-                if e.raw_os_error() == Some(libc::EPIPE)
-                    || e.raw_os_error() == Some(libc::ECONNRESET) =>
-            {
-                Err(Error::Closed)
-            }
-            Err(e) => Err(e.into()),
+        r.map_err(Self::send_failed)
+    }
+
+    /// A failed write: the peer gone is [`Error::Closed`].
+    fn send_failed(e: std::io::Error) -> Error {
+        match e.raw_os_error() {
+            Some(libc::EPIPE | libc::ECONNRESET) => Error::Closed,
+            _ => e.into(),
         }
     }
 
@@ -538,6 +580,23 @@ impl Connection {
     }
 
     fn recv_frame(&self, deadline: Option<Instant>, want: Want) -> Result<(Body, Vec<OwnedFd>)> {
+        match self.recv_split(deadline, want, None)? {
+            (Got::Body(b), fds) => Ok((b, fds)),
+            // Split by a receive of a value that gave up (timed out) inside it.
+            (Got::Split(head, run), fds) => {
+                Ok((Body::Owned([&head[..], run.bytes()].concat()), fds))
+            }
+        }
+    }
+
+    /// Like [`recv_frame`](Self::recv_frame); a large body read into memory may come
+    /// in two parts where `split` says (see [`FrameReader::read_split`]).
+    fn recv_split(
+        &self,
+        deadline: Option<Instant>,
+        want: Want,
+        split: Option<frame::Split<'_>>,
+    ) -> Result<(Got, Vec<OwnedFd>)> {
         self.check_readable()?;
         let mut guard = self.reading.lock().unwrap_or_else(|p| p.into_inner());
         let state = &mut *guard;
@@ -547,7 +606,9 @@ impl Connection {
             lost: &mut state.lost,
             deadline,
         };
-        let read = state.frame.read(&mut src, self.max_message_size());
+        let read = state
+            .frame
+            .read_split(&mut src, self.max_message_size(), split);
         if !matches!(read, Err(Error::Timeout)) && !state.frame.in_progress() {
             // The frame is over (read whole, or refused by its header alone): what came
             // with it is this frame's, whatever happens next.
@@ -560,8 +621,12 @@ impl Connection {
                 return Err(Error::Io(why));
             }
             return match read {
-                Ok(Frame::Inline(body)) => Ok((Body::Owned(body), fds)),
-                Ok(Frame::OutOfBand(len)) => Self::take_out_of_band(len, fds, want),
+                Ok(Frame::Inline(body)) => Ok((Got::Body(Body::Owned(body)), fds)),
+                Ok(Frame::Split(head, run)) => Ok((Got::Split(head, run), fds)),
+                Ok(Frame::OutOfBand(len)) => {
+                    let (b, fds) = Self::take_out_of_band(len, fds, want)?;
+                    Ok((Got::Body(b), fds))
+                }
                 Err(Error::Closed) => Err(Error::Closed),
                 Err(e @ Error::MessageTooLarge { .. }) => Err(e),
                 Err(e) => Err(self.lose_framing(e)),
@@ -628,18 +693,37 @@ impl Connection {
     /// allows 253 descriptors per message): a value holding more is refused with
     /// [`Error::InvalidArgument`] before anything is written. Send such a value in parts.
     /// (Process arguments have no such limit: they travel in as many messages as needed.)
+    ///
+    /// A value of [`LARGE_MESSAGE_THRESHOLD`] bytes or more is encoded twice, the second
+    /// time straight into the socket, and this call returns once the peer has read most
+    /// of it; a `Serialize` that writes other bytes the second time makes it fail with
+    /// [`Error::Encode`] and leaves this end unable to send (see
+    /// [large messages](Connection#large-messages)).
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         self.check_writable()?;
-        let spill_at = self.known_peer.then_some(LARGE_MESSAGE_THRESHOLD);
-        let (payload, owned) = codec::encode_for_sending(value, spill_at, self.max_message_size())?;
+        let limit = self.max_message_size();
+        let (measured, owned) = codec::measure(value, LARGE_MESSAGE_THRESHOLD, limit)?;
         let fds: Vec<BorrowedFd<'_>> = owned.iter().map(|f| f.as_fd()).collect();
-        match payload {
-            Payload::Inline(bytes) => self.send_raw(&bytes, &fds),
-            Payload::Sealed(file, len) => {
-                self.check_send(len, &fds)?;
-                self.send_sealed(file, len, &fds)
+        let len = match measured {
+            Measured::Inline(bytes) => return self.send_raw(&bytes, &fds),
+            Measured::Long(len) => len,
+        };
+        self.check_send(len, &fds)?;
+        let len_usize = usize::try_from(len).map_err(|_| Error::MessageTooLarge { len, limit })?;
+        let mut h = [0u8; 12];
+        let header = frame::encode_header(len_usize, &mut h);
+        let _g = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        // The header (with the descriptors), then the value encoded a second time
+        // straight into the socket, under one hold of the write lock.
+        Self::sent(sysfd::send_all(self.fd.as_fd(), &[header], &fds))?;
+        codec::stream(value, self.fd.as_fd(), len).map_err(|e| {
+            // Part of the body may be in the stream: no later message could be framed.
+            self.send_broken.store(true, Ordering::Relaxed);
+            match e {
+                Error::Io(io) => Self::send_failed(io),
+                e => e,
             }
-        }
+        })
     }
 
     /// Receives a value sent with [`send`](Self::send), waiting as long as it takes.
@@ -649,14 +733,26 @@ impl Connection {
     /// is consumed and refused alone ([`Error::Io`], `EMFILE`); the next one is read as
     /// usual.
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
-        let (body, fds) = self.recv_mapped(None)?;
-        codec::decode(&body, fds)
+        self.recv_value(None)
     }
 
     /// Like [`recv`](Self::recv), giving up with [`Error::Timeout`] after `timeout`.
     pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
-        let (body, fds) = self.recv_mapped(deadline::after(timeout))?;
-        codec::decode(&body, fds)
+        self.recv_value(deadline::after(timeout))
+    }
+
+    /// Receives and decodes a value: from the mapping of a body that came in a file,
+    /// or from the buffer it was read into, which a long run of bytes ending the value
+    /// takes over (see `codec::decode_owned`).
+    pub(crate) fn recv_value<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T> {
+        // A large body whose value ends with a long run of bytes is read in two parts,
+        // the run straight into the buffer the value's vector keeps.
+        let split = |first: &[u8], len: usize| codec::run_start::<T>(first, len);
+        match self.recv_split(deadline, Want::Mapped, Some(&split))? {
+            (Got::Split(head, run), fds) => codec::decode_split(head, run, fds),
+            (Got::Body(Body::Owned(bytes)), fds) => codec::decode_owned(bytes, 0, fds),
+            (Got::Body(Body::Mapped(m)), fds) => codec::decode(&m, fds),
+        }
     }
 
     /// Sends raw bytes as one message (Python's `send_bytes`); readable by CPython's
@@ -675,7 +771,9 @@ impl Connection {
     ///
     /// Use it when the receiver maps: a receiver that copies into a `Vec` gets the
     /// bytes faster through the socket ([`send_bytes`](Self::send_bytes)), where the
-    /// copies on both sides run at the same time.
+    /// copies on both sides run at the same time. Should the kernel refuse to seal the
+    /// file (its pages still counted as in use, which a retry outlasts in practice), the
+    /// bytes go through the socket instead: the send does not fail for it.
     ///
     /// ```
     /// let (a, b) = multiproc::pipe(true)?;
@@ -775,5 +873,56 @@ impl<'de> Deserialize<'de> for Connection {
         let c = Connection::with_peer(fd.0, readable, writable, known_peer);
         c.set_max_message_size(usize::try_from(limit).unwrap_or(usize::MAX));
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::bulk::TAKE_OVER_COUNT;
+
+    fn taken() -> usize {
+        TAKE_OVER_COUNT.with(|c| c.get())
+    }
+
+    #[test]
+    fn a_large_received_byte_vector_is_read_into_the_buffer_it_keeps() {
+        let (a, b) = pipe(true).unwrap();
+        let bytes: Vec<u8> = (0..(5 << 20) + 3).map(|i| (i % 251) as u8).collect();
+        let outcome: std::result::Result<Vec<u8>, String> = Ok(bytes.clone());
+        let sender = {
+            let (bytes, outcome) = (bytes.clone(), outcome.clone());
+            std::thread::spawn(move || {
+                a.send(&bytes).unwrap();
+                a.send(&outcome).unwrap();
+                a.send(&(7u32, bytes)).unwrap();
+                let floats: Vec<f64> = (0..(1 << 18) + 1).map(|i| i as f64 / 3.0).collect();
+                a.send(&floats).unwrap();
+                a.send(&("tail", floats.iter().map(|&x| x as f32).collect::<Vec<_>>()))
+                    .unwrap();
+            })
+        };
+        let before = taken();
+        assert!(b.recv::<Vec<u8>>().unwrap() == bytes);
+        assert_eq!(taken(), before + 1);
+        assert!(b.recv::<std::result::Result<Vec<u8>, String>>().unwrap() == outcome);
+        assert_eq!(taken(), before + 2);
+        // Decoded as something that does not end with the bytes: copied, and exact.
+        let (n, back): (u32, serde_bytes::ByteBuf) = b.recv().unwrap();
+        assert!(n == 7 && back.into_vec() == bytes);
+        assert_eq!(taken(), before + 2);
+        // Numbers are read straight into the vector they become.
+        let floats: Vec<f64> = (0..(1 << 18) + 1).map(|i| i as f64 / 3.0).collect();
+        let back: Vec<f64> = b.recv().unwrap();
+        assert!(
+            back.iter()
+                .map(|x| x.to_bits())
+                .eq(floats.iter().map(|x| x.to_bits()))
+        );
+        assert_eq!(taken(), before + 3);
+        let (s, back): (String, Vec<f32>) = b.recv().unwrap();
+        assert!(s == "tail" && back.iter().copied().eq(floats.iter().map(|&x| x as f32)));
+        assert_eq!(taken(), before + 4);
+        sender.join().unwrap();
     }
 }

@@ -23,7 +23,6 @@ use crate::process::task::{self, FORKSERVER_ENV, Outcome, SPAWN_ENV, Task};
 use crate::process::{children, current, forkserver};
 use crate::sys::image::{self, EntryFn, ExeId};
 use crate::sys::{fd as sysfd, proc as sysproc};
-use crate::wire::codec;
 
 /// How long a spawned child waits for its task before giving up.
 const TASK_DEADLINE: Duration = Duration::from_secs(60);
@@ -107,7 +106,7 @@ fn take_task(conn: Connection, parent: Option<u32>) -> ! {
         // The parent died or gave up before sending the task.
         Err(_) => sysproc::exit_now(1),
     };
-    let task: Task = match codec::decode(bytes.bytes(), Vec::new()) {
+    let task: Task = match bytes.decode() {
         Ok(t) => t,
         Err(e) => {
             task::report(
@@ -158,7 +157,7 @@ pub(crate) fn run_task(
             },
         };
         task::install_panic_hook();
-        entry(&task.args, fds, &conn)
+        entry(task.args, fds, &conn)
     }))
     .unwrap_or(1);
     finish(code)

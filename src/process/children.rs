@@ -14,7 +14,6 @@ use crate::process::current::ProcessInfo;
 use crate::process::task::Outcome;
 use crate::sys::forklocal::ForkLocal;
 use crate::sys::{fd as sysfd, proc as sysproc};
-use crate::wire::codec;
 
 /// How the end of a child is observed.
 pub(crate) enum Watch {
@@ -230,9 +229,7 @@ impl Child {
         let Some(conn) = slot.as_ref() else {
             return Ok(None);
         };
-        let r = conn
-            .recv_mapped(deadline)
-            .and_then(|(body, fds)| codec::decode::<Outcome<R>>(&body, fds));
+        let r = conn.recv_value::<Outcome<R>>(deadline);
         match r {
             Ok(o) => {
                 *slot = None;

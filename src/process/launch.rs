@@ -40,6 +40,22 @@ fn exe_id() -> Result<ExeId> {
     Ok(*ID.get_or_init(|| id))
 }
 
+/// The task's encoding in two parts whose concatenation is the whole: everything up to
+/// its arguments' length, then the arguments' bytes (its last field), taken out of it
+/// so they are sent from where they are rather than copied into the task's bytes.
+fn encode_task(task: &mut Task) -> Result<[Vec<u8>; 2]> {
+    let args = std::mem::take(&mut task.args);
+    let mut head = codec::encode_plain(&*task)?;
+    // Empty, the arguments were one byte, their length 0: it becomes their length.
+    if head.pop() != Some(0) {
+        return Err(Error::Encode(
+            "a task's encoding does not end with its arguments".into(),
+        ));
+    }
+    head.extend_from_slice(&codec::encode_plain(&args.len())?);
+    Ok([head, args])
+}
+
 pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
     let Spec {
         entry,
@@ -52,7 +68,7 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
         bytes,
         fds: arg_owned,
     } = args;
-    let task = Task {
+    let mut task = Task {
         exe: exe_id()?,
         entry: image::entry_offset(entry),
         args: bytes,
@@ -72,17 +88,18 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
     // Spawn and forkserver send the task after the child exists: refuse one too large to
     // send before there is a child to take back.
     let task_bytes = match method {
-        StartMethod::Fork => Vec::new(),
+        StartMethod::Fork => [Vec::new(), Vec::new()],
         _ => {
-            let bytes = codec::encode_plain(&task)?;
+            let parts = encode_task(&mut task)?;
+            let len = parts[0].len() + parts[1].len();
             let limit = outcome.max_message_size();
-            if bytes.len() + 4 > limit {
+            if len + 4 > limit {
                 return Err(Error::MessageTooLarge {
-                    len: bytes.len() as u64,
+                    len: len as u64,
                     limit,
                 });
             }
-            bytes
+            parts
         }
     };
     match method {
@@ -102,7 +119,8 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
             };
             // A child that died already makes this fail with Closed: join reports it.
             let arg_fds: Vec<BorrowedFd<'_>> = arg_owned.iter().map(|f| f.as_fd()).collect();
-            match task::send_request(&outcome, &task_bytes, &arg_fds) {
+            let [head, args] = &task_bytes;
+            match task::send_request(&outcome, head, args, &arg_fds) {
                 Ok(()) | Err(Error::Closed) => {}
                 Err(e) => {
                     let _ = sysproc::send_signal(pid, libc::SIGKILL);
@@ -166,7 +184,8 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
             // requests stay a few bytes (never blocked on a full socket), and it never
             // holds the arguments' handles.
             let arg_fds: Vec<BorrowedFd<'_>> = arg_owned.iter().map(|f| f.as_fd()).collect();
-            match task::send_request(&outcome, &task_bytes, &arg_fds) {
+            let [head, args] = &task_bytes;
+            match task::send_request(&outcome, head, args, &arg_fds) {
                 // A child that died already: join reports it.
                 Ok(()) | Err(Error::Closed) => {}
                 Err(e) => {
@@ -284,6 +303,30 @@ mod tests {
 
     fn return_entry_of<F: Target<u32, u32>>(_: F) -> Entry {
         task::return_entry::<F, u32, u32>()
+    }
+
+    #[test]
+    fn a_task_sent_in_two_parts_is_the_encoding_of_the_whole_task() {
+        for n in [0, 1, 127, 128, 300_000] {
+            let args: Vec<u8> = (0..n).map(|i| i as u8).collect();
+            let mut task = Task {
+                exe: exe_id().unwrap(),
+                entry: 9,
+                args: args.clone(),
+                name: "two parts".into(),
+                daemon: true,
+                identity: vec![1, 2],
+                parent_pid: 77,
+                parent_name: "parent".into(),
+            };
+            let [head, rest] = encode_task(&mut task).unwrap();
+            assert!(rest == args);
+            task.args = args;
+            assert!(
+                [head, rest].concat() == codec::encode_plain(&task).unwrap(),
+                "{n}"
+            );
+        }
     }
 
     /// A library that links the crate is outside the main executable, where the offset

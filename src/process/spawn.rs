@@ -105,6 +105,12 @@ impl<R: DeserializeOwned> JoinHandle<R> {
     }
 
     /// Whether the child has ended.
+    ///
+    /// A child returning a large value (its encoding of
+    /// [`LARGE_MESSAGE_THRESHOLD`](crate::LARGE_MESSAGE_THRESHOLD) bytes or more) sends
+    /// it through its channel as [`join`](Self::join) reads it: until then it has not
+    /// ended, so wait with `join` or [`join_timeout`](Self::join_timeout) rather than
+    /// for this to turn true. Dropping the handle lets it end.
     pub fn is_finished(&self) -> bool {
         !self.process.is_alive()
     }

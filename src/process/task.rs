@@ -32,12 +32,14 @@ pub(crate) type Entry = &'static EntryRecord<Connection>;
 pub(crate) struct Task {
     pub(crate) exe: ExeId,
     pub(crate) entry: u64,
-    pub(crate) args: Vec<u8>,
     pub(crate) name: String,
     pub(crate) daemon: bool,
     pub(crate) identity: Vec<u32>,
     pub(crate) parent_pid: u32,
     pub(crate) parent_name: String,
+    /// Last: large arguments are then the run of bytes that ends the message, which the
+    /// decoded task keeps in the buffer it was received into.
+    pub(crate) args: Vec<u8>,
 }
 
 /// What a child reports when its target ends.
@@ -107,8 +109,8 @@ fn panic_outcome<R>(payload: Box<dyn std::any::Any + Send>) -> Outcome<R> {
     Outcome::Panicked { message, location }
 }
 
-fn decode_args<A: DeserializeOwned>(args: &[u8], fds: Vec<OwnedFd>) -> Result<A, String> {
-    codec::decode(args, fds).map_err(|e| format!("cannot decode the arguments: {e}"))
+fn decode_args<A: DeserializeOwned>(args: Vec<u8>, fds: Vec<OwnedFd>) -> Result<A, String> {
+    codec::decode_owned(args, 0, fds).map_err(|e| format!("cannot decode the arguments: {e}"))
 }
 
 /// The exit status a `main` returning `r` would have (`Err` prints itself and is 1).
@@ -148,7 +150,7 @@ pub(crate) fn run_entry<T: Run>() -> Entry {
     const { &EntryRecord::new(entry_run::<T>) }
 }
 
-fn entry_discard<F, A, R>(args: &[u8], fds: Vec<OwnedFd>, conn: &Connection) -> i32
+fn entry_discard<F, A, R>(args: Vec<u8>, fds: Vec<OwnedFd>, conn: &Connection) -> i32
 where
     F: Target<A, R>,
     A: DeserializeOwned,
@@ -168,7 +170,7 @@ where
     }
 }
 
-fn entry_return<F, A, R>(args: &[u8], fds: Vec<OwnedFd>, conn: &Connection) -> i32
+fn entry_return<F, A, R>(args: Vec<u8>, fds: Vec<OwnedFd>, conn: &Connection) -> i32
 where
     F: Target<A, R>,
     A: DeserializeOwned,
@@ -185,7 +187,7 @@ where
     }
 }
 
-fn entry_run<T: Run>(args: &[u8], fds: Vec<OwnedFd>, conn: &Connection) -> i32 {
+fn entry_run<T: Run>(args: Vec<u8>, fds: Vec<OwnedFd>, conn: &Connection) -> i32 {
     let obj: T = match decode_args(args, fds) {
         Ok(o) => o,
         Err(msg) => return report(conn, Outcome::<()>::Failed(msg)),
@@ -196,21 +198,24 @@ fn entry_run<T: Run>(args: &[u8], fds: Vec<OwnedFd>, conn: &Connection) -> i32 {
     }
 }
 
-/// Sends a request (a task) with any number of descriptors: the first frame carries the
-/// count, the body and as many descriptors as one message can; further empty frames
-/// carry the rest (one message holds at most `MAX_FDS_PER_MESSAGE`).
+/// Sends a request (a task, whose body is `body` then `rest`) with any number of
+/// descriptors: the first frame carries the count, the body and as many descriptors as
+/// one message can; further empty frames carry the rest (one message holds at most
+/// `MAX_FDS_PER_MESSAGE`).
 pub(crate) fn send_request(
     conn: &Connection,
     body: &[u8],
+    rest: &[u8],
     fds: &[std::os::fd::BorrowedFd<'_>],
 ) -> crate::Result<()> {
     let count = u32::try_from(fds.len())
         .map_err(|_| crate::Error::InvalidArgument("too many handles in one task".into()))?;
     let mut chunks = fds.chunks(crate::sys::fd::MAX_FDS_PER_MESSAGE);
+    // Through the socket, where the child's copy out runs while this one copies in.
     conn.send_parts(
-        &[&count.to_le_bytes(), body],
+        &[&count.to_le_bytes(), body, rest],
         chunks.next().unwrap_or(&[]),
-        true,
+        false,
     )?;
     for chunk in chunks {
         conn.send_raw(&[], chunk)?;
@@ -218,13 +223,15 @@ pub(crate) fn send_request(
     Ok(())
 }
 
-/// A request's body as received (a large one stays in the file it came in).
+/// A request's body as received (in the buffer it was read into, or the mapping of a
+/// file from a peer that sent one).
 pub(crate) struct Request(MappedBytes);
 
 impl Request {
-    /// The body [`send_request`] was given.
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.0[4..]
+    /// Decodes the body [`send_request`] was given; a long run of bytes ending it stays
+    /// in the buffer it was received into (see `codec::decode_owned`).
+    pub(crate) fn decode<T: DeserializeOwned>(self) -> crate::Result<T> {
+        self.0.decode_after(4)
     }
 }
 

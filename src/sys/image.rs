@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 /// A type-erased entry: decodes the arguments, runs the target, reports the outcome on
 /// the channel `C`, and returns the exit code. The channel type is the caller's.
-pub(crate) type EntryFn<C> = fn(&[u8], Vec<OwnedFd>, &C) -> i32;
+pub(crate) type EntryFn<C> = fn(Vec<u8>, Vec<OwnedFd>, &C) -> i32;
 
 /// Puts a function in the binary's `.init_array`, so the dynamic loader (or the static
 /// start-up code) calls it before `main` in every program that links the crate.
@@ -306,7 +306,7 @@ impl ExeId {
 mod tests {
     use super::*;
 
-    fn sample(_: &[u8], _: Vec<OwnedFd>, _: &()) -> i32 {
+    fn sample(_: Vec<u8>, _: Vec<OwnedFd>, _: &()) -> i32 {
         7
     }
 
@@ -315,7 +315,7 @@ mod tests {
         let record: &'static EntryRecord<()> = const { &EntryRecord::new(sample) };
         let off = entry_offset(record);
         let f = entry_at::<()>(off).expect("a real record is accepted");
-        assert_eq!(f(&[], Vec::new(), &()), 7);
+        assert_eq!(f(Vec::new(), Vec::new(), &()), 7);
         for bad in [
             off.wrapping_add(8),
             off.wrapping_sub(8),

@@ -35,12 +35,53 @@ fn invalid_data(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
-/// A body being written into a fresh memfd.
+/// How many times sealing is tried while the kernel still counts the body's pages as
+/// in use (`EBUSY`); each try waits up to about 75 ms in the kernel.
+const SEAL_TRIES: usize = 4;
+
+/// The calling thread held on the CPU it runs on, until dropped (which restores the CPUs
+/// it may run on).
+///
+/// Why: `F_SEAL_WRITE` waits for the file's pages to have no extra references, and a
+/// freshly written page keeps one while it sits in a per-CPU batch of pages on their way
+/// to the LRU lists. The kernel drains only the sealing CPU's batch, so a thread that
+/// wrote on one CPU and seals on another waits about 75 ms and gets `EBUSY`. Writing and
+/// sealing on one CPU leaves no page in another CPU's batch.
+#[derive(Debug)]
+struct OnOneCpu {
+    previous: rustix::thread::CpuSet,
+    /// The mask belongs to this thread: restoring it elsewhere would be wrong.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl OnOneCpu {
+    /// `None` when the thread's CPUs cannot be read or changed (then nothing changed).
+    fn hold() -> Option<OnOneCpu> {
+        let previous = rustix::thread::sched_getaffinity(None).ok()?;
+        let mut one = rustix::thread::CpuSet::new();
+        one.set(rustix::thread::sched_getcpu());
+        rustix::thread::sched_setaffinity(None, &one).ok()?;
+        Some(OnOneCpu {
+            previous,
+            _not_send: std::marker::PhantomData,
+        })
+    }
+}
+
+impl Drop for OnOneCpu {
+    fn drop(&mut self) {
+        let _ = rustix::thread::sched_setaffinity(None, &self.previous);
+    }
+}
+
+/// A body being written into a fresh memfd, by the thread that created it, which stays
+/// on one CPU until the body is sealed or dropped (see [`OnOneCpu`]).
 #[derive(Debug)]
 pub(crate) struct BodyWriter {
     fd: OwnedFd,
     written: u64,
     buf: Vec<u8>,
+    _cpu: Option<OnOneCpu>,
 }
 
 impl BodyWriter {
@@ -54,6 +95,7 @@ impl BodyWriter {
             fd,
             written: 0,
             buf: Vec::new(),
+            _cpu: OnOneCpu::hold(),
         })
     }
 
@@ -91,7 +133,16 @@ impl BodyWriter {
     /// its bytes or size. Returns the descriptor and the body's length.
     pub(crate) fn seal(mut self) -> io::Result<(OwnedFd, u64)> {
         self.flush()?;
-        rustix::fs::fcntl_add_seals(&self.fd, BODY_SEALS)?;
+        let mut tries = 1;
+        loop {
+            match rustix::fs::fcntl_add_seals(&self.fd, BODY_SEALS) {
+                Ok(()) => break,
+                // Pages still counted in a CPU's batch (see `OnOneCpu`): each try drains
+                // this CPU's batch again, and time lets the others drain.
+                Err(Errno::BUSY) if tries < SEAL_TRIES => tries += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
         Ok((self.fd, self.written))
     }
 }
@@ -251,6 +302,26 @@ mod tests {
         let m = MappedBody::map(fd.as_fd(), len).unwrap();
         drop(fd);
         assert_eq!(&m[..], &data[..]);
+    }
+
+    fn cpus() -> Vec<usize> {
+        let set = rustix::thread::sched_getaffinity(None).unwrap();
+        (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&c| set.is_set(c))
+            .collect()
+    }
+
+    #[test]
+    fn a_writer_holds_its_thread_on_one_cpu_until_sealed_and_then_gives_all_back() {
+        let before = cpus();
+        let mut w = BodyWriter::new().unwrap();
+        assert_eq!(cpus().len(), 1);
+        w.write(&[5; 3 * WRITE_BUFFER]).unwrap();
+        w.seal().unwrap();
+        assert_eq!(cpus(), before);
+        // Dropped unsealed (a failed encoding): given back too.
+        drop(BodyWriter::new().unwrap());
+        assert_eq!(cpus(), before);
     }
 
     #[test]

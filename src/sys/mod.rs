@@ -10,6 +10,7 @@ pub(crate) mod image;
 pub(crate) mod liveness;
 pub(crate) mod memfd_body;
 pub(crate) mod net;
+pub(crate) mod outflow;
 pub(crate) mod pages;
 pub(crate) mod proc;
 pub(crate) mod same_type;

@@ -34,6 +34,9 @@ unsafe impl LifetimeFree for f64 {}
 unsafe impl<T: LifetimeFree> LifetimeFree for Vec<T> {}
 // SAFETY: as above: the flavor owns a `Vec<u8>` and nothing else.
 unsafe impl LifetimeFree for postcard::Serializer<postcard::ser_flavors::AllocVec> {}
+// SAFETY: as above: the flavor owns its buffer, a descriptor and an error, nothing
+// borrowed.
+unsafe impl LifetimeFree for postcard::Serializer<super::outflow::Outflow> {}
 
 /// Whether `T` is `U` (an exact answer: `U` has no lifetime to ignore).
 pub(crate) fn is<T: ?Sized, U: LifetimeFree + ?Sized>() -> bool {

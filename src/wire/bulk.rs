@@ -11,8 +11,11 @@
 //!   `collect_seq` for `E` in `u8`, `i8`, `f32`, `f64` (so also `Box<[E]>`, `&[E]`,
 //!   `Cow<[E]>`, `Arc<[E]>`, slices of arrays), at any depth in a value. Bytes go out
 //!   with `serialize_bytes`; floats, on a little-endian host writing into postcard's
-//!   `Vec` output, as the slice's own bytes after the length; elsewhere one by one,
-//!   without the error-keeping wrappers in between.
+//!   `Vec` output or the codec's output for values being sent (`sys::outflow`), as the
+//!   slice's own bytes after the length; elsewhere one by one, without the
+//!   error-keeping wrappers in between.
+//! - A long run of bytes ending a message, decoded as a `Vec<u8>`, can keep the buffer
+//!   it was received into ([`Source::scanning`], [`Source::taking`]).
 //! - Decoding: [`Kind::of_vec_visitor`] recognises serde's own visitor for `Vec<E>`
 //!   (found once by asking serde, so a hand-written visitor that happens to return a
 //!   `Vec<u8>` from some other layout is left alone). Bytes come in through
@@ -46,16 +49,159 @@ const HUGE_PAGE_HINT_FROM: usize = 4 << 20;
 
 /// A message being decoded: postcard reads it through a [`Cursor`], and the bulk path
 /// takes blocks of numbers from it directly. Both move the one position.
+///
+/// A message that ends with a long run of bytes decoded as a `Vec<u8>` can give the
+/// buffer it came in to that vector instead of a copy (see `codec::decode_owned`): a
+/// first pass only finds the run ([`Source::scanning`]), a second one, from the bytes
+/// before the run, takes the run already moved to the front of the buffer
+/// ([`Source::taking`]).
 pub(crate) struct Source<'s> {
     data: &'s [u8],
     pos: Cell<usize>,
+    tail: Tail,
 }
+
+/// What a [`Source`] does with a long run of bytes at the end of its message.
+enum Tail {
+    /// Decodes it as any other.
+    Copy,
+    /// Notes where it starts and what it holds (the run decodes as an empty vector
+    /// meanwhile), in a message of this length, of which `data` may be only the first
+    /// bytes.
+    Find(Cell<Option<(usize, Kind)>>, usize),
+    /// Hands this vector over: the run, which follows `data`.
+    Take(Cell<Option<Run>>, usize),
+}
+
+/// The long run of bytes or numbers that ends a message, in memory of its own element
+/// type, so that it becomes the decoded vector as it is.
+#[derive(Debug)]
+pub(crate) enum Run {
+    U8(Vec<u8>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+impl Run {
+    /// A zeroed run of `kind` filling `bytes` bytes (memory taken only where written,
+    /// huge pages asked for); `None` for a kind without runs or a partial element.
+    pub(crate) fn zeroed(kind: Kind, bytes: usize) -> Option<Run> {
+        fn numbers<E: Elem>(bytes: usize) -> Option<Vec<E>> {
+            if bytes % size_of::<E>() != 0 {
+                return None;
+            }
+            let mut v: Vec<E> = bytemuck::zeroed_vec(bytes / size_of::<E>());
+            if bytes >= HUGE_PAGE_HINT_FROM {
+                pages::prefer_huge_pages(&mut v);
+            }
+            Some(v)
+        }
+        Some(match kind {
+            Kind::U8 => Run::U8(pages::receive_buffer(bytes)),
+            Kind::F32 => Run::F32(numbers(bytes)?),
+            Kind::F64 => Run::F64(numbers(bytes)?),
+            Kind::I8 => return None,
+        })
+    }
+
+    fn empty(kind: Kind) -> Run {
+        match kind {
+            Kind::F32 => Run::F32(Vec::new()),
+            Kind::F64 => Run::F64(Vec::new()),
+            Kind::U8 | Kind::I8 => Run::U8(Vec::new()),
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            Run::U8(_) => Kind::U8,
+            Run::F32(_) => Kind::F32,
+            Run::F64(_) => Kind::F64,
+        }
+    }
+
+    /// The run's memory as bytes (little-endian numbers once filled from a message).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Run::U8(v) => v,
+            Run::F32(v) => bytemuck::cast_slice(v),
+            Run::F64(v) => bytemuck::cast_slice(v),
+        }
+    }
+
+    /// As [`bytes`](Self::bytes), to fill.
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            Run::U8(v) => v,
+            Run::F32(v) => bytemuck::cast_slice_mut(v),
+            Run::F64(v) => bytemuck::cast_slice_mut(v),
+        }
+    }
+
+    /// The decoded vector, as a `T` (the vector [`Kind::of_vec_visitor`] found).
+    fn into_t<E: de::Error, T>(self) -> Result<T, E> {
+        fn host<X: Elem>(mut v: Vec<X>) -> Vec<X> {
+            if cfg!(target_endian = "big") {
+                v.iter_mut().for_each(|x| *x = x.le_to_host());
+            }
+            v
+        }
+        match self {
+            Run::U8(v) => as_t(v),
+            Run::F32(v) => as_t(host(v)),
+            Run::F64(v) => as_t(host(v)),
+        }
+    }
+}
+
+/// A run of bytes from this size on, ending a message, takes over the message's buffer.
+pub(crate) const TAKE_OVER_FROM: usize = 1 << 20;
 
 impl<'s> Source<'s> {
     pub(crate) fn new(data: &'s [u8]) -> Self {
         Source {
             data,
             pos: Cell::new(0),
+            tail: Tail::Copy,
+        }
+    }
+
+    /// Like [`new`](Self::new), noting where a long run of bytes ending the message
+    /// starts, if it has one ([`found`](Self::found)). The message is `whole` bytes
+    /// long, `data` its first ones: decoding succeeds only if the run starts within
+    /// `data`.
+    pub(crate) fn scanning(data: &'s [u8], whole: usize) -> Self {
+        Source {
+            data,
+            pos: Cell::new(0),
+            tail: Tail::Find(Cell::new(None), whole),
+        }
+    }
+
+    /// Where the run found by a scanning source starts, and what it holds.
+    pub(crate) fn found(&self) -> Option<(usize, Kind)> {
+        match &self.tail {
+            Tail::Find(at, _) => at.get(),
+            _ => None,
+        }
+    }
+
+    /// The bytes before a run ([`found`](Self::found)), and the run itself, to be
+    /// handed over whole.
+    pub(crate) fn taking(data: &'s [u8], run: Run) -> Self {
+        let len = run.bytes().len();
+        Source {
+            data,
+            pos: Cell::new(0),
+            tail: Tail::Take(Cell::new(Some(run)), len),
+        }
+    }
+
+    /// The run a taking source was given, if decoding did not take it.
+    pub(crate) fn untaken(self) -> Option<Run> {
+        match self.tail {
+            Tail::Take(run, _) => run.into_inner(),
+            _ => None,
         }
     }
 
@@ -72,6 +218,64 @@ impl<'s> Source<'s> {
         self.pos.set(pos + n);
         Some(out)
     }
+
+    /// The run of `kind` (postcard's count, then the elements) at the position, when
+    /// it is long and ends the message: the vector read for it (taking), or an empty one
+    /// standing for it (scanning).
+    fn tail_run(&self, kind: Kind) -> Option<Run> {
+        let whole = match &self.tail {
+            Tail::Copy => return None,
+            Tail::Find(_, whole) => *whole,
+            Tail::Take(_, len) => self.data.len() + len,
+        };
+        let size = match kind {
+            Kind::U8 => 1,
+            Kind::F32 => 4,
+            Kind::F64 => 8,
+            Kind::I8 => return None,
+        };
+        let pos = self.pos.get();
+        let (n, len_bytes) = varint(self.data.get(pos..)?)?;
+        let start = pos + len_bytes;
+        let bytes = n.checked_mul(size)?;
+        if bytes < TAKE_OVER_FROM || start.checked_add(bytes)? != whole {
+            return None;
+        }
+        match &self.tail {
+            Tail::Find(at, _) => {
+                at.set(Some((start, kind)));
+                self.pos.set(self.data.len());
+                Some(Run::empty(kind))
+            }
+            Tail::Take(cell, _) => {
+                let run = cell.take()?;
+                if run.kind() != kind || run.bytes().len() != bytes {
+                    cell.set(Some(run));
+                    return None;
+                }
+                self.pos.set(start);
+                count_take_over();
+                Some(run)
+            }
+            Tail::Copy => None,
+        }
+    }
+}
+
+/// postcard's length of a sequence (a LEB128 `usize`) at the start of `b`, and how many
+/// bytes it takes.
+fn varint(b: &[u8]) -> Option<(usize, usize)> {
+    let mut n: u64 = 0;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        if i == 9 && byte > 1 {
+            return None; // past 64 bits: postcard refuses it too
+        }
+        n |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((usize::try_from(n).ok()?, i + 1));
+        }
+    }
+    None
 }
 
 /// postcard's view of a [`Source`].
@@ -251,21 +455,22 @@ pub(crate) fn encode_seq<S: Serializer, I>(s: S, items: &I) -> Result<Result<S::
     Err(s)
 }
 
-/// The serializer `codec::encode` drives: postcard writing into a `Vec`.
+/// The serializers the codec drives: postcard writing into a `Vec` (`codec::encode`),
+/// or measuring and streaming a value being sent (`codec::measure`, `codec::stream`).
 type PostcardVec = postcard::Serializer<postcard::ser_flavors::AllocVec>;
+type PostcardOutflow = postcard::Serializer<crate::sys::outflow::Outflow>;
 
 fn encode_floats<S: Serializer, E: Elem>(mut s: S, items: &[E]) -> Result<S::Ok, S::Error> {
     if cfg!(target_endian = "little") {
-        if let Some(out) = sys::reborrow::<S, PostcardVec>(&mut s) {
+        let written = if let Some(out) = sys::reborrow::<S, PostcardVec>(&mut s) {
+            Some(floats_as_block(out, items))
+        } else {
+            sys::reborrow::<S, PostcardOutflow>(&mut s).map(|out| floats_as_block(out, items))
+        };
+        if let Some(r) = written {
             count_bulk();
             use serde::ser::Error as _;
-            // postcard writes the length, then each value's little-endian bytes: on
-            // this host, the slice's own bytes.
-            let seq = out
-                .serialize_seq(Some(items.len()))
-                .map_err(S::Error::custom)?;
-            postcard::ser_flavors::Flavor::try_extend(&mut seq.output, bytemuck::cast_slice(items))
-                .map_err(S::Error::custom)?;
+            r.map_err(S::Error::custom)?;
             // The `S::Ok` to return, from a call that writes nothing: postcard gives
             // an empty tuple no bytes.
             return serde::ser::SerializeTuple::end(s.serialize_tuple(0)?);
@@ -278,6 +483,17 @@ fn encode_floats<S: Serializer, E: Elem>(mut s: S, items: &[E]) -> Result<S::Ok,
     seq.end()
 }
 
+/// postcard writes the length, then each value's little-endian bytes: on this
+/// (little-endian) host, the slice's own bytes.
+fn floats_as_block<F, E>(out: &mut postcard::Serializer<F>, items: &[E]) -> postcard::Result<()>
+where
+    F: postcard::ser_flavors::Flavor,
+    E: Elem,
+{
+    let seq = out.serialize_seq(Some(items.len()))?;
+    postcard::ser_flavors::Flavor::try_extend(&mut seq.output, bytemuck::cast_slice(items))
+}
+
 // ---- decoding ----
 
 /// Decodes the `Vec<E>` of `kind` from `d` in bulk, as a `T` (which
@@ -287,6 +503,16 @@ pub(crate) fn decode_vec<'de, D: Deserializer<'de>, T>(
     kind: Kind,
     src: Src<'_>,
 ) -> Result<T, D::Error> {
+    // A long run ending the message: the memory it was read into, when `d` is
+    // postcard reading that message.
+    let run = src
+        .filter(|_| {
+            typeid::of::<D>() == typeid::of::<&mut postcard::Deserializer<'_, Cursor<'_>>>()
+        })
+        .and_then(|s| s.tail_run(kind));
+    if let Some(run) = run {
+        return run.into_t();
+    }
     match kind {
         Kind::U8 => as_t(d.deserialize_byte_buf(Bytes::<u8>(PhantomData))?),
         Kind::I8 => as_t(d.deserialize_byte_buf(Bytes::<i8>(PhantomData))?),
@@ -406,6 +632,18 @@ thread_local! {
 fn count_bulk() {
     #[cfg(test)]
     BULK_COUNT.with(|c| c.set(c.get() + 1));
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many vectors took over the buffer of the message they came in, on this
+    /// thread.
+    pub(crate) static TAKE_OVER_COUNT: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count_take_over() {
+    #[cfg(test)]
+    TAKE_OVER_COUNT.with(|c| c.set(c.get() + 1));
 }
 
 // ---- the opt-in wrapper ----
@@ -629,6 +867,42 @@ mod tests {
         assert_eq!(round_trip(&vec![1.5f64, -0.0, f64::INFINITY]), decode_only);
         assert_eq!(round_trip(&vec![1.5f32, f32::MIN]), decode_only);
         assert_eq!(round_trip(&Vec::<f64>::new()), decode_only);
+        // The output of a value being sent: measured in memory, or streamed.
+        let encode_only = if cfg!(target_endian = "little") { 1 } else { 0 };
+        assert_eq!(sent(&vec![1u8, 2, 255]), (1, 2));
+        assert_eq!(
+            sent(&vec![1.5f64, -0.0, f64::INFINITY]),
+            (encode_only, 2 * encode_only)
+        );
+        assert_eq!(sent(&vec![1.5f32; 100_000]), (encode_only, 2 * encode_only));
+    }
+
+    /// Encodes `v` as a connection sends it, below and past the size that streams, and
+    /// checks the bytes are postcard's; returns how many sequences took a bulk path in
+    /// the one pass of a small value and the two of a large one.
+    fn sent<T: Serialize + ?Sized>(v: &T) -> (usize, usize) {
+        use std::os::fd::AsFd;
+        let expect = postcard::to_allocvec(v).unwrap();
+        let before = BULK_COUNT.with(Cell::get);
+        let (m, _) = codec::measure(v, usize::MAX, usize::MAX).unwrap();
+        assert!(matches!(m, codec::Measured::Inline(b) if b == expect));
+        let small = BULK_COUNT.with(Cell::get) - before;
+        let before = BULK_COUNT.with(Cell::get);
+        let (m, _) = codec::measure(v, 1, usize::MAX).unwrap();
+        let codec::Measured::Long(len) = m else {
+            panic!("not measured")
+        };
+        assert_eq!(len, expect.len() as u64);
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut &b, &mut got).unwrap();
+            got
+        });
+        codec::stream(v, a.as_fd(), len).unwrap();
+        drop(a);
+        assert!(reader.join().unwrap() == expect, "streamed bytes differ");
+        (small, BULK_COUNT.with(Cell::get) - before)
     }
 
     #[test]

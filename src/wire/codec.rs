@@ -5,15 +5,14 @@
 //! postcard through [`verbatim`]'s wrappers, so the text of their own errors (and of the
 //! crate's, such as a message naming a handle it did not carry) reaches the caller.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
-use postcard::ser_flavors::Flavor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::sys::memfd_body::BodyWriter;
-use crate::wire::bulk::Source;
+use crate::sys::outflow::{Outflow, Stop};
+use crate::wire::bulk::{Kind, Run, Source, TAKE_OVER_FROM};
 use crate::wire::handles;
 use crate::wire::verbatim::{self, Encode};
 
@@ -31,139 +30,59 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
     Ok(Encoded { bytes, fds })
 }
 
-/// A value's bytes ready to send: in memory, or spilled into a sealed memfd.
-#[derive(Debug)]
-pub(crate) enum Payload {
-    /// Below the spill size: the bytes themselves.
-    Inline(Vec<u8>),
-    /// The bytes are in this sealed memfd, of this length.
-    Sealed(OwnedFd, u64),
+/// A value's bytes ready to send: in memory, or only measured (see [`measure`]).
+pub(crate) use crate::sys::outflow::Measured;
+
+fn stopped(stop: Stop, limit: usize) -> Error {
+    match stop {
+        Stop::TooLarge(len) => Error::MessageTooLarge { len, limit },
+        Stop::Io(e) => e.into(),
+        Stop::Mismatch { expected, got } => Error::Encode(format!(
+            "the value encoded to {got} bytes the second time, not the {expected} it \
+             encoded to the first (its Serialize is not deterministic)"
+        )),
+    }
 }
 
-/// Encodes `value` for sending. Once its bytes reach `spill_at`, they move into a sealed
-/// memfd and the rest is written there as it is produced (large byte runs straight from
-/// the value's memory): a large value is copied once, not encoded into a buffer and then
-/// copied again. More than `limit` bytes stop the encoding with
-/// [`Error::MessageTooLarge`].
-pub(crate) fn encode_for_sending<T: Serialize + ?Sized>(
-    value: &T,
-    spill_at: Option<usize>,
-    limit: usize,
-) -> Result<(Payload, Vec<OwnedFd>)> {
-    let mut failure = None;
-    let spill_at = spill_at.unwrap_or(usize::MAX);
-    let flavor = Spill {
-        bytes: Vec::new(),
-        room: spill_at.saturating_sub(1).min(limit),
-        written: 0,
-        spill_at,
-        limit,
-        file: None,
-        failure: &mut failure,
-    };
-    let (payload, fds) =
-        handles::collecting(|| postcard::serialize_with_flavor(&Encode(value), flavor));
-    match (payload, failure) {
-        (Ok(p), _) => Ok((p, fds)),
-        (Err(_), Some(e)) => Err(e),
+/// Runs `value`'s encoding into `out`; the error says why it stopped.
+fn run<T: Serialize + ?Sized>(value: &T, out: Outflow, limit: usize) -> Result<Measured> {
+    let mut ser = postcard::Serializer { output: out };
+    let r = Encode(value).serialize(&mut ser);
+    let out = &mut ser.output;
+    match (r, out.stop.take()) {
+        (Ok(()), _) => out.finish().map_err(|s| stopped(s, limit)),
+        (Err(_), Some(s)) => Err(stopped(s, limit)),
         (Err(e), None) => Err(Error::Encode(verbatim::encode_text(e))),
     }
 }
 
-/// Bytes gathered in memory, once spilled, before they are written into the file.
-const SPILL_CHUNK: usize = 256 << 10;
-
-/// The postcard output of [`encode_for_sending`]. Every byte goes to `bytes` while it
-/// has `room` (the one branch on the hot path); past that, the slow path checks the
-/// limit, spills, or writes what is gathered into the file.
-struct Spill<'a> {
-    /// The whole encoding while inline; once spilled, what is not yet in the file.
-    bytes: Vec<u8>,
-    /// How long `bytes` may grow before the slow path must run.
-    room: usize,
-    /// Bytes already in the file.
-    written: u64,
-    spill_at: usize,
+/// Encodes `value` for sending: below `stream_at` bytes, into memory; from there on it
+/// is only measured, to be encoded again by [`stream`] after a header giving its length
+/// (a large value is never held in memory a second time). More than `limit` bytes stop
+/// the encoding with [`Error::MessageTooLarge`]. The descriptors are those to send.
+pub(crate) fn measure<T: Serialize + ?Sized>(
+    value: &T,
+    stream_at: usize,
     limit: usize,
-    file: Option<BodyWriter>,
-    /// Why the output refused bytes (postcard's own error cannot say).
-    failure: &'a mut Option<Error>,
+) -> Result<(Measured, Vec<OwnedFd>)> {
+    let (m, fds) = handles::collecting(|| run(value, Outflow::measure(stream_at, limit), limit));
+    Ok((m?, fds))
 }
 
-impl Spill<'_> {
-    fn fail(&mut self, e: Error) -> postcard::Error {
-        *self.failure = Some(e);
-        postcard::Error::SerializeBufferFull
-    }
-
-    #[cold]
-    fn slow_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        let len = self.written + (self.bytes.len() + data.len()) as u64;
-        if len > self.limit as u64 {
-            let limit = self.limit;
-            return Err(self.fail(Error::MessageTooLarge { len, limit }));
-        }
-        if self.file.is_none() && len < self.spill_at as u64 {
-            // Only the limit bounded `room`, and it holds: keep gathering.
-            self.bytes.extend_from_slice(data);
-            return Ok(());
-        }
-        let file = match self.file.take() {
-            Some(f) => Ok(f),
-            None => BodyWriter::new(),
-        };
-        let written = file.and_then(|mut w| {
-            w.write(&self.bytes)?;
-            w.write(data)?;
-            Ok(w)
-        });
-        match written {
-            Ok(w) => {
-                self.file = Some(w);
-                self.written = len;
-                self.bytes.clear();
-                self.bytes.reserve(SPILL_CHUNK);
-                self.room = SPILL_CHUNK.min(self.limit - len as usize);
-                Ok(())
-            }
-            Err(e) => Err(self.fail(e.into())),
-        }
-    }
-}
-
-impl Flavor for Spill<'_> {
-    type Output = Payload;
-
-    #[inline]
-    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        if self.bytes.len() < self.room {
-            self.bytes.push(byte);
-            return Ok(());
-        }
-        self.slow_extend(&[byte])
-    }
-
-    #[inline]
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        if data.len() <= self.room - self.bytes.len() {
-            self.bytes.extend_from_slice(data);
-            return Ok(());
-        }
-        self.slow_extend(data)
-    }
-
-    fn finalize(self) -> postcard::Result<Payload> {
-        let Some(mut w) = self.file else {
-            return Ok(Payload::Inline(self.bytes));
-        };
-        match w.write(&self.bytes).and_then(|()| w.seal()) {
-            Ok((fd, len)) => Ok(Payload::Sealed(fd, len)),
-            Err(e) => {
-                *self.failure = Some(e.into());
-                Err(postcard::Error::SerializeBufferFull)
-            }
-        }
-    }
+/// Encodes `value` again, straight into `socket`, which [`measure`] found to take
+/// `expected` bytes: small pieces are gathered, long runs of bytes or numbers sent from
+/// the value's own memory. The handles' descriptors are duplicated again and dropped
+/// (those of the measuring pass are the ones sent). An encoding of another length is
+/// [`Error::Encode`], and a failure midway leaves part of the body sent: either way the
+/// caller's stream is out of step.
+pub(crate) fn stream<T: Serialize + ?Sized>(
+    value: &T,
+    socket: BorrowedFd<'_>,
+    expected: u64,
+) -> Result<()> {
+    let out = Outflow::stream(socket, expected)?;
+    let (r, _again) = handles::collecting(|| run(value, out, usize::MAX));
+    r.map(|_| ())
 }
 
 /// Decodes a `T` from exactly `bytes`; `fds` are the descriptors that came with them.
@@ -172,15 +91,84 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Re
     handles::providing(fds, || {
         // postcard reads through a source the bulk path can also read from, so a long
         // sequence of numbers is copied out as one block.
-        let source = Source::new(bytes);
-        let value = verbatim::decode_from::<T>(&source).map_err(Error::Decode)?;
-        match source.remaining() {
-            0 => Ok(value),
-            rest => Err(Error::Decode(format!(
-                "{rest} trailing bytes after the value"
-            ))),
-        }
+        whole(&Source::new(bytes))
     })
+}
+
+/// Like [`decode`], from a buffer the decoded value may keep: a message that ends with a
+/// long run of bytes decoded as a `Vec<u8>` (a large `Vec<u8>` alone, or a struct's last
+/// field) gives that vector the buffer itself, the run moved to its front, instead of a
+/// copy into new memory. `skip` bytes at the front of `bytes` are not the message's.
+pub(crate) fn decode_owned<T: DeserializeOwned>(
+    mut bytes: Vec<u8>,
+    skip: usize,
+    fds: Vec<OwnedFd>,
+) -> Result<T> {
+    let message = bytes.get(skip..).unwrap_or_default();
+    // With handles, a first pass would take their descriptors: decode once.
+    if !fds.is_empty() || message.len() < TAKE_OVER_FROM {
+        return decode(message, fds);
+    }
+    // First pass: the value, unless it ends with a long run of bytes, which it only
+    // finds (the run decodes as an empty vector in it).
+    let start = {
+        let source = Source::scanning(message, message.len());
+        let first = handles::providing(Vec::new(), || whole(&source));
+        match (first, source.found()) {
+            (r, None) => return r,
+            (Ok(_), Some((start, Kind::U8))) => skip + start,
+            // Numbers cannot keep a buffer of bytes: decode them as usual.
+            (Ok(_), Some(_)) => return decode(message, Vec::new()),
+            // Not the same value with the run in place: decode as usual, for the error.
+            (Err(_), Some(_)) => return decode(message, Vec::new()),
+        }
+    };
+    // Second pass: from the bytes before the run, the run moved to the buffer's front.
+    let before = bytes[skip..start].to_vec();
+    let run = bytes.len() - start;
+    bytes.copy_within(start.., 0);
+    bytes.truncate(run);
+    let source = Source::taking(&before, Run::U8(bytes));
+    handles::providing(Vec::new(), || whole(&source))
+}
+
+/// Where the long run of bytes that ends a message of `len` bytes starts, when `first`
+/// (its first bytes) shows it decodes as a `T` that ends with one (see
+/// [`decode_owned`]); the caller can then read the run into a buffer of its own.
+pub(crate) fn run_start<T: DeserializeOwned>(first: &[u8], len: usize) -> Option<(usize, Kind)> {
+    let source = Source::scanning(first, len);
+    let found = handles::providing(Vec::new(), || whole::<T>(&source));
+    found.ok().and(source.found())
+}
+
+/// Decodes a message read in two parts split where [`run_start`] said: the run, the
+/// second part, becomes the value's vector. Should the value not take it there, the
+/// parts are joined and decoded as usual.
+pub(crate) fn decode_split<T: DeserializeOwned>(
+    head: Vec<u8>,
+    run: Run,
+    fds: Vec<OwnedFd>,
+) -> Result<T> {
+    if fds.is_empty() {
+        let source = Source::taking(&head, run);
+        let r = handles::providing(Vec::new(), || whole(&source));
+        match (r, source.untaken()) {
+            (r, None) => return r,
+            (_, Some(run)) => return decode(&[&head[..], run.bytes()].concat(), Vec::new()),
+        }
+    }
+    decode(&[&head[..], run.bytes()].concat(), fds)
+}
+
+/// Decodes a `T` from all of `source`.
+fn whole<T: DeserializeOwned>(source: &Source<'_>) -> Result<T> {
+    let value = verbatim::decode_from::<T>(source).map_err(Error::Decode)?;
+    match source.remaining() {
+        0 => Ok(value),
+        rest => Err(Error::Decode(format!(
+            "{rest} trailing bytes after the value"
+        ))),
+    }
 }
 
 /// Encodes a value that holds no handles.
@@ -214,35 +202,103 @@ mod tests {
     }
 
     #[test]
-    fn a_value_past_the_spill_size_is_sealed_and_decodes_to_the_same_value() {
+    fn a_value_past_the_stream_size_is_measured_and_streams_its_exact_bytes() {
         let v = mixed(5000);
-        let (payload, fds) = encode_for_sending(&v, Some(1000), usize::MAX).unwrap();
+        let (m, fds) = measure(&v, 1000, usize::MAX).unwrap();
         assert!(fds.is_empty());
-        let Payload::Sealed(fd, len) = payload else {
-            panic!("not spilled")
+        let expect = encode(&v).unwrap().bytes;
+        let Measured::Long(len) = m else {
+            panic!("not measured")
         };
-        crate::sys::memfd_body::check_received(fd.as_fd(), len).unwrap();
-        let bytes = crate::sys::memfd_body::read_received(fd.as_fd(), len).unwrap();
-        assert_eq!(bytes, encode(&v).unwrap().bytes);
-        assert_eq!(decode::<Mixed>(&bytes, Vec::new()).unwrap(), v);
+        assert_eq!(len, expect.len() as u64);
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        stream(&v, a.as_fd(), len).unwrap();
+        drop(a);
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut &b, &mut got).unwrap();
+        assert_eq!(got, expect);
+        assert_eq!(decode::<Mixed>(&got, Vec::new()).unwrap(), v);
+        // Another length than measured: refused.
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        match stream(&v, a.as_fd(), len + 1) {
+            Err(Error::Encode(m)) => assert!(m.contains("not deterministic"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match stream(&v, a.as_fd(), len - 1) {
+            Err(Error::Encode(m)) => assert!(m.contains("not deterministic"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn taken_over<T: Serialize + DeserializeOwned>(v: &T, skip: usize) -> (T, usize) {
+        let mut bytes = vec![9u8; skip];
+        bytes.extend_from_slice(&encode(v).unwrap().bytes);
+        let before = crate::wire::bulk::TAKE_OVER_COUNT.with(|c| c.get());
+        let back = decode_owned::<T>(bytes, skip, Vec::new()).unwrap();
+        let after = crate::wire::bulk::TAKE_OVER_COUNT.with(|c| c.get());
+        (back, after - before)
     }
 
     #[test]
-    fn a_value_below_the_spill_size_stays_inline() {
+    fn a_long_run_of_bytes_ending_a_message_takes_over_its_buffer_and_nothing_else_does() {
+        let n = TAKE_OVER_FROM + 3;
+        let bytes: Vec<u8> = (0..n).map(|i| (i * 7 % 253) as u8).collect();
+        // The vector alone, after a prefix that is not the message's.
+        for skip in [0, 4] {
+            let (back, taken) = taken_over(&bytes, skip);
+            assert!(back == bytes && back.len() == n);
+            assert_eq!(taken, 1, "skip {skip}");
+        }
+        // A struct whose last field is the bytes; an enum variant holding them.
+        let pair = (String::from("name"), vec![1.5f64; 1000], bytes.clone());
+        assert!(taken_over(&pair, 0) == (pair.clone(), 1));
+        let some = Some(bytes.clone());
+        assert!(taken_over(&some, 0) == (some.clone(), 1));
+        // Bytes not at the end, too short, or a handle in the message: copied.
+        let m = Mixed {
+            id: 1,
+            bytes: bytes.clone(),
+            name: "x".into(),
+        };
+        assert!(taken_over(&m, 0) == (m, 0));
+        let short = vec![3u8; TAKE_OVER_FROM - 10];
+        assert!(taken_over(&short, 0) == (short.clone(), 0));
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let with_fd = Encoded {
+            bytes: encode(&bytes).unwrap().bytes,
+            fds: vec![OwnedFd::from(a)],
+        };
+        let before = crate::wire::bulk::TAKE_OVER_COUNT.with(|c| c.get());
+        let back: Vec<u8> = decode_owned(with_fd.bytes, 0, with_fd.fds).unwrap();
+        assert!(back == bytes);
+        assert_eq!(crate::wire::bulk::TAKE_OVER_COUNT.with(|c| c.get()), before);
+        // Cut short or with bytes after it: the same errors as a copying decode.
+        let full = encode(&bytes).unwrap().bytes;
+        for bad in [full[..full.len() - 1].to_vec(), [&full[..], &[0]].concat()] {
+            let copied = decode::<Vec<u8>>(&bad, Vec::new()).unwrap_err().to_string();
+            let owned = decode_owned::<Vec<u8>>(bad, 0, Vec::new())
+                .unwrap_err()
+                .to_string();
+            assert_eq!(owned, copied);
+        }
+    }
+
+    #[test]
+    fn a_value_below_the_stream_size_stays_inline() {
         let v = mixed(10);
-        let (payload, _) = encode_for_sending(&v, Some(1000), usize::MAX).unwrap();
-        let Payload::Inline(bytes) = payload else {
-            panic!("spilled")
+        let (m, _) = measure(&v, 1000, usize::MAX).unwrap();
+        let Measured::Inline(bytes) = m else {
+            panic!("measured")
         };
         assert_eq!(bytes, encode(&v).unwrap().bytes);
     }
 
     #[test]
     fn a_value_past_the_limit_stops_encoding_with_message_too_large() {
-        for spill in [None, Some(100)] {
-            match encode_for_sending(&mixed(5000), spill, 2000) {
+        for at in [usize::MAX, 100] {
+            match measure(&mixed(5000), at, 2000) {
                 Err(Error::MessageTooLarge { len, limit: 2000 }) => assert!(len > 2000),
-                other => panic!("spill {spill:?}: {other:?}"),
+                other => panic!("stream at {at}: {other:?}"),
             }
         }
     }

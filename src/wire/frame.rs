@@ -13,6 +13,7 @@
 //! (see `sys::pages::receive_buffer`).
 
 use crate::error::{Error, Result};
+use crate::wire::bulk::{Kind, Run};
 
 /// Default largest message a connection accepts (CPython has no limit; hostile peers
 /// make one necessary). Change it per connection with `set_max_message_size`.
@@ -49,7 +50,20 @@ pub(crate) enum Frame {
     /// The body, of this many bytes (at most the reader's limit), is in a memfd that
     /// came with the header.
     OutOfBand(u64),
+    /// The body in two parts: its first bytes, then the long run that ends it (where
+    /// the caller's [`Split`] said it starts), in memory of its element type.
+    Split(Vec<u8>, Run),
 }
+
+/// Where a body's final run starts and what it holds, found from its first bytes and
+/// its whole length; `None` when it has no such run (or its first bytes do not tell).
+pub(crate) type Split<'a> = &'a dyn Fn(&[u8], usize) -> Option<(usize, Kind)>;
+
+/// Bodies from this size on may be split ([`Frame::Split`]).
+pub(crate) const SPLIT_FROM: usize = 1 << 20;
+
+/// How many first bytes of a body a [`Split`] is shown.
+const SPLIT_PEEK: usize = 4 << 10;
 
 /// Somewhere stream bytes come from: a socket, or a byte slice in tests.
 pub(crate) trait ByteSource {
@@ -83,6 +97,11 @@ pub(crate) struct FrameReader {
     body: Option<Vec<u8>>,
     filled: usize,
     len: usize,
+    /// While only a body's first bytes are read, for a [`Split`] to look at.
+    peeking: bool,
+    /// The body's first bytes, once split: `run` holds the rest.
+    head: Option<Vec<u8>>,
+    run: Option<Run>,
 }
 
 impl FrameReader {
@@ -161,10 +180,23 @@ impl FrameReader {
     /// An out-of-band frame is consumed whole by its header, so an error about it
     /// (its length above `limit`, [`Error::MessageTooLarge`]) leaves the reader ready
     /// for the next frame, as an `Ok` does.
+    #[cfg(test)]
     pub(crate) fn read<S: ByteSource + ?Sized>(
         &mut self,
         src: &mut S,
         limit: usize,
+    ) -> Result<Frame> {
+        self.read_split(src, limit, None)
+    }
+
+    /// Like [`read`](Self::read); a body of at least [`SPLIT_FROM`] bytes is read in
+    /// two buffers where `split` says ([`Frame::Split`]), so its final run lands at the
+    /// start of a buffer of its own.
+    pub(crate) fn read_split<S: ByteSource + ?Sized>(
+        &mut self,
+        src: &mut S,
+        limit: usize,
+        split: Option<Split<'_>>,
     ) -> Result<Frame> {
         loop {
             let Some(body) = self.body.as_mut() else {
@@ -197,15 +229,51 @@ impl FrameReader {
                 }
                 self.len = len;
                 self.filled = 0;
-                self.body = Some(crate::sys::pages::receive_buffer(len));
+                if len >= SPLIT_FROM && split.is_some() {
+                    self.peeking = true;
+                    self.body = Some(vec![0; SPLIT_PEEK]);
+                } else {
+                    self.body = Some(crate::sys::pages::receive_buffer(len));
+                }
                 continue;
             };
+            if self.peeking && self.filled == body.len() {
+                self.peeking = false;
+                let run = split
+                    .and_then(|f| f(body, self.len))
+                    .filter(|&(at, _)| at <= self.filled)
+                    .and_then(|(at, kind)| Some((at, Run::zeroed(kind, self.len - at)?)));
+                let first = std::mem::take(body);
+                match run {
+                    Some((at, mut run)) => {
+                        run.bytes_mut()[..self.filled - at].copy_from_slice(&first[at..]);
+                        self.head = Some(first[..at].to_vec());
+                        self.run = Some(run);
+                        self.len -= at;
+                        self.filled -= at;
+                    }
+                    None => {
+                        let mut whole = crate::sys::pages::receive_buffer(self.len);
+                        whole[..self.filled].copy_from_slice(&first);
+                        *body = whole;
+                    }
+                }
+                continue;
+            }
             if self.filled == self.len {
                 let done = self.body.take().unwrap_or_default();
+                let split = self.head.take().zip(self.run.take());
                 *self = FrameReader::default();
-                return Ok(Frame::Inline(done));
+                return Ok(match split {
+                    Some((head, run)) => Frame::Split(head, run),
+                    None => Frame::Inline(done),
+                });
             }
-            let n = src.read_some(&mut body[self.filled..], false)?;
+            let dst = match self.run.as_mut() {
+                Some(run) => run.bytes_mut(),
+                None => &mut body[..],
+            };
+            let n = src.read_some(&mut dst[self.filled..], false)?;
             if n == 0 {
                 return Err(truncated());
             }
@@ -220,6 +288,7 @@ pub(crate) fn read_frame<S: ByteSource + ?Sized>(src: &mut S, limit: usize) -> R
     match FrameReader::default().read(src, limit)? {
         Frame::Inline(body) => Ok(body),
         Frame::OutOfBand(len) => Err(Error::Decode(format!("out-of-band frame of {len} bytes"))),
+        Frame::Split(head, run) => Ok([&head[..], run.bytes()].concat()),
     }
 }
 
@@ -241,6 +310,36 @@ mod tests {
         let mut src: &[u8] = &bytes;
         assert_eq!(read_frame(&mut src, 100).unwrap(), b"hello");
         assert!(matches!(read_frame(&mut src, 100), Err(Error::Closed)));
+    }
+
+    #[test]
+    fn a_large_body_is_split_where_asked_and_a_small_one_is_not() {
+        let body: Vec<u8> = (0..SPLIT_FROM + 10).map(|i| (i % 249) as u8).collect();
+        let bytes = frame(&body);
+        let split = |first: &[u8], len: usize| {
+            assert!(len == body.len() && first == &body[..first.len()]);
+            Some((100, Kind::U8))
+        };
+        let mut src: &[u8] = &bytes;
+        match FrameReader::default().read_split(&mut src, usize::MAX, Some(&split)) {
+            Ok(Frame::Split(head, run)) => {
+                assert!(head == body[..100] && run.bytes() == &body[100..]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // No split: one body, exact.
+        let none = |_: &[u8], _: usize| None;
+        let mut src: &[u8] = &bytes;
+        match FrameReader::default().read_split(&mut src, usize::MAX, Some(&none)) {
+            Ok(Frame::Inline(b)) => assert!(b == body),
+            other => panic!("{other:?}"),
+        }
+        let small = frame(b"small");
+        let mut src: &[u8] = &small;
+        match FrameReader::default().read_split(&mut src, usize::MAX, Some(&split)) {
+            Ok(Frame::Inline(b)) => assert_eq!(b, b"small"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
