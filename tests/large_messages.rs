@@ -179,6 +179,20 @@ fn process_arguments_and_results_round_trip_every_size_under_every_start_method(
     }
 }
 
+#[test]
+fn a_gib_argument_and_a_gib_result_round_trip_exactly_past_the_connection_default_limit() {
+    let _serial = serial();
+    if !room_for_a_gib("process arguments and results") {
+        return;
+    }
+    assert!(GIB > multiproc::DEFAULT_MAX_MESSAGE_SIZE);
+    let got = multiproc::spawn(echo_blob, Blob(pattern(GIB)))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(got == Blob(pattern(GIB)), "1 GiB through a child");
+}
+
 /// Accepts one peer of `listener` while this thread connects, then runs `exchange`
 /// against an echo: the out-of-band path is never used, either way.
 fn over_listener(listener: Listener, sizes: &'static [usize], limit: Option<usize>) {

@@ -89,7 +89,7 @@ fn from_parent(marker: &str, value: &str) -> Option<OwnedFd> {
 /// A spawned child: take the task, run it, exit. Never returns into `main`.
 fn spawned_child(fd: OwnedFd) -> ! {
     sysproc::ignore_sigpipe();
-    take_task(Connection::new(fd, true, true), None)
+    take_task(task::process_channel(fd), None)
 }
 
 /// A child the fork server forked (`server` is the server's pid): take the task from

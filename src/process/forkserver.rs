@@ -236,7 +236,7 @@ pub(crate) fn serve(conn: Connection, run: RunChild) -> ! {
                 drop(conn);
                 drop(watched);
                 drop(status);
-                run(Connection::new(boot, true, true), me)
+                run(task::process_channel(boot), me)
             }
             Ok(sysproc::Forked::Parent(pid)) => {
                 drop(boot);

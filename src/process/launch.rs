@@ -10,7 +10,6 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, OnceLock, mpsc};
 
-use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::process::bootstrap;
 use crate::process::children::{self, Child, Watch};
@@ -84,7 +83,7 @@ pub(crate) fn launch(method: StartMethod, spec: Spec) -> Result<Arc<Child>> {
         image::check_hook(bootstrap::load_hook()).map_err(|e| Error::Bootstrap(e.to_string()))?;
     }
     let (mine, theirs) = sysfd::socketpair()?;
-    let outcome = Connection::new(mine, true, true);
+    let outcome = task::process_channel(mine);
     // Spawn and forkserver send the task after the child exists: refuse one too large to
     // send before there is a child to take back.
     let task_bytes = match method {
@@ -224,7 +223,7 @@ fn forked_child(
     forkserver::forget_after_fork();
     current::reset_after_fork();
     LAUNCHER.reset_after_fork();
-    let conn = Connection::new(theirs, true, true);
+    let conn = task::process_channel(theirs);
     let parent = task.parent_pid;
     // Same memory image: the entry is called as it is, with no executable or offset
     // check (which knows only the main executable, and the crate may live in a
@@ -294,6 +293,7 @@ fn on_lasting_thread<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connection::Connection;
     use crate::process::target::Target;
     use crate::process::task::Outcome;
 

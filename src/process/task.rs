@@ -65,6 +65,16 @@ impl<R> Outcome<R> {
     }
 }
 
+/// The channel between a parent and a child it started, on either side. Arguments and
+/// results are the program's own data, so no size limit applies beyond memory: a body's
+/// buffer takes memory only as its bytes arrive, and a length the allocator cannot
+/// serve is an error.
+pub(crate) fn process_channel(fd: OwnedFd) -> Connection {
+    let conn = Connection::new(fd, true, true);
+    conn.set_max_message_size(usize::MAX);
+    conn
+}
+
 /// Sends `outcome` to the parent; returns the exit code that goes with it.
 pub(crate) fn report<R: Serialize>(conn: &Connection, outcome: Outcome<R>) -> i32 {
     let code = outcome.exitcode();

@@ -4,6 +4,7 @@
 //! written (16,384 for 64 MiB), which here takes longer than copying the data into it.
 
 use std::ffi::c_void;
+use std::io;
 use std::mem::MaybeUninit;
 
 /// Huge pages are 2 MiB on x86_64 and aarch64 with 4 KiB pages.
@@ -49,12 +50,20 @@ pub(crate) fn prefer_huge_pages_uninit<T>(buf: &mut [MaybeUninit<T>]) {
 /// written: a length that lies costs address space, not memory, and the buffer's memory
 /// grows as its bytes arrive. Above 1 MiB it is advised to use huge pages: receiving
 /// 64 MiB ran twice as fast.
-pub(crate) fn receive_buffer(len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
+///
+/// A length the allocator cannot serve is an `OutOfMemory` error, not an abort: the
+/// length comes from a peer.
+pub(crate) fn receive_buffer(len: usize) -> io::Result<Vec<u8>> {
+    let mut v = bytemuck::allocation::try_zeroed_vec::<u8>(len).map_err(|()| {
+        io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!("cannot allocate {len} bytes for a message"),
+        )
+    })?;
     if len > HUGE_PAGE_BUFFER {
         prefer_huge_pages(&mut v);
     }
-    v
+    Ok(v)
 }
 
 #[cfg(test)]
@@ -80,7 +89,7 @@ mod tests {
     #[test]
     fn a_receive_buffer_takes_memory_only_where_written() {
         let before = rss_kib();
-        let mut v = receive_buffer(512 << 20);
+        let mut v = receive_buffer(512 << 20).unwrap();
         v[0] = 1;
         v[300 << 20] = 2;
         let during = rss_kib();
@@ -92,5 +101,11 @@ mod tests {
             during < before + (64 << 10),
             "RSS {before} KiB before, {during} KiB with the buffer"
         );
+    }
+
+    #[test]
+    fn a_receive_buffer_the_allocator_cannot_serve_is_an_error_not_an_abort() {
+        let e = receive_buffer(usize::MAX / 2).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::OutOfMemory);
     }
 }

@@ -84,20 +84,22 @@ pub(crate) enum Run {
 
 impl Run {
     /// A zeroed run of `kind` filling `bytes` bytes (memory taken only where written,
-    /// huge pages asked for); `None` for a kind without runs or a partial element.
+    /// huge pages asked for); `None` for a kind without runs, a partial element, or more
+    /// memory than the allocator gives.
     pub(crate) fn zeroed(kind: Kind, bytes: usize) -> Option<Run> {
         fn numbers<E: Elem>(bytes: usize) -> Option<Vec<E>> {
             if bytes % size_of::<E>() != 0 {
                 return None;
             }
-            let mut v: Vec<E> = bytemuck::zeroed_vec(bytes / size_of::<E>());
+            let mut v: Vec<E> =
+                bytemuck::allocation::try_zeroed_vec(bytes / size_of::<E>()).ok()?;
             if bytes >= HUGE_PAGE_HINT_FROM {
                 pages::prefer_huge_pages(&mut v);
             }
             Some(v)
         }
         Some(match kind {
-            Kind::U8 => Run::U8(pages::receive_buffer(bytes)),
+            Kind::U8 => Run::U8(pages::receive_buffer(bytes).ok()?),
             Kind::F32 => Run::F32(numbers(bytes)?),
             Kind::F64 => Run::F64(numbers(bytes)?),
             Kind::I8 => return None,

@@ -233,7 +233,7 @@ impl FrameReader {
                     self.peeking = true;
                     self.body = Some(vec![0; SPLIT_PEEK]);
                 } else {
-                    self.body = Some(crate::sys::pages::receive_buffer(len));
+                    self.body = Some(crate::sys::pages::receive_buffer(len)?);
                 }
                 continue;
             };
@@ -253,7 +253,7 @@ impl FrameReader {
                         self.filled -= at;
                     }
                     None => {
-                        let mut whole = crate::sys::pages::receive_buffer(self.len);
+                        let mut whole = crate::sys::pages::receive_buffer(self.len)?;
                         whole[..self.filled].copy_from_slice(&first);
                         *body = whole;
                     }
