@@ -185,7 +185,7 @@ fn a_gib_argument_and_a_gib_result_round_trip_exactly_past_the_connection_defaul
     if !room_for_a_gib("process arguments and results") {
         return;
     }
-    assert!(GIB > multiproc::DEFAULT_MAX_MESSAGE_SIZE);
+    const { assert!(GIB > multiproc::DEFAULT_MAX_MESSAGE_SIZE) };
     let got = multiproc::spawn(echo_blob, Blob(pattern(GIB)))
         .unwrap()
         .join()
