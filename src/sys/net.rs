@@ -109,6 +109,15 @@ pub(crate) fn carries_descriptors(fd: BorrowedFd<'_>) -> io::Result<bool> {
     Ok(rustix::net::sockopt::socket_domain(fd)? == AddressFamily::UNIX)
 }
 
+/// Asks for a send buffer of `bytes` on a Unix socket (the kernel caps the request at
+/// `net.core.wmem_max`); other sockets are left alone, since a fixed size would turn off
+/// TCP's own tuning. Best effort: a failure leaves the buffer as it was.
+pub(crate) fn widen_unix_send_buffer(fd: BorrowedFd<'_>, bytes: usize) {
+    if matches!(carries_descriptors(fd), Ok(true)) {
+        let _ = rustix::net::sockopt::set_socket_send_buffer_size(fd, bytes);
+    }
+}
+
 /// Fills `buf` with bytes from the kernel's random generator.
 pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
     let mut filled = 0;
