@@ -624,3 +624,39 @@ fn a_large_value_encoding_differently_the_second_time_is_an_encode_error_and_sto
         assert!(matches!(reader.join().unwrap(), Err(Error::Decode(_))));
     }
 }
+
+/// A large value whose `Serialize` panics when it runs the second time (after the header
+/// went out).
+struct PanicsTheSecondTime {
+    calls: AtomicU32,
+    bytes: Vec<u8>,
+}
+
+impl Serialize for PanicsTheSecondTime {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.calls.fetch_add(1, Ordering::Relaxed) == 1 {
+            panic!("this value cannot be encoded twice");
+        }
+        s.serialize_bytes(&self.bytes)
+    }
+}
+
+#[test]
+fn a_large_value_whose_serialize_panics_midway_stops_the_end_sending() {
+    let _serial = serial();
+    let (a, b) = pipe(true).unwrap();
+    let reader = thread::spawn(move || b.recv_bytes_timeout(LONG).map(|v| v.len()));
+    let value = PanicsTheSecondTime {
+        calls: AtomicU32::new(0),
+        bytes: pattern(4 * T),
+    };
+    let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.send(&value)));
+    assert!(sent.is_err(), "the value's panic reaches the caller");
+    // The header is in the stream, its body is not: nothing more can be framed after it.
+    match a.send(&1u8) {
+        Err(Error::Encode(m)) => assert!(m.contains("lost its framing"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    drop(a);
+    assert!(matches!(reader.join().unwrap(), Err(Error::Decode(_))));
+}

@@ -191,6 +191,21 @@ pub struct Connection {
     widened: AtomicBool,
 }
 
+/// A body being streamed: unless it was sent whole, its connection can no longer send
+/// (see [`Connection::send`]), also when a value's `Serialize` panics midway.
+struct BodyInFlight<'a> {
+    broken: &'a AtomicBool,
+    whole: bool,
+}
+
+impl Drop for BodyInFlight<'_> {
+    fn drop(&mut self) {
+        if !self.whole {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
@@ -734,13 +749,17 @@ impl Connection {
         // The header (with the descriptors), then the value encoded a second time
         // straight into the socket, under one hold of the write lock.
         Self::sent(sysfd::send_all(self.fd.as_fd(), &[header], &fds))?;
-        codec::stream(value, self.fd.as_fd(), len).map_err(|e| {
-            // Part of the body may be in the stream: no later message could be framed.
-            self.send_broken.store(true, Ordering::Relaxed);
-            match e {
-                Error::Io(io) => Self::send_failed(io),
-                e => e,
-            }
+        // From here until the body is whole, part of it may be in the stream: should the
+        // encoding fail, or the value's `Serialize` panic, no later message could be framed.
+        let mut in_flight = BodyInFlight {
+            broken: &self.send_broken,
+            whole: false,
+        };
+        let sent = codec::stream(value, self.fd.as_fd(), len);
+        in_flight.whole = sent.is_ok();
+        sent.map_err(|e| match e {
+            Error::Io(io) => Self::send_failed(io),
+            e => e,
         })
     }
 
