@@ -23,10 +23,11 @@ while True:
     c.send_bytes(b[::-1])
 "#;
 
-#[test]
-fn rust_and_cpython_exchange_messages() {
+/// Starts Python running [`ECHO`] on one end of a socketpair; returns it and the other
+/// end, its greeting read.
+fn python_echo() -> (std::process::Child, Connection) {
     let (ours, theirs) = UnixStream::pair().unwrap();
-    let mut py = Command::new("python3")
+    let py = Command::new("python3")
         .arg("-c")
         .arg(ECHO)
         .stdin(Stdio::from(OwnedFd::from(theirs)))
@@ -35,6 +36,12 @@ fn rust_and_cpython_exchange_messages() {
     let conn = Connection::from_socket(OwnedFd::from(ours));
     let first = conn.recv_bytes_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(first, b"hello from python");
+    (py, conn)
+}
+
+#[test]
+fn rust_and_cpython_exchange_messages() {
+    let (mut py, conn) = python_echo();
     // Sizes around the interesting edges: empty, small, one page, several pages.
     for size in [0usize, 1, 8, 4096, 65_537, 1 << 20] {
         let msg: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
@@ -49,29 +56,10 @@ fn rust_and_cpython_exchange_messages() {
     assert!(status.success(), "python exited with {status}");
 }
 
-/// Python echoes every message reversed, with no greeting: large messages from a
-/// `Connection::from_socket` must come in its own framing.
-const LARGE: &str = r#"
-from multiprocessing.connection import Connection
-c = Connection(0)
-while True:
-    try:
-        b = c.recv_bytes()
-    except EOFError:
-        break
-    c.send_bytes(b[::-1])
-"#;
-
 #[test]
 fn rust_and_cpython_exchange_large_messages_in_plain_frames() {
-    let (ours, theirs) = UnixStream::pair().unwrap();
-    let mut py = Command::new("python3")
-        .arg("-c")
-        .arg(LARGE)
-        .stdin(Stdio::from(OwnedFd::from(theirs)))
-        .spawn()
-        .expect("python3 is installed");
-    let conn = Connection::from_socket(OwnedFd::from(ours));
+    // Large messages from a `Connection::from_socket` must come in CPython's framing.
+    let (mut py, conn) = python_echo();
     let t = multiproc::LARGE_MESSAGE_THRESHOLD;
     for size in [t - 1, t, t + 1, 64 << 20] {
         let msg: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();

@@ -65,15 +65,21 @@ def start_join(method, reps, per_rep):
     return statistics.median(once() for _ in range(reps * per_rep))
 
 
-def pipe_rtt(echo, send, recv, message, stop, reps, per_rep):
-    """Microseconds per round trip with a child echoing on a duplex Pipe: the median of the
-    repetitions' means."""
+def start_echo(echo, send, recv):
+    """A forked child running `echo` on a duplex Pipe: the process, the parent's end, and
+    that end's `send` and `recv` methods of the given names."""
     ctx = multiprocessing.get_context("fork")
     here, there = ctx.Pipe(duplex=True)
     p = ctx.Process(target=echo, args=(there,))
     p.start()
     there.close()
-    send_, recv_ = getattr(here, send), getattr(here, recv)
+    return p, here, getattr(here, send), getattr(here, recv)
+
+
+def pipe_rtt(echo, send, recv, message, stop, reps, per_rep):
+    """Microseconds per round trip with a child echoing on a duplex Pipe: the median of the
+    repetitions' means."""
+    p, here, send_, recv_ = start_echo(echo, send, recv)
     for _ in range(per_rep // 10):
         send_(message)
         if recv_() != message:
@@ -257,12 +263,7 @@ def check_large(got, sent):
 def pipe_large(echo, send, recv, message, stop, reps):
     """GB/s one way of a round trip of a large message with a child echoing on a duplex
     Pipe (the message's size over half the round trip): the median of the repetitions."""
-    ctx = multiprocessing.get_context("fork")
-    here, there = ctx.Pipe(duplex=True)
-    p = ctx.Process(target=echo, args=(there,))
-    p.start()
-    there.close()
-    send_, recv_ = getattr(here, send), getattr(here, recv)
+    p, here, send_, recv_ = start_echo(echo, send, recv)
     size = len(message) * message.itemsize if isinstance(message, array.array) else len(message)
     send_(message)
     check_large(recv_(), message)  # warm-up

@@ -325,7 +325,8 @@ pub struct Listener {
     authkey: Option<Vec<u8>>,
     handshake_timeout: Duration,
     policy: auth::Policy,
-    /// Peers are declared multiproc: large values go out of band (Unix sockets only).
+    /// Peers are declared multiproc: `send_bytes_mapped` may use a sealed file (Unix
+    /// sockets only).
     multiproc_peer: bool,
     /// The socket file to remove on drop, and the process that created it.
     unlink: Option<(PathBuf, u32)>,
@@ -800,8 +801,8 @@ impl ListenerBuilder {
     }
 
     /// With `true`, every peer is declared a multiproc process: over a Unix socket, the
-    /// accepted connections send large values (and
-    /// [`send_bytes_mapped`](Connection::send_bytes_mapped) messages) in sealed files, as
+    /// accepted connections send large
+    /// [`send_bytes_mapped`](Connection::send_bytes_mapped) messages in sealed files, as
     /// a [`pipe`](crate::pipe) does (see
     /// [large messages](Connection#large-messages)). Off by default, since a Python peer
     /// cannot read such a message; no effect over TCP, which cannot carry the file.
@@ -1003,8 +1004,8 @@ impl ClientBuilder {
     }
 
     /// With `true`, the listener is declared a multiproc process: over a Unix socket, the
-    /// connection sends large values (and
-    /// [`send_bytes_mapped`](Connection::send_bytes_mapped) messages) in sealed files, as
+    /// connection sends large
+    /// [`send_bytes_mapped`](Connection::send_bytes_mapped) messages in sealed files, as
     /// a [`pipe`](crate::pipe) does (see
     /// [large messages](Connection#large-messages)). Off by default, since a Python
     /// listener cannot read such a message; no effect over TCP.

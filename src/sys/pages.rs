@@ -39,6 +39,14 @@ pub(crate) fn prefer_huge_pages<T>(buf: &mut [T]) {
     advise(buf.as_mut_ptr().cast(), std::mem::size_of_val(buf));
 }
 
+/// [`prefer_huge_pages`] for a buffer above 1 MiB; a smaller one spans no huge page
+/// worth the system call.
+pub(crate) fn prefer_huge_pages_if_large<T>(buf: &mut [T]) {
+    if std::mem::size_of_val(buf) > HUGE_PAGE_BUFFER {
+        prefer_huge_pages(buf);
+    }
+}
+
 /// [`prefer_huge_pages`] for spare capacity about to be filled.
 pub(crate) fn prefer_huge_pages_uninit<T>(buf: &mut [MaybeUninit<T>]) {
     advise(buf.as_mut_ptr().cast(), std::mem::size_of_val(buf));
@@ -60,9 +68,7 @@ pub(crate) fn receive_buffer(len: usize) -> io::Result<Vec<u8>> {
             format!("cannot allocate {len} bytes for a message"),
         )
     })?;
-    if len > HUGE_PAGE_BUFFER {
-        prefer_huge_pages(&mut v);
-    }
+    prefer_huge_pages_if_large(&mut v);
     Ok(v)
 }
 

@@ -41,10 +41,6 @@ use serde::ser::{Serialize, SerializeSeq, Serializer};
 use crate::sys::pages;
 use crate::sys::same_type as sys;
 
-/// Buffers from this size on ask for huge pages: below it a buffer spans no whole one
-/// worth the system call.
-const HUGE_PAGE_HINT_FROM: usize = 4 << 20;
-
 // ---- the message being decoded ----
 
 /// A message being decoded: postcard reads it through a [`Cursor`], and the bulk path
@@ -93,9 +89,7 @@ impl Run {
             }
             let mut v: Vec<E> =
                 bytemuck::allocation::try_zeroed_vec(bytes / size_of::<E>()).ok()?;
-            if bytes >= HUGE_PAGE_HINT_FROM {
-                pages::prefer_huge_pages(&mut v);
-            }
+            pages::prefer_huge_pages_if_large(&mut v);
             Some(v)
         }
         Some(match kind {
@@ -616,9 +610,7 @@ fn pod_vec_from_bytes<T: Pod>(bytes: &[u8]) -> Option<Vec<T>> {
     // Zeroed through the allocator: a large block comes as untouched zero pages, so the
     // only pass over the memory is the copy.
     let mut v: Vec<T> = bytemuck::zeroed_vec(bytes.len() / size);
-    if bytes.len() >= HUGE_PAGE_HINT_FROM {
-        pages::prefer_huge_pages(&mut v);
-    }
+    pages::prefer_huge_pages_if_large(&mut v);
     bytemuck::cast_slice_mut::<T, u8>(&mut v).copy_from_slice(bytes);
     Some(v)
 }
