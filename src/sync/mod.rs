@@ -160,7 +160,7 @@ const CHECKS_PER_CLOCK: u32 = 32;
 /// two to a free CPU. A waiter yielding between checks would answer such a peer faster
 /// (a switch, about 3 µs a round trip) but keep the two on one CPU for as long as they
 /// talk, ten times slower than a round trip between two CPUs.
-fn spin_until(mut done: impl FnMut() -> bool) -> bool {
+pub(crate) fn spin_until(mut done: impl FnMut() -> bool) -> bool {
     static MULTI_CPU: OnceLock<bool> = OnceLock::new();
     if done() {
         return true;
