@@ -722,7 +722,7 @@ mod tests {
                 let at = if next() % 4 == 0 {
                     [TAIL_AT, HEAD_AT][(next() % 2) as usize]
                 } else {
-                    DATA_AT + (next() % (16 << 10)) as usize & !7
+                    DATA_AT + ((next() % (16 << 10)) as usize & !7)
                 };
                 scribble(&q, at, &next().to_ne_bytes());
             }
