@@ -28,17 +28,26 @@ fn memfd_mappings() -> usize {
 fn queues_leave_no_descriptor_mapping_or_zombie_and_producer_slots_are_reused() {
     let ctx = get_context(StartMethod::Forkserver);
     // Warm up the fork server.
-    ctx.spawn(put_one, (Queue::new().unwrap(), 0)).unwrap().join().unwrap();
+    ctx.spawn(put_one, (Queue::new().unwrap(), 0))
+        .unwrap()
+        .join()
+        .unwrap();
     assert!(active_children().is_empty());
     let fds_before = common::open_fds();
     let maps_before = memfd_mappings();
 
     for round in 0..100u64 {
-        let q = Queue::<u64>::builder().ring_bytes(16 << 10).build().unwrap();
+        let q = Queue::<u64>::builder()
+            .ring_bytes(16 << 10)
+            .build()
+            .unwrap();
         let (a, b) = pipe(true).unwrap();
         a.send(&q).unwrap();
         let q2: Queue<u64> = b.recv().unwrap();
-        ctx.spawn(put_one, (q2.clone(), round)).unwrap().join().unwrap();
+        ctx.spawn(put_one, (q2.clone(), round))
+            .unwrap()
+            .join()
+            .unwrap();
         assert_eq!(q.get_timeout(LONG).unwrap(), round);
         q2.put(&1).unwrap();
         assert_eq!(q.get().unwrap(), 1);
@@ -61,7 +70,10 @@ fn queues_leave_no_descriptor_mapping_or_zombie_and_producer_slots_are_reused() 
 
     assert!(active_children().is_empty());
     let fds_after = common::open_fds();
-    let grown: Vec<&String> = fds_after.iter().filter(|f| !fds_before.contains(f)).collect();
+    let grown: Vec<&String> = fds_after
+        .iter()
+        .filter(|f| !fds_before.contains(f))
+        .collect();
     assert!(
         fds_after.len() <= fds_before.len(),
         "{} descriptors before, {} after; new: {grown:?}",

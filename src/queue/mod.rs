@@ -71,7 +71,7 @@ use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use self::putters::{Putters, Registration};
-use self::ring::{Fail, MAX_MAXSIZE, MAX_RING_BYTES, MIN_RING_BYTES, Ring};
+use self::ring::{Fail, Got, INLINE, MAX_MAXSIZE, MAX_RING_BYTES, MIN_RING_BYTES, Ring};
 use crate::deadline;
 use crate::error::{Error, Result};
 use crate::sys::liveness;
@@ -395,14 +395,25 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 "put on a closed queue handle",
             )));
         }
-        let bytes = codec::encode_plain(item).map_err(|e| match e {
+        let refused = |e| {
+            match e {
             Error::Encode(m) if m.contains("cannot carry handles") => PutError::Failed(
                 Error::Encode("a queue item cannot hold handles (connections, locks, queues, shared memory): send those through a Connection or in process arguments".into()),
             ),
             e => PutError::Failed(e),
-        })?;
+        }
+        };
+        let mut small = [0; INLINE];
+        let large;
+        let bytes = match codec::encode_plain_into(item, &mut small).map_err(refused)? {
+            Some(len) => &small[..len],
+            None => {
+                large = codec::encode_plain(item).map_err(refused)?;
+                &large[..]
+            }
+        };
         self.ring()
-            .put(&bytes, deadline, lock_deadline)
+            .put(bytes, deadline, lock_deadline)
             .map_err(|f| match f {
                 Fail::Timeout => PutError::Full,
                 Fail::NoProducers => PutError::Failed(Error::NoProducers),
@@ -461,15 +472,20 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         lock_deadline: Option<Instant>,
     ) -> Result<T, GetError> {
         let putters = &self.handle.putters;
+        let mut small = [0; INLINE];
         let bytes = self
             .ring()
-            .get(deadline, lock_deadline, &|| putters.any_left())
+            .get(deadline, lock_deadline, &|| putters.any_left(), &mut small)
             .map_err(|f| match f {
                 Fail::Timeout => GetError::Empty,
                 Fail::NoProducers => GetError::Failed(Error::NoProducers),
                 Fail::Failed(e) => GetError::Failed(e),
             })?;
-        codec::decode_owned(bytes, 0, Vec::new()).map_err(|e| {
+        match bytes {
+            Got::Inline(len) => codec::decode(&small[..len], Vec::new()),
+            Got::Heap(bytes) => codec::decode_owned(bytes, 0, Vec::new()),
+        }
+        .map_err(|e| {
             // Nobody can process an item that does not decode: it needs no task_done.
             self.ring().mark_done(1);
             GetError::Failed(e)

@@ -104,8 +104,23 @@ const SPIN: Duration = Duration::from_micros(10);
 /// costs both sides more than the spin.
 const STREAM_SPIN: Duration = Duration::from_micros(200);
 
+/// The most pauses between two looks of a spinning waiter.
+const BACKOFF_MAX: u32 = 16;
+
 /// The longest sleep of a waiter whose heavy fence failed (a wake-up may be missed).
 const STRICT_SLEEP: Duration = Duration::from_millis(10);
+
+/// Items up to this many encoded bytes are encoded and decoded in a buffer on the
+/// stack, with nothing allocated.
+pub(crate) const INLINE: usize = 256;
+
+/// An item's bytes, as [`Ring::get`] took them.
+pub(crate) enum Got {
+    /// A small item: the first `len` bytes of the caller's buffer.
+    Inline(usize),
+    /// A larger one.
+    Heap(Vec<u8>),
+}
 
 /// Why a ring operation did not complete.
 #[derive(Debug)]
@@ -302,15 +317,27 @@ impl Ring {
             return Ok(r);
         }
         let mut answer = None;
-        spin_for(spin, || match check(false) {
-            Ok(None) => false,
-            Ok(Some(r)) => {
-                answer = Some(Ok(r));
-                true
+        let (mut skipped, mut every) = (0u32, 1u32);
+        spin_for(spin, || {
+            // Look less and less often: each look pulls the line the other side is
+            // writing, and a waiter that looks after every pause slows a producer
+            // down to its own pace, one item per transfer of that line.
+            skipped += 1;
+            if skipped < every {
+                return false;
             }
-            Err(e) => {
-                answer = Some(Err(e));
-                true
+            skipped = 0;
+            every = (every * 2).min(BACKOFF_MAX);
+            match check(false) {
+                Ok(None) => false,
+                Ok(Some(r)) => {
+                    answer = Some(Ok(r));
+                    true
+                }
+                Err(e) => {
+                    answer = Some(Err(e));
+                    true
+                }
             }
         });
         if let Some(a) = answer {
@@ -594,7 +621,8 @@ impl Ring {
         deadline: Option<Instant>,
         lock_deadline: Option<Instant>,
         producers_left: &dyn Fn() -> bool,
-    ) -> Result<Vec<u8>, Fail> {
+        small: &mut [u8; INLINE],
+    ) -> Result<Got, Fail> {
         let _held = self.lock(&self.get_lock, lock_deadline, || {})?;
         // The item being assembled from a stream, and how much of it has arrived.
         let mut partial: Option<(Vec<u8>, usize)> = None;
@@ -626,11 +654,16 @@ impl Ring {
             }
             let body = pos(head).wrapping_add(HEADER as u32);
             match kind {
+                WHOLE if len <= INLINE => {
+                    self.read(body, &mut small[..len]);
+                    self.advance(head, rec, 1);
+                    return Ok(Got::Inline(len));
+                }
                 WHOLE => {
                     let mut item = pages::receive_buffer(len).map_err(Error::from)?;
                     self.read(body, &mut item);
                     self.advance(head, rec, 1);
-                    return Ok(item);
+                    return Ok(Got::Heap(item));
                 }
                 FIRST => {
                     let total = self.header_at(body).load(Ordering::Relaxed);
@@ -663,7 +696,7 @@ impl Ring {
                     if kind == LAST
                         && let Some((item, _)) = partial.take()
                     {
-                        return Ok(item);
+                        return Ok(Got::Heap(item));
                     }
                 }
                 _ => {

@@ -171,6 +171,32 @@ fn whole<T: DeserializeOwned>(source: &Source<'_>) -> Result<T> {
     }
 }
 
+/// Encodes a value that holds no handles into `buf` if it fits there: its length;
+/// `Ok(None)` if it does not fit (then [`encode_plain`] it), with nothing allocated.
+pub(crate) fn encode_plain_into<T: Serialize + ?Sized>(
+    value: &T,
+    buf: &mut [u8],
+) -> Result<Option<usize>> {
+    let (r, fds) = handles::collecting(|| postcard::to_slice(&Encode(value), buf).map(|b| b.len()));
+    if !fds.is_empty() {
+        return Err(Error::Encode("this channel cannot carry handles".into()));
+    }
+    match r {
+        Ok(len) => Ok(Some(len)),
+        Err(e) => {
+            // The value's serializer sees the slice's error as any other, and hands it
+            // back as text. A value's own error with these words is met again when
+            // the caller encodes it into memory.
+            let text = verbatim::encode_text(e);
+            if text == postcard::Error::SerializeBufferFull.to_string() {
+                Ok(None)
+            } else {
+                Err(Error::Encode(text))
+            }
+        }
+    }
+}
+
 /// Encodes a value that holds no handles.
 pub(crate) fn encode_plain<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     let e = encode(value)?;
