@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use crate::deadline;
 use crate::error::Error;
 use crate::sync::owner_lock::{LOCK_SIZE, OwnerLock, Taken};
-use crate::sync::spin_until;
+use crate::sync::{spin_for, spin_until};
 use crate::sys::futex;
 use crate::sys::pages;
 use crate::sys::shm::Region;
@@ -48,12 +48,19 @@ const MAGIC_AT: usize = 0;
 const VERSION_AT: usize = 4;
 const CAPACITY_AT: usize = 8;
 const MAXSIZE_AT: usize = 12;
+/// Set by a process that cannot issue heavy fences: every waker then uses full ones.
+const STRICT_AT: usize = 16;
 const PUT_LOCK_AT: usize = 128;
 /// 1 while a producer has published part of a streamed item.
 const STREAMING_AT: usize = PUT_LOCK_AT + LOCK_SIZE;
-const TAIL_AT: usize = 256;
+/// The last `head` a producer read: on the producers' line, so that a put reads the
+/// consumers' line only when the ring looks full.
+const HEAD_SEEN_AT: usize = STREAMING_AT + 8;
+pub(super) const TAIL_AT: usize = 256;
 const GET_LOCK_AT: usize = 384;
-const HEAD_AT: usize = 512;
+/// The last `tail` a consumer read, likewise.
+const TAIL_SEEN_AT: usize = GET_LOCK_AT + LOCK_SIZE;
+pub(super) const HEAD_AT: usize = 512;
 /// Items for which `task_done` was called (JoinableQueue).
 const DONE_AT: usize = 640;
 /// The sleep flags: set by a waiter about to sleep, cleared by whoever wakes it.
@@ -63,7 +70,7 @@ const JOIN_WAITING_AT: usize = 896;
 /// The table of processes that hold handles (see `putters.rs`).
 pub(super) const PUTTERS_AT: usize = 1024;
 /// Where the ring's bytes start.
-const DATA_AT: usize = 16 << 10;
+pub(super) const DATA_AT: usize = 16 << 10;
 
 /// The smallest and largest ring (bytes, powers of two).
 pub(crate) const MIN_RING_BYTES: usize = 16 << 10;
@@ -89,6 +96,16 @@ const RESERVE: u32 = HEADER as u32;
 
 /// How often a waiting consumer looks for producers that are gone.
 const CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long a waiter spins before it sleeps: briefly, as the other primitives do...
+const SPIN: Duration = Duration::from_micros(10);
+/// ...but longer in the middle of a streamed item, where the other side is known to be
+/// copying a part (a quarter of the ring takes tens of microseconds): a sleep there
+/// costs both sides more than the spin.
+const STREAM_SPIN: Duration = Duration::from_micros(200);
+
+/// The longest sleep of a waiter whose heavy fence failed (a wake-up may be missed).
+const STRICT_SLEEP: Duration = Duration::from_millis(10);
 
 /// Why a ring operation did not complete.
 #[derive(Debug)]
@@ -138,6 +155,9 @@ pub(crate) struct Ring {
     maxsize: u32,
     put_lock: OwnerLock,
     get_lock: OwnerLock,
+    /// Whether this process's wakers may use light fences (see `futex::light_fence`).
+    /// A forked child inherits the registration that allowed it.
+    light_fences: bool,
 }
 
 impl std::fmt::Debug for Ring {
@@ -217,12 +237,18 @@ impl Ring {
         let lock = |offset| {
             OwnerLock::at(region.clone(), offset).ok_or("a queue handle outside its memory")
         };
+        let light_fences = futex::light_fences_allowed();
+        if !light_fences {
+            region.atomics::<1>(STRICT_AT)[0].store(1, Ordering::Release);
+            fence(Ordering::SeqCst);
+        }
         Ok(Ring {
             put_lock: lock(PUT_LOCK_AT)?,
             get_lock: lock(GET_LOCK_AT)?,
             region,
             capacity,
             maxsize,
+            light_fences,
         })
     }
 
@@ -265,8 +291,10 @@ impl Ring {
     /// timeout of the periodic check, a wake-up without news, a signal), and at least
     /// every [`CHECK_INTERVAL`]; `check(false)` otherwise.
     fn wait_on<R>(
+        &self,
         word: &AtomicU64,
         flag: &AtomicU32,
+        spin: Duration,
         deadline: Option<Instant>,
         mut check: impl FnMut(bool) -> Result<Option<R>, Fail>,
     ) -> Result<R, Fail> {
@@ -274,7 +302,7 @@ impl Ring {
             return Ok(r);
         }
         let mut answer = None;
-        spin_until(|| match check(false) {
+        spin_for(spin, || match check(false) {
             Ok(None) => false,
             Ok(Some(r)) => {
                 answer = Some(Ok(r));
@@ -308,15 +336,22 @@ impl Ring {
             flag.store(1, Ordering::Relaxed);
             // Pairs with the fence in `wake`: either the waker sees the flag, or this
             // thread sees the word it changed (a wake-up lost in between otherwise).
-            fence(Ordering::SeqCst);
+            // Without the heavy fence, wakers that use light ones may miss the flag:
+            // sleep in short steps then.
+            let mut until = match (deadline, next_check) {
+                (Some(d), Some(c)) => Some(d.min(c)),
+                (d, c) => d.or(c),
+            };
+            if !futex::heavy_fence() {
+                until = match (until, deadline::after(STRICT_SLEEP)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
             if word.load(Ordering::Relaxed) != seen {
                 periodic = false;
                 continue;
             }
-            let until = match (deadline, next_check) {
-                (Some(d), Some(c)) => Some(d.min(c)),
-                (d, c) => d.or(c),
-            };
             futex::wait_low(word, pos(seen), deadline::remaining(until));
             periodic = pos(word.load(Ordering::Acquire)) == pos(seen);
         }
@@ -324,8 +359,12 @@ impl Ring {
 
     /// Wakes the waiters of `word` if any sleeps (its flag raised), after `word` changed.
     #[inline]
-    fn wake(word: &AtomicU64, flag: &AtomicU32) {
-        fence(Ordering::SeqCst);
+    fn wake(&self, word: &AtomicU64, flag: &AtomicU32) {
+        if self.light_fences && self.word32(STRICT_AT).load(Ordering::Relaxed) == 0 {
+            futex::light_fence();
+        } else {
+            fence(Ordering::SeqCst);
+        }
         if flag.load(Ordering::Relaxed) != 0 {
             flag.store(0, Ordering::Relaxed);
             futex::wake_low(word, i32::MAX as u32);
@@ -335,7 +374,7 @@ impl Ring {
     /// Wakes every consumer that sleeps, so that it looks again for producers (a handle
     /// was closed or dropped).
     pub(crate) fn wake_consumers(&self) {
-        Ring::wake(self.tail(), self.word32(GET_WAITING_AT));
+        self.wake(self.tail(), self.word32(GET_WAITING_AT));
     }
 
     fn lock<'a>(
@@ -439,7 +478,7 @@ impl Ring {
     fn publish(&self, tail: u64, rec: u32, items: u32) -> u64 {
         let next = word(count(tail).wrapping_add(items), pos(tail).wrapping_add(rec));
         self.tail().store(next, Ordering::Release);
-        Ring::wake(self.tail(), self.word32(GET_WAITING_AT));
+        self.wake(self.tail(), self.word32(GET_WAITING_AT));
         next
     }
 
@@ -447,18 +486,31 @@ impl Ring {
     /// limit allows one more; returns `tail`.
     fn wait_room(&self, need: u32, new_item: bool, deadline: Option<Instant>) -> Result<u64, Fail> {
         let tail = self.tail().load(Ordering::Relaxed);
+        if pos(tail) % 8 != 0 {
+            return Err(self.corrupt_counters());
+        }
         let cap = self.capacity;
         let maxsize = if new_item { self.maxsize } else { 0 };
-        let head = self.head();
-        Ring::wait_on(head, self.word32(PUT_WAITING_AT), deadline, |_| {
-            let h = head.load(Ordering::Acquire);
+        let room = |h: u64| {
             let used = pos(tail).wrapping_sub(pos(h));
-            if used > cap {
+            let items = count(tail).wrapping_sub(count(h));
+            used <= cap && cap - used >= need && (maxsize == 0 || items < maxsize)
+        };
+        // An earlier reading of `head` (under this lock, acquired then) is still a safe
+        // bound: the consumers only ever free more.
+        let seen = self.region.atomic_u64(HEAD_SEEN_AT);
+        if room(seen.load(Ordering::Relaxed)) {
+            return Ok(tail);
+        }
+        let head = self.head();
+        let spin = if new_item { SPIN } else { STREAM_SPIN };
+        self.wait_on(head, self.word32(PUT_WAITING_AT), spin, deadline, |_| {
+            let h = head.load(Ordering::Acquire);
+            seen.store(h, Ordering::Relaxed);
+            if pos(tail).wrapping_sub(pos(h)) > cap {
                 return Err(self.corrupt_counters());
             }
-            let items = count(tail).wrapping_sub(count(h));
-            let room = cap - used >= need && (maxsize == 0 || items < maxsize);
-            Ok(room.then_some(tail))
+            Ok(room(h).then_some(tail))
         })
     }
 
@@ -511,11 +563,11 @@ impl Ring {
     fn abort_stream(&self) {
         let tail = self.tail().load(Ordering::Relaxed);
         let used = pos(tail).wrapping_sub(pos(self.head().load(Ordering::Acquire)));
-        if self
+        let room = self
             .capacity
             .checked_sub(used)
-            .is_some_and(|free| free >= RESERVE)
-        {
+            .is_some_and(|free| free >= RESERVE);
+        if room && pos(tail) % 8 == 0 {
             self.write_record(pos(tail), ABORT, None, &[]);
             self.publish(tail, RESERVE, 0);
         }
@@ -555,14 +607,16 @@ impl Ring {
                 continue;
             };
             let used = pos(tail).wrapping_sub(pos(head));
-            if used > self.capacity {
+            if used > self.capacity || (pos(head) | pos(tail)) % 8 != 0 {
                 return Err(self.skip_all(head, tail, "its shared counters are corrupt"));
             }
             let header = self.header_at(pos(head)).load(Ordering::Relaxed);
             let len = header as u32 as usize;
             let kind = (header >> 32) as u8;
-            let rec = record_len(len);
+            // A length past the ring is checked before it is used in any sum.
+            let rec = record_len(len.min(self.capacity as usize));
             let valid = header & (0xff_ffff << 40) == HEADER_MARK
+                && len < self.capacity as usize
                 && (WHOLE..=ABORT).contains(&kind)
                 && rec <= used
                 && (kind != ABORT || len == 0)
@@ -631,41 +685,55 @@ impl Ring {
         producers_left: &dyn Fn() -> bool,
     ) -> Result<Option<u64>, Fail> {
         let tail = self.tail();
+        // As for `HEAD_SEEN_AT`: records up to an earlier reading of `tail` are there.
+        let seen = self.region.atomic_u64(TAIL_SEEN_AT);
+        let cached = seen.load(Ordering::Relaxed);
+        if pos(cached).wrapping_sub(pos(head)).wrapping_sub(1) < self.capacity {
+            return Ok(Some(cached));
+        }
         let more = || {
             let t = tail.load(Ordering::Acquire);
+            seen.store(t, Ordering::Relaxed);
             (pos(t) != pos(head)).then_some(t)
         };
         let deadline = if streaming { None } else { deadline };
-        Ring::wait_on(tail, self.word32(GET_WAITING_AT), deadline, |periodic| {
-            if let Some(t) = more() {
-                return Ok(Some(Some(t)));
-            }
-            if !periodic {
-                return Ok(None);
-            }
-            if streaming {
-                if self.put_lock.take_over_if_holder_dead() {
-                    // Its producer died mid-stream: end the stream for it.
-                    let _held = Held(&self.put_lock);
-                    self.repair_put();
-                    self.put_lock.mark_consistent();
-                } else if self.word32(STREAMING_AT).load(Ordering::Acquire) == 0 {
-                    // No stream is under way, and nothing more came: a corrupt record
-                    // began this one.
-                    return Ok(Some(more()));
+        let spin = if streaming { STREAM_SPIN } else { SPIN };
+        self.wait_on(
+            tail,
+            self.word32(GET_WAITING_AT),
+            spin,
+            deadline,
+            |periodic| {
+                if let Some(t) = more() {
+                    return Ok(Some(Some(t)));
                 }
-                return Ok(more().map(Some));
-            }
-            if !producers_left() {
-                // Read after the scan: a producer publishes before it lets go of its
-                // handle, so an item put just before is seen here.
-                return match more() {
-                    Some(t) => Ok(Some(Some(t))),
-                    None => Err(Fail::NoProducers),
-                };
-            }
-            Ok(None)
-        })
+                if !periodic {
+                    return Ok(None);
+                }
+                if streaming {
+                    if self.put_lock.take_over_if_holder_dead() {
+                        // Its producer died mid-stream: end the stream for it.
+                        let _held = Held(&self.put_lock);
+                        self.repair_put();
+                        self.put_lock.mark_consistent();
+                    } else if self.word32(STREAMING_AT).load(Ordering::Acquire) == 0 {
+                        // No stream is under way, and nothing more came: a corrupt record
+                        // began this one.
+                        return Ok(Some(more()));
+                    }
+                    return Ok(more().map(Some));
+                }
+                if !producers_left() {
+                    // Read after the scan: a producer publishes before it lets go of its
+                    // handle, so an item put just before is seen here.
+                    return match more() {
+                        Some(t) => Ok(Some(Some(t))),
+                        None => Err(Fail::NoProducers),
+                    };
+                }
+                Ok(None)
+            },
+        )
     }
 
     /// Releases a record's bytes; `items` is 1 when it ends an item.
@@ -673,7 +741,7 @@ impl Ring {
     fn advance(&self, head: u64, rec: u32, items: u32) {
         let next = word(count(head).wrapping_add(items), pos(head).wrapping_add(rec));
         self.head().store(next, Ordering::Release);
-        Ring::wake(self.head(), self.word32(PUT_WAITING_AT));
+        self.wake(self.head(), self.word32(PUT_WAITING_AT));
     }
 
     /// Drops everything published (where the next record starts is unknown), counts
@@ -681,7 +749,7 @@ impl Ring {
     fn skip_all(&self, head: u64, tail: u64, what: &str) -> Fail {
         let skipped = count(tail).wrapping_sub(count(head));
         self.head().store(tail, Ordering::Release);
-        Ring::wake(self.head(), self.word32(PUT_WAITING_AT));
+        self.wake(self.head(), self.word32(PUT_WAITING_AT));
         if skipped <= u32::MAX / 2 {
             self.mark_done(skipped);
         }
