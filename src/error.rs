@@ -21,6 +21,11 @@ pub enum Error {
     /// No room to put (Python's `queue.Full`).
     #[error("full")]
     Full,
+    /// A queue is empty and nothing can fill it any more: every handle that could put
+    /// has been closed or dropped, or its process has died. Python has no counterpart
+    /// (its `get` would wait forever).
+    #[error("the queue is empty and no producer is left")]
+    NoProducers,
     /// A blocking call gave up after its timeout.
     #[error("timed out")]
     Timeout,

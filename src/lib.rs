@@ -119,6 +119,7 @@ mod connection;
 mod deadline;
 mod error;
 mod process;
+mod queue;
 mod shared;
 mod sync;
 mod sys;
@@ -138,6 +139,10 @@ pub use process::{
     Context, JoinHandle, ParentProcess, Process, ProcessInfo, Run, StartMethod, Target,
     active_children, cpu_count, current_process, get_all_start_methods, get_context,
     get_start_method, parent_process, set_start_method, spawn,
+};
+pub use queue::{
+    DEFAULT_RING_BYTES, GetError, JoinableQueue, MAX_ITEM_BYTES, PutError, Queue, QueueBuilder,
+    QueueIter, SimpleQueue,
 };
 pub use shared::*;
 pub use sync::*;

@@ -160,7 +160,13 @@ const CHECKS_PER_CLOCK: u32 = 32;
 /// two to a free CPU. A waiter yielding between checks would answer such a peer faster
 /// (a switch, about 3 µs a round trip) but keep the two on one CPU for as long as they
 /// talk, ten times slower than a round trip between two CPUs.
-fn spin_until(mut done: impl FnMut() -> bool) -> bool {
+pub(crate) fn spin_until(done: impl FnMut() -> bool) -> bool {
+    spin_for(SPIN, done)
+}
+
+/// [`spin_until`] for at most `limit`: longer where the peer is known to be at work
+/// (the queue's streams).
+pub(crate) fn spin_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     static MULTI_CPU: OnceLock<bool> = OnceLock::new();
     if done() {
         return true;
@@ -180,7 +186,7 @@ fn spin_until(mut done: impl FnMut() -> bool) -> bool {
                 return true;
             }
         }
-        if started.elapsed() >= SPIN {
+        if started.elapsed() >= limit {
             return false;
         }
     }

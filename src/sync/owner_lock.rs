@@ -300,6 +300,18 @@ impl OwnerLock {
         }
     }
 
+    /// Takes the lock over if it is held by a thread known to be dead, without waiting:
+    /// true means the caller now holds it, marked inconsistent (as after
+    /// [`Taken::OwnerDied`]). False: free, held by a live or unknown holder, or taken
+    /// over by someone else first.
+    pub(crate) fn take_over_if_holder_dead(&self) -> bool {
+        let cur = self.state().load(Ordering::Relaxed);
+        if cur as u32 & TID_MASK == 0 {
+            return false;
+        }
+        self.take_over_if_dead(cur, liveness::me().id, &mut None)
+    }
+
     /// If the holder named by `cur` is known to be dead, takes the lock over (marked
     /// inconsistent) and returns true. False: alive, unknown, or the lock moved on.
     fn take_over_if_dead(&self, cur: u64, me: Identity, watch: &mut Option<Watch>) -> bool {

@@ -139,3 +139,48 @@ pub(crate) fn wake_low(word: &AtomicU64, n: u32) {
         );
     }
 }
+
+/// Asymmetric fences for wake-up protocols, where a waker publishes a change and then
+/// looks for a sleep flag, and a sleeper raises its flag and then looks at the change.
+/// Both sides need a full fence between their store and their load, or each may miss
+/// the other's store (a lost wake-up); on the waker's side, which runs for every item a
+/// queue carries, that fence costs a quarter of a `put`. With `membarrier`, the sleeper,
+/// about to make a system call anyway, makes every CPU that runs a thread of a
+/// registered process execute the fence, and the wakers of registered processes need
+/// only keep the compiler from reordering.
+///
+/// True if this process is registered (registering it the first time, and again after a
+/// fork, which starts a new process), so that its wakers may use [`light_fence`].
+pub(crate) fn light_fences_allowed() -> bool {
+    use rustix::thread::{MembarrierCommand, MembarrierQuery, membarrier, membarrier_query};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // The pid that registered; 0 not yet; u32::MAX never possible here.
+    static REGISTERED: AtomicU32 = AtomicU32::new(0);
+    let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
+    match REGISTERED.load(Ordering::Acquire) {
+        p if p == pid => return true,
+        u32::MAX => return false,
+        _ => {}
+    }
+    let needed = MembarrierQuery::GLOBAL_EXPEDITED | MembarrierQuery::REGISTER_GLOBAL_EXPEDITED;
+    let ok = membarrier_query().contains(needed)
+        && membarrier(MembarrierCommand::RegisterGlobalExpedited).is_ok();
+    REGISTERED.store(if ok { pid } else { u32::MAX }, Ordering::Release);
+    ok
+}
+
+/// The waker's side where [`light_fences_allowed`]: only the compiler is kept from
+/// reordering (the sleeper's [`heavy_fence`] does the rest).
+#[inline]
+pub(crate) fn light_fence() {
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The sleeper's side: a full fence on every CPU running a thread of a registered
+/// process (and on this one). False if the system refused; then the caller must not
+/// rely on it.
+pub(crate) fn heavy_fence() -> bool {
+    let ok = rustix::thread::membarrier(rustix::thread::MembarrierCommand::GlobalExpedited).is_ok();
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    ok
+}

@@ -22,7 +22,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use rustix::fs::{FileType, MemfdFlags, Mode, OFlags, SealFlags};
 use rustix::mm::{MapFlags, ProtFlags};
@@ -250,6 +250,19 @@ impl Region {
         // as long as `self`, and only ever accessed atomically. `[AtomicU32; N]` has the
         // layout of N consecutive `u32`s.
         unsafe { &*self.ptr.as_ptr().add(offset).cast::<[AtomicU32; N]>() }
+    }
+
+    /// The 64-bit atomic at `offset` (8-byte aligned, inside the region).
+    #[inline]
+    pub(crate) fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
+        assert!(
+            offset % 8 == 0 && offset.checked_add(8).is_some_and(|end| end <= self.len),
+            "atomic outside the region"
+        );
+        // SAFETY: inside the mapping (checked), 8-byte aligned (the mapping is
+        // page-aligned and the offset checked), living as long as `self`, and only ever
+        // accessed atomically; `AtomicU64` has the layout of `u64`.
+        unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU64>() }
     }
 
     /// The bytes from `offset` for `len` (inside the region).

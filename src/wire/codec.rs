@@ -81,7 +81,7 @@ pub(crate) fn stream<T: Serialize + ?Sized>(
     expected: u64,
 ) -> Result<()> {
     let out = Outflow::stream(socket, expected)?;
-    let (r, _again) = handles::collecting(|| run(value, out, usize::MAX));
+    let (r, _again) = handles::collecting(|| handles::repeating(|| run(value, out, usize::MAX)));
     r.map(|_| ())
 }
 

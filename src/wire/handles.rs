@@ -6,7 +6,7 @@
 //! side the decoder takes the descriptor back by index. Outside a multiproc transport
 //! (say, `serde_json`) a handle refuses to serialize, with a clear error.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use serde::de::Error as _;
@@ -18,6 +18,7 @@ use crate::error::Result;
 thread_local! {
     static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
     static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+    static REPEAT: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Restores the previous side list when encoding or decoding ends, even by panic.
@@ -45,6 +46,26 @@ pub(crate) fn collecting<R>(f: impl FnOnce() -> R) -> (R, Vec<OwnedFd>) {
     let fds = OUTGOING.with(|c| c.borrow_mut().take()).unwrap_or_default();
     drop(guard);
     (r, fds)
+}
+
+/// Runs `f`, a second encoding of a value whose first encoding's descriptors are the
+/// ones sent: handles that count their copies in flight ([`is_repeat`]) must not count
+/// this one.
+pub(crate) fn repeating<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            REPEAT.set(self.0);
+        }
+    }
+    let _reset = Reset(REPEAT.replace(true));
+    f()
+}
+
+/// Whether the encoding under way repeats one whose copy of each handle is already
+/// counted (see [`repeating`]).
+pub(crate) fn is_repeat() -> bool {
+    REPEAT.get()
 }
 
 /// Runs `f` with `fds` available to the handles it deserializes.
