@@ -12,21 +12,13 @@ use multiproc::{JoinableQueue, Process, Queue};
 
 use super::Figures;
 use super::large::WarmCopy;
+use super::sync::join_ok;
 use crate::limits::{BareRings, FutexPingPong};
 use crate::measure::{Contender, time_mean};
 use crate::{BenchResult, Settings};
 
 /// How long the parent waits for a child's first item or answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Ends a child and checks that it ended well.
-fn join_ok(mut process: Process, who: &str) -> BenchResult<()> {
-    process.join()?;
-    match process.exitcode() {
-        Some(0) => Ok(()),
-        code => Err(format!("{who} child ended with exit code {code:?}").into()),
-    }
-}
 
 /// Children that are killed when dropped before they are joined, so that a repetition that
 /// fails leaves no child blocked on a queue (the parent joins its children when it exits).
