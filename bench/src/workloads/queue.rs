@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::{IpcOneShotServer, IpcSender};
 use multiproc::{JoinableQueue, Process, Queue};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::Figures;
 use super::large::WarmCopy;
@@ -47,6 +49,15 @@ impl Drop for Children {
             let _ = p.kill();
         }
     }
+}
+
+/// The parent's handle on a new queue, closed for putting: the parent only takes, so a
+/// `get` on the empty queue fails (`NoProducers`) instead of waiting for ever once no
+/// producer is left, as when one dies. Each producer gets a handle of its own (a clone).
+fn consumer_queue<T: Serialize + DeserializeOwned>() -> BenchResult<Queue<T>> {
+    let q = Queue::new()?;
+    q.close();
+    Ok(q)
 }
 
 // ---- small items ----
@@ -179,7 +190,7 @@ fn ipc_small(n: u64) -> BenchResult<f64> {
 /// ipc-channel: an `IpcSender<u64>` from a child to the parent.
 pub fn queue_small_1p1c(s: &Settings) -> BenchResult<Figures> {
     let n = small_items(s);
-    let q = Queue::<u64>::new()?;
+    let q = consumer_queue()?;
     let mut rings = BareRings::new(1)?;
     // A first, shorter run each, untimed: the queue's and the ring's pages are mapped.
     multiproc_small(&q, 1, n / 10)?;
@@ -197,7 +208,7 @@ pub fn queue_small_1p1c(s: &Settings) -> BenchResult<Figures> {
 /// Limit: two bare rings, one per producer, that the parent takes from in turn.
 pub fn queue_small_2p1c(s: &Settings) -> BenchResult<Figures> {
     let each = small_items(s) / 2;
-    let q = Queue::<u64>::new()?;
+    let q = consumer_queue()?;
     let mut rings = BareRings::new(2)?;
     multiproc_small(&q, 2, each / 10)?;
     limit_small(&mut rings, 2, each / 10)?;
@@ -267,7 +278,7 @@ fn multiproc_large(q: &Queue<Vec<u8>>, n: u64) -> BenchResult<f64> {
 /// other large workloads.
 pub fn queue_large(s: &Settings) -> BenchResult<Figures> {
     let n = s.pick(64, 256);
-    let q = Queue::<Vec<u8>>::new()?;
+    let q = consumer_queue()?;
     let mut limit = WarmCopy::new();
     multiproc_large(&q, (n / 10).max(2))?;
     let mut contenders = [
@@ -347,4 +358,27 @@ pub fn joinable_roundtrip(s: &Settings) -> BenchResult<Figures> {
     limit.close()?;
     joinable.close()?;
     Ok(figures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producers_put_through_clones_of_the_closed_consumer_handle() {
+        let q = consumer_queue::<u64>().unwrap();
+        assert!(multiproc_small(&q, 2, 1_000).unwrap() > 0.0);
+        // Every producer has ended: an empty queue says so instead of waiting.
+        assert!(matches!(q.get(), Err(multiproc::Error::NoProducers)));
+    }
+
+    #[test]
+    fn in_order_refuses_an_item_out_of_its_producers_order() {
+        let mut order = InOrder::new(2, 10);
+        for v in [0, 10, 1, 11] {
+            order.check("test", v).unwrap();
+        }
+        assert!(order.check("test", 13).is_err());
+        assert!(order.check("test", 20).is_err());
+    }
 }
