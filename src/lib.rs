@@ -1,7 +1,7 @@
 //! # multiproc
 //!
 //! Python's `multiprocessing` model for Rust: processes that run a function of yours,
-//! pipes between them, the start methods `spawn`, `fork` and `forkserver`, locks,
+//! pipes and queues between them, the start methods `spawn`, `fork` and `forkserver`, locks,
 //! semaphores, events, conditions and barriers across processes, and shared values,
 //! arrays and memory.
 //!
@@ -85,6 +85,14 @@
 //! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory::create`], [`SharedMemory::attach`] |
 //! | `shm.buf` (a `memoryview`) | [`buf`](SharedMemory::buf) / [`buf_mut`](SharedMemory::buf_mut) under your own synchronisation; [`read_into`](SharedMemory::read_into) / [`write_from`](SharedMemory::write_from) while others write |
 //! | `shared_memory.ShareableList` | [`ShareableList`] |
+//! | `Queue()`, `Queue(maxsize)`, `SimpleQueue()`, `JoinableQueue()` | [`Queue::new`], [`Queue::with_maxsize`], [`SimpleQueue::new`], [`JoinableQueue::new`], [`Queue::builder`] |
+//! | `q.put(x)`, `q.get()` | [`put`](Queue::put), [`get`](Queue::get) |
+//! | `q.put(x, timeout=t)`, `q.put_nowait(x)` (`queue.Full`) | [`put_timeout`](Queue::put_timeout), [`try_put`](Queue::try_put): [`PutError::Full`] |
+//! | `q.get(timeout=t)`, `q.get_nowait()` (`queue.Empty`) | [`get_timeout`](Queue::get_timeout), [`try_get`](Queue::try_get): [`GetError::Empty`] |
+//! | `q.qsize()`, `q.empty()`, `q.full()`, `q.close()` | the same names; a closed handle may still `get` |
+//! | `iter(q.get, sentinel)`; `get` when every producer is gone (waits forever) | [`iter`](Queue::iter), ending with the producers; [`Error::NoProducers`] |
+//! | `q.join_thread()`, `q.cancel_join_thread()` | nothing: `put` is complete when it returns |
+//! | `task_done()`, `join()` | [`JoinableQueue::task_done`], [`join`](JoinableQueue::join), [`join_timeout`](JoinableQueue::join_timeout) |
 //! | `EOFError`, `queue.Empty`, `BrokenBarrierError`, … | [`Error`] variants |
 //! | `TimeoutError`, or `False` from `acquire`/`wait` with a timeout | see *Timeouts* below |
 //!
@@ -110,8 +118,10 @@
 //! [`Barrier::wait_timeout`] hands back an arrival index, and its timeout is an error as
 //! the rule says; the error is [`Error::BrokenBarrier`], as in Python, because a
 //! waiter's timeout breaks the barrier for every party; it comes by the deadline even
-//! while another party is stuck inside the barrier. [`wait`] returns the ready
-//! objects, empty when the time ran out, as Python's `connection.wait` does.
+//! while another party is stuck inside the barrier. A queue's timed and `try_` forms
+//! answer with Python's exceptions: [`GetError::Empty`] and [`PutError::Full`].
+//! [`wait`] returns the ready objects, empty when the time ran out, as Python's
+//! `connection.wait` does.
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 

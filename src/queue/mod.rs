@@ -620,3 +620,124 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
         Ok(queue)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ring::{DATA_AT, HEAD_AT, TAIL_AT};
+    use super::*;
+
+    /// Writes `bytes` into the queue's segment at `offset`, as a hostile holder could.
+    fn scribble<T>(q: &Queue<T>, offset: usize, bytes: &[u8]) {
+        q.ring().region().write_at(offset, bytes);
+    }
+
+    const SHORT: Duration = Duration::from_millis(20);
+
+    #[test]
+    fn a_damaged_item_is_a_decode_error_and_the_next_one_comes_through() {
+        let q = Queue::<(u32, String)>::new().unwrap();
+        q.put(&(1, "one".into())).unwrap();
+        q.put(&(2, "two".into())).unwrap();
+        // The first record's payload: a string length far past the item.
+        scribble(&q, DATA_AT + 8 + 1, &[0xff, 0xff, 0xff, 0x0f]);
+        assert!(matches!(q.get(), Err(Error::Decode(_))));
+        assert_eq!(q.get().unwrap(), (2, "two".into()));
+    }
+
+    #[test]
+    fn a_damaged_record_header_drops_what_was_queued_and_the_queue_goes_on() {
+        let q = Queue::<u64>::new().unwrap();
+        for i in 0..3 {
+            q.put(&i).unwrap();
+        }
+        scribble(&q, DATA_AT, &[0xab; 8]);
+        match q.get() {
+            Err(Error::Decode(msg)) => assert!(msg.contains("3 item(s)"), "{msg}"),
+            other => panic!("expected a decode error, got {other:?}"),
+        }
+        assert!(q.empty());
+        q.put(&7).unwrap();
+        assert_eq!(q.get().unwrap(), 7);
+    }
+
+    #[test]
+    fn a_header_announcing_a_huge_item_is_refused_without_reading_past_the_ring() {
+        let q = Queue::<Vec<u8>>::new().unwrap();
+        q.put(&vec![1, 2, 3]).unwrap();
+        // A well-formed header (mark, kind WHOLE) with a length of 4 GiB - 1.
+        let header: u64 = (0x51_70_6d << 40) | (1 << 32) | 0xffff_ffff;
+        scribble(&q, DATA_AT, &header.to_ne_bytes());
+        assert!(matches!(q.get(), Err(Error::Decode(_))));
+    }
+
+    #[test]
+    fn corrupt_counters_give_errors_not_panics() {
+        let q = Queue::<u64>::builder()
+            .ring_bytes(16 << 10)
+            .build()
+            .unwrap();
+        for (offset, value) in [
+            (TAIL_AT, u64::MAX),
+            (HEAD_AT, u64::MAX),
+            (TAIL_AT, 1 << 40),
+            (HEAD_AT, 12345),
+        ] {
+            let _ = q.put_timeout(&1, SHORT);
+            scribble(&q, offset, &value.to_ne_bytes());
+            let _ = q.get_timeout(SHORT);
+            let _ = q.put_timeout(&2, SHORT);
+            let _ = q.get_timeout(SHORT);
+            let _ = q.qsize();
+            // The counters as a fresh queue has them, for the next case.
+            scribble(&q, HEAD_AT, &[0; 8]);
+            scribble(&q, TAIL_AT, &[0; 8]);
+        }
+        // Once the counters are sound again, so is the queue (a consumer's stale view
+        // of them may cost one more error first).
+        q.put(&5).unwrap();
+        let got = (0..3).find_map(|_| q.get_timeout(SHORT).ok());
+        assert_eq!(got, Some(5));
+    }
+
+    /// Random bytes over the records and counters, many times: every call returns.
+    #[test]
+    fn random_garbage_in_the_ring_never_panics() {
+        let q = Queue::<Vec<u16>>::builder()
+            .ring_bytes(16 << 10)
+            .build()
+            .unwrap();
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..300 {
+            for i in 0..(round % 5) {
+                let len = (next() % 6000) as usize;
+                let _ = q.put_timeout(&vec![i as u16; len], SHORT);
+            }
+            for _ in 0..(next() % 4) {
+                let at = if next() % 4 == 0 {
+                    [TAIL_AT, HEAD_AT][(next() % 2) as usize]
+                } else {
+                    DATA_AT + ((next() % (16 << 10)) as usize & !7)
+                };
+                scribble(&q, at, &next().to_ne_bytes());
+            }
+            for _ in 0..6 {
+                let _ = q.get_timeout(Duration::ZERO);
+            }
+            if round % 50 == 49 {
+                // Counters made consistent again, so that later rounds can put.
+                let tail = q
+                    .ring()
+                    .region()
+                    .atomic_u64(TAIL_AT)
+                    .load(Ordering::Relaxed);
+                scribble(&q, HEAD_AT, &tail.to_ne_bytes());
+            }
+        }
+    }
+}

@@ -56,11 +56,11 @@ const STREAMING_AT: usize = PUT_LOCK_AT + LOCK_SIZE;
 /// The last `head` a producer read: on the producers' line, so that a put reads the
 /// consumers' line only when the ring looks full.
 const HEAD_SEEN_AT: usize = STREAMING_AT + 8;
-const TAIL_AT: usize = 256;
+pub(super) const TAIL_AT: usize = 256;
 const GET_LOCK_AT: usize = 384;
 /// The last `tail` a consumer read, likewise.
 const TAIL_SEEN_AT: usize = GET_LOCK_AT + LOCK_SIZE;
-const HEAD_AT: usize = 512;
+pub(super) const HEAD_AT: usize = 512;
 /// Items for which `task_done` was called (JoinableQueue).
 const DONE_AT: usize = 640;
 /// The sleep flags: set by a waiter about to sleep, cleared by whoever wakes it.
@@ -70,7 +70,7 @@ const JOIN_WAITING_AT: usize = 896;
 /// The table of processes that hold handles (see `putters.rs`).
 pub(super) const PUTTERS_AT: usize = 1024;
 /// Where the ring's bytes start.
-const DATA_AT: usize = 16 << 10;
+pub(super) const DATA_AT: usize = 16 << 10;
 
 /// The smallest and largest ring (bytes, powers of two).
 pub(crate) const MIN_RING_BYTES: usize = 16 << 10;
@@ -486,6 +486,9 @@ impl Ring {
     /// limit allows one more; returns `tail`.
     fn wait_room(&self, need: u32, new_item: bool, deadline: Option<Instant>) -> Result<u64, Fail> {
         let tail = self.tail().load(Ordering::Relaxed);
+        if pos(tail) % 8 != 0 {
+            return Err(self.corrupt_counters());
+        }
         let cap = self.capacity;
         let maxsize = if new_item { self.maxsize } else { 0 };
         let room = |h: u64| {
@@ -560,11 +563,11 @@ impl Ring {
     fn abort_stream(&self) {
         let tail = self.tail().load(Ordering::Relaxed);
         let used = pos(tail).wrapping_sub(pos(self.head().load(Ordering::Acquire)));
-        if self
+        let room = self
             .capacity
             .checked_sub(used)
-            .is_some_and(|free| free >= RESERVE)
-        {
+            .is_some_and(|free| free >= RESERVE);
+        if room && pos(tail) % 8 == 0 {
             self.write_record(pos(tail), ABORT, None, &[]);
             self.publish(tail, RESERVE, 0);
         }
@@ -604,14 +607,16 @@ impl Ring {
                 continue;
             };
             let used = pos(tail).wrapping_sub(pos(head));
-            if used > self.capacity {
+            if used > self.capacity || (pos(head) | pos(tail)) % 8 != 0 {
                 return Err(self.skip_all(head, tail, "its shared counters are corrupt"));
             }
             let header = self.header_at(pos(head)).load(Ordering::Relaxed);
             let len = header as u32 as usize;
             let kind = (header >> 32) as u8;
-            let rec = record_len(len);
+            // A length past the ring is checked before it is used in any sum.
+            let rec = record_len(len.min(self.capacity as usize));
             let valid = header & (0xff_ffff << 40) == HEADER_MARK
+                && len < self.capacity as usize
                 && (WHOLE..=ABORT).contains(&kind)
                 && rec <= used
                 && (kind != ABORT || len == 0)
