@@ -5,7 +5,7 @@ Prints one JSON object per workload:
     {"workload": "...", "unit": "us", "value": <median>, "reps": R, "per_rep": N, "python": "3.x.y"}
 
 The unit is that of the harness's table: "us" (microseconds per operation), "ns"
-(nanoseconds per operation), "s" (seconds per run) or "GB/s".
+(nanoseconds per operation), "s" (seconds per run), "GB/s", "MB/s" or "msgs/s".
 
     python3 bench_cpython.py [--quick | --full] [--workload NAME ...]
 """
@@ -315,6 +315,130 @@ def spawn_result_large(reps):
     return statistics.median(rates)
 
 
+def produce(q, first, n):
+    put = q.put
+    for i in range(first, first + n):
+        put(i)
+
+
+def queue_small(producers, reps, per_rep):
+    """Messages per second through a multiprocessing.Queue from `producers` forked
+    processes (per_rep // producers integers each, in order) to the parent: the items after
+    the first over the time from the first item received to the last. The parent checks
+    that each producer's items come in order. The median of the repetitions."""
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    each = per_rep // producers
+
+    def once(each):
+        total = each * producers
+        ps = [ctx.Process(target=produce, args=(q, k * each, each)) for k in range(producers)]
+        for p in ps:
+            p.start()
+        get = q.get
+        expected = [k * each for k in range(producers)]
+
+        def check(v):
+            k = v // each
+            if v != expected[k]:
+                raise RuntimeError(f"got {v}, expected {expected[k]} from producer {k}")
+            expected[k] += 1
+
+        check(get(timeout=60))
+        t = time.perf_counter()
+        for _ in range(total - 1):
+            check(get())
+        dt = time.perf_counter() - t
+        for p in ps:
+            p.join()
+        if any(p.exitcode != 0 for p in ps):
+            raise RuntimeError(f"producer exit codes {[p.exitcode for p in ps]}")
+        return (total - 1) / dt
+
+    once(max(each // 10, 1))  # warm-up
+    return statistics.median(once(each) for _ in range(reps))
+
+
+MIB = 1 << 20
+LARGE_VARIANTS = 8  # distinct items a large producer cycles through
+
+
+def produce_large(q, items, n):
+    put = q.put
+    for i in range(n):
+        put(items[i % len(items)])
+
+
+def queue_large(reps, n):
+    """MB/s (10**6 bytes per second) of 1 MiB bytes items through a multiprocessing.Queue
+    from a forked producer to the parent: the bytes of the items after the first over the
+    time from the first item received to the last. Item i's first byte is i % 8 (the
+    producer cycles through 8 prebuilt items) and the others follow the pattern of the large
+    workloads; the parent checks the length and the first and last bytes. The median of
+    the repetitions."""
+    ctx = multiprocessing.get_context("fork")
+    body = pattern_block(MIB)
+    items = [bytes([k]) + body[1:] for k in range(LARGE_VARIANTS)]
+    q = ctx.Queue()
+
+    def check(i, v):
+        if len(v) != MIB or v[0] != i % LARGE_VARIANTS or v[-1] != body[-1]:
+            raise RuntimeError(f"item {i} is another message")
+
+    def once(n):
+        p = ctx.Process(target=produce_large, args=(q, items, n))
+        p.start()
+        check(0, q.get(timeout=60))
+        t = time.perf_counter()
+        for i in range(1, n):
+            check(i, q.get())
+        dt = time.perf_counter() - t
+        p.join()
+        if p.exitcode != 0:
+            raise RuntimeError(f"producer exit code {p.exitcode}")
+        return (n - 1) * MIB / dt / 1e6
+
+    once(max(n // 10, 2))  # warm-up
+    return statistics.median(once(n) for _ in range(reps))
+
+
+def do_tasks(q):
+    while True:
+        v = q.get()
+        q.task_done()
+        if v is None:
+            break
+
+
+def joinable_roundtrip(reps, per_rep):
+    """Microseconds per round trip through a JoinableQueue: the parent puts an integer and
+    joins; a forked child gets it and calls task_done. The median of the repetitions'
+    means."""
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.JoinableQueue()
+    p = ctx.Process(target=do_tasks, args=(q,))
+    p.start()
+    put, join = q.put, q.join
+
+    def round_trips(n):
+        for i in range(n):
+            put(i)
+            join()
+
+    round_trips(per_rep // 10)
+    means = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        round_trips(per_rep)
+        means.append((time.perf_counter() - t) * 1e6 / per_rep)
+    put(None)
+    join()
+    p.join()
+    if p.exitcode != 0:
+        raise RuntimeError(f"task child exit code {p.exitcode}")
+    return statistics.median(means)
+
+
 # name -> (quick (reps, per_rep), full (reps, per_rep), measure(reps, per_rep), unit)
 WORKLOADS = {
     "start_join_spawn": ((3, 4), (5, 10), lambda r, n: start_join("spawn", r, n), "us"),
@@ -363,6 +487,22 @@ WORKLOADS = {
         "GB/s",
     ),
     "spawn_result_large": ((2, 1), (5, 1), lambda r, n: spawn_result_large(r), "GB/s"),
+    # per_rep: items through the queue (all producers together)
+    "queue_small_1p1c": (
+        (3, 100_000),
+        (5, 500_000),
+        lambda r, n: queue_small(1, r, n),
+        "msgs/s",
+    ),
+    "queue_small_2p1c": (
+        (3, 100_000),
+        (5, 500_000),
+        lambda r, n: queue_small(2, r, n),
+        "msgs/s",
+    ),
+    # per_rep: items of 1 MiB
+    "queue_large": ((3, 64), (5, 256), queue_large, "MB/s"),
+    "joinable_roundtrip": ((5, 1000), (9, 3000), joinable_roundtrip, "us"),
 }
 
 

@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// When this variable is set, the bench binary exits as the first statement of `main`:
@@ -366,26 +366,33 @@ pub struct SharedPage {
     base: NonNull<AtomicU32>,
 }
 
+/// Maps `len` bytes of fresh anonymous memory shared with forked children (`MAP_SHARED |
+/// MAP_ANONYMOUS`): zeroed and page-aligned. The caller unmaps it.
+fn map_shared(len: usize) -> io::Result<NonNull<u8>> {
+    // SAFETY: a new anonymous mapping at an address of the kernel's choosing touches no
+    // memory that exists already.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap gave null"))
+}
+
 impl SharedPage {
     /// Maps a fresh page.
     pub fn new() -> io::Result<SharedPage> {
-        // SAFETY: a new anonymous mapping at an address of the kernel's choosing touches no
-        // memory that exists already.
-        let p = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                PAGE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap gave null"))?;
-        Ok(SharedPage { base })
+        Ok(SharedPage {
+            base: map_shared(PAGE)?.cast(),
+        })
     }
 
     /// The `i`th 32-bit word of the page.
@@ -799,6 +806,276 @@ impl Drop for SpinPingPong {
     }
 }
 
+// ---- single-producer, single-consumer rings of u64 in shared memory ----
+
+/// Slots of a bare ring: a power of two (32 KiB of `u64`).
+const RING_SLOTS: u64 = 1 << 12;
+/// The distance between the ring's head and tail indices: two cache lines, so that neither
+/// the line nor its prefetched neighbour holds the other index.
+const RING_LINE: usize = 128;
+/// Bytes of one ring in the mapping: the head's line pair, the tail's, then the slots.
+const RING_BYTES: usize = 2 * RING_LINE + RING_SLOTS as usize * 8;
+/// Failed checks of an index between two `sched_yield`s of a waiting side.
+const YIELD_EVERY: u32 = 64;
+
+/// One ring of a [`BareRings`] mapping, as both sides see it.
+#[derive(Clone, Copy)]
+struct RingView {
+    base: NonNull<u8>,
+}
+
+impl RingView {
+    /// The word at byte `offset` of the ring.
+    fn word(&self, offset: usize) -> &AtomicU64 {
+        debug_assert!(offset < RING_BYTES && offset % 8 == 0);
+        // SAFETY: `base` is the start of a ring of `RING_BYTES` bytes inside a live,
+        // page-aligned shared mapping (its owner, `BareRings`, outlives every view, and a
+        // forked child keeps its copy of the mapping until it exits); `offset` is inside the
+        // ring and 8-aligned. `AtomicU64` has the size and alignment of `u64`, any bit
+        // pattern is valid, and every access to the ring (in the parent and in the
+        // children) goes through atomics.
+        unsafe { &*self.base.as_ptr().add(offset).cast::<AtomicU64>() }
+    }
+
+    /// How many items the producer has written: only the producer stores it.
+    fn head(&self) -> &AtomicU64 {
+        self.word(0)
+    }
+
+    /// How many items the consumer has taken: only the consumer stores it.
+    fn tail(&self) -> &AtomicU64 {
+        self.word(RING_LINE)
+    }
+
+    /// The slot of the item with index `i`.
+    fn slot(&self, i: u64) -> &AtomicU64 {
+        self.word(2 * RING_LINE + (i & (RING_SLOTS - 1)) as usize * 8)
+    }
+}
+
+/// Waits until `ready()` gives a value: spins on it (a pause instruction between checks),
+/// yields the CPU with `sched_yield` every [`YIELD_EVERY`] checks so that a waiting side
+/// never holds a CPU that the other side needs, and gives up (`None`) after `limit`.
+fn spin_for(mut ready: impl FnMut() -> Option<u64>, limit: Duration) -> Option<u64> {
+    let mut since: Option<Instant> = None;
+    loop {
+        for _ in 0..CLOCK_EVERY {
+            for _ in 0..YIELD_EVERY {
+                if let Some(v) = ready() {
+                    return Some(v);
+                }
+                std::hint::spin_loop();
+            }
+            // SAFETY: sched_yield takes no arguments and only reschedules the caller.
+            unsafe { libc::sched_yield() };
+        }
+        if since.get_or_insert_with(Instant::now).elapsed() >= limit {
+            return None;
+        }
+    }
+}
+
+/// The producer of a ring, in a forked child: writes `first..first + n` in order, waiting
+/// while the ring is full. Returns the child's exit code (1: the consumer stopped taking).
+fn ring_produce(ring: RingView, first: u64, n: u64) -> i32 {
+    let (head_word, tail_word) = (ring.head(), ring.tail());
+    let mut head = head_word.load(Ordering::Relaxed);
+    // The consumer's index as last read: read again only when the ring looks full.
+    let mut tail = tail_word.load(Ordering::Acquire);
+    for v in first..first + n {
+        if head - tail == RING_SLOTS {
+            let seen = spin_for(
+                || {
+                    let t = tail_word.load(Ordering::Acquire);
+                    (head - t < RING_SLOTS).then_some(t)
+                },
+                IDLE_TIMEOUT,
+            );
+            match seen {
+                Some(t) => tail = t,
+                None => return 1,
+            }
+        }
+        ring.slot(head).store(v, Ordering::Relaxed);
+        head += 1;
+        head_word.store(head, Ordering::Release);
+    }
+    0
+}
+
+/// The consumer's side of one ring.
+struct RingReader {
+    ring: RingView,
+    /// Items taken.
+    tail: u64,
+    /// The producer's index as last read: read again only when the ring looks empty.
+    head: u64,
+    /// The value the next item must have.
+    next: u64,
+    /// Items still to come.
+    left: u64,
+}
+
+impl RingReader {
+    /// Takes the next item if the producer has written it, checking that it is the one
+    /// expected; `Ok(false)` when the ring is empty.
+    fn try_take(&mut self) -> io::Result<bool> {
+        if self.tail == self.head {
+            self.head = self.ring.head().load(Ordering::Acquire);
+            if self.tail == self.head {
+                return Ok(false);
+            }
+        }
+        let v = self.ring.slot(self.tail).load(Ordering::Relaxed);
+        self.tail += 1;
+        self.ring.tail().store(self.tail, Ordering::Release);
+        if v != self.next {
+            return Err(io::Error::other(format!(
+                "the bare ring delivered {v}, expected {}",
+                self.next
+            )));
+        }
+        self.next += 1;
+        self.left -= 1;
+        Ok(true)
+    }
+}
+
+/// The limit of the small-item queue workloads: `producers` forked processes, each writing
+/// `u64`s into a single-producer, single-consumer ring of its own in shared memory (a
+/// power-of-two array of slots, the head and tail indices on cache lines of their own,
+/// each side spinning while the ring is full or empty); the parent takes the items from
+/// the rings in turn and checks that each ring's come in order.
+pub struct BareRings {
+    base: NonNull<u8>,
+    producers: usize,
+}
+
+impl BareRings {
+    /// Maps one ring per producer.
+    pub fn new(producers: usize) -> io::Result<BareRings> {
+        if producers == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a bare ring needs a producer",
+            ));
+        }
+        Ok(BareRings {
+            base: map_shared(producers * RING_BYTES)?,
+            producers,
+        })
+    }
+
+    fn ring(&self, k: usize) -> RingView {
+        assert!(k < self.producers, "ring {k} is not mapped");
+        // SAFETY: ring `k` starts `k * RING_BYTES` bytes into a mapping of
+        // `producers * RING_BYTES` bytes.
+        let base = unsafe { self.base.add(k * RING_BYTES) };
+        RingView { base }
+    }
+
+    /// Forks the producers, each writing `per_producer` items (producer `k` the values
+    /// `k * per_producer..(k + 1) * per_producer`), takes them all and reaps the producers.
+    /// Returns the time from the first item taken to the last.
+    pub fn run(&mut self, per_producer: u64) -> io::Result<Duration> {
+        if per_producer == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a bare ring run needs an item",
+            ));
+        }
+        let mut readers = Vec::with_capacity(self.producers);
+        for k in 0..self.producers {
+            let ring = self.ring(k);
+            // No producer is alive: the indices start again from 0.
+            ring.head().store(0, Ordering::Relaxed);
+            ring.tail().store(0, Ordering::Relaxed);
+            readers.push(RingReader {
+                ring,
+                tail: 0,
+                head: 0,
+                next: k as u64 * per_producer,
+                left: per_producer,
+            });
+        }
+        let mut pids = Vec::with_capacity(self.producers);
+        let mut outcome = Ok(());
+        for (k, reader) in readers.iter().enumerate() {
+            let ring = reader.ring;
+            // SAFETY: the child only uses atomics, clock_gettime and sched_yield on the
+            // shared mapping, which was made before the fork.
+            match unsafe { fork_with(|| ring_produce(ring, k as u64 * per_producer, per_producer)) }
+            {
+                Ok(pid) => pids.push(pid),
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        let taken = outcome.and_then(|()| take_all(&mut readers));
+        if taken.is_err() {
+            for &pid in &pids {
+                // SAFETY: kills our own child, which has not been reaped yet.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let mut reaped = Ok(());
+        for pid in pids {
+            let r = wait_ok(pid);
+            if reaped.is_ok() {
+                reaped = r;
+            }
+        }
+        let elapsed = taken?;
+        reaped?;
+        Ok(elapsed)
+    }
+}
+
+/// Takes every item of `readers`, one ring after the other in turn, and returns the time
+/// from the first item to the last.
+fn take_all(readers: &mut [RingReader]) -> io::Result<Duration> {
+    let mut started: Option<Instant> = None;
+    loop {
+        let mut took = false;
+        let mut left = 0;
+        for r in readers.iter_mut().filter(|r| r.left > 0) {
+            if r.try_take()? {
+                took = true;
+                started.get_or_insert_with(Instant::now);
+            }
+            left += r.left;
+        }
+        if left == 0 {
+            return Ok(started.map_or(Duration::ZERO, |s| s.elapsed()));
+        }
+        if !took {
+            let readers = &*readers;
+            let ready = || {
+                readers
+                    .iter()
+                    .any(|r| r.left > 0 && r.ring.head().load(Ordering::Acquire) != r.tail)
+                    .then_some(0)
+            };
+            if spin_for(ready, ANSWER_TIMEOUT).is_none() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the bare ring producers write nothing",
+                ));
+            }
+        }
+    }
+}
+
+impl Drop for BareRings {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the mapping made in `new`; no view of it outlives `self` (`run`'s
+        // readers are gone, and its children were reaped).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.producers * RING_BYTES) };
+    }
+}
+
 /// The `shm_bandwidth` limit: a copy between two buffers of this process that are mapped
 /// and written already (no page fault, no syscall): what memcpy does on this machine.
 pub fn warm_copy(src: &[u8], dst: &mut [u8]) {
@@ -826,6 +1103,16 @@ mod tests {
         let mut p = FutexPingPong::start().unwrap();
         p.round_trips(100).unwrap();
         p.close().unwrap();
+    }
+
+    #[test]
+    fn bare_rings_deliver_every_item_in_order() {
+        for producers in [1, 2] {
+            let mut rings = BareRings::new(producers).unwrap();
+            // More items than a ring has slots: the producers wait while it is full.
+            rings.run(3 * RING_SLOTS + 5).unwrap();
+            rings.run(7).unwrap();
+        }
     }
 
     #[test]

@@ -65,15 +65,15 @@ fn one_way(bytes: usize, secs: f64) -> f64 {
     bytes as f64 / (secs / 2.0) / 1e9
 }
 
-/// The limit of every large workload: GB/s of a copy of [`SIZE`] bytes between two warm,
-/// page-aligned buffers (memcpy).
-struct WarmCopy {
+/// The limit of every large workload (and of `queue_large`): GB/s of a copy of [`SIZE`]
+/// bytes between two warm, page-aligned buffers (memcpy).
+pub(super) struct WarmCopy {
     src: PageBuf,
     dst: PageBuf,
 }
 
 impl WarmCopy {
-    fn new() -> WarmCopy {
+    pub(super) fn new() -> WarmCopy {
         let mut w = WarmCopy {
             src: PageBuf::new(SIZE),
             dst: PageBuf::new(SIZE),
@@ -83,7 +83,8 @@ impl WarmCopy {
         w
     }
 
-    fn once(&mut self) -> f64 {
+    /// One copy: GB/s.
+    pub(super) fn once(&mut self) -> f64 {
         let started = Instant::now();
         limits::warm_copy(self.src.get(), self.dst.get_mut());
         SIZE as f64 / started.elapsed().as_secs_f64() / 1e9

@@ -4,6 +4,7 @@
 
 mod large;
 mod pipe_rtt;
+mod queue;
 mod shm;
 mod start_join;
 mod sync;
@@ -239,6 +240,38 @@ pub const WORKLOADS: &[Workload] = &[
             Goal::OverPeer("ipc-channel", 1.0),
         ],
         measure: large::spawn_result_large,
+    },
+    Workload {
+        name: "queue_small_1p1c",
+        unit: "msgs/s",
+        better: Better::Higher,
+        what: "Queue of u64, 1 producer process -> the parent, first item to last",
+        goals: &[Goal::OverCpython(20.0), Goal::OverPeer("ipc-channel", 3.0)],
+        measure: queue::queue_small_1p1c,
+    },
+    Workload {
+        name: "queue_small_2p1c",
+        unit: "msgs/s",
+        better: Better::Higher,
+        what: "Queue of u64, 2 producer processes -> the parent, first item to last",
+        goals: &[Goal::OverCpython(1.0)],
+        measure: queue::queue_small_2p1c,
+    },
+    Workload {
+        name: "queue_large",
+        unit: "MB/s",
+        better: Better::Higher,
+        what: "Queue of 1 MiB Vec<u8>, 1 producer process -> the parent, first item to last",
+        goals: &[Goal::OverCpython(5.0), Goal::ShareOfLimit(0.25)],
+        measure: queue::queue_large,
+    },
+    Workload {
+        name: "joinable_roundtrip",
+        unit: "us",
+        better: Better::Lower,
+        what: "JoinableQueue: put + join in the parent, get + task_done in a child",
+        goals: &[Goal::OverCpython(5.0)],
+        measure: queue::joinable_roundtrip,
     },
 ];
 

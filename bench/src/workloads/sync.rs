@@ -15,7 +15,7 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Ends a child and checks that it ended well.
-fn join_ok(mut process: Process, who: &str) -> BenchResult<()> {
+pub(super) fn join_ok(mut process: Process, who: &str) -> BenchResult<()> {
     process.join()?;
     match process.exitcode() {
         Some(0) => Ok(()),
