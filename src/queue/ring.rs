@@ -60,6 +60,10 @@ pub(super) const TAIL_AT: usize = 256;
 const GET_LOCK_AT: usize = 384;
 /// The last `tail` a consumer read, likewise.
 const TAIL_SEEN_AT: usize = GET_LOCK_AT + LOCK_SIZE;
+/// When a consumer last found the ring empty (monotonic nanoseconds), and the pause
+/// that sets its pace of looking (see `Ring::pace`).
+const EMPTY_SEEN_AT: usize = TAIL_SEEN_AT + 8;
+const PACE_AT: usize = EMPTY_SEEN_AT + 8;
 pub(super) const HEAD_AT: usize = 512;
 /// Items for which `task_done` was called (JoinableQueue).
 const DONE_AT: usize = 640;
@@ -105,7 +109,18 @@ const SPIN: Duration = Duration::from_micros(10);
 const STREAM_SPIN: Duration = Duration::from_micros(200);
 
 /// The most pauses between two looks of a spinning waiter.
-const BACKOFF_MAX: u32 = 16;
+const BACKOFF_MAX: u32 = 256;
+/// Pauses before a consumer's first look when items stream in: long enough for the
+/// producer to put several items into lines the consumer then reads once, instead of
+/// taking each item the moment it lands (one transfer of two lines per item, which
+/// holds both sides to half their speed).
+const BACKOFF_STREAM: u32 = 128;
+/// A consumer that finds the ring empty twice within this time sees items streaming in
+/// one by one...
+const STREAM_GAP_NS: u64 = 700;
+/// ...and one that waited longer than this, a conversation (a reply to each item),
+/// where every look should come at once.
+const CONVERSATION_GAP_NS: u64 = 5_000;
 
 /// The longest sleep of a waiter whose heavy fence failed (a wake-up may be missed).
 const STRICT_SLEEP: Duration = Duration::from_millis(10);
@@ -310,6 +325,7 @@ impl Ring {
         word: &AtomicU64,
         flag: &AtomicU32,
         spin: Duration,
+        first_look: u32,
         deadline: Option<Instant>,
         mut check: impl FnMut(bool) -> Result<Option<R>, Fail>,
     ) -> Result<R, Fail> {
@@ -317,7 +333,7 @@ impl Ring {
             return Ok(r);
         }
         let mut answer = None;
-        let (mut skipped, mut every) = (0u32, 1u32);
+        let (mut skipped, mut every) = (0u32, first_look.max(1));
         spin_for(spin, || {
             // Look less and less often: each look pulls the line the other side is
             // writing, and a waiter that looks after every pause slows a producer
@@ -531,7 +547,7 @@ impl Ring {
         }
         let head = self.head();
         let spin = if new_item { SPIN } else { STREAM_SPIN };
-        self.wait_on(head, self.word32(PUT_WAITING_AT), spin, deadline, |_| {
+        self.wait_on(head, self.word32(PUT_WAITING_AT), spin, 1, deadline, |_| {
             let h = head.load(Ordering::Acquire);
             seen.store(h, Ordering::Relaxed);
             if pos(tail).wrapping_sub(pos(h)) > cap {
@@ -708,6 +724,22 @@ impl Ring {
         }
     }
 
+    /// How long a consumer (get lock held) that found the ring empty waits before its
+    /// first look, from how long ago the last one did (kept on the consumers' line).
+    fn pace(&self) -> u32 {
+        let now = monotonic_ns();
+        let last = self.region.atomic_u64(EMPTY_SEEN_AT);
+        let mode = self.word32(PACE_AT);
+        let gap = now.wrapping_sub(last.swap(now, Ordering::Relaxed));
+        if gap < STREAM_GAP_NS {
+            mode.store(BACKOFF_STREAM, Ordering::Relaxed);
+        } else if gap > CONVERSATION_GAP_NS {
+            mode.store(1, Ordering::Relaxed);
+        }
+        // Read back, whatever a peer wrote: a number of pauses, bounded.
+        mode.load(Ordering::Relaxed).clamp(1, BACKOFF_STREAM)
+    }
+
     /// Waits (get lock held) until a record follows `head`: `Some(tail)`. `None` when
     /// `streaming` (part of an item taken) and the stream can never be finished.
     fn wait_data(
@@ -731,10 +763,12 @@ impl Ring {
         };
         let deadline = if streaming { None } else { deadline };
         let spin = if streaming { STREAM_SPIN } else { SPIN };
+        let first_look = if streaming { 1 } else { self.pace() };
         self.wait_on(
             tail,
             self.word32(GET_WAITING_AT),
             spin,
+            first_look,
             deadline,
             |periodic| {
                 if let Some(t) = more() {
@@ -877,4 +911,12 @@ impl Ring {
             );
         }
     }
+}
+
+/// The monotonic clock in nanoseconds (the same clock in every process).
+fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(t.tv_nsec as u64)
 }
