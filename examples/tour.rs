@@ -26,6 +26,8 @@ mod s11;
 mod s13;
 #[path = "s14_sum_through_queue.rs"]
 mod s14;
+#[path = "s15_efficiency.rs"]
+mod s15;
 #[path = "s17_shared_value.rs"]
 mod s17;
 #[path = "s18_value_array.rs"]
@@ -104,6 +106,12 @@ const PRESENT: &[(&str, &str, &str, Scenario)] = &[
         s14::main,
     ),
     (
+        "S15",
+        "003",
+        "serial vs two threads vs two processes, timed, results through a Queue",
+        s15::main,
+    ),
+    (
         "S17",
         "003, 004",
         "a shared Value incremented by two processes, without and with a Lock",
@@ -125,11 +133,6 @@ const MISSING: &[(&str, &str, &str)] = &[
         "needs Pool",
     ),
     ("S12", "Pool.map over a list of inputs", "needs Pool"),
-    (
-        "S15",
-        "serial vs two threads vs two processes, timed (results through a Queue)",
-        "not written yet; the Queue it uses exists",
-    ),
     (
         "S16",
         "Pool.map, apply_async(...).get(), a list of apply_async results",
