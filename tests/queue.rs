@@ -488,3 +488,25 @@ fn bad_sizes_are_refused() {
     // Rounded up to the smallest ring.
     Queue::<u8>::builder().ring_bytes(0).build().unwrap();
 }
+
+/// A consumer waiting on an empty queue, and a producer waiting on a full one, sleep:
+/// after their brief spin they use next to no CPU.
+#[test]
+fn blocked_get_and_put_sleep_instead_of_spinning() {
+    let q = Queue::<u32>::new().unwrap();
+    let consumer = q.clone();
+    let blocked = common::cpu_while_blocked(
+        move || assert_eq!(consumer.get().unwrap(), 1),
+        || q.put(&1).unwrap(),
+    );
+    common::assert_idle_while_blocked("get", blocked);
+
+    let q = Queue::<u32>::with_maxsize(1).unwrap();
+    q.put(&0).unwrap();
+    let producer = q.clone();
+    let blocked = common::cpu_while_blocked(
+        move || producer.put(&1).unwrap(),
+        || assert_eq!(q.get().unwrap(), 0),
+    );
+    common::assert_idle_while_blocked("put", blocked);
+}

@@ -1,5 +1,6 @@
 //! Leak checks for queues: queues made, passed to children and through pipes, used and
-//! dropped, many times, leave no descriptor, no mapping and no zombie behind; and the
+//! dropped, many times, leave no descriptor, no mapping and no zombie behind; a queue
+//! cannot be made without a free descriptor, and one made before works on; and the
 //! table of producers reuses the slots of processes that ended, so that more processes
 //! than it has slots can use one queue over time.
 //!
@@ -35,6 +36,17 @@ fn queues_leave_no_descriptor_mapping_or_zombie_and_producer_slots_are_reused() 
     assert!(active_children().is_empty());
     let fds_before = common::open_fds();
     let maps_before = memfd_mappings();
+
+    // Out of descriptors: a new queue is an error, and a queue made before works on.
+    {
+        let q = Queue::<u64>::new().unwrap();
+        let clone = q.clone();
+        let no_fds = common::DescriptorsUsedUp::leaving(0);
+        assert!(matches!(Queue::<u64>::new(), Err(Error::Io(_))));
+        q.put(&5).unwrap();
+        assert_eq!(clone.get().unwrap(), 5);
+        drop(no_fds);
+    }
 
     for round in 0..100u64 {
         let q = Queue::<u64>::builder()

@@ -40,6 +40,9 @@
 //!   handle on its way to another process (in arguments or a message) counts as a
 //!   producer until it is received; one whose receiver died before taking it counts
 //!   until its sender ends.
+//! - A handle that a forked child finds in the memory it copied from its parent (a
+//!   queue in a `static`, say), rather than receives in its arguments, is its parent's
+//!   handle: it counts as a producer while the parent lives and has not closed it.
 //! - [`JoinableQueue::join`] waits for a `task_done` per item put: an item that a killed
 //!   consumer took never gets one, so give `join` a timeout
 //!   ([`JoinableQueue::join_timeout`]) where consumers may die.

@@ -920,3 +920,22 @@ fn monotonic_ns() -> u64 {
         .wrapping_mul(1_000_000_000)
         .wrapping_add(t.tv_nsec as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_item_above_the_limit_is_refused_before_anything_is_written() {
+        let ring = Ring::create(MIN_RING_BYTES, 0).unwrap();
+        // Zeroed memory the allocator maps lazily: never touched here.
+        let huge = vec![0u8; MAX_ITEM_BYTES + 1];
+        match ring.put(&huge, None, None) {
+            Err(Fail::Failed(Error::MessageTooLarge { len, limit })) => {
+                assert_eq!((len, limit), (MAX_ITEM_BYTES as u64 + 1, MAX_ITEM_BYTES));
+            }
+            other => panic!("expected MessageTooLarge, got {other:?}"),
+        }
+        assert_eq!(ring.len(), 0);
+    }
+}
