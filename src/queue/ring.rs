@@ -332,6 +332,10 @@ impl Ring {
         if let Some(r) = check(false)? {
             return Ok(r);
         }
+        // A `try_` form: no spinning past its deadline.
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Fail::Timeout);
+        }
         let mut answer = None;
         let (mut skipped, mut every) = (0u32, first_look.max(1));
         spin_for(spin, || {
