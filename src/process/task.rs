@@ -27,6 +27,11 @@ pub(crate) const FORKSERVER_ENV: &str = "MULTIPROC_FORKSERVER_FD";
 /// An entry of this binary, as the parent names it.
 pub(crate) type Entry = &'static EntryRecord<Connection>;
 
+/// A new process's entry is handed the channel to its parent.
+impl image::EntryContext for Connection {
+    const KIND: u64 = u64::from_le_bytes(*b"process\0");
+}
+
 /// Everything a child needs to become the requested process.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Task {

@@ -62,6 +62,19 @@ const TAG: [u64; 2] = [
     0x9e37_79b9_7f4a_7c15 ^ 0x0e1f_5a3c_d2b4_8697,
 ];
 
+/// What an entry is handed besides its bytes: each kind of caller has its own, and its
+/// own tag, so that an offset naming an entry of one kind is never taken for another
+/// (whose function has another signature).
+pub(crate) trait EntryContext: 'static {
+    /// Mixed into the kind's tag; distinct for every implementation.
+    const KIND: u64;
+}
+
+/// The tag of the records of entries taking `C`.
+const fn tag_of<C: EntryContext>() -> [u64; 2] {
+    [TAG[0], TAG[1] ^ C::KIND]
+}
+
 /// The fixed point that offsets are measured from. Records also hold its address, which
 /// no other data of the binary stores next to the tag.
 #[repr(C)]
@@ -72,25 +85,25 @@ static ANCHOR: Anchor = Anchor(0);
 /// One entry of the binary, as the child finds it: built at compile time (one per
 /// instantiated entry) and placed by the compiler in the executable's read-only data.
 #[repr(C)]
-pub(crate) struct EntryRecord<C: 'static> {
+pub(crate) struct EntryRecord<C: EntryContext> {
     tag: [u64; 2],
     anchor: &'static Anchor,
     entry: EntryFn<C>,
 }
 
-impl<C: 'static> EntryRecord<C> {
+impl<C: EntryContext> EntryRecord<C> {
     /// A record for `entry`; use it as `const { &EntryRecord::new(f) }` so it is a
     /// `'static` item of the binary.
     pub(crate) const fn new(entry: EntryFn<C>) -> EntryRecord<C> {
         EntryRecord {
-            tag: TAG,
+            tag: tag_of::<C>(),
             anchor: &ANCHOR,
             entry,
         }
     }
 }
 
-impl<C: 'static> EntryRecord<C> {
+impl<C: EntryContext> EntryRecord<C> {
     /// The entry itself, for a child that shares this process's memory (fork): there the
     /// function needs no lookup, wherever the crate was loaded from.
     pub(crate) fn entry(&self) -> EntryFn<C> {
@@ -103,13 +116,13 @@ fn anchor() -> usize {
 }
 
 /// Distance of a record from the anchor.
-pub(crate) fn entry_offset<C: 'static>(record: &'static EntryRecord<C>) -> u64 {
+pub(crate) fn entry_offset<C: EntryContext>(record: &'static EntryRecord<C>) -> u64 {
     (record as *const EntryRecord<C> as usize).wrapping_sub(anchor()) as u64
 }
 
 /// The entry of the record at `offset` from the anchor, or `None` when no record of
 /// this binary is there. Nothing at the address is called or trusted before the checks.
-pub(crate) fn entry_at<C: 'static>(offset: u64) -> Option<EntryFn<C>> {
+pub(crate) fn entry_at<C: EntryContext>(offset: u64) -> Option<EntryFn<C>> {
     let addr = anchor().wrapping_add(offset as usize);
     let size = std::mem::size_of::<EntryRecord<C>>();
     if addr % std::mem::align_of::<EntryRecord<C>>() != 0
@@ -138,7 +151,7 @@ pub(crate) fn entry_at<C: 'static>(offset: u64) -> Option<EntryFn<C>> {
         }
         *t = v;
     }
-    if tag != TAG || word(tag_words) != anchor() {
+    if tag != tag_of::<C>() || word(tag_words) != anchor() {
         return None;
     }
     let entry = word(tag_words + 1);
@@ -146,8 +159,9 @@ pub(crate) fn entry_at<C: 'static>(offset: u64) -> Option<EntryFn<C>> {
         return None;
     }
     // SAFETY: the location holds a record of this binary: the tag and the anchor's own
-    // address, which only `EntryRecord::new` writes next to each other, and a function
-    // address inside the executable's code. A record's third field is an `EntryFn<C>`,
+    // address, which only `EntryRecord::new` writes next to each other (the tag of the
+    // records taking `C`: no record of another kind passes), and a function address
+    // inside the executable's code. A record's third field is an `EntryFn<C>`,
     // whose bit pattern this is.
     Some(unsafe { std::mem::transmute::<usize, EntryFn<C>>(entry) })
 }
@@ -308,6 +322,25 @@ mod tests {
 
     fn sample(_: Vec<u8>, _: Vec<OwnedFd>, _: &()) -> i32 {
         7
+    }
+
+    impl EntryContext for () {
+        const KIND: u64 = 0x7e57;
+    }
+
+    /// Another kind of entry, taking another context.
+    struct Other;
+
+    impl EntryContext for Other {
+        const KIND: u64 = 0x07e4;
+    }
+
+    #[test]
+    fn a_record_of_one_kind_is_refused_as_another() {
+        let record: &'static EntryRecord<()> = const { &EntryRecord::new(sample) };
+        let off = entry_offset(record);
+        assert!(entry_at::<()>(off).is_some());
+        assert!(entry_at::<Other>(off).is_none());
     }
 
     #[test]
