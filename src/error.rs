@@ -51,6 +51,10 @@ pub enum Error {
         /// `file:line:column` of the panic, when known.
         location: Option<String>,
     },
+    /// A pool task that never ran: the pool was terminated (or dropped) first, or its
+    /// future was cancelled.
+    #[error("the task was cancelled before it completed")]
+    Cancelled,
     /// A holder of the lock died while holding it, and no holder since has declared the
     /// protected data repaired (`mark_consistent` on a guard). Converting
     /// [`AcquireError::OwnerDied`](crate::AcquireError::OwnerDied) into this error (as `?`

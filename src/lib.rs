@@ -128,6 +128,7 @@
 mod connection;
 mod deadline;
 mod error;
+mod pool;
 mod process;
 mod queue;
 mod shared;
@@ -145,6 +146,7 @@ pub use connection::{
     MAX_PENDING_HANDSHAKES, MappedBytes, ToAddress, Waitable, pipe, wait,
 };
 pub use error::{Error, Result};
+pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};
 pub use process::{
     Context, JoinHandle, ParentProcess, Process, ProcessInfo, Run, StartMethod, Target,
     active_children, cpu_count, current_process, get_all_start_methods, get_context,

@@ -20,6 +20,8 @@ mod spawn;
 mod target;
 mod task;
 
+pub(crate) use self::task::{install_panic_hook, panic_parts};
+
 pub use self::context::{Context, get_context};
 pub use self::current::{ParentProcess, ProcessInfo, current_process, parent_process};
 pub use self::handle::Process;

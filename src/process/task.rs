@@ -113,6 +113,13 @@ pub(crate) fn install_panic_hook() {
 }
 
 fn panic_outcome<R>(payload: Box<dyn std::any::Any + Send>) -> Outcome<R> {
+    let (message, location) = panic_parts(payload);
+    Outcome::Panicked { message, location }
+}
+
+/// A caught panic's message, and where it happened when the hook of
+/// [`install_panic_hook`] saw it.
+pub(crate) fn panic_parts(payload: Box<dyn std::any::Any + Send>) -> (String, Option<String>) {
     let message = if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -121,7 +128,7 @@ fn panic_outcome<R>(payload: Box<dyn std::any::Any + Send>) -> Outcome<R> {
         "Box<dyn Any>".to_string()
     };
     let location = PANIC_LOCATION.with(|p| p.borrow_mut().take());
-    Outcome::Panicked { message, location }
+    (message, location)
 }
 
 fn decode_args<A: DeserializeOwned>(args: Vec<u8>, fds: Vec<OwnedFd>) -> Result<A, String> {

@@ -1,0 +1,149 @@
+//! What a worker runs for a task: the calls of one target on a chunk of arguments,
+//! reached through the offset of an entry record of this binary (as a new process's
+//! entry is), so that a task message can name only functions the binary has.
+
+use std::cell::RefCell;
+use std::os::fd::OwnedFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::process::{Target, panic_parts};
+use crate::sys::image::{self, EntryContext, EntryRecord};
+use crate::wire::codec;
+
+/// Where a call entry leaves its encoded outcome.
+#[derive(Default)]
+pub(crate) struct CallCtx {
+    pub(crate) out: RefCell<Vec<u8>>,
+}
+
+impl EntryContext for CallCtx {
+    const KIND: u64 = u64::from_le_bytes(*b"poolcall");
+}
+
+/// An entry that runs calls in a worker.
+pub(crate) type CallEntry = &'static EntryRecord<CallCtx>;
+
+/// Why one call (or a whole chunk) produced no value.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum Failure {
+    /// The target panicked.
+    Panicked {
+        message: String,
+        location: Option<String>,
+    },
+    /// Its arguments did not decode, or its result did not encode.
+    Codec(String),
+}
+
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Error {
+        match f {
+            Failure::Panicked { message, location } => Error::Panicked { message, location },
+            Failure::Codec(m) => Error::Decode(m),
+        }
+    }
+}
+
+/// What a chunk gives back: a result per argument, or one failure for all of them.
+pub(crate) type ChunkOutcome<R> = Result<Vec<Result<R, Failure>>, Failure>;
+
+/// The entry running `F` on a chunk of `A`s.
+pub(crate) fn chunk_entry<F, A, R>() -> CallEntry
+where
+    F: Target<A, R>,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+{
+    const { &EntryRecord::new(run_chunk::<F, A, R>) }
+}
+
+/// The entry running an initializer `F` on its argument.
+pub(crate) fn init_entry<F, A>() -> CallEntry
+where
+    F: Target<A, ()>,
+    A: DeserializeOwned + 'static,
+{
+    const { &EntryRecord::new(run_init::<F, A>) }
+}
+
+fn call<A, R>(f: impl Fn(A) -> R, a: A) -> Result<R, Failure> {
+    catch_unwind(AssertUnwindSafe(|| f(a))).map_err(|p| {
+        let (message, location) = panic_parts(p);
+        Failure::Panicked { message, location }
+    })
+}
+
+fn encode_into<T: Serialize>(ctx: &CallCtx, value: &T) -> Result<(), Error> {
+    *ctx.out.borrow_mut() = codec::encode_plain(value)?;
+    Ok(())
+}
+
+fn run_chunk<F, A, R>(args: Vec<u8>, _fds: Vec<OwnedFd>, ctx: &CallCtx) -> i32
+where
+    F: Target<A, R>,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    let items: Vec<A> = match codec::decode_owned(args, 0, Vec::new()) {
+        Ok(items) => items,
+        Err(e) => {
+            let failure = Failure::Codec(format!("cannot decode the arguments: {e}"));
+            let _ = encode_into(ctx, &ChunkOutcome::<R>::Err(failure));
+            return 1;
+        }
+    };
+    let f = image::summon::<F>();
+    let results: Vec<Result<R, Failure>> = items.into_iter().map(|a| call(f, a)).collect();
+    if encode_into(ctx, &Ok::<_, Failure>(&results)).is_ok() {
+        return 0;
+    }
+    // Some result does not encode: that call alone fails.
+    let results: Vec<Result<&R, Failure>> = results
+        .iter()
+        .map(|r| match r {
+            Ok(v) => match codec::encode_plain(v) {
+                Ok(_) => Ok(v),
+                Err(e) => Err(Failure::Codec(format!("cannot encode the result: {e}"))),
+            },
+            Err(f) => Err(f.clone()),
+        })
+        .collect();
+    match encode_into(ctx, &Ok::<_, Failure>(results)) {
+        Ok(()) => 0,
+        Err(e) => {
+            let failure = Failure::Codec(format!("cannot encode the results: {e}"));
+            let _ = encode_into(ctx, &ChunkOutcome::<R>::Err(failure));
+            1
+        }
+    }
+}
+
+fn run_init<F, A>(args: Vec<u8>, fds: Vec<OwnedFd>, ctx: &CallCtx) -> i32
+where
+    F: Target<A, ()>,
+    A: DeserializeOwned,
+{
+    let outcome: Result<(), Failure> = match codec::decode_owned::<A>(args, 0, fds) {
+        Ok(a) => call(image::summon::<F>(), a),
+        Err(e) => Err(Failure::Codec(format!(
+            "cannot decode the initializer's arguments: {e}"
+        ))),
+    };
+    let code = i32::from(outcome.is_err());
+    let _ = encode_into(ctx, &outcome);
+    code
+}
+
+/// Runs the entry at `offset` on `args` (with the descriptors of its handles); its
+/// encoded outcome, or why it could not run.
+pub(crate) fn run(offset: u64, args: Vec<u8>, fds: Vec<OwnedFd>) -> Result<Vec<u8>, Failure> {
+    let entry = image::entry_at::<CallCtx>(offset)
+        .ok_or_else(|| Failure::Codec("a task names no function of this program".into()))?;
+    let ctx = CallCtx::default();
+    entry(args, fds, &ctx);
+    Ok(ctx.out.into_inner())
+}

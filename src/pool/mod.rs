@@ -1,0 +1,681 @@
+//! A pool of worker processes (Python's `multiprocessing.Pool`): `apply`,
+//! `apply_async` with callbacks in this process, `map`, `map_async`, `imap`,
+//! `imap_unordered`, `starmap`, `close`, `terminate`, `join`.
+//!
+//! Tasks travel to the workers and results back through shared-memory queues (see
+//! [`Queue`](crate::Queue)), in chunks. A task names its function as a new process's
+//! target does ([`Target`]): a `fn` item or a closure that captures nothing; arguments
+//! and results travel by serde.
+//!
+//! ## When a worker dies
+//!
+//! CPython's `Pool` waits forever for the task of a worker that was killed. Here the
+//! pool watches its workers: a worker that ends while it holds a task (killed, aborted,
+//! `exit` in the task) is replaced, the tasks it had not started yet go to the other
+//! workers, and the chunk it was running fails with [`Error::WorkerLost`] (its pid and
+//! how it ended), or runs again on another worker when
+//! [`retries`](PoolBuilder::retries) allow. Every other task completes as usual. A panic
+//! in a task is that task's [`Error::Panicked`], with its message and location; the
+//! worker goes on. A task whose arguments or result do not serialize fails alone.
+//!
+//! Dropping a pool terminates it, as leaving Python's `with Pool(...)` block does: the
+//! workers are killed and unfinished tasks fail with [`Error::Cancelled`].
+
+mod call;
+mod result;
+mod supervise;
+mod worker;
+
+pub use self::result::AsyncResult;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, mpsc};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use self::call::{ChunkOutcome, chunk_entry, init_entry};
+use self::result::Slot;
+use self::supervise::{Core, Sink, Spec};
+use self::worker::{Initializer, SharedInit};
+use crate::error::{Error, Result};
+use crate::process::{StartMethod, Target, cpu_count, get_start_method};
+use crate::sys::image;
+use crate::wire::codec;
+
+/// A pool of worker processes. See the [module docs](self).
+///
+/// ```
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// let pool = multiproc::Pool::new(2)?;
+/// assert_eq!(pool.map(square, 0..5)?, [0, 1, 4, 9, 16]);
+/// assert_eq!(pool.apply(square, 12)?, 144);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Pool {
+    core: Arc<Core>,
+    processes: usize,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("processes", &self.processes)
+            .finish()
+    }
+}
+
+/// Options of a new [`Pool`]: [`Pool::builder`].
+#[derive(Debug, Default)]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    method: Option<StartMethod>,
+    initializer: Option<Result<SharedInit>>,
+    maxtasksperchild: Option<u64>,
+    retries: u32,
+}
+
+impl PoolBuilder {
+    /// The number of worker processes (Python's `processes`); [`cpu_count`] when not
+    /// given or 0.
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n);
+        self
+    }
+
+    /// How the workers start (Python's `context`); the default start method when not
+    /// given.
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    /// A function each worker runs once when it starts, with `args` (Python's
+    /// `initializer` and `initargs`). The arguments may hold handles (a `Queue`, a
+    /// `Lock`): they travel in the worker's start, as a process's arguments do. If it panics, the pool cannot run tasks: every
+    /// task fails, and new ones are refused, with [`Error::InvalidState`].
+    pub fn initializer<F, A>(mut self, f: F, args: A) -> Self
+    where
+        F: Target<A, ()>,
+        A: Serialize + DeserializeOwned + 'static,
+    {
+        let _ = f;
+        self.initializer = Some(codec::encode(&args).map(|e| {
+            SharedInit(Arc::new(Initializer {
+                entry: image::entry_offset(init_entry::<F, A>()),
+                bytes: e.bytes,
+                fds: e.fds,
+            }))
+        }));
+        self
+    }
+
+    /// Tasks (chunks) a worker completes before it is replaced by a new one (Python's
+    /// `maxtasksperchild`); no limit by default.
+    pub fn maxtasksperchild(mut self, n: u64) -> Self {
+        self.maxtasksperchild = Some(n.max(1));
+        self
+    }
+
+    /// How many times a chunk whose worker died runs again on another worker before it
+    /// fails with [`Error::WorkerLost`]; 0 by default.
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+
+    /// Starts the workers.
+    pub fn build(self) -> Result<Pool> {
+        let processes = match self.processes {
+            None | Some(0) => cpu_count(),
+            Some(n) => n,
+        };
+        let initializer = self.initializer.transpose()?;
+        let spec = Spec {
+            processes,
+            method: self.method.unwrap_or_else(get_start_method),
+            initializer,
+            max_tasks: self.maxtasksperchild,
+            retries: self.retries,
+        };
+        Ok(Pool {
+            core: Core::start(spec)?,
+            processes,
+        })
+    }
+}
+
+/// Python's default chunk size for `map`: four chunks per worker.
+fn default_chunksize(items: usize, processes: usize) -> usize {
+    let per = processes.max(1) * 4;
+    items.div_ceil(per).max(1)
+}
+
+/// Decodes a chunk's outcome into one result per call.
+fn decode_chunk<R: DeserializeOwned>(outcome: Result<Vec<u8>>, len: usize) -> Vec<Result<R>> {
+    let decoded =
+        outcome.and_then(|bytes| codec::decode_owned::<ChunkOutcome<R>>(bytes, 0, Vec::new()));
+    match decoded {
+        Ok(Ok(results)) if results.len() == len => results
+            .into_iter()
+            .map(|r| r.map_err(Error::from))
+            .collect(),
+        Ok(Ok(results)) => (0..len)
+            .map(|_| {
+                Err(Error::Decode(format!(
+                    "a chunk of {len} tasks came back with {} results",
+                    results.len()
+                )))
+            })
+            .collect(),
+        Ok(Err(failure)) => {
+            let e = Error::from(failure);
+            (0..len).map(|_| Err(copy_error(&e))).collect()
+        }
+        Err(e) => (0..len).map(|_| Err(copy_error(&e))).collect(),
+    }
+}
+
+/// An error for each task of a chunk that failed as a whole.
+fn copy_error(e: &Error) -> Error {
+    match e {
+        Error::WorkerLost { pid, exitcode } => Error::WorkerLost {
+            pid: *pid,
+            exitcode: *exitcode,
+        },
+        Error::Panicked { message, location } => Error::Panicked {
+            message: message.clone(),
+            location: location.clone(),
+        },
+        Error::Cancelled => Error::Cancelled,
+        Error::Timeout => Error::Timeout,
+        Error::Decode(m) => Error::Decode(m.clone()),
+        Error::Encode(m) => Error::Encode(m.clone()),
+        Error::InvalidState(m) => Error::InvalidState(m.clone()),
+        other => Error::InvalidState(other.to_string()),
+    }
+}
+
+impl Pool {
+    /// A pool of `processes` workers (0: [`cpu_count`]), started with the default
+    /// start method.
+    pub fn new(processes: usize) -> Result<Pool> {
+        Pool::builder().processes(processes).build()
+    }
+
+    /// Options for a new pool.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// The number of workers.
+    pub fn processes(&self) -> usize {
+        self.processes
+    }
+
+    /// The pids of the workers now running.
+    pub fn pids(&self) -> Vec<u32> {
+        self.core.pids()
+    }
+
+    fn submit_chunk<F, A, R>(&self, chunk: &[A], sink: Sink, callback: bool) -> Result<()>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let args = codec::encode_plain(chunk)?;
+        let entry = image::entry_offset(chunk_entry::<F, A, R>());
+        self.core.submit(entry, args, sink, callback)
+    }
+
+    /// Runs `f(args)` in a worker and waits for its result (Python's `apply`).
+    pub fn apply<F, A, R>(&self, f: F, args: A) -> Result<R>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.apply_async(f, args)?.get()
+    }
+
+    /// Runs `f(args)` in a worker (Python's `apply_async`); the result comes in the
+    /// [`AsyncResult`].
+    pub fn apply_async<F, A, R>(&self, f: F, args: A) -> Result<AsyncResult<R>>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.apply_async_with(f, args, |_: &R| {}, |_: &Error| {})
+    }
+
+    /// [`apply_async`](Pool::apply_async) with Python's `callback` and
+    /// `error_callback`: one of them is called with the result or the error, **in this
+    /// process** (on a thread of the pool, in the order tasks complete), before the
+    /// [`AsyncResult`] is ready.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    ///
+    /// fn double(x: i32) -> i32 {
+    ///     x * 2
+    /// }
+    ///
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let (tx, rx) = mpsc::channel();
+    /// let r = pool.apply_async_with(
+    ///     double,
+    ///     21,
+    ///     move |v: &i32| tx.send((*v, std::process::id())).unwrap(),
+    ///     |e: &multiproc::Error| eprintln!("failed: {e}"),
+    /// )?;
+    /// assert_eq!(r.get()?, 42);
+    /// assert_eq!(rx.recv().unwrap(), (42, std::process::id()));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn apply_async_with<F, A, R, C, E>(
+        &self,
+        f: F,
+        args: A,
+        callback: C,
+        error_callback: E,
+    ) -> Result<AsyncResult<R>>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        C: FnOnce(&R) + Send + 'static,
+        E: FnOnce(&Error) + Send + 'static,
+    {
+        let _ = f;
+        let slot = Slot::new();
+        let target = slot.clone();
+        let sink: Sink = Box::new(move |outcome| {
+            let result = decode_chunk::<R>(outcome, 1)
+                .pop()
+                .unwrap_or_else(|| Err(Error::Decode("no result".into())));
+            match &result {
+                Ok(v) => callback(v),
+                Err(e) => error_callback(e),
+            }
+            target.set(result);
+        });
+        self.submit_chunk::<F, A, R>(std::slice::from_ref(&args), sink, true)?;
+        Ok(AsyncResult::new(slot))
+    }
+
+    /// `f` over every item, the results in order (Python's `map`), in chunks of
+    /// Python's default size (four per worker). The first failure is the error.
+    pub fn map<F, A, R, I>(&self, f: F, items: I) -> Result<Vec<R>>
+    where
+        F: Target<A, R>,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_async(f, items)?.get()
+    }
+
+    /// [`map`](Pool::map) with chunks of `chunksize` items.
+    pub fn map_chunked<F, A, R, I>(&self, f: F, items: I, chunksize: usize) -> Result<Vec<R>>
+    where
+        F: Target<A, R>,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_async_chunked(f, items, chunksize)?.get()
+    }
+
+    /// [`map`](Pool::map) without waiting (Python's `map_async`).
+    pub fn map_async<F, A, R, I>(&self, f: F, items: I) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: Target<A, R>,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let items: Vec<A> = items.into_iter().collect();
+        let chunksize = default_chunksize(items.len(), self.processes);
+        self.map_items(f, items, chunksize)
+    }
+
+    /// [`map_async`](Pool::map_async) with chunks of `chunksize` items.
+    pub fn map_async_chunked<F, A, R, I>(
+        &self,
+        f: F,
+        items: I,
+        chunksize: usize,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: Target<A, R>,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_items(f, items.into_iter().collect(), chunksize.max(1))
+    }
+
+    /// Python's `starmap`: in Rust a target takes one argument, so a tuple is it, and
+    /// this is [`map`](Pool::map) over tuples.
+    pub fn starmap<F, A, R, I>(&self, f: F, items: I) -> Result<Vec<R>>
+    where
+        F: Target<A, R>,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map(f, items)
+    }
+
+    /// Python's `starmap_async`: [`map_async`](Pool::map_async) over tuples.
+    pub fn starmap_async<F, A, R, I>(&self, f: F, items: I) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: Target<A, R>,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_async(f, items)
+    }
+
+    fn map_items<F, A, R>(
+        &self,
+        _f: F,
+        items: Vec<A>,
+        chunksize: usize,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let slot = Slot::new();
+        let n = items.len();
+        if n == 0 {
+            slot.set(Ok(Vec::new()));
+            return Ok(AsyncResult::new(slot));
+        }
+        let chunks = n.div_ceil(chunksize);
+        let gather = Arc::new(Mutex::new(Gather::<R> {
+            results: (0..n).map(|_| None).collect(),
+            left: chunks,
+            error: None,
+        }));
+        for (k, chunk) in items.chunks(chunksize).enumerate() {
+            let first = k * chunksize;
+            let len = chunk.len();
+            let gather = gather.clone();
+            let target = slot.clone();
+            let sink: Sink = Box::new(move |outcome| {
+                let results = decode_chunk::<R>(outcome, len);
+                let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
+                for (i, r) in results.into_iter().enumerate() {
+                    match r {
+                        Ok(v) => g.results[first + i] = Some(v),
+                        Err(e) => {
+                            if g.error.is_none() {
+                                g.error = Some(e);
+                            }
+                        }
+                    }
+                }
+                g.left -= 1;
+                if g.left == 0 {
+                    let value = match g.error.take() {
+                        Some(e) => Err(e),
+                        None => Ok(g
+                            .results
+                            .drain(..)
+                            .map(|r| r.expect("every result"))
+                            .collect()),
+                    };
+                    target.set(value);
+                }
+            });
+            if let Err(e) = self.submit_chunk::<F, A, R>(chunk, sink, false) {
+                slot.set(Err(copy_error(&e)));
+                return Err(e);
+            }
+        }
+        Ok(AsyncResult::new(slot))
+    }
+
+    /// `f` over the items as an iterator of results, in order (Python's `imap`), one
+    /// item per task. The items are read as the results are taken: at most two tasks
+    /// per worker are in flight at a time.
+    pub fn imap<'a, F, A, R, I>(&'a self, f: F, items: I) -> IMap<'a, R>
+    where
+        F: Target<A, R>,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.imap_chunked(f, items, 1)
+    }
+
+    /// [`imap`](Pool::imap) with chunks of `chunksize` items.
+    pub fn imap_chunked<'a, F, A, R, I>(&'a self, _f: F, items: I, chunksize: usize) -> IMap<'a, R>
+    where
+        F: Target<A, R>,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        IMap::new(
+            self,
+            items.into_iter(),
+            chunksize.max(1),
+            false,
+            submit_fn::<F, A, R>,
+        )
+    }
+
+    /// `f` over the items as an iterator of results in the order they complete
+    /// (Python's `imap_unordered`).
+    pub fn imap_unordered<'a, F, A, R, I>(&'a self, _f: F, items: I) -> IMap<'a, R>
+    where
+        F: Target<A, R>,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        IMap::new(self, items.into_iter(), 1, true, submit_fn::<F, A, R>)
+    }
+
+    /// No more tasks may be submitted (Python's `close`); the workers end once the
+    /// tasks submitted are done.
+    pub fn close(&self) {
+        self.core.close();
+    }
+
+    /// Stops the workers at once (Python's `terminate`): unfinished tasks fail with
+    /// [`Error::Cancelled`].
+    pub fn terminate(&self) {
+        self.core.terminate();
+    }
+
+    /// Waits for the workers to end (Python's `join`), after [`close`](Pool::close) or
+    /// [`terminate`](Pool::terminate); [`Error::InvalidState`] before either.
+    pub fn join(&self) -> Result<()> {
+        self.core.join()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.core.terminate();
+        let _ = self.core.join();
+    }
+}
+
+struct Gather<R> {
+    results: Vec<Option<R>>,
+    left: usize,
+    error: Option<Error>,
+}
+
+/// Where the results of one chunk of an `imap` go.
+type Deliver<R> = Box<dyn FnOnce(Vec<Result<R>>) + Send>;
+
+/// Submits one chunk of an `imap`.
+type SubmitFn<A, R> = fn(&Pool, &[A], Deliver<R>) -> Result<()>;
+
+/// Takes the next chunk of an `imap`'s items and submits it; `None` once they ran out.
+type Feed<'a, R> = Box<dyn FnMut(&Pool, Deliver<R>) -> Option<Result<()>> + 'a>;
+
+fn submit_fn<F, A, R>(pool: &Pool, chunk: &[A], deliver: Deliver<R>) -> Result<()>
+where
+    F: Target<A, R>,
+    A: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    let len = chunk.len();
+    let sink: Sink = Box::new(move |outcome| deliver(decode_chunk::<R>(outcome, len)));
+    pool.submit_chunk::<F, A, R>(chunk, sink, false)
+}
+
+/// How the chunks of an `imap` come back.
+enum Arrivals<R> {
+    /// In the order submitted: a slot per chunk.
+    Ordered(VecDeque<Arc<Slot<Vec<Result<R>>>>>),
+    /// As they complete.
+    Unordered {
+        tx: mpsc::Sender<Vec<Result<R>>>,
+        rx: mpsc::Receiver<Vec<Result<R>>>,
+        in_flight: usize,
+    },
+}
+
+impl<R> Arrivals<R> {
+    fn in_flight(&self) -> usize {
+        match self {
+            Arrivals::Ordered(slots) => slots.len(),
+            Arrivals::Unordered { in_flight, .. } => *in_flight,
+        }
+    }
+}
+
+/// The results of [`Pool::imap`], [`Pool::imap_chunked`] or [`Pool::imap_unordered`]:
+/// an iterator of one `Result` per item.
+pub struct IMap<'a, R> {
+    pool: &'a Pool,
+    feed: Feed<'a, R>,
+    arrivals: Arrivals<R>,
+    ready: VecDeque<Result<R>>,
+    exhausted: bool,
+}
+
+impl<R> std::fmt::Debug for IMap<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IMap")
+            .field("in_flight", &self.arrivals.in_flight())
+            .finish()
+    }
+}
+
+impl<'a, R: Send + 'static> IMap<'a, R> {
+    fn new<A: 'static>(
+        pool: &'a Pool,
+        mut items: impl Iterator<Item = A> + 'a,
+        chunksize: usize,
+        unordered: bool,
+        submit: SubmitFn<A, R>,
+    ) -> IMap<'a, R> {
+        let feed: Feed<'a, R> = Box::new(move |pool: &Pool, deliver: Deliver<R>| {
+            let chunk: Vec<A> = items.by_ref().take(chunksize).collect();
+            if chunk.is_empty() {
+                return None;
+            }
+            Some(submit(pool, &chunk, deliver))
+        });
+        let arrivals = if unordered {
+            let (tx, rx) = mpsc::channel();
+            Arrivals::Unordered {
+                tx,
+                rx,
+                in_flight: 0,
+            }
+        } else {
+            Arrivals::Ordered(VecDeque::new())
+        };
+        IMap {
+            pool,
+            feed,
+            arrivals,
+            ready: VecDeque::new(),
+            exhausted: false,
+        }
+    }
+
+    /// Submits chunks until two per worker are in flight or the items run out.
+    fn fill(&mut self) {
+        while !self.exhausted && self.arrivals.in_flight() < 2 * self.pool.processes.max(1) {
+            let submitted = match &mut self.arrivals {
+                Arrivals::Ordered(slots) => {
+                    let slot = Slot::new();
+                    let target = slot.clone();
+                    let r = (self.feed)(self.pool, Box::new(move |v| target.set(Ok(v))));
+                    if matches!(r, Some(Ok(()))) {
+                        slots.push_back(slot);
+                    }
+                    r
+                }
+                Arrivals::Unordered { tx, in_flight, .. } => {
+                    let tx = tx.clone();
+                    let r = (self.feed)(self.pool, Box::new(move |v| drop(tx.send(v))));
+                    if matches!(r, Some(Ok(()))) {
+                        *in_flight += 1;
+                    }
+                    r
+                }
+            };
+            match submitted {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    self.ready.push_back(Err(e));
+                    self.exhausted = true;
+                }
+                None => self.exhausted = true,
+            }
+        }
+    }
+}
+
+impl<R: Send + 'static> Iterator for IMap<'_, R> {
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        loop {
+            self.fill();
+            if let Some(r) = self.ready.pop_front() {
+                return Some(r);
+            }
+            let chunk = match &mut self.arrivals {
+                Arrivals::Ordered(slots) => match slots.pop_front() {
+                    Some(slot) => AsyncResult::new(slot).get(),
+                    None => return None,
+                },
+                Arrivals::Unordered { rx, in_flight, .. } => {
+                    if *in_flight == 0 {
+                        return None;
+                    }
+                    *in_flight -= 1;
+                    // A chunk's sink always delivers (its outcome, or why it has none).
+                    rx.recv().map_err(|_| Error::Cancelled)
+                }
+            };
+            match chunk {
+                Ok(results) => self.ready.extend(results),
+                Err(e) => self.ready.push_back(Err(e)),
+            }
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! The pool's side in the parent: the workers, the jobs, and the threads that keep them
+//! going.
+//!
+//! A job is a chunk of calls. Each worker has a queue of its own for orders, and the pool
+//! gives it at most [`PREFETCH`] jobs at a time, so that the pool always knows which jobs
+//! each worker holds. All workers put their reports on one shared queue, which a
+//! collector thread empties into the handler's channel at once (a worker is never kept
+//! waiting by the handler). The handler delivers outcomes, hands out more jobs, and
+//! checks the workers: a worker that died is replaced, the jobs still in its queue are
+//! handed to others, and the job it was running fails with [`Error::WorkerLost`] (or runs
+//! again, when retries are allowed). Callbacks run on a thread of their own, in the
+//! order the outcomes came, so that a slow callback never holds up the handler.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::Duration;
+
+use super::worker::{Order, Report, SharedInit, WorkerArgs, worker_main};
+use crate::error::{Error, Result};
+use crate::process::{Process, StartMethod, get_context};
+use crate::queue::Queue;
+
+/// Jobs a worker holds at most: one running, one waiting in its queue.
+pub(crate) const PREFETCH: usize = 2;
+
+/// How often the handler looks at the workers when no report comes.
+const TICK: Duration = Duration::from_millis(10);
+
+/// What a job's outcome goes to: its encoded outcome, or why it has none.
+pub(crate) type Sink = Box<dyn FnOnce(Result<Vec<u8>>) + Send>;
+
+/// Work for the callback thread.
+type CallbackTask = Box<dyn FnOnce() + Send>;
+
+struct Job {
+    entry: u64,
+    args: Arc<Vec<u8>>,
+    sink: Sink,
+    /// Deliver on the callback thread (the sink runs a user callback).
+    callback: bool,
+    retries_left: u32,
+}
+
+struct Worker {
+    serial: u64,
+    process: Process,
+    orders: Queue<Order>,
+    /// Jobs given to it that it has not reported on, in the order given.
+    holding: VecDeque<u64>,
+    retiring: bool,
+    /// Found ended; its accounting waits for the `Ended` marker.
+    ended: bool,
+}
+
+/// How workers are made.
+#[derive(Clone)]
+pub(crate) struct Spec {
+    pub(crate) processes: usize,
+    pub(crate) method: StartMethod,
+    pub(crate) initializer: Option<SharedInit>,
+    pub(crate) max_tasks: Option<u64>,
+    pub(crate) retries: u32,
+}
+
+struct State {
+    workers: Vec<Worker>,
+    jobs: HashMap<u64, Job>,
+    pending: VecDeque<u64>,
+    next_job: u64,
+    next_serial: u64,
+    closed: bool,
+    terminated: bool,
+    /// Why the pool cannot run tasks (its initializer fails).
+    broken: Option<String>,
+}
+
+/// The pool's shared core.
+pub(crate) struct Core {
+    spec: Spec,
+    state: Mutex<State>,
+    /// Notified whenever a job ends or the pool stops (for `join`).
+    idle: Condvar,
+    reports: Queue<Report>,
+    callbacks: Mutex<Option<Sender<CallbackTask>>>,
+}
+
+impl Core {
+    /// Starts the workers and the pool's threads.
+    pub(crate) fn start(spec: Spec) -> Result<Arc<Core>> {
+        let reports = Queue::builder().ring_bytes(4 << 20).build()?;
+        let (cb_tx, cb_rx) = mpsc::channel::<CallbackTask>();
+        let core = Arc::new(Core {
+            spec,
+            state: Mutex::new(State {
+                workers: Vec::new(),
+                jobs: HashMap::new(),
+                pending: VecDeque::new(),
+                next_job: 0,
+                next_serial: 0,
+                closed: false,
+                terminated: false,
+                broken: None,
+            }),
+            idle: Condvar::new(),
+            reports,
+            callbacks: Mutex::new(Some(cb_tx)),
+        });
+        {
+            let mut st = core.lock();
+            for _ in 0..core.spec.processes {
+                let w = core.new_worker(&mut st)?;
+                st.workers.push(w);
+            }
+        }
+        // This handle also puts: the `Ended` and `Shutdown` markers.
+        let reports = core.reports.clone();
+        let (tx, rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("multiproc-pool-collector".into())
+            .spawn(move || collect(reports, tx))?;
+        thread::Builder::new()
+            .name("multiproc-pool-callbacks".into())
+            .spawn(move || cb_rx.into_iter().for_each(|f| f()))?;
+        let handler = core.clone();
+        thread::Builder::new()
+            .name("multiproc-pool-handler".into())
+            .spawn(move || handler.handle(rx))?;
+        Ok(core)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn new_worker(&self, st: &mut State) -> Result<Worker> {
+        let serial = st.next_serial;
+        st.next_serial += 1;
+        let orders = Queue::new()?;
+        let args = WorkerArgs {
+            serial,
+            orders: orders.clone(),
+            reports: self.reports.clone(),
+            initializer: self.spec.initializer.clone(),
+            max_tasks: self.spec.max_tasks,
+        };
+        let mut process = get_context(self.spec.method)
+            .process(worker_main, args)
+            .daemon(true)
+            .name(format!("PoolWorker-{}", serial + 1));
+        process.start()?;
+        Ok(Worker {
+            serial,
+            process,
+            orders,
+            holding: VecDeque::new(),
+            retiring: false,
+            ended: false,
+        })
+    }
+
+    /// Adds a job; `Err` once the pool is closed or broken.
+    pub(crate) fn submit(
+        &self,
+        entry: u64,
+        args: Vec<u8>,
+        sink: Sink,
+        callback: bool,
+    ) -> Result<()> {
+        let mut st = self.lock();
+        if st.closed || st.terminated {
+            return Err(Error::state("the pool is closed"));
+        }
+        if let Some(why) = &st.broken {
+            return Err(Error::state(format!("the pool cannot run tasks: {why}")));
+        }
+        let id = st.next_job;
+        st.next_job += 1;
+        st.jobs.insert(
+            id,
+            Job {
+                entry,
+                args: Arc::new(args),
+                sink,
+                callback,
+                retries_left: self.spec.retries,
+            },
+        );
+        st.pending.push_back(id);
+        self.dispatch(&mut st);
+        Ok(())
+    }
+
+    /// Gives pending jobs to workers with room, the least busy first.
+    fn dispatch(&self, st: &mut State) {
+        while let Some(&id) = st.pending.front() {
+            let Some(w) = st
+                .workers
+                .iter_mut()
+                .filter(|w| !w.retiring && !w.ended && w.holding.len() < PREFETCH)
+                .min_by_key(|w| w.holding.len())
+            else {
+                return;
+            };
+            let Some(job) = st.jobs.get(&id) else {
+                st.pending.pop_front();
+                continue;
+            };
+            let order = Order::Run {
+                job: id,
+                entry: job.entry,
+                args: job.args.to_vec(),
+            };
+            if w.orders.put(&order).is_err() {
+                // This worker cannot take orders; it is replaced when found dead.
+                w.retiring = true;
+                continue;
+            }
+            w.holding.push_back(id);
+            st.pending.pop_front();
+        }
+    }
+
+    /// Delivers a job's outcome.
+    fn finish(&self, st: &mut State, id: u64, outcome: Result<Vec<u8>>) {
+        if let Some(job) = st.jobs.remove(&id) {
+            let sink = job.sink;
+            if job.callback {
+                let sender = self.callbacks.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(tx) = &*sender {
+                    let _ = tx.send(Box::new(move || sink(outcome)));
+                }
+            } else {
+                sink(outcome);
+            }
+        }
+        self.idle.notify_all();
+    }
+
+    /// The handler thread: reports, dead workers, replacements, until the pool ends.
+    fn handle(self: Arc<Self>, rx: Receiver<Report>) {
+        loop {
+            let report = rx.recv_timeout(TICK);
+            let mut st = self.lock();
+            match report {
+                Ok(Report::Done {
+                    worker,
+                    job,
+                    outcome,
+                }) => {
+                    if let Some(w) = st.workers.iter_mut().find(|w| w.serial == worker) {
+                        w.holding.retain(|j| *j != job);
+                    }
+                    self.finish(&mut st, job, outcome.map_err(Error::from));
+                }
+                Ok(Report::Retiring { worker }) => {
+                    if let Some(w) = st.workers.iter_mut().find(|w| w.serial == worker) {
+                        w.retiring = true;
+                    }
+                }
+                Ok(Report::InitFailed { failure, .. }) => {
+                    let why = format!("its initializer failed: {}", Error::from(failure));
+                    st.broken = Some(why.clone());
+                    let ids: Vec<u64> = st.jobs.keys().copied().collect();
+                    for id in ids {
+                        self.finish(&mut st, id, Err(Error::state(why.clone())));
+                    }
+                    st.pending.clear();
+                }
+                Ok(Report::Ended { worker }) => self.account(&mut st, worker),
+                Ok(Report::Shutdown) => {}
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {}
+            }
+            self.check_workers(&mut st);
+            self.dispatch(&mut st);
+            if st.terminated || (st.closed && st.jobs.is_empty()) {
+                self.stop_workers(&mut st);
+                let _ = self.reports.put(&Report::Shutdown);
+                self.idle.notify_all();
+                *self.callbacks.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                return;
+            }
+        }
+    }
+
+    /// Marks workers that ended, and puts an `Ended` marker after their reports: the
+    /// queue is one line, so every report a worker made before it ended comes before the
+    /// marker, and no job it completed is taken for lost.
+    fn check_workers(&self, st: &mut State) {
+        for w in st.workers.iter_mut() {
+            if !w.ended && !w.process.is_alive() {
+                w.ended = true;
+                if self
+                    .reports
+                    .put(&Report::Ended { worker: w.serial })
+                    .is_err()
+                {
+                    tracing::warn!("multiproc pool: cannot queue the end of a worker");
+                }
+            }
+        }
+    }
+
+    /// Settles the jobs of a worker that ended, and replaces it: the jobs it never took
+    /// go back to the pending ones, the one it held fails (or runs again).
+    fn account(&self, st: &mut State, serial: u64) {
+        let Some(i) = st.workers.iter().position(|w| w.serial == serial) else {
+            return;
+        };
+        let mut w = st.workers.swap_remove(i);
+        let _ = w.process.join();
+        let mut untaken = Vec::new();
+        while let Ok(Order::Run { job, .. }) = w.orders.try_get() {
+            untaken.push(job);
+        }
+        for job in untaken.iter().rev() {
+            if st.jobs.contains_key(job) {
+                st.pending.push_front(*job);
+            }
+        }
+        let pid = w.process.pid().unwrap_or(0);
+        let exitcode = w.process.exitcode().unwrap_or(-1);
+        for id in w.holding.iter().filter(|j| !untaken.contains(j)) {
+            let Some(job) = st.jobs.get_mut(id) else {
+                continue;
+            };
+            if job.retries_left > 0 {
+                job.retries_left -= 1;
+                st.pending.push_front(*id);
+            } else {
+                self.finish(st, *id, Err(Error::WorkerLost { pid, exitcode }));
+            }
+        }
+        if !st.terminated && st.broken.is_none() && !(st.closed && st.jobs.is_empty()) {
+            match self.new_worker(st) {
+                Ok(nw) => st.workers.push(nw),
+                Err(e) => tracing::warn!("multiproc pool: cannot replace a worker: {e}"),
+            }
+        }
+        self.idle.notify_all();
+    }
+
+    fn stop_workers(&self, st: &mut State) {
+        for w in &st.workers {
+            if st.terminated {
+                let _ = w.process.kill();
+            } else {
+                let _ = w.orders.put(&Order::Stop);
+            }
+        }
+        for mut w in st.workers.drain(..) {
+            let _ = w.process.join();
+        }
+    }
+
+    /// No new jobs; the workers end once the jobs submitted are done.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+    }
+
+    /// Stops at once: running jobs are killed with their workers, and every job not
+    /// done fails with [`Error::Cancelled`].
+    pub(crate) fn terminate(&self) {
+        let mut st = self.lock();
+        st.terminated = true;
+        st.pending.clear();
+        let ids: Vec<u64> = st.jobs.keys().copied().collect();
+        for id in ids {
+            self.finish(&mut st, id, Err(Error::Cancelled));
+        }
+        for w in &st.workers {
+            let _ = w.process.kill();
+        }
+    }
+
+    /// Waits until the workers have ended (after `close` or `terminate`).
+    pub(crate) fn join(&self) -> Result<()> {
+        let mut st = self.lock();
+        if !st.closed && !st.terminated {
+            return Err(Error::state("join() before close() or terminate()"));
+        }
+        while !st.workers.is_empty() || !st.jobs.is_empty() {
+            st = self
+                .idle
+                .wait_timeout(st, TICK)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+
+    /// The pids of the current workers.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.lock()
+            .workers
+            .iter()
+            .filter_map(|w| w.process.pid())
+            .collect()
+    }
+}
+
+/// Moves reports from the shared queue to the handler, at once.
+fn collect(reports: Queue<Report>, tx: Sender<Report>) {
+    loop {
+        match reports.get() {
+            Ok(Report::Shutdown) => return,
+            Ok(r) => {
+                if tx.send(r).is_err() {
+                    return;
+                }
+            }
+            Err(Error::NoProducers) => return,
+            // A damaged report: its job stays with its worker (and fails if the worker
+            // dies); the next one is read.
+            Err(Error::Decode(_)) => continue,
+            Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! CPython's pool behaviours (`_TestPool` in `_test_multiprocessing.py`), ported: results
+//! in order for `map` and `imap`, all results for `imap_unordered`, chunk sizes, the
+//! initializer once per worker, `maxtasksperchild` replacing workers, `close` then
+//! `join`, `terminate`, `apply_async` after `close`, `get` with a timeout, `successful`
+//! before ready, callbacks in the parent, panics in tasks; and what CPython cannot do: a
+//! worker killed mid-task fails that task alone, with `WorkerLost`, and the pool goes on.
+//!
+//! Timing: `get` timeouts are checked not to return early; everything else is bounded by
+//! [`LONG`].
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{LONG, METHODS};
+use multiproc::{Error, Pool, Queue, StartMethod};
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn pid_of(_: u64) -> u32 {
+    std::process::id()
+}
+
+fn slow_square(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(x % 7));
+    x * x
+}
+
+fn boom(x: u64) -> u64 {
+    if x == 3 {
+        panic!("task {x} failed");
+    }
+    x
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[test]
+fn map_returns_results_in_order_under_every_start_method() {
+    for method in METHODS {
+        let pool = Pool::builder()
+            .processes(2)
+            .start_method(method)
+            .build()
+            .unwrap();
+        let want: Vec<u64> = (0..100).map(square).collect();
+        assert_eq!(pool.map(square, 0..100).unwrap(), want, "{method:?}");
+        assert_eq!(
+            pool.map(square, Vec::<u64>::new()).unwrap(),
+            Vec::<u64>::new()
+        );
+        for chunksize in [1, 3, 100, 1000] {
+            assert_eq!(
+                pool.map_chunked(slow_square, 0..50, chunksize).unwrap()[..],
+                want[..50]
+            );
+        }
+        assert_eq!(
+            pool.starmap(|(a, b): (u64, u64)| a + b, [(1, 2), (3, 4)])
+                .unwrap(),
+            [3, 7]
+        );
+    }
+}
+
+#[test]
+fn imap_is_in_order_and_imap_unordered_gives_every_result() {
+    let pool = Pool::new(2).unwrap();
+    let got: Vec<u64> = pool.imap(slow_square, 0..40).map(Result::unwrap).collect();
+    assert_eq!(got, (0..40).map(square).collect::<Vec<_>>());
+    let got: Vec<u64> = pool
+        .imap_chunked(slow_square, 0..40, 7)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, (0..40).map(square).collect::<Vec<_>>());
+    let got: BTreeSet<u64> = pool
+        .imap_unordered(slow_square, 0..40)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, (0..40).map(square).collect());
+}
+
+#[test]
+fn imap_reads_its_input_lazily() {
+    let pool = Pool::new(2).unwrap();
+    // An endless input: only what is taken (and a bounded lead) is ever read.
+    let mut it = pool.imap(square, 0..);
+    for i in 0..10 {
+        assert_eq!(it.next().unwrap().unwrap(), i * i);
+    }
+}
+
+fn init(q: Queue<u32>) {
+    q.put(&std::process::id()).unwrap();
+}
+
+#[test]
+fn the_initializer_runs_once_in_each_worker() {
+    let q = Queue::<u32>::new().unwrap();
+    let pool = Pool::builder()
+        .processes(3)
+        .initializer(init, q.clone())
+        .build()
+        .unwrap();
+    let _ = pool.map(square, 0..30).unwrap();
+    let mut pids = pool.pids();
+    pids.sort_unstable();
+    let mut inits: Vec<u32> = (0..3).map(|_| q.get_timeout(LONG).unwrap()).collect();
+    inits.sort_unstable();
+    assert_eq!(inits, pids);
+    assert!(q.try_get().is_err(), "an initializer ran twice");
+}
+
+#[test]
+fn maxtasksperchild_replaces_workers() {
+    let pool = Pool::builder()
+        .processes(2)
+        .maxtasksperchild(2)
+        .build()
+        .unwrap();
+    let pids: BTreeSet<u32> = (0..12).map(|i| pool.apply(pid_of, i).unwrap()).collect();
+    assert!(
+        pids.len() >= 4,
+        "only {} distinct workers ran 12 tasks",
+        pids.len()
+    );
+    assert_eq!(pool.map(square, 0..20).unwrap().len(), 20);
+}
+
+#[test]
+fn close_then_join_completes_submitted_work() {
+    let pool = Pool::new(2).unwrap();
+    let results: Vec<_> = (0..10)
+        .map(|i| pool.apply_async(sleep_ms, i * 5).unwrap())
+        .collect();
+    pool.close();
+    assert!(matches!(
+        pool.apply_async(square, 1),
+        Err(Error::InvalidState(_))
+    ));
+    pool.join().unwrap();
+    for (i, r) in results.into_iter().enumerate() {
+        assert!(r.ready());
+        assert_eq!(r.get().unwrap(), i as u64 * 5);
+    }
+    assert!(pool.pids().is_empty());
+}
+
+#[test]
+fn join_before_close_is_an_error() {
+    let pool = Pool::new(1).unwrap();
+    assert!(matches!(pool.join(), Err(Error::InvalidState(_))));
+}
+
+#[test]
+fn terminate_stops_running_tasks_and_cancels_the_rest() {
+    let pool = Pool::new(2).unwrap();
+    let pids = pool.pids();
+    let results: Vec<_> = (0..6)
+        .map(|_| pool.apply_async(sleep_ms, 60_000).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    pool.terminate();
+    pool.join().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10));
+    for r in results {
+        assert!(matches!(r.get(), Err(Error::Cancelled)));
+    }
+    for pid in pids {
+        assert!(common::wait_gone(pid, LONG), "worker {pid} still runs");
+    }
+}
+
+#[test]
+fn get_with_a_timeout_and_successful_before_ready() {
+    let pool = Pool::new(1).unwrap();
+    let mut r = pool.apply_async(sleep_ms, 500).unwrap();
+    assert!(matches!(r.successful(), Err(Error::InvalidState(_))));
+    let t = Instant::now();
+    assert!(matches!(
+        r.get_timeout(Duration::from_millis(100)),
+        Err(Error::Timeout)
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    assert_eq!(r.get_timeout(LONG).unwrap(), 500);
+}
+
+#[test]
+fn callbacks_run_in_the_parent_in_completion_order() {
+    let pool = Pool::new(2).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let (etx, erx) = mpsc::channel();
+    let mut results = Vec::new();
+    for i in 0..6u64 {
+        let tx = tx.clone();
+        let etx = etx.clone();
+        results.push(
+            pool.apply_async_with(
+                boom,
+                i,
+                move |v: &u64| tx.send((*v, std::process::id())).unwrap(),
+                move |e: &Error| etx.send(e.to_string()).unwrap(),
+            )
+            .unwrap(),
+        );
+    }
+    for r in results {
+        let _ = r.get();
+    }
+    let got: Vec<(u64, u32)> = rx.try_iter().collect();
+    assert_eq!(got.len(), 5);
+    assert!(got.iter().all(|(_, pid)| *pid == std::process::id()));
+    let errors: Vec<String> = erx.try_iter().collect();
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].contains("task 3 failed"), "{errors:?}");
+}
+
+#[test]
+fn a_panicking_task_fails_alone_and_its_worker_goes_on() {
+    let pool = Pool::new(1).unwrap();
+    let before = pool.pids();
+    match pool.apply(boom, 3) {
+        Err(Error::Panicked { message, location }) => {
+            assert!(message.contains("task 3 failed"));
+            assert!(location.unwrap().contains("pool.rs"));
+        }
+        other => panic!("expected a panic, got {other:?}"),
+    }
+    assert_eq!(pool.apply(boom, 4).unwrap(), 4);
+    assert_eq!(pool.pids(), before);
+    // In a map, the first failure is the error.
+    assert!(matches!(pool.map(boom, 0..10), Err(Error::Panicked { .. })));
+}
+
+fn die(code: i32) -> u64 {
+    std::process::exit(code);
+}
+
+#[test]
+fn a_worker_that_exits_inside_a_task_fails_that_task_with_worker_lost() {
+    let pool = Pool::new(2).unwrap();
+    let lost = pool.apply_async(die, 7).unwrap();
+    let fine: Vec<_> = (0..20)
+        .map(|i| pool.apply_async(square, i).unwrap())
+        .collect();
+    match lost.get() {
+        Err(e @ Error::WorkerLost { exitcode: 7, .. }) => assert_eq!(e.signal(), None),
+        other => panic!("expected WorkerLost, got {other:?}"),
+    }
+    for (i, r) in fine.into_iter().enumerate() {
+        assert_eq!(r.get().unwrap(), (i * i) as u64);
+    }
+    assert_eq!(pool.map(square, 0..10).unwrap().len(), 10);
+    assert_eq!(pool.pids().len(), 2);
+}
+
+#[test]
+fn a_sigkilled_worker_fails_only_its_task_and_is_replaced() {
+    for method in [StartMethod::Forkserver, StartMethod::Fork] {
+        let pool = Pool::builder()
+            .processes(2)
+            .start_method(method)
+            .build()
+            .unwrap();
+        let victim = pool.apply_async(sleep_ms, 60_000).unwrap();
+        let others: Vec<_> = (0..10)
+            .map(|i| pool.apply_async(slow_square, i).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        // The worker running the long task: the one whose pid ran no short one.
+        let short_pids: BTreeSet<u32> = (0..4).map(|i| pool.apply(pid_of, i).unwrap()).collect();
+        let target = *pool
+            .pids()
+            .iter()
+            .find(|p| !short_pids.contains(p))
+            .expect("a busy worker");
+        common::kill_pid(target);
+        match victim.get() {
+            Err(e @ Error::WorkerLost { .. }) => assert_eq!(e.signal(), Some(9)),
+            other => panic!("{method:?}: expected WorkerLost, got {other:?}"),
+        }
+        for (i, r) in others.into_iter().enumerate() {
+            assert_eq!(r.get().unwrap(), (i * i) as u64);
+        }
+        assert_eq!(pool.map(square, 0..10).unwrap().len(), 10);
+        assert_eq!(pool.pids().len(), 2);
+    }
+}
+
+/// Exits the first time (while `flag` exists), returns 5 the next.
+fn die_once(flag: String) -> u64 {
+    if std::fs::remove_file(&flag).is_ok() {
+        std::process::exit(3);
+    }
+    5
+}
+
+#[test]
+fn with_retries_a_task_whose_worker_died_runs_again() {
+    let flag = std::env::temp_dir().join(format!("multiproc-die-once-{}", std::process::id()));
+    std::fs::write(&flag, b"").unwrap();
+    let pool = Pool::builder().processes(2).retries(1).build().unwrap();
+    assert_eq!(pool.apply(die_once, flag.display().to_string()).unwrap(), 5);
+    assert!(!flag.exists());
+}
+
+#[test]
+fn dropping_a_pool_with_tasks_in_flight_returns_promptly_and_leaves_no_worker() {
+    let pool = Pool::new(2).unwrap();
+    let pids = pool.pids();
+    let pending: Vec<_> = (0..8)
+        .map(|_| pool.apply_async(sleep_ms, 60_000).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    drop(pool);
+    assert!(t.elapsed() < Duration::from_secs(10));
+    for r in pending {
+        assert!(matches!(r.get(), Err(Error::Cancelled)));
+    }
+    for pid in pids {
+        assert!(common::wait_gone(pid, LONG), "worker {pid} still runs");
+    }
+}
+
+/// A minimal executor: polls `fut`, parking the thread until its waker is called.
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Arc::new(Unpark(std::thread::current())).into();
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return v,
+            Poll::Pending => std::thread::park_timeout(Duration::from_millis(100)),
+        }
+    }
+}
+
+#[test]
+fn an_async_result_can_be_awaited() {
+    let pool = Pool::new(2).unwrap();
+    let a = pool.apply_async(slow_square, 9).unwrap();
+    let b = pool.map_async(square, 0..4).unwrap();
+    let (x, ys) = block_on(async { (a.await, b.await) });
+    assert_eq!(x.unwrap(), 81);
+    assert_eq!(ys.unwrap(), [0, 1, 4, 9]);
+}
