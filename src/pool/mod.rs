@@ -30,6 +30,7 @@ pub use self::result::AsyncResult;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -76,6 +77,7 @@ pub struct PoolBuilder {
     initializer: Option<Result<SharedInit>>,
     maxtasksperchild: Option<u64>,
     retries: u32,
+    task_timeout: Option<Duration>,
 }
 
 impl PoolBuilder {
@@ -127,6 +129,15 @@ impl PoolBuilder {
         self
     }
 
+    /// The longest a task (a chunk) may run: one that runs longer is stopped (its
+    /// worker is killed and replaced) and fails with [`Error::Timeout`]; no limit by
+    /// default. The time counts from when the worker starts on it, to within the pool's
+    /// 10 ms check.
+    pub fn task_timeout(mut self, limit: Duration) -> Self {
+        self.task_timeout = Some(limit);
+        self
+    }
+
     /// Starts the workers.
     pub fn build(self) -> Result<Pool> {
         let processes = match self.processes {
@@ -140,6 +151,7 @@ impl PoolBuilder {
             initializer,
             max_tasks: self.maxtasksperchild,
             retries: self.retries,
+            task_timeout: self.task_timeout,
         };
         Ok(Pool {
             core: Core::start(spec)?,

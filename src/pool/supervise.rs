@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::worker::{Order, Report, SharedInit, WorkerArgs, worker_main};
 use crate::error::{Error, Result};
@@ -52,6 +52,12 @@ struct Worker {
     retiring: bool,
     /// Found ended; its accounting waits for the `Ended` marker.
     ended: bool,
+    /// Since when the first job it holds has been its current one (it runs its jobs in
+    /// the order given: the first starts when it is given to an idle worker, or when the
+    /// one before it is reported done).
+    running_since: Instant,
+    /// It was killed for running its current job past the task timeout.
+    timed_out: bool,
 }
 
 /// How workers are made.
@@ -62,6 +68,8 @@ pub(crate) struct Spec {
     pub(crate) initializer: Option<SharedInit>,
     pub(crate) max_tasks: Option<u64>,
     pub(crate) retries: u32,
+    /// A chunk running longer than this is stopped: its worker is killed and replaced.
+    pub(crate) task_timeout: Option<Duration>,
 }
 
 struct State {
@@ -157,6 +165,8 @@ impl Core {
             holding: VecDeque::new(),
             retiring: false,
             ended: false,
+            running_since: Instant::now(),
+            timed_out: false,
         })
     }
 
@@ -217,6 +227,9 @@ impl Core {
                 w.retiring = true;
                 continue;
             }
+            if w.holding.is_empty() {
+                w.running_since = Instant::now();
+            }
             w.holding.push_back(id);
             st.pending.pop_front();
         }
@@ -250,6 +263,9 @@ impl Core {
                     outcome,
                 }) => {
                     if let Some(w) = st.workers.iter_mut().find(|w| w.serial == worker) {
+                        if w.holding.front() == Some(&job) {
+                            w.running_since = Instant::now();
+                        }
                         w.holding.retain(|j| *j != job);
                     }
                     self.finish(&mut st, job, outcome.map_err(Error::from));
@@ -289,6 +305,14 @@ impl Core {
     /// queue is one line, so every report a worker made before it ended comes before the
     /// marker, and no job it completed is taken for lost.
     fn check_workers(&self, st: &mut State) {
+        if let Some(limit) = self.spec.task_timeout {
+            for w in st.workers.iter_mut() {
+                if !w.ended && !w.holding.is_empty() && w.running_since.elapsed() > limit {
+                    w.timed_out = true;
+                    let _ = w.process.kill();
+                }
+            }
+        }
         for w in st.workers.iter_mut() {
             if !w.ended && !w.process.is_alive() {
                 w.ended = true;
@@ -322,7 +346,14 @@ impl Core {
         }
         let pid = w.process.pid().unwrap_or(0);
         let exitcode = w.process.exitcode().unwrap_or(-1);
-        for id in w.holding.iter().filter(|j| !untaken.contains(j)) {
+        let mut held = w.holding.iter().filter(|j| !untaken.contains(j));
+        if w.timed_out {
+            // The job over its time is the first one held; it is not run again.
+            if let Some(&id) = held.next() {
+                self.finish(st, id, Err(Error::Timeout));
+            }
+        }
+        for id in held {
             let Some(job) = st.jobs.get_mut(id) else {
                 continue;
             };
