@@ -146,7 +146,9 @@ pub use connection::{
     MAX_PENDING_HANDSHAKES, MappedBytes, ToAddress, Waitable, pipe, wait,
 };
 pub use error::{Error, Result};
-pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};
+pub use pool::{
+    AsyncResult, ExecutorMap, IMap, Pool, PoolBuilder, ProcessPoolExecutor, TaskFuture,
+};
 pub use process::{
     Context, JoinHandle, ParentProcess, Process, ProcessInfo, Run, StartMethod, Target,
     active_children, cpu_count, current_process, get_all_start_methods, get_context,

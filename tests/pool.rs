@@ -361,3 +361,63 @@ fn an_async_result_can_be_awaited() {
     assert_eq!(x.unwrap(), 81);
     assert_eq!(ys.unwrap(), [0, 1, 4, 9]);
 }
+
+// ---- the executor (test_concurrent_futures' process executor) ----
+
+use multiproc::ProcessPoolExecutor;
+
+#[test]
+fn executor_submit_map_and_results() {
+    let ex = ProcessPoolExecutor::new(2).unwrap();
+    let f = ex.submit(square, 12).unwrap();
+    assert_eq!(f.result().unwrap(), 144);
+    let mut slow = ex.submit(sleep_ms, 400).unwrap();
+    assert!(!slow.done());
+    assert!(matches!(
+        slow.result_timeout(Duration::from_millis(50)),
+        Err(Error::Timeout)
+    ));
+    assert_eq!(slow.result_timeout(LONG).unwrap(), 400);
+    let all: Vec<u64> = ex
+        .map(square, 0..10, None)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(all, (0..10).map(square).collect::<Vec<_>>());
+    // A map whose results are not ready in time.
+    let mut late = ex
+        .map(sleep_ms, [2_000, 2_000], Some(Duration::from_millis(100)))
+        .unwrap();
+    assert!(matches!(late.next(), Some(Err(Error::Timeout))));
+    ex.shutdown(true, false);
+    assert!(matches!(ex.submit(square, 1), Err(Error::InvalidState(_))));
+}
+
+#[test]
+fn executor_cancel_and_shutdown_with_cancel_futures() {
+    let ex = ProcessPoolExecutor::new(1).unwrap();
+    let running = ex.submit(sleep_ms, 300).unwrap();
+    let queued: Vec<_> = (0..5).map(|_| ex.submit(sleep_ms, 300).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(running.running());
+    assert!(!running.cancel(), "a running task cannot be cancelled");
+    // The last one waits in the pool (the worker holds at most two).
+    assert!(queued[4].cancel());
+    assert!(queued[4].cancelled());
+    ex.shutdown(true, true);
+    assert_eq!(running.result().unwrap(), 300);
+    let outcomes: Vec<_> = queued.into_iter().map(|f| f.result()).collect();
+    assert!(outcomes.iter().any(|r| matches!(r, Err(Error::Cancelled))));
+    assert!(
+        outcomes
+            .iter()
+            .all(|r| matches!(r, Ok(300) | Err(Error::Cancelled)))
+    );
+}
+
+#[test]
+fn executor_future_can_be_awaited() {
+    let ex = ProcessPoolExecutor::new(1).unwrap();
+    let f = ex.submit(square, 5).unwrap();
+    assert_eq!(block_on(f).unwrap(), 25);
+}

@@ -22,10 +22,12 @@
 //! workers are killed and unfinished tasks fail with [`Error::Cancelled`].
 
 mod call;
+mod executor;
 mod result;
 mod supervise;
 mod worker;
 
+pub use self::executor::{ExecutorMap, ProcessPoolExecutor, TaskFuture};
 pub use self::result::AsyncResult;
 
 use std::collections::VecDeque;
@@ -233,7 +235,7 @@ impl Pool {
         self.core.pids()
     }
 
-    fn submit_chunk<F, A, R>(&self, chunk: &[A], sink: Sink, callback: bool) -> Result<()>
+    fn submit_chunk<F, A, R>(&self, chunk: &[A], sink: Sink, callback: bool) -> Result<u64>
     where
         F: Target<A, R>,
         A: Serialize + DeserializeOwned + 'static,
@@ -318,6 +320,25 @@ impl Pool {
         });
         self.submit_chunk::<F, A, R>(std::slice::from_ref(&args), sink, true)?;
         Ok(AsyncResult::new(slot))
+    }
+
+    /// Submits `f(args)`; the job's id and its result.
+    fn submit_one<F, A, R>(&self, args: A) -> Result<(u64, AsyncResult<R>)>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let slot = Slot::new();
+        let target = slot.clone();
+        let sink: Sink = Box::new(move |outcome| {
+            let result = decode_chunk::<R>(outcome, 1)
+                .pop()
+                .unwrap_or_else(|| Err(Error::Decode("no result".into())));
+            target.set(result);
+        });
+        let id = self.submit_chunk::<F, A, R>(std::slice::from_ref(&args), sink, false)?;
+        Ok((id, AsyncResult::new(slot)))
     }
 
     /// `f` over every item, the results in order (Python's `map`), in chunks of
@@ -449,7 +470,7 @@ impl Pool {
                     target.set(value);
                 }
             });
-            if let Err(e) = self.submit_chunk::<F, A, R>(chunk, sink, false) {
+            if let Err(e) = self.submit_chunk::<F, A, R>(chunk, sink, false).map(drop) {
                 slot.set(Err(copy_error(&e)));
                 return Err(e);
             }
@@ -551,7 +572,7 @@ where
 {
     let len = chunk.len();
     let sink: Sink = Box::new(move |outcome| deliver(decode_chunk::<R>(outcome, len)));
-    pool.submit_chunk::<F, A, R>(chunk, sink, false)
+    pool.submit_chunk::<F, A, R>(chunk, sink, false).map(drop)
 }
 
 /// How the chunks of an `imap` come back.

@@ -177,6 +177,13 @@ impl<R> AsyncResult<R> {
     }
 }
 
+impl<R> AsyncResult<R> {
+    /// Whether the result is ready and is [`Error::Cancelled`].
+    pub(crate) fn is_cancelled(&self) -> bool {
+        matches!(&*self.slot.lock(), State::Ready(Err(Error::Cancelled)))
+    }
+}
+
 impl<R> Future for AsyncResult<R> {
     type Output = Result<R>;
 

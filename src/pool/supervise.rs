@@ -170,14 +170,14 @@ impl Core {
         })
     }
 
-    /// Adds a job; `Err` once the pool is closed or broken.
+    /// Adds a job; its id. `Err` once the pool is closed or broken.
     pub(crate) fn submit(
         &self,
         entry: u64,
         args: Vec<u8>,
         sink: Sink,
         callback: bool,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let mut st = self.lock();
         if st.closed || st.terminated {
             return Err(Error::state("the pool is closed"));
@@ -199,7 +199,34 @@ impl Core {
         );
         st.pending.push_back(id);
         self.dispatch(&mut st);
-        Ok(())
+        Ok(id)
+    }
+
+    /// Cancels a job that no worker has been given yet: it fails with
+    /// [`Error::Cancelled`]. False if it was given to a worker, or is done.
+    pub(crate) fn cancel(&self, id: u64) -> bool {
+        let mut st = self.lock();
+        let Some(at) = st.pending.iter().position(|j| *j == id) else {
+            return false;
+        };
+        st.pending.remove(at);
+        self.finish(&mut st, id, Err(Error::Cancelled));
+        true
+    }
+
+    /// Cancels every job no worker has been given yet.
+    pub(crate) fn cancel_pending(&self) {
+        let mut st = self.lock();
+        let ids: Vec<u64> = st.pending.drain(..).collect();
+        for id in ids {
+            self.finish(&mut st, id, Err(Error::Cancelled));
+        }
+    }
+
+    /// Whether a job has been given to a worker and is not done.
+    pub(crate) fn running(&self, id: u64) -> bool {
+        let st = self.lock();
+        st.jobs.contains_key(&id) && !st.pending.contains(&id)
     }
 
     /// Gives pending jobs to workers with room, the least busy first.
