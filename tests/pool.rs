@@ -421,3 +421,19 @@ fn executor_future_can_be_awaited() {
     let f = ex.submit(square, 5).unwrap();
     assert_eq!(block_on(f).unwrap(), 25);
 }
+
+#[cfg(feature = "progress")]
+#[test]
+fn map_and_imap_with_a_progress_bar_give_the_same_results() {
+    let pool = Pool::builder().processes(2).progress(true).build().unwrap();
+    let want: Vec<u64> = (0..300).map(square).collect();
+    assert_eq!(pool.map(square, 0..300).unwrap(), want);
+    let got: Vec<u64> = pool.imap(square, 0..300).map(Result::unwrap).collect();
+    assert_eq!(got, want);
+    // An input of unknown length: a counting spinner.
+    let got: Vec<u64> = pool
+        .imap(square, (0..300).filter(|_| true))
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, want);
+}

@@ -23,6 +23,7 @@
 
 mod call;
 mod executor;
+mod progress;
 mod result;
 mod supervise;
 mod worker;
@@ -38,6 +39,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use self::call::{ChunkOutcome, chunk_entry, init_entry};
+use self::progress::Progress;
 use self::result::Slot;
 use self::supervise::{Core, Sink, Spec};
 use self::worker::{Initializer, SharedInit};
@@ -61,6 +63,8 @@ use crate::wire::codec;
 pub struct Pool {
     core: Arc<Core>,
     processes: usize,
+    /// Draw a progress bar for map and imap calls.
+    progress: bool,
 }
 
 impl std::fmt::Debug for Pool {
@@ -80,6 +84,7 @@ pub struct PoolBuilder {
     maxtasksperchild: Option<u64>,
     retries: u32,
     task_timeout: Option<Duration>,
+    progress: bool,
 }
 
 impl PoolBuilder {
@@ -140,6 +145,25 @@ impl PoolBuilder {
         self
     }
 
+    /// Draws a progress bar on stderr during `map` and `imap` calls (and their
+    /// variants): the items done out of all of them (a count, when an `imap`'s input has
+    /// no known length). Off by default.
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = multiproc::Pool::builder().processes(2).progress(true).build()?;
+    /// assert_eq!(pool.map(square, 0..1000)?.len(), 1000);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[cfg(feature = "progress")]
+    pub fn progress(mut self, on: bool) -> Self {
+        self.progress = on;
+        self
+    }
+
     /// Starts the workers.
     pub fn build(self) -> Result<Pool> {
         let processes = match self.processes {
@@ -158,6 +182,7 @@ impl PoolBuilder {
         Ok(Pool {
             core: Core::start(spec)?,
             processes,
+            progress: self.progress,
         })
     }
 }
@@ -434,6 +459,7 @@ impl Pool {
             return Ok(AsyncResult::new(slot));
         }
         let chunks = n.div_ceil(chunksize);
+        let bar = Progress::new(self.progress, Some(n as u64));
         let gather = Arc::new(Mutex::new(Gather::<R> {
             results: (0..n).map(|_| None).collect(),
             left: chunks,
@@ -444,8 +470,10 @@ impl Pool {
             let len = chunk.len();
             let gather = gather.clone();
             let target = slot.clone();
+            let bar = bar.clone();
             let sink: Sink = Box::new(move |outcome| {
                 let results = decode_chunk::<R>(outcome, len);
+                bar.advance(len as u64);
                 let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
                 for (i, r) in results.into_iter().enumerate() {
                     match r {
@@ -459,6 +487,7 @@ impl Pool {
                 }
                 g.left -= 1;
                 if g.left == 0 {
+                    bar.finish();
                     let value = match g.error.take() {
                         Some(e) => Err(e),
                         None => Ok(g
@@ -604,6 +633,7 @@ pub struct IMap<'a, R> {
     arrivals: Arrivals<R>,
     ready: VecDeque<Result<R>>,
     exhausted: bool,
+    bar: Progress,
 }
 
 impl<R> std::fmt::Debug for IMap<'_, R> {
@@ -622,6 +652,11 @@ impl<'a, R: Send + 'static> IMap<'a, R> {
         unordered: bool,
         submit: SubmitFn<A, R>,
     ) -> IMap<'a, R> {
+        let total = match items.size_hint() {
+            (low, Some(high)) if low == high => Some(low as u64),
+            _ => None,
+        };
+        let bar = Progress::new(pool.progress, total);
         let feed: Feed<'a, R> = Box::new(move |pool: &Pool, deliver: Deliver<R>| {
             let chunk: Vec<A> = items.by_ref().take(chunksize).collect();
             if chunk.is_empty() {
@@ -645,6 +680,7 @@ impl<'a, R: Send + 'static> IMap<'a, R> {
             arrivals,
             ready: VecDeque::new(),
             exhausted: false,
+            bar,
         }
     }
 
@@ -689,15 +725,20 @@ impl<R: Send + 'static> Iterator for IMap<'_, R> {
         loop {
             self.fill();
             if let Some(r) = self.ready.pop_front() {
+                self.bar.advance(1);
                 return Some(r);
             }
             let chunk = match &mut self.arrivals {
                 Arrivals::Ordered(slots) => match slots.pop_front() {
                     Some(slot) => AsyncResult::new(slot).get(),
-                    None => return None,
+                    None => {
+                        self.bar.finish();
+                        return None;
+                    }
                 },
                 Arrivals::Unordered { rx, in_flight, .. } => {
                     if *in_flight == 0 {
+                        self.bar.finish();
                         return None;
                     }
                     *in_flight -= 1;
