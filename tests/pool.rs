@@ -437,3 +437,49 @@ fn map_and_imap_with_a_progress_bar_give_the_same_results() {
         .collect();
     assert_eq!(got, want);
 }
+
+/// A result type whose `Serialize` fails for one value.
+#[derive(Debug, PartialEq)]
+struct Picky(u64);
+
+impl serde::Serialize for Picky {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 13 {
+            return Err(serde::ser::Error::custom("13 does not serialize"));
+        }
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Picky {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u64::deserialize(d).map(Picky)
+    }
+}
+
+fn picky(x: u64) -> Picky {
+    Picky(x)
+}
+
+#[test]
+fn a_result_that_does_not_serialize_fails_that_task_alone() {
+    let pool = Pool::new(2).unwrap();
+    let results: Vec<_> = pool.imap_chunked(picky, 10..16, 3).collect();
+    for (x, r) in (10..16).zip(results) {
+        match r {
+            Ok(v) => assert_eq!(v, Picky(x)),
+            Err(e) => {
+                assert_eq!(x, 13);
+                assert!(e.to_string().contains("13 does not serialize"), "{e}");
+            }
+        }
+    }
+    // And an argument that does not serialize is refused at submission.
+    assert!(pool.apply_async(|p: Picky| p.0, Picky(13)).is_err());
+    assert_eq!(pool.apply(|p: Picky| p.0, Picky(12)).unwrap(), 12);
+    let got: BTreeSet<u64> = pool
+        .imap_unordered_chunked(square, 0..20, 4)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, (0..20).map(square).collect());
+}

@@ -430,6 +430,17 @@ impl Pool {
         self.map(f, items)
     }
 
+    /// [`starmap`](Pool::starmap) with chunks of `chunksize` items.
+    pub fn starmap_chunked<F, A, R, I>(&self, f: F, items: I, chunksize: usize) -> Result<Vec<R>>
+    where
+        F: Target<A, R>,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_chunked(f, items, chunksize)
+    }
+
     /// Python's `starmap_async`: [`map_async`](Pool::map_async) over tuples.
     pub fn starmap_async<F, A, R, I>(&self, f: F, items: I) -> Result<AsyncResult<Vec<R>>>
     where
@@ -540,8 +551,8 @@ impl Pool {
     }
 
     /// `f` over the items as an iterator of results in the order they complete
-    /// (Python's `imap_unordered`).
-    pub fn imap_unordered<'a, F, A, R, I>(&'a self, _f: F, items: I) -> IMap<'a, R>
+    /// (Python's `imap_unordered`), one item per task.
+    pub fn imap_unordered<'a, F, A, R, I>(&'a self, f: F, items: I) -> IMap<'a, R>
     where
         F: Target<A, R>,
         I: IntoIterator<Item = A>,
@@ -549,7 +560,31 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        IMap::new(self, items.into_iter(), 1, true, submit_fn::<F, A, R>)
+        self.imap_unordered_chunked(f, items, 1)
+    }
+
+    /// [`imap_unordered`](Pool::imap_unordered) with chunks of `chunksize` items (the
+    /// results of a chunk come together, in its order).
+    pub fn imap_unordered_chunked<'a, F, A, R, I>(
+        &'a self,
+        _f: F,
+        items: I,
+        chunksize: usize,
+    ) -> IMap<'a, R>
+    where
+        F: Target<A, R>,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        IMap::new(
+            self,
+            items.into_iter(),
+            chunksize.max(1),
+            true,
+            submit_fn::<F, A, R>,
+        )
     }
 
     /// No more tasks may be submitted (Python's `close`); the workers end once the
