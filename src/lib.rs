@@ -1,7 +1,7 @@
 //! # multiproc
 //!
 //! Python's `multiprocessing` model for Rust: processes that run a function of yours,
-//! pipes and queues between them, the start methods `spawn`, `fork` and `forkserver`, locks,
+//! pipes and queues between them, a pool of workers, the start methods `spawn`, `fork` and `forkserver`, locks,
 //! semaphores, events, conditions and barriers across processes, and shared values,
 //! arrays and memory.
 //!
@@ -93,6 +93,12 @@
 //! | `iter(q.get, sentinel)`; `get` when every producer is gone (waits forever) | [`iter`](Queue::iter), ending with the producers; [`Error::NoProducers`] |
 //! | `q.join_thread()`, `q.cancel_join_thread()` | nothing: `put` is complete when it returns |
 //! | `task_done()`, `join()` | [`JoinableQueue::task_done`], [`join`](JoinableQueue::join), [`join_timeout`](JoinableQueue::join_timeout) |
+//! | `Pool(n, initializer, initargs, maxtasksperchild)` | [`Pool::new`], [`Pool::builder`] ([`PoolBuilder`]) |
+//! | `apply`, `apply_async(f, args, callback, error_callback)` | [`apply`](Pool::apply), [`apply_async`](Pool::apply_async), [`apply_async_with`](Pool::apply_async_with) (callbacks in this process) |
+//! | `map`, `map_async`, `starmap`, `imap`, `imap_unordered` (with `chunksize`) | [`map`](Pool::map), [`map_chunked`](Pool::map_chunked), [`map_async`](Pool::map_async), [`starmap`](Pool::starmap), [`imap`](Pool::imap), [`imap_unordered`](Pool::imap_unordered) |
+//! | `AsyncResult`: `get(timeout)`, `wait`, `ready`, `successful` | [`AsyncResult`], also a `Future` |
+//! | a pool worker killed mid-task (hangs forever) | [`Error::WorkerLost`] for its chunk alone |
+//! | `concurrent.futures.ProcessPoolExecutor` | [`ProcessPoolExecutor`], [`TaskFuture`] |
 //! | `EOFError`, `queue.Empty`, `BrokenBarrierError`, … | [`Error`] variants |
 //! | `TimeoutError`, or `False` from `acquire`/`wait` with a timeout | see *Timeouts* below |
 //!
