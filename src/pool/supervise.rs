@@ -3,16 +3,20 @@
 //!
 //! A job is a chunk of calls. Each worker has a queue of its own for orders, and the pool
 //! gives it at most [`PREFETCH`] jobs at a time, so that the pool always knows which jobs
-//! each worker holds. All workers put their reports on one shared queue, which a
-//! collector thread empties into the handler's channel at once (a worker is never kept
-//! waiting by the handler). The handler delivers outcomes, hands out more jobs, and
-//! checks the workers: a worker that died is replaced, the jobs still in its queue are
-//! handed to others, and the job it was running fails with [`Error::WorkerLost`] (or runs
-//! again, when retries are allowed). Callbacks run on a thread of their own, in the
-//! order the outcomes came, so that a slow callback never holds up the handler.
+//! each worker holds. All workers put their reports on one shared queue, which the
+//! handler thread reads: it delivers outcomes, hands out more jobs, and checks the
+//! workers. A worker that died is replaced, the jobs still in its queue are handed to
+//! others, and the job it was running fails with [`Error::WorkerLost`] (or runs again,
+//! when retries are allowed). Callbacks run on a thread of their own, in the order the
+//! outcomes came, so that a slow callback never holds up the handler.
+//!
+//! Nothing the handler does blocks for long: an order small enough to be one record of
+//! the worker's queue always finds room there (a worker holds two at most), and a larger
+//! one, which streams through the queue while the worker reads it, goes only to a worker
+//! that holds nothing (it is reading its queue already).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -22,8 +26,21 @@ use crate::error::{Error, Result};
 use crate::process::{Process, StartMethod, get_context};
 use crate::queue::Queue;
 
-/// Jobs a worker holds at most: one running, one waiting in its queue.
-pub(crate) const PREFETCH: usize = 2;
+/// Jobs a worker whose jobs are short holds at most: one running, the others waiting in
+/// its queue, so that it never waits for the handler between two of them. Only the
+/// running one is lost if the worker dies; the others go to another worker. A worker
+/// whose jobs take longer holds two (one waiting), so that an idle worker gets the
+/// next job instead.
+pub(crate) const PREFETCH: usize = 16;
+
+/// A job shorter than this counts as short (see [`PREFETCH`]).
+const SHORT_JOB: Duration = Duration::from_micros(200);
+
+/// Orders up to this size go to a worker that is busy; larger ones wait for an idle one.
+const SMALL_ORDER: usize = 64 << 10;
+
+/// How long the handler waits for the consumer side of a dead worker's order queue.
+const DRAIN_LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// How often the handler looks at the workers when no report comes.
 const TICK: Duration = Duration::from_millis(10);
@@ -58,6 +75,8 @@ struct Worker {
     running_since: Instant,
     /// It was killed for running its current job past the task timeout.
     timed_out: bool,
+    /// How many jobs it may hold (see [`PREFETCH`]).
+    prefetch: usize,
 }
 
 /// How workers are made.
@@ -122,19 +141,13 @@ impl Core {
                 st.workers.push(w);
             }
         }
-        // This handle also puts: the `Ended` and `Shutdown` markers.
-        let reports = core.reports.clone();
-        let (tx, rx) = mpsc::channel();
-        thread::Builder::new()
-            .name("multiproc-pool-collector".into())
-            .spawn(move || collect(reports, tx))?;
         thread::Builder::new()
             .name("multiproc-pool-callbacks".into())
             .spawn(move || cb_rx.into_iter().for_each(|f| f()))?;
         let handler = core.clone();
         thread::Builder::new()
             .name("multiproc-pool-handler".into())
-            .spawn(move || handler.handle(rx))?;
+            .spawn(move || handler.handle())?;
         Ok(core)
     }
 
@@ -167,6 +180,7 @@ impl Core {
             ended: false,
             running_since: Instant::now(),
             timed_out: false,
+            prefetch: 2,
         })
     }
 
@@ -232,17 +246,21 @@ impl Core {
     /// Gives pending jobs to workers with room, the least busy first.
     fn dispatch(&self, st: &mut State) {
         while let Some(&id) = st.pending.front() {
-            let Some(w) = st
-                .workers
-                .iter_mut()
-                .filter(|w| !w.retiring && !w.ended && w.holding.len() < PREFETCH)
-                .min_by_key(|w| w.holding.len())
-            else {
-                return;
-            };
             let Some(job) = st.jobs.get(&id) else {
                 st.pending.pop_front();
                 continue;
+            };
+            let small = job.args.len() <= SMALL_ORDER;
+            let Some(w) = st
+                .workers
+                .iter_mut()
+                .filter(|w| {
+                    let room = if small { w.prefetch } else { 1 };
+                    !w.retiring && !w.ended && w.holding.len() < room
+                })
+                .min_by_key(|w| w.holding.len())
+            else {
+                return;
             };
             let order = Order::Run {
                 job: id,
@@ -279,52 +297,74 @@ impl Core {
     }
 
     /// The handler thread: reports, dead workers, replacements, until the pool ends.
-    fn handle(self: Arc<Self>, rx: Receiver<Report>) {
+    fn handle(self: Arc<Self>) {
+        let mut last_check = Instant::now();
         loop {
-            let report = rx.recv_timeout(TICK);
+            let first = self.reports.get_timeout(TICK);
             let mut st = self.lock();
-            match report {
-                Ok(Report::Done {
-                    worker,
-                    job,
-                    outcome,
-                }) => {
-                    if let Some(w) = st.workers.iter_mut().find(|w| w.serial == worker) {
-                        if w.holding.front() == Some(&job) {
-                            w.running_since = Instant::now();
-                        }
-                        w.holding.retain(|j| *j != job);
-                    }
-                    self.finish(&mut st, job, outcome.map_err(Error::from));
+            let mut report = first;
+            // Every report that is there, under one taking of the lock.
+            loop {
+                match report {
+                    Ok(r) => self.take_report(&mut st, r),
+                    // Empty, or a damaged report (its job stays with its worker, and
+                    // fails if the worker dies).
+                    Err(_) => break,
                 }
-                Ok(Report::Retiring { worker }) => {
-                    if let Some(w) = st.workers.iter_mut().find(|w| w.serial == worker) {
-                        w.retiring = true;
-                    }
-                }
-                Ok(Report::InitFailed { failure, .. }) => {
-                    let why = format!("its initializer failed: {}", Error::from(failure));
-                    st.broken = Some(why.clone());
-                    let ids: Vec<u64> = st.jobs.keys().copied().collect();
-                    for id in ids {
-                        self.finish(&mut st, id, Err(Error::state(why.clone())));
-                    }
-                    st.pending.clear();
-                }
-                Ok(Report::Ended { worker }) => self.account(&mut st, worker),
-                Ok(Report::Shutdown) => {}
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {}
+                report = self.reports.try_get();
             }
-            self.check_workers(&mut st);
+            // Looking at every worker costs a system call each: once per tick.
+            if last_check.elapsed() >= TICK {
+                last_check = Instant::now();
+                self.check_workers(&mut st);
+            }
             self.dispatch(&mut st);
             if st.terminated || (st.closed && st.jobs.is_empty()) {
                 self.stop_workers(&mut st);
-                let _ = self.reports.put(&Report::Shutdown);
                 self.idle.notify_all();
                 *self.callbacks.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 return;
             }
+        }
+    }
+
+    /// Takes in one report from a worker (state locked).
+    fn take_report(&self, st: &mut State, report: Report) {
+        match report {
+            Report::Done {
+                worker,
+                job,
+                outcome,
+            } => {
+                if let Some(w) = st.workers.iter_mut().find(|w| w.serial == worker) {
+                    if w.holding.front() == Some(&job) {
+                        // Short jobs: keep more of them waiting in its queue.
+                        w.prefetch = if w.running_since.elapsed() < SHORT_JOB {
+                            PREFETCH
+                        } else {
+                            2
+                        };
+                        w.running_since = Instant::now();
+                    }
+                    w.holding.retain(|j| *j != job);
+                }
+                self.finish(st, job, outcome.map_err(Error::from));
+            }
+            Report::Retiring { worker } => {
+                if let Some(w) = st.workers.iter_mut().find(|w| w.serial == worker) {
+                    w.retiring = true;
+                }
+            }
+            Report::InitFailed { failure, .. } => {
+                let why = format!("its initializer failed: {}", Error::from(failure));
+                st.broken = Some(why.clone());
+                let ids: Vec<u64> = st.jobs.keys().copied().collect();
+                for id in ids {
+                    self.finish(st, id, Err(Error::state(why.clone())));
+                }
+                st.pending.clear();
+            }
+            Report::Ended { worker } => self.account(st, worker),
         }
     }
 
@@ -363,7 +403,9 @@ impl Core {
         let mut w = st.workers.swap_remove(i);
         let _ = w.process.join();
         let mut untaken = Vec::new();
-        while let Ok(Order::Run { job, .. }) = w.orders.try_get() {
+        // A worker killed inside its `get` holds its queue's consumer side: wait for the
+        // takeover rather than take its orders for lost.
+        while let Ok(Order::Run { job, .. }) = w.orders.try_get_after(DRAIN_LOCK_WAIT) {
             untaken.push(job);
         }
         for job in untaken.iter().rev() {
@@ -456,24 +498,5 @@ impl Core {
             .iter()
             .filter_map(|w| w.process.pid())
             .collect()
-    }
-}
-
-/// Moves reports from the shared queue to the handler, at once.
-fn collect(reports: Queue<Report>, tx: Sender<Report>) {
-    loop {
-        match reports.get() {
-            Ok(Report::Shutdown) => return,
-            Ok(r) => {
-                if tx.send(r).is_err() {
-                    return;
-                }
-            }
-            Err(Error::NoProducers) => return,
-            // A damaged report: its job stays with its worker (and fails if the worker
-            // dies); the next one is read.
-            Err(Error::Decode(_)) => continue,
-            Err(_) => return,
-        }
     }
 }

@@ -38,8 +38,6 @@ pub(crate) enum Report {
     /// Put by the pool itself after it found a worker ended: every report that worker
     /// made comes before it.
     Ended { worker: u64 },
-    /// Put by the pool itself when it stops: the collector ends.
-    Shutdown,
 }
 
 /// An initializer: its entry, its encoded argument and the descriptors of the handles

@@ -545,6 +545,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.get_until(now, grace(now))
     }
 
+    /// Takes the next item if there is one now, waiting up to `lock_wait` for a
+    /// consumer in the middle of its own `get` (one that died there holds the queue's
+    /// consumer side until another takes it over, after about 0.1 s).
+    pub(crate) fn try_get_after(&self, lock_wait: Duration) -> Result<T, GetError> {
+        let now = Instant::now();
+        self.get_until(Some(now), deadline::after(lock_wait))
+    }
+
     /// The items as they come, each as [`get`](Queue::get) returns it; the iteration
     /// ends once the queue is empty and no producer is left ([`Error::NoProducers`]).
     ///
