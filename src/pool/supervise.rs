@@ -303,14 +303,11 @@ impl Core {
             let first = self.reports.get_timeout(TICK);
             let mut st = self.lock();
             let mut report = first;
-            // Every report that is there, under one taking of the lock.
-            loop {
-                match report {
-                    Ok(r) => self.take_report(&mut st, r),
-                    // Empty, or a damaged report (its job stays with its worker, and
-                    // fails if the worker dies).
-                    Err(_) => break,
-                }
+            // Every report that is there, under one taking of the lock. An error is
+            // "empty", or a damaged report (its job stays with its worker, and fails
+            // if the worker dies).
+            while let Ok(r) = report {
+                self.take_report(&mut st, r);
                 report = self.reports.try_get();
             }
             // Looking at every worker costs a system call each: once per tick.
