@@ -483,3 +483,46 @@ fn a_result_that_does_not_serialize_fails_that_task_alone() {
         .collect();
     assert_eq!(got, (0..20).map(square).collect());
 }
+
+#[test]
+fn join_returns_only_after_every_callback_ran() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let pool = Pool::new(2).unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    for i in 0..5u64 {
+        let ran = ran.clone();
+        pool.apply_async_with(
+            square,
+            i,
+            move |_: &u64| {
+                std::thread::sleep(Duration::from_millis(100));
+                ran.fetch_add(1, Ordering::SeqCst);
+            },
+            |_: &Error| {},
+        )
+        .unwrap();
+    }
+    pool.close();
+    pool.join().unwrap();
+    assert_eq!(ran.load(Ordering::SeqCst), 5);
+}
+
+#[test]
+fn a_panicking_callback_still_delivers_its_result_and_later_ones() {
+    let pool = Pool::new(2).unwrap();
+    let mut first = pool
+        .apply_async_with(
+            square,
+            3,
+            |_: &u64| panic!("callback fails"),
+            |_: &Error| {},
+        )
+        .unwrap();
+    assert_eq!(first.get_timeout(LONG).unwrap(), 9);
+    let mut second = pool
+        .apply_async_with(square, 4, |_: &u64| {}, |_: &Error| {})
+        .unwrap();
+    assert_eq!(second.get_timeout(LONG).unwrap(), 16);
+    assert_eq!(pool.apply(square, 5).unwrap(), 25);
+}

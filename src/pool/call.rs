@@ -48,8 +48,17 @@ impl From<Failure> for Error {
     }
 }
 
-/// What a chunk gives back: a result per argument, or one failure for all of them.
-pub(crate) type ChunkOutcome<R> = Result<Vec<Result<R, Failure>>, Failure>;
+/// What a chunk gives back.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum ChunkOutcome<R> {
+    /// Every call returned: the values, in order (the common case, without a tag per
+    /// value).
+    All(Vec<R>),
+    /// Some call failed: a result per call.
+    Each(Vec<Result<R, Failure>>),
+    /// The chunk as a whole failed (its arguments did not decode).
+    Failed(Failure),
+}
 
 /// The entry running `F` on a chunk of `A`s.
 pub(crate) fn chunk_entry<F, A, R>() -> CallEntry
@@ -92,13 +101,21 @@ where
         Ok(items) => items,
         Err(e) => {
             let failure = Failure::Codec(format!("cannot decode the arguments: {e}"));
-            let _ = encode_into(ctx, &ChunkOutcome::<R>::Err(failure));
+            let _ = encode_into(ctx, &ChunkOutcome::<R>::Failed(failure));
             return 1;
         }
     };
     let f = image::summon::<F>();
     let results: Vec<Result<R, Failure>> = items.into_iter().map(|a| call(f, a)).collect();
-    if encode_into(ctx, &Ok::<_, Failure>(&results)).is_ok() {
+    let all: Option<Vec<&R>> = results.iter().map(|r| r.as_ref().ok()).collect();
+    let encoded = match all {
+        Some(values) => encode_into(ctx, &ChunkOutcome::All(values)),
+        None => {
+            let each = results.iter().map(|r| r.as_ref().map_err(Failure::clone));
+            encode_into(ctx, &ChunkOutcome::Each(each.collect()))
+        }
+    };
+    if encoded.is_ok() {
         return 0;
     }
     // Some result does not encode: that call alone fails.
@@ -112,11 +129,11 @@ where
             Err(f) => Err(f.clone()),
         })
         .collect();
-    match encode_into(ctx, &Ok::<_, Failure>(results)) {
+    match encode_into(ctx, &ChunkOutcome::Each(results)) {
         Ok(()) => 0,
         Err(e) => {
             let failure = Failure::Codec(format!("cannot encode the results: {e}"));
-            let _ = encode_into(ctx, &ChunkOutcome::<R>::Err(failure));
+            let _ = encode_into(ctx, &ChunkOutcome::<R>::Failed(failure));
             1
         }
     }

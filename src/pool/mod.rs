@@ -193,28 +193,36 @@ fn default_chunksize(items: usize, processes: usize) -> usize {
     items.div_ceil(per).max(1)
 }
 
-/// Decodes a chunk's outcome into one result per call.
-fn decode_chunk<R: DeserializeOwned>(outcome: Result<Vec<u8>>, len: usize) -> Vec<Result<R>> {
-    let decoded =
-        outcome.and_then(|bytes| codec::decode_owned::<ChunkOutcome<R>>(bytes, 0, Vec::new()));
-    match decoded {
-        Ok(Ok(results)) if results.len() == len => results
+/// Decodes a chunk's outcome: every value, or the results one by one when some call
+/// failed (`Err` holds one result per call).
+fn decode_outcome<R: DeserializeOwned>(
+    outcome: Result<Vec<u8>>,
+    len: usize,
+) -> std::result::Result<Vec<R>, Vec<Result<R>>> {
+    let all_fail = |e: Error| (0..len).map(|_| Err(copy_error(&e))).collect::<Vec<_>>();
+    let wrong_count = |got: usize| {
+        all_fail(Error::Decode(format!(
+            "a chunk of {len} tasks came back with {got} results"
+        )))
+    };
+    match outcome.and_then(|b| codec::decode_owned::<ChunkOutcome<R>>(b, 0, Vec::new())) {
+        Ok(ChunkOutcome::All(values)) if values.len() == len => Ok(values),
+        Ok(ChunkOutcome::All(values)) => Err(wrong_count(values.len())),
+        Ok(ChunkOutcome::Each(results)) if results.len() == len => Err(results
             .into_iter()
             .map(|r| r.map_err(Error::from))
-            .collect(),
-        Ok(Ok(results)) => (0..len)
-            .map(|_| {
-                Err(Error::Decode(format!(
-                    "a chunk of {len} tasks came back with {} results",
-                    results.len()
-                )))
-            })
-            .collect(),
-        Ok(Err(failure)) => {
-            let e = Error::from(failure);
-            (0..len).map(|_| Err(copy_error(&e))).collect()
-        }
-        Err(e) => (0..len).map(|_| Err(copy_error(&e))).collect(),
+            .collect()),
+        Ok(ChunkOutcome::Each(results)) => Err(wrong_count(results.len())),
+        Ok(ChunkOutcome::Failed(failure)) => Err(all_fail(Error::from(failure))),
+        Err(e) => Err(all_fail(e)),
+    }
+}
+
+/// Decodes a chunk's outcome into one result per call.
+fn decode_chunk<R: DeserializeOwned>(outcome: Result<Vec<u8>>, len: usize) -> Vec<Result<R>> {
+    match decode_outcome(outcome, len) {
+        Ok(values) => values.into_iter().map(Ok).collect(),
+        Err(each) => each,
     }
 }
 
@@ -337,11 +345,24 @@ impl Pool {
             let result = decode_chunk::<R>(outcome, 1)
                 .pop()
                 .unwrap_or_else(|| Err(Error::Decode("no result".into())));
-            match &result {
-                Ok(v) => callback(v),
-                Err(e) => error_callback(e),
+            // The result is set even if a callback panics (the callback thread reports
+            // the panic and goes on).
+            struct SetOnDrop<R>(Option<(Arc<Slot<R>>, Result<R>)>);
+            impl<R> Drop for SetOnDrop<R> {
+                fn drop(&mut self) {
+                    if let Some((slot, result)) = self.0.take() {
+                        slot.set(result);
+                    }
+                }
             }
-            target.set(result);
+            let set = SetOnDrop(Some((target, result)));
+            if let Some((_, result)) = &set.0 {
+                match result {
+                    Ok(v) => callback(v),
+                    Err(e) => error_callback(e),
+                }
+            }
+            drop(set);
         });
         self.submit_chunk::<F, A, R>(std::slice::from_ref(&args), sink, true)?;
         Ok(AsyncResult::new(slot))
@@ -472,27 +493,24 @@ impl Pool {
         let chunks = n.div_ceil(chunksize);
         let bar = Progress::new(self.progress, Some(n as u64));
         let gather = Arc::new(Mutex::new(Gather::<R> {
-            results: (0..n).map(|_| None).collect(),
+            chunks: (0..chunks).map(|_| None).collect(),
             left: chunks,
             error: None,
         }));
         for (k, chunk) in items.chunks(chunksize).enumerate() {
-            let first = k * chunksize;
             let len = chunk.len();
             let gather = gather.clone();
             let target = slot.clone();
             let bar = bar.clone();
             let sink: Sink = Box::new(move |outcome| {
-                let results = decode_chunk::<R>(outcome, len);
+                let decoded = decode_outcome::<R>(outcome, len);
                 bar.advance(len as u64);
                 let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
-                for (i, r) in results.into_iter().enumerate() {
-                    match r {
-                        Ok(v) => g.results[first + i] = Some(v),
-                        Err(e) => {
-                            if g.error.is_none() {
-                                g.error = Some(e);
-                            }
+                match decoded {
+                    Ok(values) => g.chunks[k] = Some(values),
+                    Err(each) => {
+                        if g.error.is_none() {
+                            g.error = each.into_iter().find_map(Result::err);
                         }
                     }
                 }
@@ -501,11 +519,7 @@ impl Pool {
                     bar.finish();
                     let value = match g.error.take() {
                         Some(e) => Err(e),
-                        None => Ok(g
-                            .results
-                            .drain(..)
-                            .map(|r| r.expect("every result"))
-                            .collect()),
+                        None => Ok(g.chunks.drain(..).flatten().flatten().collect()),
                     };
                     target.set(value);
                 }
@@ -614,7 +628,8 @@ impl Drop for Pool {
 }
 
 struct Gather<R> {
-    results: Vec<Option<R>>,
+    /// The values of each chunk, once it is done.
+    chunks: Vec<Option<Vec<R>>>,
     left: usize,
     error: Option<Error>,
 }

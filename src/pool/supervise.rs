@@ -101,6 +101,8 @@ struct State {
     terminated: bool,
     /// Why the pool cannot run tasks (its initializer fails).
     broken: Option<String>,
+    /// Outcomes handed to the callback thread and not yet delivered.
+    callbacks_pending: usize,
 }
 
 /// The pool's shared core.
@@ -129,6 +131,7 @@ impl Core {
                 closed: false,
                 terminated: false,
                 broken: None,
+                callbacks_pending: 0,
             }),
             idle: Condvar::new(),
             reports,
@@ -143,7 +146,10 @@ impl Core {
         }
         thread::Builder::new()
             .name("multiproc-pool-callbacks".into())
-            .spawn(move || cb_rx.into_iter().for_each(|f| f()))?;
+            .spawn({
+                let core = Arc::downgrade(&core);
+                move || run_callbacks(cb_rx, core)
+            })?;
         let handler = core.clone();
         thread::Builder::new()
             .name("multiproc-pool-handler".into())
@@ -284,13 +290,16 @@ impl Core {
     fn finish(&self, st: &mut State, id: u64, outcome: Result<Vec<u8>>) {
         if let Some(job) = st.jobs.remove(&id) {
             let sink = job.sink;
-            if job.callback {
-                let sender = self.callbacks.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(tx) = &*sender {
-                    let _ = tx.send(Box::new(move || sink(outcome)));
+            let sender = self.callbacks.lock().unwrap_or_else(|e| e.into_inner());
+            match &*sender {
+                Some(tx) if job.callback => {
+                    st.callbacks_pending += 1;
+                    if let Err(unsent) = tx.send(Box::new(move || sink(outcome))) {
+                        st.callbacks_pending -= 1;
+                        (unsent.0)();
+                    }
                 }
-            } else {
-                sink(outcome);
+                _ => sink(outcome),
             }
         }
         self.idle.notify_all();
@@ -478,7 +487,8 @@ impl Core {
         if !st.closed && !st.terminated {
             return Err(Error::state("join() before close() or terminate()"));
         }
-        while !st.workers.is_empty() || !st.jobs.is_empty() {
+        // As in Python, every callback has run when `join` returns.
+        while !st.workers.is_empty() || !st.jobs.is_empty() || st.callbacks_pending > 0 {
             st = self
                 .idle
                 .wait_timeout(st, TICK)
@@ -495,5 +505,20 @@ impl Core {
             .iter()
             .filter_map(|w| w.process.pid())
             .collect()
+    }
+}
+
+/// The callback thread: runs each outcome's callbacks in the order they came. A callback
+/// that panics is reported and skipped; the next ones run as usual.
+fn run_callbacks(rx: mpsc::Receiver<CallbackTask>, core: std::sync::Weak<Core>) {
+    for task in rx {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).is_err() {
+            tracing::warn!("multiproc pool: a callback panicked");
+        }
+        let Some(core) = core.upgrade() else {
+            continue;
+        };
+        core.lock().callbacks_pending -= 1;
+        core.idle.notify_all();
     }
 }
