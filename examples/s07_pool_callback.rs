@@ -11,10 +11,11 @@
 //! it needs (here a channel, to count the callbacks).
 //!
 //! The seed creates its `Pool(5)` inside the loop, a new pool for every task, and
-//! closes only the last one; in CPython the earlier pools linger until collected. In
-//! Rust a pool that goes out of scope is terminated (as leaving a `with Pool(...)`
-//! block is), and its unfinished tasks fail with `Error::Cancelled`: one pool, made
-//! before the loop, is what the seed means. Its commented-out `pool.apply(...)` runs
+//! closes only the last one; in CPython each earlier pool is kept alive by its pending
+//! result, runs its one task, and is collected some time later. In Rust a pool that
+//! goes out of scope is terminated (as leaving a `with Pool(...)` block is), and its
+//! unfinished tasks fail with `Error::Cancelled`: one pool, made before the loop, is
+//! what the seed means. Its commented-out `pool.apply(...)` runs
 //! the tasks one at a time (`apply` waits for its result); a second part shows that
 //! with three tasks.
 //!
