@@ -14,6 +14,8 @@ mod s03;
 mod s04;
 #[path = "s06_lock.rs"]
 mod s06;
+#[path = "s07_pool_callback.rs"]
+mod s07;
 #[path = "s08_run_trait.rs"]
 mod s08;
 #[path = "s09_daemon.rs"]
@@ -22,12 +24,16 @@ mod s09;
 mod s10;
 #[path = "s11_fork_vs_spawn.rs"]
 mod s11;
+#[path = "s12_pool_map.rs"]
+mod s12;
 #[path = "s13_thread_vs_process.rs"]
 mod s13;
 #[path = "s14_sum_through_queue.rs"]
 mod s14;
 #[path = "s15_efficiency.rs"]
 mod s15;
+#[path = "s16_pool_job.rs"]
+mod s16;
 #[path = "s17_shared_value.rs"]
 mod s17;
 #[path = "s18_value_array.rs"]
@@ -70,6 +76,12 @@ const PRESENT: &[(&str, &str, &str, Scenario)] = &[
         s06::main,
     ),
     (
+        "S7",
+        "000, 001",
+        "Pool(5) / Pool(3): apply_async with a callback in the main process; close, join",
+        s07::main,
+    ),
+    (
         "S8",
         "001",
         "a struct implementing Run (Process subclass with run)",
@@ -94,6 +106,12 @@ const PRESENT: &[(&str, &str, &str, Scenario)] = &[
         s11::main,
     ),
     (
+        "S12",
+        "001",
+        "Pool.map over a list of inputs: hashing this crate's source files",
+        s12::main,
+    ),
+    (
         "S13",
         "003, 004",
         "Thread and Process side by side",
@@ -112,6 +130,12 @@ const PRESENT: &[(&str, &str, &str, Scenario)] = &[
         s15::main,
     ),
     (
+        "S16",
+        "003",
+        "Pool.map(job, range(10)), apply_async(job, 3).get(), a list of apply_async results",
+        s16::main,
+    ),
+    (
         "S17",
         "003, 004",
         "a shared Value incremented by two processes, without and with a Lock",
@@ -121,24 +145,11 @@ const PRESENT: &[(&str, &str, &str, Scenario)] = &[
 ];
 
 /// The scenarios without an example yet, and what each is waiting for.
-const MISSING: &[(&str, &str, &str)] = &[
-    (
-        "S5",
-        "a shared dict and list written by ten processes",
-        "needs Manager (dict, list proxies)",
-    ),
-    (
-        "S7",
-        "Pool(5) / Pool(3), apply_async with a callback in the main process",
-        "needs Pool",
-    ),
-    ("S12", "Pool.map over a list of inputs", "needs Pool"),
-    (
-        "S16",
-        "Pool.map, apply_async(...).get(), a list of apply_async results",
-        "needs Pool",
-    ),
-];
+const MISSING: &[(&str, &str, &str)] = &[(
+    "S5",
+    "a shared dict and list written by ten processes",
+    "needs Manager (dict, list proxies)",
+)];
 
 fn main() -> multiproc::Result<()> {
     let tour = Instant::now();
