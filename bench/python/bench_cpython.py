@@ -5,7 +5,8 @@ Prints one JSON object per workload:
     {"workload": "...", "unit": "us", "value": <median>, "reps": R, "per_rep": N, "python": "3.x.y"}
 
 The unit is that of the harness's table: "us" (microseconds per operation), "ns"
-(nanoseconds per operation), "s" (seconds per run), "GB/s", "MB/s" or "msgs/s".
+(nanoseconds per operation), "s" (seconds per run), "GB/s", "MB/s", "msgs/s" or "x" (a
+speedup factor).
 
     python3 bench_cpython.py [--quick | --full] [--workload NAME ...]
 """
@@ -439,6 +440,89 @@ def joinable_roundtrip(reps, per_rep):
     return statistics.median(means)
 
 
+def identity(x):
+    return x
+
+
+def pool_map(reps, n, chunksize):
+    """Microseconds per item of pool.map(identity, range(n), chunksize) on a forked Pool of
+    2 workers started before timing (chunksize None: the default, four chunks per worker),
+    the results checked: the median of the repetitions."""
+    ctx = multiprocessing.get_context("fork")
+    expected = list(range(n))
+    with ctx.Pool(2) as pool:
+        pool.map(identity, range(n // 10), chunksize)  # warm-up
+        means = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            got = pool.map(identity, range(n), chunksize)
+            means.append((time.perf_counter() - t) * 1e6 / n)
+            if got != expected:
+                raise RuntimeError("the pool gave back other results")
+    return statistics.median(means)
+
+
+def pool_apply_async(reps, n):
+    """Microseconds per task of n pool.apply_async(identity, (i,), callback=...) on a
+    forked Pool of 2 workers, the callback counting completions in the parent, then every
+    result waited for with get() and checked, and the count too: the median of the
+    repetitions."""
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(2) as pool:
+
+        def once(m):
+            done = [0]
+            errors = []
+
+            def count(_):
+                done[0] += 1
+
+            t = time.perf_counter()
+            pending = [
+                pool.apply_async(identity, (i,), callback=count, error_callback=errors.append)
+                for i in range(m)
+            ]
+            for i, r in enumerate(pending):
+                if r.get(timeout=120) != i:
+                    raise RuntimeError(f"task {i} gave back another result")
+            dt = time.perf_counter() - t
+            # A callback runs before its result is ready: all have run by now.
+            if done[0] != m or errors:
+                raise RuntimeError(f"{done[0]} callbacks and {len(errors)} errors for {m} tasks")
+            return dt * 1e6 / m
+
+        once(n // 10)  # warm-up
+        return statistics.median(once(n) for _ in range(reps))
+
+
+def sum_part(bounds):
+    lo, hi = bounds
+    return sum(i + i * i + i * i * i for i in range(lo, hi))
+
+
+def pool_cpu_speedup(reps, n):
+    """The tutorial's job, sum(i + i*i + i*i*i for i in range(n)): its serial time over
+    the time of pool.map(sum_part, halves, 1) on a forked Pool of 2 workers started
+    before timing, both timed in each repetition (the sums checked equal): the median of
+    the repetitions."""
+    ctx = multiprocessing.get_context("fork")
+    parts = [(0, n // 2), (n // 2, n)]
+    with ctx.Pool(2) as pool:
+        pool.map(sum_part, [(0, n // 20), (n // 20, n // 10)], 1)  # warm-up
+        speedups = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            alone = sum_part((0, n))
+            serial = time.perf_counter() - t
+            t = time.perf_counter()
+            split = sum(pool.map(sum_part, parts, 1))
+            pooled = time.perf_counter() - t
+            if split != alone:
+                raise RuntimeError("the pool's sum differs from the serial one")
+            speedups.append(serial / pooled)
+    return statistics.median(speedups)
+
+
 # name -> (quick (reps, per_rep), full (reps, per_rep), measure(reps, per_rep), unit)
 WORKLOADS = {
     "start_join_spawn": ((3, 4), (5, 10), lambda r, n: start_join("spawn", r, n), "us"),
@@ -503,6 +587,17 @@ WORKLOADS = {
     # per_rep: items of 1 MiB
     "queue_large": ((3, 64), (5, 256), queue_large, "MB/s"),
     "joinable_roundtrip": ((5, 1000), (9, 3000), joinable_roundtrip, "us"),
+    # per_rep: items (tasks) per map or per batch of apply_async
+    "pool_map_small": (
+        (3, 200_000),
+        (5, 200_000),
+        lambda r, n: pool_map(r, n, None),
+        "us",
+    ),
+    "pool_map_chunk1": ((3, 20_000), (5, 20_000), lambda r, n: pool_map(r, n, 1), "us"),
+    "pool_apply_async": ((3, 20_000), (5, 20_000), pool_apply_async, "us"),
+    # per_rep: the job's range (pure Python runs it about 100x slower than Rust)
+    "pool_cpu_speedup": ((5, 1_000_000), (9, 2_000_000), pool_cpu_speedup, "x"),
 }
 
 

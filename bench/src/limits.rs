@@ -1076,6 +1076,338 @@ impl Drop for BareRings {
     }
 }
 
+/// A forked echo worker of [`BareEchoRings`]: takes `n` items from `input` and writes
+/// each to `output` as it came, waiting while `input` is empty or `output` full. Returns
+/// the child's exit code (1: the parent stopped giving or taking).
+fn ring_echo(input: RingView, output: RingView, n: u64) -> i32 {
+    let mut taken = 0;
+    let mut head_in = 0;
+    let mut put = 0;
+    let mut tail_out = 0;
+    while taken < n {
+        if taken == head_in {
+            let seen = spin_for(
+                || {
+                    let h = input.head().load(Ordering::Acquire);
+                    (h != taken).then_some(h)
+                },
+                IDLE_TIMEOUT,
+            );
+            match seen {
+                Some(h) => head_in = h,
+                None => return 1,
+            }
+        }
+        let v = input.slot(taken).load(Ordering::Relaxed);
+        taken += 1;
+        input.tail().store(taken, Ordering::Release);
+        if put - tail_out == RING_SLOTS {
+            let seen = spin_for(
+                || {
+                    let t = output.tail().load(Ordering::Acquire);
+                    (put - t < RING_SLOTS).then_some(t)
+                },
+                IDLE_TIMEOUT,
+            );
+            match seen {
+                Some(t) => tail_out = t,
+                None => return 1,
+            }
+        }
+        output.slot(put).store(v, Ordering::Relaxed);
+        put += 1;
+        output.head().store(put, Ordering::Release);
+    }
+    0
+}
+
+/// The parent's side of one echo worker: the items it still has to give and take.
+struct EchoLane {
+    input: RingView,
+    output: RingView,
+    /// Items given (the producer's index of `input`).
+    given: u64,
+    /// The worker's index of `input` as last read.
+    input_tail: u64,
+    /// Items taken back (the consumer's index of `output`).
+    taken: u64,
+    /// The worker's index of `output` as last read.
+    output_head: u64,
+    /// Items this worker echoes in all.
+    n: u64,
+    /// Workers in all: this lane's item `j` is `first + j * stride`.
+    stride: u64,
+    first: u64,
+}
+
+impl EchoLane {
+    /// Gives the worker what its input ring has room for, then takes back what its
+    /// output ring holds, checking each item; whether anything moved.
+    fn step(&mut self) -> io::Result<bool> {
+        let mut moved = false;
+        while self.given < self.n {
+            if self.given - self.input_tail == RING_SLOTS {
+                self.input_tail = self.input.tail().load(Ordering::Acquire);
+                if self.given - self.input_tail == RING_SLOTS {
+                    break;
+                }
+            }
+            let v = self.first + self.given * self.stride;
+            self.input.slot(self.given).store(v, Ordering::Relaxed);
+            self.given += 1;
+            self.input.head().store(self.given, Ordering::Release);
+            moved = true;
+        }
+        while self.taken < self.given {
+            if self.taken == self.output_head {
+                self.output_head = self.output.head().load(Ordering::Acquire);
+                if self.taken == self.output_head {
+                    break;
+                }
+            }
+            let v = self.output.slot(self.taken).load(Ordering::Relaxed);
+            let expected = self.first + self.taken * self.stride;
+            if v != expected {
+                return Err(io::Error::other(format!(
+                    "a bare echo worker gave back {v}, expected {expected}"
+                )));
+            }
+            self.taken += 1;
+            self.output.tail().store(self.taken, Ordering::Release);
+            moved = true;
+        }
+        Ok(moved)
+    }
+}
+
+/// The limit of the small-task pool workloads: `workers` forked processes, each with two
+/// single-producer, single-consumer rings of `u64` of its own in shared memory (the rings
+/// of [`BareRings`]), one to it and one back. Each worker echoes the items of its input
+/// ring into its output ring; the parent deals the items out in turn (item `i` to worker
+/// `i % workers`), gives each worker what its ring has room for, takes back and checks
+/// what comes, and spins (yielding now and then) when nothing moves.
+pub struct BareEchoRings {
+    base: NonNull<u8>,
+    workers: usize,
+}
+
+impl BareEchoRings {
+    /// Maps two rings per worker.
+    pub fn new(workers: usize) -> io::Result<BareEchoRings> {
+        if workers == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "bare echo rings need a worker",
+            ));
+        }
+        Ok(BareEchoRings {
+            base: map_shared(2 * workers * RING_BYTES)?,
+            workers,
+        })
+    }
+
+    fn ring(&self, k: usize) -> RingView {
+        assert!(k < 2 * self.workers, "ring {k} is not mapped");
+        // SAFETY: ring `k` starts `k * RING_BYTES` bytes into a mapping of
+        // `2 * workers * RING_BYTES` bytes.
+        let base = unsafe { self.base.add(k * RING_BYTES) };
+        RingView { base }
+    }
+
+    /// Forks the workers, sends the items `0..n` through them and takes them all back,
+    /// then reaps the workers. Returns the time from the first item given to the last
+    /// taken back (the forks are not timed).
+    pub fn run(&mut self, n: u64) -> io::Result<Duration> {
+        let w = self.workers as u64;
+        let mut lanes = Vec::with_capacity(self.workers);
+        for k in 0..self.workers {
+            let (input, output) = (self.ring(2 * k), self.ring(2 * k + 1));
+            // No worker is alive: the indices start again from 0.
+            for r in [input, output] {
+                r.head().store(0, Ordering::Relaxed);
+                r.tail().store(0, Ordering::Relaxed);
+            }
+            let first = k as u64;
+            lanes.push(EchoLane {
+                input,
+                output,
+                given: 0,
+                input_tail: 0,
+                taken: 0,
+                output_head: 0,
+                n: if first < n {
+                    (n - first).div_ceil(w)
+                } else {
+                    0
+                },
+                stride: w,
+                first,
+            });
+        }
+        let mut pids = Vec::with_capacity(self.workers);
+        let mut outcome = Ok(());
+        for lane in &lanes {
+            let (input, output, count) = (lane.input, lane.output, lane.n);
+            // SAFETY: the child only uses atomics, clock_gettime and sched_yield on the
+            // shared mapping, which was made before the fork.
+            match unsafe { fork_with(|| ring_echo(input, output, count)) } {
+                Ok(pid) => pids.push(pid),
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        let echoed = outcome.and_then(|()| echo_all(&mut lanes));
+        if echoed.is_err() {
+            for &pid in &pids {
+                // SAFETY: kills our own child, which has not been reaped yet.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let mut reaped = Ok(());
+        for pid in pids {
+            let r = wait_ok(pid);
+            if reaped.is_ok() {
+                reaped = r;
+            }
+        }
+        let elapsed = echoed?;
+        reaped?;
+        Ok(elapsed)
+    }
+}
+
+/// Moves every item of `lanes` there and back; the time from the first given to the
+/// last taken back.
+fn echo_all(lanes: &mut [EchoLane]) -> io::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let mut moved = false;
+        for lane in lanes.iter_mut() {
+            moved |= lane.step()?;
+        }
+        if lanes.iter().all(|l| l.taken == l.n) {
+            return Ok(started.elapsed());
+        }
+        if !moved {
+            let lanes = &*lanes;
+            let ready = || {
+                lanes
+                    .iter()
+                    .any(|l| {
+                        l.output.head().load(Ordering::Acquire) != l.taken
+                            || (l.given < l.n
+                                && l.given - l.input.tail().load(Ordering::Acquire) < RING_SLOTS)
+                    })
+                    .then_some(0)
+            };
+            if spin_for(ready, ANSWER_TIMEOUT).is_none() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the bare echo workers give nothing back",
+                ));
+            }
+        }
+    }
+}
+
+impl Drop for BareEchoRings {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the mapping made in `new`; no view of it outlives `self` (`run`'s
+        // lanes are gone, and its children were reaped).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), 2 * self.workers * RING_BYTES) };
+    }
+}
+
+// ---- a job split over forked processes ----
+
+/// The `pool_cpu_speedup` limit: `parts` forked processes each run `job` on its share
+/// of `0..n` (part `k` takes `k * n / parts..(k + 1) * n / parts`) and write the `u128`
+/// it returns into one pipe (16 bytes, one atomic write); the parent reads the results,
+/// adds them and reaps the children. Returns the sum and the time from the first fork to
+/// the last `waitpid`.
+pub fn fork_split(n: u64, parts: u64, job: fn(u64, u64) -> u128) -> io::Result<(u128, Duration)> {
+    if parts == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a split job needs a part",
+        ));
+    }
+    let started = Instant::now();
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid out-array of two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 gave two new descriptors that nothing else owns.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let mut pids = Vec::with_capacity(parts as usize);
+    let mut outcome = Ok(());
+    for k in 0..parts {
+        let lo = (u128::from(n) * u128::from(k) / u128::from(parts)) as u64;
+        let hi = (u128::from(n) * u128::from(k + 1) / u128::from(parts)) as u64;
+        let fd = wr.as_raw_fd();
+        // SAFETY: the child runs `job` (arithmetic only, no allocation or lock), `write`
+        // and `_exit`, all async-signal-safe.
+        let forked = unsafe {
+            fork_with(|| {
+                let bytes = job(lo, hi).to_ne_bytes();
+                match write_full(fd, &bytes) {
+                    Ok(()) => 0,
+                    Err(_) => 1,
+                }
+            })
+        };
+        match forked {
+            Ok(pid) => pids.push(pid),
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    // Only the children write now: the pipe ends at the last one's exit.
+    drop(wr);
+    let mut sum: u128 = 0;
+    if outcome.is_ok() {
+        for _ in 0..pids.len() {
+            let mut buf = [0u8; 16];
+            match read_full(rd.as_raw_fd(), &mut buf) {
+                Ok(true) => sum = sum.wrapping_add(u128::from_ne_bytes(buf)),
+                Ok(false) => {
+                    outcome = Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "a split job's child wrote no result",
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+    }
+    if outcome.is_err() {
+        for &pid in &pids {
+            // SAFETY: kills our own child, which has not been reaped yet.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let mut reaped = Ok(());
+    for pid in pids {
+        let r = wait_ok(pid);
+        if reaped.is_ok() {
+            reaped = r;
+        }
+    }
+    let elapsed = started.elapsed();
+    outcome?;
+    reaped?;
+    Ok((sum, elapsed))
+}
+
 /// The `shm_bandwidth` limit: a copy between two buffers of this process that are mapped
 /// and written already (no page fault, no syscall): what memcpy does on this machine.
 pub fn warm_copy(src: &[u8], dst: &mut [u8]) {
@@ -1113,6 +1445,27 @@ mod tests {
             rings.run(3 * RING_SLOTS + 5).unwrap();
             rings.run(7).unwrap();
         }
+    }
+
+    #[test]
+    fn bare_echo_rings_give_every_item_back() {
+        for workers in [1, 2] {
+            let mut rings = BareEchoRings::new(workers).unwrap();
+            // More items than a ring has slots: both sides wait on full rings.
+            rings.run(3 * RING_SLOTS + 5).unwrap();
+            rings.run(1).unwrap();
+        }
+    }
+
+    fn triangle(lo: u64, hi: u64) -> u128 {
+        (lo..hi).map(u128::from).sum()
+    }
+
+    #[test]
+    fn fork_split_adds_the_parts() {
+        let (sum, _) = fork_split(1001, 2, triangle).unwrap();
+        assert_eq!(sum, 1000 * 1001 / 2);
+        assert_eq!(fork_split(10, 3, triangle).unwrap().0, 45);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod large;
 mod pipe_rtt;
+mod pool;
 mod queue;
 mod shm;
 mod start_join;
@@ -272,6 +273,38 @@ pub const WORKLOADS: &[Workload] = &[
         what: "JoinableQueue: put + join in the parent, get + task_done in a child",
         goals: &[Goal::OverCpython(5.0)],
         measure: queue::joinable_roundtrip,
+    },
+    Workload {
+        name: "pool_map_small",
+        unit: "us",
+        better: Better::Lower,
+        what: "Pool of 2: map(identity, 0..200,000), default chunks, per item",
+        goals: &[Goal::OverCpython(10.0)],
+        measure: pool::pool_map_small,
+    },
+    Workload {
+        name: "pool_map_chunk1",
+        unit: "us",
+        better: Better::Lower,
+        what: "Pool of 2: map_chunked(identity, 0..20,000, 1), per item",
+        goals: &[Goal::OverCpython(5.0), Goal::OverPeer("procspawn", 1.0)],
+        measure: pool::pool_map_chunk1,
+    },
+    Workload {
+        name: "pool_apply_async",
+        unit: "us",
+        better: Better::Lower,
+        what: "Pool of 2: 20,000 apply_async_with, a callback each, then all waited for, per task",
+        goals: &[Goal::OverCpython(5.0), Goal::OverPeer("procspawn", 1.0)],
+        measure: pool::pool_apply_async,
+    },
+    Workload {
+        name: "pool_cpu_speedup",
+        unit: "x",
+        better: Better::Higher,
+        what: "Pool of 2: a CPU-bound job split over the workers, serial time / pool time",
+        goals: &[Goal::ShareOfLimit(0.9)],
+        measure: pool::pool_cpu_speedup,
     },
 ];
 
