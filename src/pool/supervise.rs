@@ -21,7 +21,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::worker::{Order, Report, SharedInit, WorkerArgs, worker_main};
+use super::worker::{ChunkArgs, Order, Report, SharedInit, WorkerArgs, worker_main};
 use crate::error::{Error, Result};
 use crate::process::{Process, StartMethod, get_context};
 use crate::queue::Queue;
@@ -36,8 +36,9 @@ pub(crate) const PREFETCH: usize = 16;
 /// A job shorter than this counts as short (see [`PREFETCH`]).
 const SHORT_JOB: Duration = Duration::from_micros(200);
 
-/// Orders up to this size go to a worker that is busy; larger ones wait for an idle one.
-const SMALL_ORDER: usize = 64 << 10;
+/// Orders up to this size (well under a quarter of the worker's queue: one record) go
+/// to a worker that is busy; larger ones wait for an idle one.
+const SMALL_ORDER: usize = 192 << 10;
 
 /// How long the handler waits for the consumer side of a dead worker's order queue.
 const DRAIN_LOCK_WAIT: Duration = Duration::from_secs(2);
@@ -271,7 +272,7 @@ impl Core {
             let order = Order::Run {
                 job: id,
                 entry: job.entry,
-                args: job.args.to_vec(),
+                args: ChunkArgs(job.args.clone()),
             };
             if w.orders.put(&order).is_err() {
                 // This worker cannot take orders; it is replaced when found dead.

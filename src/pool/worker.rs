@@ -17,9 +17,30 @@ use crate::wire::handles::{FdOwned, FdRef};
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Order {
     /// Run the entry at `entry` on the encoded chunk `args`.
-    Run { job: u64, entry: u64, args: Vec<u8> },
+    Run {
+        job: u64,
+        entry: u64,
+        args: ChunkArgs,
+    },
     /// Finish: no more work will come.
     Stop,
+}
+
+/// A chunk's encoded arguments: shared with the pool's record of the job (kept to run it
+/// again), so that giving it to a worker copies them only into the queue.
+#[derive(Clone, Debug)]
+pub(crate) struct ChunkArgs(pub(crate) Arc<Vec<u8>>);
+
+impl Serialize for ChunkArgs {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.as_slice().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ChunkArgs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Vec::<u8>::deserialize(d).map(|v| ChunkArgs(Arc::new(v)))
+    }
 }
 
 /// What a worker tells the pool.
@@ -138,6 +159,7 @@ pub(crate) fn worker_main(w: WorkerArgs) {
     loop {
         match w.orders.get() {
             Ok(Order::Run { job, entry, args }) => {
+                let args = Arc::try_unwrap(args.0).unwrap_or_else(|shared| shared.to_vec());
                 let outcome = call::run(entry, args, Vec::new());
                 let report = Report::Done {
                     worker: w.serial,
