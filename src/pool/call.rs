@@ -60,6 +60,14 @@ pub(crate) enum ChunkOutcome<R> {
     Failed(Failure),
 }
 
+/// [`ChunkOutcome`] as a worker writes it, from what it holds.
+#[derive(Serialize)]
+enum OutcomeRef<'a, R> {
+    All(&'a [R]),
+    Each(Vec<Result<&'a R, Failure>>),
+    Failed(Failure),
+}
+
 /// The entry running `F` on a chunk of `A`s.
 pub(crate) fn chunk_entry<F, A, R>() -> CallEntry
 where
@@ -101,23 +109,44 @@ where
         Ok(items) => items,
         Err(e) => {
             let failure = Failure::Codec(format!("cannot decode the arguments: {e}"));
-            let _ = encode_into(ctx, &ChunkOutcome::<R>::Failed(failure));
+            let _ = encode_into(ctx, &OutcomeRef::<R>::Failed(failure));
             return 1;
         }
     };
     let f = image::summon::<F>();
-    let results: Vec<Result<R, Failure>> = items.into_iter().map(|a| call(f, a)).collect();
-    let all: Option<Vec<&R>> = results.iter().map(|r| r.as_ref().ok()).collect();
-    let encoded = match all {
-        Some(values) => encode_into(ctx, &ChunkOutcome::All(values)),
+    // The values in a vector of their own while every call returns (so that a vector
+    // of numbers is written as one block), a result per call from the first failure on.
+    let mut values: Vec<R> = Vec::with_capacity(items.len());
+    let mut each: Option<Vec<Result<R, Failure>>> = None;
+    for a in items {
+        match (&mut each, call(f, a)) {
+            (None, Ok(v)) => values.push(v),
+            (None, Err(failure)) => {
+                let mut e: Vec<Result<R, Failure>> = values.drain(..).map(Ok).collect();
+                e.push(Err(failure));
+                each = Some(e);
+            }
+            (Some(e), r) => e.push(r),
+        }
+    }
+    let results: Vec<Result<R, Failure>> = match each {
         None => {
-            let each = results.iter().map(|r| r.as_ref().map_err(Failure::clone));
-            encode_into(ctx, &ChunkOutcome::Each(each.collect()))
+            if encode_into(ctx, &OutcomeRef::All(&values)).is_ok() {
+                return 0;
+            }
+            values.into_iter().map(Ok).collect()
+        }
+        Some(e) => {
+            let refs = e
+                .iter()
+                .map(|r| r.as_ref().map_err(Failure::clone))
+                .collect();
+            if encode_into(ctx, &OutcomeRef::Each(refs)).is_ok() {
+                return 0;
+            }
+            e
         }
     };
-    if encoded.is_ok() {
-        return 0;
-    }
     // Some result does not encode: that call alone fails.
     let results: Vec<Result<&R, Failure>> = results
         .iter()
@@ -129,11 +158,11 @@ where
             Err(f) => Err(f.clone()),
         })
         .collect();
-    match encode_into(ctx, &ChunkOutcome::Each(results)) {
+    match encode_into(ctx, &OutcomeRef::Each(results)) {
         Ok(()) => 0,
         Err(e) => {
             let failure = Failure::Codec(format!("cannot encode the results: {e}"));
-            let _ = encode_into(ctx, &ChunkOutcome::<R>::Failed(failure));
+            let _ = encode_into(ctx, &OutcomeRef::<R>::Failed(failure));
             1
         }
     }

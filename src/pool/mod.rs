@@ -519,7 +519,13 @@ impl Pool {
                     bar.finish();
                     let value = match g.error.take() {
                         Some(e) => Err(e),
-                        None => Ok(g.chunks.drain(..).flatten().flatten().collect()),
+                        None => {
+                            let mut all = Vec::with_capacity(n);
+                            for chunk in g.chunks.drain(..).flatten() {
+                                all.extend(chunk);
+                            }
+                            Ok(all)
+                        }
                     };
                     target.set(value);
                 }

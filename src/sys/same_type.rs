@@ -30,6 +30,20 @@ unsafe impl LifetimeFree for i8 {}
 unsafe impl LifetimeFree for f32 {}
 // SAFETY: as above.
 unsafe impl LifetimeFree for f64 {}
+// SAFETY: as above.
+unsafe impl LifetimeFree for u16 {}
+// SAFETY: as above.
+unsafe impl LifetimeFree for u32 {}
+// SAFETY: as above.
+unsafe impl LifetimeFree for u64 {}
+// SAFETY: as above.
+unsafe impl LifetimeFree for usize {}
+// SAFETY: as above.
+unsafe impl LifetimeFree for i16 {}
+// SAFETY: as above.
+unsafe impl LifetimeFree for i32 {}
+// SAFETY: as above.
+unsafe impl LifetimeFree for i64 {}
 // SAFETY: as above; `T` is itself lifetime-free.
 unsafe impl<T: LifetimeFree> LifetimeFree for Vec<T> {}
 // SAFETY: as above: the flavor owns a `Vec<u8>` and nothing else.

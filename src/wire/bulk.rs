@@ -8,7 +8,8 @@
 //! without this code reads and writes the same messages.
 //!
 //! - Encoding: [`encode_seq`] recognises the `&Vec<E>`/`&[E]` serde passes to
-//!   `collect_seq` for `E` in `u8`, `i8`, `f32`, `f64` (so also `Box<[E]>`, `&[E]`,
+//!   `collect_seq` for `E` in `u8`, `i8`, `f32`, `f64`, and the wider integers, whose
+//!   varints it writes into one block (so also `Box<[E]>`, `&[E]`,
 //!   `Cow<[E]>`, `Arc<[E]>`, slices of arrays), at any depth in a value. Bytes go out
 //!   with `serialize_bytes`; floats, on a little-endian host writing into postcard's
 //!   `Vec` output or the codec's output for values being sent (`sys::outflow`), as the
@@ -448,7 +449,35 @@ pub(crate) fn encode_seq<S: Serializer, I>(s: S, items: &I) -> Result<Result<S::
     if let Some(f) = sys::as_slice::<I, f32>(items) {
         return Ok(encode_floats(s, f));
     }
+    if let Some(v) = sys::as_slice::<I, u64>(items) {
+        return Ok(encode_varints(s, v, |x| *x));
+    }
+    if let Some(v) = sys::as_slice::<I, u32>(items) {
+        return Ok(encode_varints(s, v, |x| u64::from(*x)));
+    }
+    if let Some(v) = sys::as_slice::<I, u16>(items) {
+        return Ok(encode_varints(s, v, |x| u64::from(*x)));
+    }
+    if let Some(v) = sys::as_slice::<I, usize>(items) {
+        return Ok(encode_varints(s, v, |x| *x as u64));
+    }
+    if let Some(v) = sys::as_slice::<I, i64>(items) {
+        return Ok(encode_varints(s, v, |x| zigzag(*x)));
+    }
+    if let Some(v) = sys::as_slice::<I, i32>(items) {
+        return Ok(encode_varints(s, v, |x| zigzag(i64::from(*x))));
+    }
+    if let Some(v) = sys::as_slice::<I, i16>(items) {
+        return Ok(encode_varints(s, v, |x| zigzag(i64::from(*x))));
+    }
     Err(s)
+}
+
+/// postcard's mapping of a signed integer to the unsigned one it writes as a varint (the
+/// same number for every width the value fits in).
+#[inline]
+fn zigzag(n: i64) -> u64 {
+    ((n << 1) ^ (n >> 63)) as u64
 }
 
 /// The serializers the codec drives: postcard writing into a `Vec` (`codec::encode`),
@@ -477,6 +506,68 @@ fn encode_floats<S: Serializer, E: Elem>(mut s: S, items: &[E]) -> Result<S::Ok,
         seq.serialize_element(x)?;
     }
     seq.end()
+}
+
+/// Integers wider than a byte: postcard writes each as a varint, through a call that
+/// copies a few bytes each time. Written here into one block first, then added at once:
+/// the same bytes, several times faster. (Decoding goes element by element as before.)
+fn encode_varints<S, E>(
+    mut s: S,
+    items: &[E],
+    as_u64: impl Fn(&E) -> u64,
+) -> Result<S::Ok, S::Error>
+where
+    S: Serializer,
+    E: Serialize,
+{
+    let written = if let Some(out) = sys::reborrow::<S, PostcardVec>(&mut s) {
+        Some(varints_as_block(out, items, &as_u64))
+    } else {
+        sys::reborrow::<S, PostcardOutflow>(&mut s).map(|out| varints_as_block(out, items, &as_u64))
+    };
+    if let Some(r) = written {
+        count_bulk();
+        use serde::ser::Error as _;
+        r.map_err(S::Error::custom)?;
+        return serde::ser::SerializeTuple::end(s.serialize_tuple(0)?);
+    }
+    let mut seq = s.serialize_seq(Some(items.len()))?;
+    for x in items {
+        seq.serialize_element(x)?;
+    }
+    seq.end()
+}
+
+/// The length, then each value as a varint (seven bits a byte, low bits first, the top
+/// bit set on every byte but the last), as postcard writes them.
+fn varints_as_block<F, E>(
+    out: &mut postcard::Serializer<F>,
+    items: &[E],
+    as_u64: &impl Fn(&E) -> u64,
+) -> postcard::Result<()>
+where
+    F: postcard::ser_flavors::Flavor,
+{
+    let seq = out.serialize_seq(Some(items.len()))?;
+    // Blocks of a bounded size: a huge vector never needs a second copy of itself.
+    const BLOCK: usize = 4096;
+    let mut block = vec![0u8; BLOCK * 10];
+    for chunk in items.chunks(BLOCK) {
+        // At most ten bytes per value: indexing stays inside the block.
+        let mut n = 0;
+        for x in chunk {
+            let mut v = as_u64(x);
+            while v >= 0x80 {
+                block[n] = v as u8 | 0x80;
+                n += 1;
+                v >>= 7;
+            }
+            block[n] = v as u8;
+            n += 1;
+        }
+        postcard::ser_flavors::Flavor::try_extend(&mut seq.output, &block[..n])?;
+    }
+    Ok(())
 }
 
 /// postcard writes the length, then each value's little-endian bytes: on this
@@ -851,6 +942,29 @@ mod tests {
     }
 
     #[test]
+    fn integer_vectors_are_written_as_postcard_writes_them() {
+        // Encoded in bulk, decoded element by element: one bulk path each.
+        assert_eq!(round_trip(&vec![0u64, 1, 127, 128, 300, u64::MAX]), 1);
+        assert_eq!(
+            round_trip(&(0..10_000u64).map(|i| i * 977).collect::<Vec<_>>()),
+            1
+        );
+        assert_eq!(round_trip(&vec![0u32, 127, 128, u32::MAX]), 1);
+        assert_eq!(round_trip(&vec![0u16, 127, 128, u16::MAX]), 1);
+        assert_eq!(round_trip(&vec![0usize, 5, usize::MAX]), 1);
+        assert_eq!(
+            round_trip(&vec![0i64, -1, 1, -64, 64, i64::MIN, i64::MAX]),
+            1
+        );
+        assert_eq!(round_trip(&vec![0i32, -1, 1, i32::MIN, i32::MAX]), 1);
+        assert_eq!(round_trip(&vec![0i16, -1, i16::MIN, i16::MAX]), 1);
+        assert_eq!(round_trip(&Vec::<u64>::new()), 1);
+        // Inside a value, and as sent.
+        assert_eq!(round_trip(&(7u8, vec![1u32, 200_000], "x".to_string())), 1);
+        assert_eq!(sent(&vec![u64::MAX; 100_000]), (1, 2));
+    }
+
+    #[test]
     fn byte_and_float_vectors_take_the_bulk_path_both_ways() {
         assert_eq!(round_trip(&vec![1u8, 2, 255]), 2);
         assert_eq!(round_trip(&vec![-1i8, 0, 127]), 2);
@@ -936,8 +1050,9 @@ mod tests {
 
     #[test]
     fn other_element_types_and_hand_written_visitors_stay_element_by_element() {
-        assert_eq!(round_trip(&vec![1u16, 2]), 0);
-        assert_eq!(round_trip(&vec![vec![1u32]]), 0);
+        assert_eq!(round_trip(&vec![true, false]), 0);
+        assert_eq!(round_trip(&vec![vec!['x'], vec![]]), 0);
+        assert_eq!(round_trip(&vec![1u128 << 100]), 0);
         assert_eq!(round_trip(&[1u8, 2, 3]), 0); // an array is a tuple, no length
         // A visitor of its own that returns a Vec<u8> from a sequence of u16.
         #[derive(PartialEq, Debug)]
