@@ -97,7 +97,7 @@ impl Run {
             Kind::U8 => Run::U8(pages::receive_buffer(bytes).ok()?),
             Kind::F32 => Run::F32(numbers(bytes)?),
             Kind::F64 => Run::F64(numbers(bytes)?),
-            Kind::I8 => return None,
+            Kind::I8 | Kind::U64 => return None,
         })
     }
 
@@ -105,7 +105,7 @@ impl Run {
         match kind {
             Kind::F32 => Run::F32(Vec::new()),
             Kind::F64 => Run::F64(Vec::new()),
-            Kind::U8 | Kind::I8 => Run::U8(Vec::new()),
+            Kind::U8 | Kind::I8 | Kind::U64 => Run::U8(Vec::new()),
         }
     }
 
@@ -209,6 +209,41 @@ impl<'s> Source<'s> {
 
     /// The next `n` bytes, or `None` (and nothing taken) when fewer are left.
     #[inline]
+    /// `n` varints from the position, read as postcard reads a `u64`; `None` (and the
+    /// position as it was) unless the message holds all of them, well formed.
+    fn take_varints(&self, n: usize) -> Option<Vec<u64>> {
+        let data = self.data;
+        let mut pos = self.pos.get();
+        // Each takes a byte at least: a count the message cannot hold reserves nothing.
+        if n > data.len().saturating_sub(pos) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut value = 0u64;
+            let mut shift = 0u32;
+            loop {
+                let b = *data.get(pos)?;
+                pos += 1;
+                // The tenth byte may hold one bit only; more would overflow.
+                if shift == 63 && b > 1 {
+                    return None;
+                }
+                value |= u64::from(b & 0x7f) << shift;
+                if b & 0x80 == 0 {
+                    break;
+                }
+                shift += 7;
+                if shift > 63 {
+                    return None;
+                }
+            }
+            out.push(value);
+        }
+        self.pos.set(pos);
+        Some(out)
+    }
+
     fn take(&self, n: usize) -> Option<&'s [u8]> {
         let pos = self.pos.get();
         let out = self.data.get(pos..pos.checked_add(n)?)?;
@@ -229,7 +264,8 @@ impl<'s> Source<'s> {
             Kind::U8 => 1,
             Kind::F32 => 4,
             Kind::F64 => 8,
-            Kind::I8 => return None,
+            // Varints: no fixed size to find the run's end by.
+            Kind::I8 | Kind::U64 => return None,
         };
         let pos = self.pos.get();
         let (n, len_bytes) = varint(self.data.get(pos..)?)?;
@@ -342,6 +378,12 @@ impl Elem for f32 {
     }
 }
 
+impl Elem for u64 {
+    fn le_to_host(self) -> Self {
+        u64::from_le(self)
+    }
+}
+
 impl Elem for f64 {
     fn le_to_host(self) -> Self {
         f64::from_bits(u64::from_le(self.to_bits()))
@@ -355,6 +397,7 @@ pub(crate) enum Kind {
     I8,
     F32,
     F64,
+    U64,
 }
 
 impl Kind {
@@ -370,6 +413,8 @@ impl Kind {
             Kind::F32
         } else if sys::is::<V::Value, Vec<f64>>() {
             Kind::F64
+        } else if sys::is::<V::Value, Vec<u64>>() {
+            Kind::U64
         } else {
             return None;
         };
@@ -380,9 +425,17 @@ impl Kind {
 /// The type of the visitor serde's `Vec<E>: Deserialize` passes to `deserialize_seq`,
 /// for each [`Kind`]. The type is private to serde, so it is learnt by asking: a
 /// deserializer that only notes the visitor's type and fails.
-fn serde_vec_visitors() -> &'static [Option<TypeId>; 4] {
-    static IDS: OnceLock<[Option<TypeId>; 4]> = OnceLock::new();
-    IDS.get_or_init(|| [probe::<u8>(), probe::<i8>(), probe::<f32>(), probe::<f64>()])
+fn serde_vec_visitors() -> &'static [Option<TypeId>; 5] {
+    static IDS: OnceLock<[Option<TypeId>; 5]> = OnceLock::new();
+    IDS.get_or_init(|| {
+        [
+            probe::<u8>(),
+            probe::<i8>(),
+            probe::<f32>(),
+            probe::<f64>(),
+            probe::<u64>(),
+        ]
+    })
 }
 
 fn probe<E: Elem>() -> Option<TypeId> {
@@ -605,6 +658,42 @@ pub(crate) fn decode_vec<'de, D: Deserializer<'de>, T>(
         Kind::I8 => as_t(d.deserialize_byte_buf(Bytes::<i8>(PhantomData))?),
         Kind::F32 => as_t(floats::<D, f32>(d, src)?),
         Kind::F64 => as_t(floats::<D, f64>(d, src)?),
+        Kind::U64 => {
+            let src = src.filter(|_| {
+                typeid::of::<D>() == typeid::of::<&mut postcard::Deserializer<'_, Cursor<'_>>>()
+            });
+            as_t(d.deserialize_seq(Varints { src })?)
+        }
+    }
+}
+
+/// A postcard sequence of `u64` varints, read in one loop when all of it is there.
+struct Varints<'s> {
+    src: Src<'s>,
+}
+
+impl<'de> Visitor<'de> for Varints<'_> {
+    type Value = Vec<u64>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence of integers")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Vec<u64>, A::Error> {
+        let hint = a.size_hint();
+        if let (Some(src), Some(n)) = (self.src, hint)
+            && let Some(v) = src.take_varints(n)
+        {
+            count_bulk();
+            return Ok(v);
+        }
+        // Malformed or cut short: one by one, which ends with postcard's own error.
+        let left = self.src.map_or(0, |s| s.remaining());
+        let mut v = Vec::with_capacity(hint.unwrap_or(0).min(left));
+        while let Some(x) = a.next_element::<u64>()? {
+            v.push(x);
+        }
+        Ok(v)
     }
 }
 
@@ -943,11 +1032,11 @@ mod tests {
 
     #[test]
     fn integer_vectors_are_written_as_postcard_writes_them() {
-        // Encoded in bulk, decoded element by element: one bulk path each.
-        assert_eq!(round_trip(&vec![0u64, 1, 127, 128, 300, u64::MAX]), 1);
+        // `u64`s both ways; the others encoded in bulk, decoded element by element.
+        assert_eq!(round_trip(&vec![0u64, 1, 127, 128, 300, u64::MAX]), 2);
         assert_eq!(
             round_trip(&(0..10_000u64).map(|i| i * 977).collect::<Vec<_>>()),
-            1
+            2
         );
         assert_eq!(round_trip(&vec![0u32, 127, 128, u32::MAX]), 1);
         assert_eq!(round_trip(&vec![0u16, 127, 128, u16::MAX]), 1);
@@ -958,10 +1047,34 @@ mod tests {
         );
         assert_eq!(round_trip(&vec![0i32, -1, 1, i32::MIN, i32::MAX]), 1);
         assert_eq!(round_trip(&vec![0i16, -1, i16::MIN, i16::MAX]), 1);
-        assert_eq!(round_trip(&Vec::<u64>::new()), 1);
+        assert_eq!(round_trip(&Vec::<u64>::new()), 2);
         // Inside a value, and as sent.
         assert_eq!(round_trip(&(7u8, vec![1u32, 200_000], "x".to_string())), 1);
         assert_eq!(sent(&vec![u64::MAX; 100_000]), (1, 2));
+    }
+
+    #[test]
+    fn malformed_integer_vectors_fail_as_postcard_fails_them() {
+        let good = postcard::to_allocvec(&vec![5u64, u64::MAX, 7]).unwrap();
+        // Cut short, anywhere.
+        for cut in 0..good.len() {
+            let ours = codec::decode::<Vec<u64>>(&good[..cut], Vec::new());
+            let theirs = postcard::from_bytes::<Vec<u64>>(&good[..cut]);
+            assert_eq!(ours.is_ok(), theirs.is_ok(), "cut at {cut}");
+        }
+        // An eleven-byte varint, a tenth byte that overflows, a count past the end.
+        for bad in [
+            vec![
+                1u8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+            ],
+            vec![
+                1u8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
+            ],
+            vec![0xff, 0xff, 0xff, 0xff, 0x0f, 1],
+        ] {
+            assert!(codec::decode::<Vec<u64>>(&bad, Vec::new()).is_err());
+            assert!(postcard::from_bytes::<Vec<u64>>(&bad).is_err());
+        }
     }
 
     #[test]
