@@ -104,6 +104,11 @@ struct State {
     broken: Option<String>,
     /// Outcomes handed to the callback thread and not yet delivered.
     callbacks_pending: usize,
+    /// Jobs ended whose outcomes go to their sinks once the lock is let go (a sink
+    /// decodes, which must not hold up the handing out of jobs).
+    ready: Vec<(Sink, Result<Vec<u8>>, bool)>,
+    /// Outcomes taken from `ready` and not yet delivered.
+    delivering: usize,
 }
 
 /// The pool's shared core.
@@ -133,6 +138,8 @@ impl Core {
                 terminated: false,
                 broken: None,
                 callbacks_pending: 0,
+                ready: Vec::new(),
+                delivering: 0,
             }),
             idle: Condvar::new(),
             reports,
@@ -187,7 +194,7 @@ impl Core {
             ended: false,
             running_since: Instant::now(),
             timed_out: false,
-            prefetch: 2,
+            prefetch: 4,
         })
     }
 
@@ -232,6 +239,9 @@ impl Core {
         };
         st.pending.remove(at);
         self.finish(&mut st, id, Err(Error::Cancelled));
+        let ready = self.take_ready(&mut st);
+        drop(st);
+        self.deliver(ready);
         true
     }
 
@@ -242,6 +252,9 @@ impl Core {
         for id in ids {
             self.finish(&mut st, id, Err(Error::Cancelled));
         }
+        let ready = self.take_ready(&mut st);
+        drop(st);
+        self.deliver(ready);
     }
 
     /// Whether a job has been given to a worker and is not done.
@@ -287,20 +300,58 @@ impl Core {
         }
     }
 
-    /// Delivers a job's outcome.
+    /// Ends a job: its outcome is delivered once the lock is let go
+    /// ([`take_ready`](Self::take_ready), [`deliver`](Self::deliver)).
     fn finish(&self, st: &mut State, id: u64, outcome: Result<Vec<u8>>) {
         if let Some(job) = st.jobs.remove(&id) {
-            let sink = job.sink;
-            let sender = self.callbacks.lock().unwrap_or_else(|e| e.into_inner());
-            match &*sender {
-                Some(tx) if job.callback => {
-                    st.callbacks_pending += 1;
-                    if let Err(unsent) = tx.send(Box::new(move || sink(outcome))) {
-                        st.callbacks_pending -= 1;
+            st.ready.push((job.sink, outcome, job.callback));
+        }
+    }
+
+    /// The outcomes to deliver (state locked); [`deliver`](Self::deliver) them after
+    /// letting go of the lock.
+    fn take_ready(&self, st: &mut State) -> Vec<(Sink, Result<Vec<u8>>, bool)> {
+        st.delivering += st.ready.len();
+        std::mem::take(&mut st.ready)
+    }
+
+    /// Runs the sinks of ended jobs (state not locked): on this thread, or on the
+    /// callback thread for jobs with callbacks.
+    fn deliver(&self, ready: Vec<(Sink, Result<Vec<u8>>, bool)>) {
+        if ready.is_empty() {
+            return;
+        }
+        let n = ready.len();
+        let mut to_callbacks = Vec::new();
+        for (sink, outcome, callback) in ready {
+            if callback {
+                to_callbacks.push(Box::new(move || sink(outcome)) as CallbackTask);
+            } else {
+                sink(outcome);
+            }
+        }
+        {
+            let mut st = self.lock();
+            st.delivering -= n;
+            st.callbacks_pending += to_callbacks.len();
+        }
+        let sender = self
+            .callbacks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for task in to_callbacks {
+            match &sender {
+                Some(tx) => {
+                    if let Err(unsent) = tx.send(task) {
                         (unsent.0)();
+                        self.lock().callbacks_pending -= 1;
                     }
                 }
-                _ => sink(outcome),
+                None => {
+                    task();
+                    self.lock().callbacks_pending -= 1;
+                }
             }
         }
         self.idle.notify_all();
@@ -326,8 +377,14 @@ impl Core {
                 self.check_workers(&mut st);
             }
             self.dispatch(&mut st);
-            if st.terminated || (st.closed && st.jobs.is_empty()) {
+            let stop = st.terminated || (st.closed && st.jobs.is_empty());
+            if stop {
                 self.stop_workers(&mut st);
+            }
+            let ready = self.take_ready(&mut st);
+            drop(st);
+            self.deliver(ready);
+            if stop {
                 self.idle.notify_all();
                 *self.callbacks.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 return;
@@ -480,6 +537,9 @@ impl Core {
         for w in &st.workers {
             let _ = w.process.kill();
         }
+        let ready = self.take_ready(&mut st);
+        drop(st);
+        self.deliver(ready);
     }
 
     /// Waits until the workers have ended (after `close` or `terminate`).
@@ -489,7 +549,12 @@ impl Core {
             return Err(Error::state("join() before close() or terminate()"));
         }
         // As in Python, every callback has run when `join` returns.
-        while !st.workers.is_empty() || !st.jobs.is_empty() || st.callbacks_pending > 0 {
+        while !st.workers.is_empty()
+            || !st.jobs.is_empty()
+            || !st.ready.is_empty()
+            || st.delivering > 0
+            || st.callbacks_pending > 0
+        {
             st = self
                 .idle
                 .wait_timeout(st, TICK)
