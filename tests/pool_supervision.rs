@@ -139,3 +139,18 @@ fn a_task_over_its_time_limit_fails_with_timeout_and_the_pool_goes_on() {
     assert_eq!(pool.map(sleep_ms, 0..4).unwrap(), [0, 1, 2, 3]);
     assert_eq!(pool.pids().len(), 2);
 }
+
+fn abort_now(_: u8) -> u8 {
+    std::process::abort();
+}
+
+#[test]
+fn a_worker_that_aborts_fails_its_task_with_its_signal_and_is_replaced() {
+    let pool = Pool::new(2).unwrap();
+    match pool.apply(abort_now, 0) {
+        Err(e @ Error::WorkerLost { .. }) => assert_eq!(e.signal(), Some(6)),
+        other => panic!("expected WorkerLost by SIGABRT, got {other:?}"),
+    }
+    assert_eq!(pool.map(sleep_ms, [1, 2, 3]).unwrap(), [1, 2, 3]);
+    assert_eq!(pool.pids().len(), 2);
+}
