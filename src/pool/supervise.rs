@@ -2,8 +2,8 @@
 //! going.
 //!
 //! A job is a chunk of calls. Each worker has a queue of its own for orders, and the pool
-//! gives it at most [`PREFETCH`] jobs at a time, so that the pool always knows which jobs
-//! each worker holds. All workers put their reports on one shared queue, which the
+//! gives it a few jobs at a time (see [`PREFETCH`]), so that the pool always knows which
+//! jobs each worker holds. All workers put their reports on one shared queue, which the
 //! handler thread reads: it delivers outcomes, hands out more jobs, and checks the
 //! workers. A worker that died is replaced, the jobs still in its queue are handed to
 //! others, and the job it was running fails with [`Error::WorkerLost`] (or runs again,
@@ -11,7 +11,8 @@
 //! outcomes came, so that a slow callback never holds up the handler.
 //!
 //! Nothing the handler does blocks for long: an order small enough to be one record of
-//! the worker's queue always finds room there (a worker holds two at most), and a larger
+//! the worker's queue always finds room there (the orders a worker holds never take
+//! more than half of its queue), and a larger
 //! one, which streams through the queue while the worker reads it, goes only to a worker
 //! that holds nothing (it is reading its queue already).
 
@@ -39,6 +40,10 @@ const SHORT_JOB: Duration = Duration::from_micros(200);
 /// Orders up to this size (well under a quarter of the worker's queue: one record) go
 /// to a worker that is busy; larger ones wait for an idle one.
 const SMALL_ORDER: usize = 192 << 10;
+
+/// The most bytes of orders a worker holds in its queue: half of it, so that a put never
+/// waits for room.
+const QUEUED_BYTES: usize = crate::queue::DEFAULT_RING_BYTES / 2;
 
 /// How long the handler waits for the consumer side of a dead worker's order queue.
 const DRAIN_LOCK_WAIT: Duration = Duration::from_secs(2);
@@ -78,6 +83,8 @@ struct Worker {
     timed_out: bool,
     /// How many jobs it may hold (see [`PREFETCH`]).
     prefetch: usize,
+    /// Bytes of the orders it holds (see [`QUEUED_BYTES`]).
+    queued_bytes: usize,
 }
 
 /// How workers are made.
@@ -195,6 +202,7 @@ impl Core {
             running_since: Instant::now(),
             timed_out: false,
             prefetch: 4,
+            queued_bytes: 0,
         })
     }
 
@@ -270,13 +278,15 @@ impl Core {
                 st.pending.pop_front();
                 continue;
             };
-            let small = job.args.len() <= SMALL_ORDER;
+            let len = job.args.len();
+            let small = len <= SMALL_ORDER;
             let Some(w) = st
                 .workers
                 .iter_mut()
                 .filter(|w| {
                     let room = if small { w.prefetch } else { 1 };
-                    !w.retiring && !w.ended && w.holding.len() < room
+                    let fits = w.holding.is_empty() || w.queued_bytes + len <= QUEUED_BYTES;
+                    !w.retiring && !w.ended && w.holding.len() < room && fits
                 })
                 .min_by_key(|w| w.holding.len())
             else {
@@ -295,6 +305,7 @@ impl Core {
             if w.holding.is_empty() {
                 w.running_since = Instant::now();
             }
+            w.queued_bytes += len;
             w.holding.push_back(id);
             st.pending.pop_front();
         }
@@ -400,7 +411,11 @@ impl Core {
                 job,
                 outcome,
             } => {
+                let len = st.jobs.get(&job).map_or(0, |j| j.args.len());
                 if let Some(w) = st.workers.iter_mut().find(|w| w.serial == worker) {
+                    if w.holding.contains(&job) {
+                        w.queued_bytes = w.queued_bytes.saturating_sub(len);
+                    }
                     if w.holding.front() == Some(&job) {
                         // Short jobs: keep more of them waiting in its queue.
                         w.prefetch = if w.running_since.elapsed() < SHORT_JOB {
