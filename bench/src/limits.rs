@@ -487,6 +487,51 @@ unsafe fn fork_with(child: impl FnOnce() -> i32) -> io::Result<libc::pid_t> {
     }
 }
 
+/// Forks a child for each closure of `children`, runs `parent` (given how many were
+/// started) once all are, then reaps them all, killing them first if a fork or `parent`
+/// failed. The first error wins.
+///
+/// # Safety
+///
+/// As [`fork_with`], for every closure.
+unsafe fn with_children<C, T>(
+    children: impl IntoIterator<Item = C>,
+    parent: impl FnOnce(usize) -> io::Result<T>,
+) -> io::Result<T>
+where
+    C: FnOnce() -> i32,
+{
+    let mut pids = Vec::new();
+    let mut outcome = Ok(());
+    for child in children {
+        // SAFETY: the caller's promise, for this closure.
+        match unsafe { fork_with(child) } {
+            Ok(pid) => pids.push(pid),
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    let done = outcome.and_then(|()| parent(pids.len()));
+    if done.is_err() {
+        for &pid in &pids {
+            // SAFETY: kills our own child, which has not been reaped yet.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let mut reaped = Ok(());
+    for pid in pids {
+        let r = wait_ok(pid);
+        if reaped.is_ok() {
+            reaped = r;
+        }
+    }
+    let value = done?;
+    reaped?;
+    Ok(value)
+}
+
 /// The `lock_uncontended` limit: the bare futex lock in a shared page.
 pub struct BareLock {
     page: SharedPage,
@@ -998,38 +1043,14 @@ impl BareRings {
                 left: per_producer,
             });
         }
-        let mut pids = Vec::with_capacity(self.producers);
-        let mut outcome = Ok(());
-        for (k, reader) in readers.iter().enumerate() {
-            let ring = reader.ring;
-            // SAFETY: the child only uses atomics, clock_gettime and sched_yield on the
-            // shared mapping, which was made before the fork.
-            match unsafe { fork_with(|| ring_produce(ring, k as u64 * per_producer, per_producer)) }
-            {
-                Ok(pid) => pids.push(pid),
-                Err(e) => {
-                    outcome = Err(e);
-                    break;
-                }
-            }
-        }
-        let taken = outcome.and_then(|()| take_all(&mut readers));
-        if taken.is_err() {
-            for &pid in &pids {
-                // SAFETY: kills our own child, which has not been reaped yet.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-        let mut reaped = Ok(());
-        for pid in pids {
-            let r = wait_ok(pid);
-            if reaped.is_ok() {
-                reaped = r;
-            }
-        }
-        let elapsed = taken?;
-        reaped?;
-        Ok(elapsed)
+        let rings: Vec<RingView> = readers.iter().map(|r| r.ring).collect();
+        let producers = rings
+            .into_iter()
+            .enumerate()
+            .map(|(k, ring)| move || ring_produce(ring, k as u64 * per_producer, per_producer));
+        // SAFETY: the children only use atomics, clock_gettime and sched_yield on the
+        // shared mapping, which was made before the fork.
+        unsafe { with_children(producers, |_| take_all(&mut readers)) }
     }
 }
 
@@ -1244,37 +1265,13 @@ impl BareEchoRings {
                 first,
             });
         }
-        let mut pids = Vec::with_capacity(self.workers);
-        let mut outcome = Ok(());
-        for lane in &lanes {
-            let (input, output, count) = (lane.input, lane.output, lane.n);
-            // SAFETY: the child only uses atomics, clock_gettime and sched_yield on the
-            // shared mapping, which was made before the fork.
-            match unsafe { fork_with(|| ring_echo(input, output, count)) } {
-                Ok(pid) => pids.push(pid),
-                Err(e) => {
-                    outcome = Err(e);
-                    break;
-                }
-            }
-        }
-        let echoed = outcome.and_then(|()| echo_all(&mut lanes));
-        if echoed.is_err() {
-            for &pid in &pids {
-                // SAFETY: kills our own child, which has not been reaped yet.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-        let mut reaped = Ok(());
-        for pid in pids {
-            let r = wait_ok(pid);
-            if reaped.is_ok() {
-                reaped = r;
-            }
-        }
-        let elapsed = echoed?;
-        reaped?;
-        Ok(elapsed)
+        let ends: Vec<_> = lanes.iter().map(|l| (l.input, l.output, l.n)).collect();
+        let echoes = ends
+            .into_iter()
+            .map(|(input, output, count)| move || ring_echo(input, output, count));
+        // SAFETY: the children only use atomics, clock_gettime and sched_yield on the
+        // shared mapping, which was made before the fork.
+        unsafe { with_children(echoes, |_| echo_all(&mut lanes)) }
     }
 }
 
@@ -1342,69 +1339,38 @@ pub fn fork_split(n: u64, parts: u64, job: fn(u64, u64) -> u128) -> io::Result<(
     }
     // SAFETY: pipe2 gave two new descriptors that nothing else owns.
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let mut pids = Vec::with_capacity(parts as usize);
-    let mut outcome = Ok(());
-    for k in 0..parts {
+    let fd = wr.as_raw_fd();
+    let halves = (0..parts).map(|k| {
         let lo = (u128::from(n) * u128::from(k) / u128::from(parts)) as u64;
         let hi = (u128::from(n) * u128::from(k + 1) / u128::from(parts)) as u64;
-        let fd = wr.as_raw_fd();
-        // SAFETY: the child runs `job` (arithmetic only, no allocation or lock), `write`
-        // and `_exit`, all async-signal-safe.
-        let forked = unsafe {
-            fork_with(|| {
-                let bytes = job(lo, hi).to_ne_bytes();
-                match write_full(fd, &bytes) {
-                    Ok(()) => 0,
-                    Err(_) => 1,
-                }
-            })
-        };
-        match forked {
-            Ok(pid) => pids.push(pid),
-            Err(e) => {
-                outcome = Err(e);
-                break;
+        move || {
+            let bytes = job(lo, hi).to_ne_bytes();
+            match write_full(fd, &bytes) {
+                Ok(()) => 0,
+                Err(_) => 1,
             }
         }
-    }
-    // Only the children write now: the pipe ends at the last one's exit.
-    drop(wr);
-    let mut sum: u128 = 0;
-    if outcome.is_ok() {
-        for _ in 0..pids.len() {
+    });
+    let collect = |started_children: usize| {
+        // Only the children write now: the pipe ends at the last one's exit.
+        drop(wr);
+        let mut sum: u128 = 0;
+        for _ in 0..started_children {
             let mut buf = [0u8; 16];
-            match read_full(rd.as_raw_fd(), &mut buf) {
-                Ok(true) => sum = sum.wrapping_add(u128::from_ne_bytes(buf)),
-                Ok(false) => {
-                    outcome = Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "a split job's child wrote no result",
-                    ));
-                    break;
-                }
-                Err(e) => {
-                    outcome = Err(e);
-                    break;
-                }
+            if !read_full(rd.as_raw_fd(), &mut buf)? {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "a split job's child wrote no result",
+                ));
             }
+            sum = sum.wrapping_add(u128::from_ne_bytes(buf));
         }
-    }
-    if outcome.is_err() {
-        for &pid in &pids {
-            // SAFETY: kills our own child, which has not been reaped yet.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-    let mut reaped = Ok(());
-    for pid in pids {
-        let r = wait_ok(pid);
-        if reaped.is_ok() {
-            reaped = r;
-        }
-    }
+        Ok(sum)
+    };
+    // SAFETY: the children run `job` (arithmetic only, no allocation or lock), `write`
+    // and `_exit`, all async-signal-safe.
+    let sum = unsafe { with_children(halves, collect) }?;
     let elapsed = started.elapsed();
-    outcome?;
-    reaped?;
     Ok((sum, elapsed))
 }
 

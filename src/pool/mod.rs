@@ -32,6 +32,7 @@ pub use self::executor::{ExecutorMap, ProcessPoolExecutor, TaskFuture};
 pub use self::result::AsyncResult;
 
 use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -218,6 +219,13 @@ fn decode_outcome<R: DeserializeOwned>(
     }
 }
 
+/// The result of a chunk of one call.
+fn single_result<R: DeserializeOwned>(outcome: Result<Vec<u8>>) -> Result<R> {
+    decode_chunk::<R>(outcome, 1)
+        .pop()
+        .unwrap_or_else(|| Err(Error::Decode("no result".into())))
+}
+
 /// Decodes a chunk's outcome into one result per call.
 fn decode_chunk<R: DeserializeOwned>(outcome: Result<Vec<u8>>, len: usize) -> Vec<Result<R>> {
     match decode_outcome(outcome, len) {
@@ -297,7 +305,8 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.apply_async_with(f, args, |_: &R| {}, |_: &Error| {})
+        let _ = f;
+        self.submit_one::<F, A, R>(args).map(|(_, result)| result)
     }
 
     /// [`apply_async`](Pool::apply_async) with Python's `callback` and
@@ -342,27 +351,17 @@ impl Pool {
         let slot = Slot::new();
         let target = slot.clone();
         let sink: Sink = Box::new(move |outcome| {
-            let result = decode_chunk::<R>(outcome, 1)
-                .pop()
-                .unwrap_or_else(|| Err(Error::Decode("no result".into())));
-            // The result is set even if a callback panics (the callback thread reports
-            // the panic and goes on).
-            struct SetOnDrop<R>(Option<(Arc<Slot<R>>, Result<R>)>);
-            impl<R> Drop for SetOnDrop<R> {
-                fn drop(&mut self) {
-                    if let Some((slot, result)) = self.0.take() {
-                        slot.set(result);
-                    }
-                }
+            let result = single_result::<R>(outcome);
+            let called = catch_unwind(AssertUnwindSafe(|| match &result {
+                Ok(v) => callback(v),
+                Err(e) => error_callback(e),
+            }));
+            // The result is set even if a callback panicked; the callback thread then
+            // reports the panic and goes on.
+            target.set(result);
+            if let Err(panic) = called {
+                resume_unwind(panic);
             }
-            let set = SetOnDrop(Some((target, result)));
-            if let Some((_, result)) = &set.0 {
-                match result {
-                    Ok(v) => callback(v),
-                    Err(e) => error_callback(e),
-                }
-            }
-            drop(set);
         });
         self.submit_chunk::<F, A, R>(std::slice::from_ref(&args), sink, true)?;
         Ok(AsyncResult::new(slot))
@@ -377,12 +376,7 @@ impl Pool {
     {
         let slot = Slot::new();
         let target = slot.clone();
-        let sink: Sink = Box::new(move |outcome| {
-            let result = decode_chunk::<R>(outcome, 1)
-                .pop()
-                .unwrap_or_else(|| Err(Error::Decode("no result".into())));
-            target.set(result);
-        });
+        let sink: Sink = Box::new(move |outcome| target.set(single_result::<R>(outcome)));
         let id = self.submit_chunk::<F, A, R>(std::slice::from_ref(&args), sink, false)?;
         Ok((id, AsyncResult::new(slot)))
     }

@@ -398,20 +398,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 "put on a closed queue handle",
             )));
         }
-        let refused = |e| {
-            match e {
-            Error::Encode(m) if m.contains("cannot carry handles") => PutError::Failed(
-                Error::Encode("a queue item cannot hold handles (connections, locks, queues, shared memory): send those through a Connection or in process arguments".into()),
-            ),
-            e => PutError::Failed(e),
-        }
-        };
         let mut small = [0; INLINE];
         let large;
-        let bytes = match codec::encode_plain_into(item, &mut small).map_err(refused)? {
+        let bytes = match codec::encode_plain_into(item, &mut small).map_err(PutError::Failed)? {
             Some(len) => &small[..len],
             None => {
-                large = codec::encode_plain(item).map_err(refused)?;
+                large = codec::encode_plain(item).map_err(PutError::Failed)?;
                 &large[..]
             }
         };

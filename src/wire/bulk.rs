@@ -538,52 +538,42 @@ fn zigzag(n: i64) -> u64 {
 type PostcardVec = postcard::Serializer<postcard::ser_flavors::AllocVec>;
 type PostcardOutflow = postcard::Serializer<crate::sys::outflow::Outflow>;
 
-fn encode_floats<S: Serializer, E: Elem>(mut s: S, items: &[E]) -> Result<S::Ok, S::Error> {
-    if cfg!(target_endian = "little") {
-        let written = if let Some(out) = sys::reborrow::<S, PostcardVec>(&mut s) {
-            Some(floats_as_block(out, items))
-        } else {
-            sys::reborrow::<S, PostcardOutflow>(&mut s).map(|out| floats_as_block(out, items))
-        };
-        if let Some(r) = written {
-            count_bulk();
-            use serde::ser::Error as _;
-            r.map_err(S::Error::custom)?;
-            // The `S::Ok` to return, from a call that writes nothing: postcard gives
-            // an empty tuple no bytes.
-            return serde::ser::SerializeTuple::end(s.serialize_tuple(0)?);
-        }
-    }
-    let mut seq = s.serialize_seq(Some(items.len()))?;
-    for x in items {
-        seq.serialize_element(x)?;
-    }
-    seq.end()
-}
+/// The bytes of a sequence's elements, handed piece by piece to `extend`.
+type Body<'a> = dyn Fn(&mut dyn FnMut(&[u8]) -> postcard::Result<()>) -> postcard::Result<()> + 'a;
 
-/// Integers wider than a byte: postcard writes each as a varint, through a call that
-/// copies a few bytes each time. Written here into one block first, then added at once:
-/// the same bytes, several times faster. (Decoding goes element by element as before.)
-fn encode_varints<S, E>(
+/// Writes `items` as postcard's sequence, its length then the bytes `body` gives, when
+/// `s` is one of the codec's own outputs (postcard writing into a `Vec`, or a value being
+/// sent); element by element otherwise.
+fn encode_block<S: Serializer, E: Serialize>(
     mut s: S,
     items: &[E],
-    as_u64: impl Fn(&E) -> u64,
-) -> Result<S::Ok, S::Error>
-where
-    S: Serializer,
-    E: Serialize,
-{
+    body: &Body<'_>,
+) -> Result<S::Ok, S::Error> {
+    fn write<F: postcard::ser_flavors::Flavor>(
+        out: &mut postcard::Serializer<F>,
+        len: usize,
+        body: &Body<'_>,
+    ) -> postcard::Result<()> {
+        let seq = out.serialize_seq(Some(len))?;
+        body(&mut |bytes| postcard::ser_flavors::Flavor::try_extend(&mut seq.output, bytes))
+    }
     let written = if let Some(out) = sys::reborrow::<S, PostcardVec>(&mut s) {
-        Some(varints_as_block(out, items, &as_u64))
+        Some(write(out, items.len(), body))
     } else {
-        sys::reborrow::<S, PostcardOutflow>(&mut s).map(|out| varints_as_block(out, items, &as_u64))
+        sys::reborrow::<S, PostcardOutflow>(&mut s).map(|out| write(out, items.len(), body))
     };
     if let Some(r) = written {
         count_bulk();
         use serde::ser::Error as _;
         r.map_err(S::Error::custom)?;
+        // The `S::Ok` to return, from a call that writes nothing: postcard gives an
+        // empty tuple no bytes.
         return serde::ser::SerializeTuple::end(s.serialize_tuple(0)?);
     }
+    element_by_element(s, items)
+}
+
+fn element_by_element<S: Serializer, E: Serialize>(s: S, items: &[E]) -> Result<S::Ok, S::Error> {
     let mut seq = s.serialize_seq(Some(items.len()))?;
     for x in items {
         seq.serialize_element(x)?;
@@ -591,47 +581,46 @@ where
     seq.end()
 }
 
-/// The length, then each value as a varint (seven bits a byte, low bits first, the top
-/// bit set on every byte but the last), as postcard writes them.
-fn varints_as_block<F, E>(
-    out: &mut postcard::Serializer<F>,
-    items: &[E],
-    as_u64: &impl Fn(&E) -> u64,
-) -> postcard::Result<()>
-where
-    F: postcard::ser_flavors::Flavor,
-{
-    let seq = out.serialize_seq(Some(items.len()))?;
-    // Blocks of a bounded size: a huge vector never needs a second copy of itself.
-    const BLOCK: usize = 4096;
-    let mut block = vec![0u8; BLOCK * 10];
-    for chunk in items.chunks(BLOCK) {
-        // At most ten bytes per value: indexing stays inside the block.
-        let mut n = 0;
-        for x in chunk {
-            let mut v = as_u64(x);
-            while v >= 0x80 {
-                block[n] = v as u8 | 0x80;
-                n += 1;
-                v >>= 7;
-            }
-            block[n] = v as u8;
-            n += 1;
-        }
-        postcard::ser_flavors::Flavor::try_extend(&mut seq.output, &block[..n])?;
+/// postcard writes the length, then each value's little-endian bytes: on a
+/// little-endian host, the slice's own bytes.
+fn encode_floats<S: Serializer, E: Elem>(s: S, items: &[E]) -> Result<S::Ok, S::Error> {
+    if cfg!(target_endian = "little") {
+        encode_block(s, items, &|extend| extend(bytemuck::cast_slice(items)))
+    } else {
+        element_by_element(s, items)
     }
-    Ok(())
 }
 
-/// postcard writes the length, then each value's little-endian bytes: on this
-/// (little-endian) host, the slice's own bytes.
-fn floats_as_block<F, E>(out: &mut postcard::Serializer<F>, items: &[E]) -> postcard::Result<()>
+/// Integers wider than a byte: postcard writes each as a varint (seven bits a byte, low
+/// bits first, the top bit set on every byte but the last), through a call that copies a
+/// few bytes each time. Written here into blocks first, then added a block at once: the
+/// same bytes, several times faster.
+fn encode_varints<S, E>(s: S, items: &[E], as_u64: impl Fn(&E) -> u64) -> Result<S::Ok, S::Error>
 where
-    F: postcard::ser_flavors::Flavor,
-    E: Elem,
+    S: Serializer,
+    E: Serialize,
 {
-    let seq = out.serialize_seq(Some(items.len()))?;
-    postcard::ser_flavors::Flavor::try_extend(&mut seq.output, bytemuck::cast_slice(items))
+    encode_block(s, items, &|extend| {
+        // Blocks of a bounded size: a huge vector never needs a second copy of itself.
+        const BLOCK: usize = 4096;
+        let mut block = vec![0u8; BLOCK * 10];
+        for chunk in items.chunks(BLOCK) {
+            // At most ten bytes per value: indexing stays inside the block.
+            let mut n = 0;
+            for x in chunk {
+                let mut v = as_u64(x);
+                while v >= 0x80 {
+                    block[n] = v as u8 | 0x80;
+                    n += 1;
+                    v >>= 7;
+                }
+                block[n] = v as u8;
+                n += 1;
+            }
+            extend(&block[..n])?;
+        }
+        Ok(())
+    })
 }
 
 // ---- decoding ----

@@ -171,6 +171,16 @@ fn whole<T: DeserializeOwned>(source: &Source<'_>) -> Result<T> {
     }
 }
 
+/// Why a value holding handles cannot go where only bytes go (a queue's shared memory, a
+/// pool's tasks).
+fn handles_refused() -> Error {
+    Error::Encode(
+        "this channel cannot carry handles (connections, locks, queues, shared memory): \
+         send those through a Connection or in process arguments"
+            .into(),
+    )
+}
+
 /// Encodes a value that holds no handles into `buf` if it fits there: its length;
 /// `Ok(None)` if it does not fit (then [`encode_plain`] it), with nothing allocated.
 pub(crate) fn encode_plain_into<T: Serialize + ?Sized>(
@@ -179,7 +189,7 @@ pub(crate) fn encode_plain_into<T: Serialize + ?Sized>(
 ) -> Result<Option<usize>> {
     let (r, fds) = handles::collecting(|| postcard::to_slice(&Encode(value), buf).map(|b| b.len()));
     if !fds.is_empty() {
-        return Err(Error::Encode("this channel cannot carry handles".into()));
+        return Err(handles_refused());
     }
     match r {
         Ok(len) => Ok(Some(len)),
@@ -201,7 +211,7 @@ pub(crate) fn encode_plain_into<T: Serialize + ?Sized>(
 pub(crate) fn encode_plain<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     let e = encode(value)?;
     if !e.fds.is_empty() {
-        return Err(Error::Encode("this channel cannot carry handles".into()));
+        return Err(handles_refused());
     }
     Ok(e.bytes)
 }
