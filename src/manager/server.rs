@@ -548,3 +548,133 @@ fn ok_reply(out: &mut Vec<u8>, value: &[u8]) {
     out.push(protocol::OK);
     out.extend_from_slice(value);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// Records who called it and who went.
+    struct Witness {
+        called: Mutex<Vec<ClientId>>,
+        gone: Mutex<mpsc::Sender<ClientId>>,
+        saw_gone: Mutex<Option<bool>>,
+    }
+
+    impl Served for Witness {
+        fn call(
+            &self,
+            method: &str,
+            _args: &[u8],
+            cx: &CallCx<'_>,
+        ) -> std::result::Result<Vec<u8>, CallError> {
+            self.called.lock().unwrap().push(cx.client());
+            match method {
+                "gone?" => encode_reply(&cx.client_gone()),
+                "wait_gone" => {
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while !cx.client_gone() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    let gone = cx.client_gone();
+                    *self.saw_gone.lock().unwrap() = Some(gone);
+                    encode_reply(&gone)
+                }
+                _ => Err(CallError::NoSuchMethod {
+                    typeid: "Witness".into(),
+                    method: method.into(),
+                }),
+            }
+        }
+        fn client_gone(&self, client: ClientId) {
+            let _ = self.gone.lock().unwrap().send(client);
+        }
+    }
+
+    fn call(conn: &Connection, id: u64, method: &str) -> Vec<u8> {
+        let mut head = Vec::new();
+        Request::Call {
+            id,
+            method,
+            args: &[],
+        }
+        .write_head(&mut head);
+        conn.send_bytes(&head).unwrap();
+        conn.recv_bytes().unwrap()
+    }
+
+    #[test]
+    fn a_client_that_closes_is_reported_to_every_object_it_called_once() {
+        let server = Server::new(&Config {
+            registry: Vec::new(),
+            exposed: Vec::new(),
+            max_request: 1 << 20,
+        })
+        .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let witness = Arc::new(Witness {
+            called: Mutex::new(Vec::new()),
+            gone: Mutex::new(tx),
+            saw_gone: Mutex::new(None),
+        });
+        let id = server.lock().insert(witness.clone(), "Witness");
+        let (client, served) = crate::connection::pipe(true).unwrap();
+        let s = server.clone();
+        let t = std::thread::spawn(move || s.client(served));
+        let reply = call(&client, id, "gone?");
+        assert_eq!(
+            reply,
+            [protocol::OK, 0],
+            "the client is there during its call"
+        );
+        call(&client, id, "gone?");
+        assert_eq!(
+            call(&client, id + 1, "x")[0],
+            protocol::ERR,
+            "no such object"
+        );
+        drop(client);
+        t.join().unwrap();
+        let gone = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        let called = witness.called.lock().unwrap().clone();
+        assert_eq!(called, [gone, gone], "the same client called and went");
+        assert!(rx.try_recv().is_err(), "told once");
+        // The table still holds the object: its reference is the table's own.
+        assert!(server.lock().objects.contains_key(&id));
+    }
+
+    #[test]
+    fn a_call_sees_its_client_close_while_it_runs() {
+        let server = Server::new(&Config {
+            registry: Vec::new(),
+            exposed: Vec::new(),
+            max_request: 1 << 20,
+        })
+        .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let witness = Arc::new(Witness {
+            called: Mutex::new(Vec::new()),
+            gone: Mutex::new(tx),
+            saw_gone: Mutex::new(None),
+        });
+        let id = server.lock().insert(witness.clone(), "Witness");
+        let (client, served) = crate::connection::pipe(true).unwrap();
+        let s = server.clone();
+        let t = std::thread::spawn(move || s.client(served));
+        let mut head = Vec::new();
+        Request::Call {
+            id,
+            method: "wait_gone",
+            args: &[],
+        }
+        .write_head(&mut head);
+        client.send_bytes(&head).unwrap();
+        // Gone mid-call: the call notices, ends, and the object is told.
+        drop(client);
+        t.join().unwrap();
+        assert!(rx.recv_timeout(Duration::from_secs(60)).is_ok());
+        assert_eq!(*witness.saw_gone.lock().unwrap(), Some(true));
+    }
+}
