@@ -129,11 +129,13 @@ fn round_trip(
     req: &Request<'_>,
     timeout: Option<Duration>,
 ) -> Result<std::result::Result<Vec<u8>, CallError>> {
-    HEAD.with(|h| {
-        let mut head = h.borrow_mut();
-        req.write_head(&mut head);
-        conn.send_parts(&[&head, req.tail()], &[], false)
-    })?;
+    let send = |head: &mut Vec<u8>| {
+        req.write_head(head);
+        conn.send_parts(&[head, req.tail()], &[], false)
+    };
+    // A proxy dropped while the thread's locals are torn down finds no reused buffer.
+    HEAD.try_with(|h| send(&mut h.borrow_mut()))
+        .unwrap_or_else(|_| send(&mut Vec::new()))?;
     let mut reply = match timeout {
         None => conn.recv_bytes()?,
         Some(t) => conn.recv_bytes_timeout(t)?,
@@ -219,19 +221,24 @@ impl Link {
     /// Runs a request on this thread's connection to the manager.
     pub(crate) fn request(self: &Arc<Link>, req: &Request<'_>) -> Result<Vec<u8>> {
         let pid = std::process::id();
-        let found = CONNS.with(|c| {
-            let mut conns = c.borrow_mut();
-            conns.retain(|(l, p, _)| l.strong_count() > 0 && *p == pid);
-            conns
-                .iter()
-                .find(|(l, _, _)| std::ptr::eq(l.as_ptr(), Arc::as_ptr(self)))
-                .map(|(_, _, conn)| conn.clone())
-        });
+        // Called while the thread's locals are torn down (from a drop), a request goes
+        // on a connection of its own.
+        let found = CONNS
+            .try_with(|c| {
+                let mut conns = c.borrow_mut();
+                conns.retain(|(l, p, _)| l.strong_count() > 0 && *p == pid);
+                conns
+                    .iter()
+                    .find(|(l, _, _)| std::ptr::eq(l.as_ptr(), Arc::as_ptr(self)))
+                    .map(|(_, _, conn)| conn.clone())
+            })
+            .ok()
+            .flatten();
         let conn = match found {
             Some(c) => c,
             None => {
                 let conn = Rc::new(open(&self.address, &self.authkey)?);
-                CONNS.with(|c| {
+                let _ = CONNS.try_with(|c| {
                     c.borrow_mut()
                         .push((Arc::downgrade(self), pid, conn.clone()))
                 });
@@ -241,7 +248,8 @@ impl Link {
         match round_trip(&conn, req, None) {
             Ok(r) => r.map_err(Error::from),
             Err(e) => {
-                CONNS.with(|c| c.borrow_mut().retain(|(_, _, k)| !Rc::ptr_eq(k, &conn)));
+                let _ =
+                    CONNS.try_with(|c| c.borrow_mut().retain(|(_, _, k)| !Rc::ptr_eq(k, &conn)));
                 Err(gone(&self.address, e))
             }
         }
@@ -294,10 +302,10 @@ pub(crate) fn encode_args<A: Serialize + ?Sized>(value: &A) -> Result<Vec<u8>> {
     struct Reset(bool);
     impl Drop for Reset {
         fn drop(&mut self) {
-            INTO_SERVER.set(self.0);
+            let _ = INTO_SERVER.try_with(|c| c.set(self.0));
         }
     }
-    let _reset = Reset(INTO_SERVER.replace(true));
+    let _reset = Reset(INTO_SERVER.try_with(|c| c.replace(true)).unwrap_or(false));
     codec::encode_plain(value)
 }
 
@@ -412,7 +420,7 @@ struct WireProxy {
 /// and the one of the stored form lasts as long as the manager.
 impl Serialize for ProxyCore {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        let into_server = INTO_SERVER.get();
+        let into_server = INTO_SERVER.try_with(std::cell::Cell::get).unwrap_or(false);
         // The second encoding of a large message repeats the first one's references.
         if !handles::is_repeat() {
             self.held
