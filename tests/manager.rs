@@ -330,6 +330,20 @@ fn shutdown_makes_every_proxy_fail_at_once() {
 }
 
 #[test]
+fn a_started_server_ignores_sigint_as_pythons_does() {
+    let m = Manager::start().unwrap();
+    let d = m.dict::<i32, i32>().unwrap();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &m.pid().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    std::thread::sleep(Duration::from_millis(200));
+    d.set(&1, &1).unwrap();
+    assert_eq!(d.get(&1).unwrap(), Some(1));
+}
+
+#[test]
 fn dropping_a_started_manager_ends_its_server_and_spares_a_connected_one() {
     let served = Manager::builder()
         .address("127.0.0.1:0")

@@ -59,7 +59,9 @@
 //! - **The process that started the manager** shuts it down when the [`Manager`] is
 //!   dropped (it asks, waits briefly, then terminates and finally kills the server); the
 //!   server is a daemon process, so it ends with its creator even when the creator is
-//!   killed. A manager reached with [`Manager::connect`] is left running.
+//!   killed. It ignores SIGINT, as CPython's does: Ctrl-C in a terminal reaches the
+//!   whole process group, and the program decides what it means. A manager reached
+//!   with [`Manager::connect`] is left running.
 //!
 //! # References
 //!

@@ -109,6 +109,7 @@ pub(crate) fn server_main(args: ServerArgs) {
         config,
         report,
     } = args;
+    crate::sys::proc::ignore_sigint();
     let started = Listener::builder(crate::connection::Address::from(address))
         .authkey(&authkey)
         .bind()
