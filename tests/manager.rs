@@ -794,3 +794,16 @@ fn a_request_over_the_size_limit_closes_only_its_connection() {
     assert_eq!(d.get(&1).unwrap(), Some(vec![7; 1000]));
     assert_eq!(d.len().unwrap(), 1);
 }
+
+#[test]
+fn a_manager_started_on_a_thread_outlives_that_thread() {
+    for method in METHODS {
+        let m =
+            std::thread::spawn(move || Manager::builder().start_method(method).start().unwrap())
+                .join()
+                .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let d = m.dict::<i32, i32>().unwrap();
+        d.set(&1, &1).unwrap_or_else(|e| panic!("{method:?}: {e}"));
+    }
+}
