@@ -284,6 +284,30 @@ fn an_object_is_freed_when_its_last_proxy_goes() {
     assert_eq!(m.number_of_objects().unwrap(), 0, "the dict is freed");
 }
 
+#[test]
+fn freeing_a_dict_frees_the_lists_it_kept() {
+    let m = Manager::start().unwrap();
+    let d = m.dict::<String, ListProxy<i32>>().unwrap();
+    let xs = m.list_from(&[1]).unwrap();
+    d.set(&"xs".to_string(), &xs).unwrap();
+    drop(xs);
+    assert_eq!(m.number_of_objects().unwrap(), 2, "the dict keeps the list");
+    let read = d.get(&"xs".to_string()).unwrap().unwrap();
+    drop(d);
+    assert_eq!(
+        m.number_of_objects().unwrap(),
+        1,
+        "the dict is freed; a reader holds the list"
+    );
+    assert_eq!(read.to_vec().unwrap(), vec![1]);
+    drop(read);
+    assert_eq!(
+        m.number_of_objects().unwrap(),
+        0,
+        "nobody refers to the list"
+    );
+}
+
 fn hold_forever(l: ListProxy<i32>) {
     l.append(&1).unwrap();
     std::thread::sleep(LONG);

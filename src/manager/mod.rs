@@ -67,11 +67,13 @@
 //!
 //! The clones of a proxy in one process share one reference. Encoding a proxy (to send
 //! it) adds a reference that travels with the bytes; the receiving process takes it
-//! over. A proxy stored inside a value the manager holds (a list in a dict) keeps its
-//! object alive until the manager shuts down, since the server cannot tell when the
-//! stored bytes are overwritten; each process reading it back counts a reference of its
-//! own. A proxy encoded and never received (a message never read) likewise keeps its
-//! object until the manager ends.
+//! over. A proxy given to a managed object (a list stored in a dict) keeps its object
+//! alive as long as that object lives: freeing the dict frees the lists nobody else
+//! refers to. Overwriting or removing the stored proxy does not let go of it (the
+//! server keeps only bytes and cannot tell), nor do two objects that keep each other
+//! free each other; each process reading a stored proxy back counts a reference of its
+//! own. A proxy given to a constructor (`dict_from`, `list_from`, `value`), or encoded
+//! and never received (a message never read), keeps its object until the manager ends.
 
 mod builtin;
 mod protocol;

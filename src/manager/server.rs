@@ -148,6 +148,9 @@ struct Obj {
     refs: u64,
     /// Detached references of proxies in transit, which a receiver may take over.
     transit: u64,
+    /// References to other objects whose proxies this one was given to keep (a list
+    /// in a dict): let go of when this one is freed.
+    keeps: Vec<u64>,
 }
 
 #[derive(Default)]
@@ -168,21 +171,31 @@ impl Table {
                 typeid: typeid.to_string(),
                 refs: 1,
                 transit: 0,
+                keeps: Vec::new(),
             },
         );
         id
     }
 
-    /// Lets go of one reference; the object if it was the last (dropped by the caller
-    /// after the table's lock is released: a drop may take time).
-    fn release(&mut self, id: u64) -> Option<Arc<dyn Served>> {
-        let obj = self.objects.get_mut(&id)?;
-        obj.refs = obj.refs.saturating_sub(1);
-        obj.transit = obj.transit.min(obj.refs);
-        if obj.refs == 0 {
-            return self.objects.remove(&id).map(|o| o.served);
+    /// Lets go of one reference to `id`, and of the references a freed object kept;
+    /// the objects freed, dropped by the caller once the table's lock is released (a
+    /// drop may take time).
+    fn release(&mut self, id: u64, freed: &mut Vec<Arc<dyn Served>>) {
+        let mut pending = vec![id];
+        while let Some(id) = pending.pop() {
+            let Some(obj) = self.objects.get_mut(&id) else {
+                continue;
+            };
+            obj.refs = obj.refs.saturating_sub(1);
+            obj.transit = obj.transit.min(obj.refs);
+            if obj.refs == 0 {
+                if let Some(o) = self.objects.remove(&id) {
+                    pending.extend(o.keeps);
+                    freed.push(o.served);
+                }
+                self.named.retain(|_, named| *named != id);
+            }
         }
-        None
     }
 }
 
@@ -366,9 +379,7 @@ impl Server {
             let mut t = self.lock();
             for (id, n) in &state.refs {
                 for _ in 0..*n {
-                    if let Some(o) = t.release(*id) {
-                        freed.push(o);
-                    }
+                    t.release(*id, &mut freed);
                 }
             }
             for id in &state.called {
@@ -449,8 +460,9 @@ impl Server {
                         if *n == 0 {
                             state.refs.remove(&id);
                         }
-                        let freed = self.lock().release(id);
-                        if freed.is_some() {
+                        let mut freed = Vec::new();
+                        self.lock().release(id, &mut freed);
+                        if !freed.is_empty() {
                             self.freed.fetch_add(1, Ordering::Relaxed);
                         }
                         drop(freed);
@@ -460,13 +472,22 @@ impl Server {
                     _ => Err(no_object(id)),
                 }
             }
-            Request::Detached { id, transit } => {
+            Request::Detached {
+                id,
+                transit,
+                holder,
+            } => {
                 let mut t = self.lock();
                 match t.objects.get_mut(&id) {
                     Some(o) => {
                         o.refs += 1;
                         if transit {
                             o.transit += 1;
+                        }
+                        // Kept by the object the value goes to, when it is known and
+                        // alive; else for as long as the server runs.
+                        if let Some(h) = t.objects.get_mut(&holder).filter(|_| holder != id) {
+                            h.keeps.push(id);
                         }
                         encode_reply(&())
                     }
@@ -502,8 +523,14 @@ impl Server {
                     Some(o) => {
                         o.refs += 1;
                         let old = t.named.insert(name.to_string(), id);
-                        let freed = old.and_then(|old| t.release(old));
+                        let mut freed = Vec::new();
+                        if let Some(old) = old {
+                            t.release(old, &mut freed);
+                        }
                         drop(t);
+                        if !freed.is_empty() {
+                            self.freed.fetch_add(1, Ordering::Relaxed);
+                        }
                         drop(freed);
                         encode_reply(&())
                     }
