@@ -255,6 +255,32 @@ fn a_dict_of_lists_holds_live_proxies() {
     ));
 }
 
+#[test]
+fn threads_of_one_process_call_at_once_each_on_its_own_connection() {
+    let m = Manager::start().unwrap();
+    let l = m.list::<u32>().unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let l = l.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    l.append(&(t * 1000 + i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut got = l.to_vec().unwrap();
+    assert_eq!(got.len(), 800);
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 800, "every append arrived once");
+    // The threads' connections went with them; the process's reference stays.
+    assert_eq!(m.refcount(&l).unwrap(), 1);
+}
+
 // --- references -------------------------------------------------------------------
 
 fn hold_and_exit(_l: ListProxy<i32>) {}
