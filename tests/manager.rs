@@ -510,6 +510,40 @@ fn a_registered_type_is_constructed_and_called_in_a_spawned_server() {
     ));
 }
 
+/// A type whose drop panics.
+struct Grenade;
+
+impl Drop for Grenade {
+    fn drop(&mut self) {
+        panic!("the grenade went off as it was freed");
+    }
+}
+
+impl Registered for Grenade {
+    const TYPEID: &'static str = "Grenade";
+
+    fn construct(_ctor: &str, _args: &[u8]) -> Result<Self, CallError> {
+        Ok(Grenade)
+    }
+
+    fn dispatch(&mut self, _method: &str, _args: &[u8]) -> Result<Vec<u8>, CallError> {
+        encode_reply(&())
+    }
+}
+
+#[test]
+fn an_object_whose_drop_panics_is_freed_and_the_server_carries_on() {
+    let m = Manager::builder().register::<Grenade>().start().unwrap();
+    let g = ProxyCore::create(&m, "Grenade", "new", &()).unwrap();
+    g.call::<_, ()>("tick", &()).unwrap();
+    drop(g);
+    assert_eq!(m.number_of_objects().unwrap(), 0);
+    // The same connection counts the next object's references.
+    let again = ProxyCore::create(&m, "Grenade", "new", &()).unwrap();
+    assert_eq!(m.number_of_objects().unwrap(), 1);
+    std::mem::forget(again);
+}
+
 // --- remote use (_TestRemoteManager) ----------------------------------------------
 
 fn remote_client((address, key): (String, Vec<u8>)) -> Result<(), String> {

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -335,19 +335,41 @@ impl Server {
             cache: HashMap::new(),
             freed: self.freed.load(Ordering::Relaxed),
         };
+        /// Takes the connection off the list however the thread ends: a descriptor
+        /// left there would keep the socket open after its thread is gone.
+        struct Listed<'a>(&'a Server, u64);
+        impl Drop for Listed<'_> {
+            fn drop(&mut self) {
+                self.0
+                    .clients
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&self.1);
+            }
+        }
         if let Ok(fd) = conn.as_fd().try_clone_to_owned() {
             self.clients
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(state.id.0, fd);
         }
+        let listed = Listed(&self, state.id.0);
         let mut reply = Vec::with_capacity(256);
         // A closed connection, a message past the limit (refused before any
         // allocation) or a broken frame: the connection ends.
         while let Ok(body) = conn.recv_bytes() {
             reply.clear();
             let stop = match Request::parse(&body) {
-                Some(req) => self.handle(&req, &mut state, &conn, &mut reply),
+                // A panic outside an object's call (a drop of a freed object, say) fails
+                // this request alone: the connection's references are still let go of
+                // when it ends.
+                Some(req) => catch_unwind(AssertUnwindSafe(|| {
+                    self.handle(&req, &mut state, &conn, &mut reply)
+                }))
+                .unwrap_or_else(|p| {
+                    error_reply(&mut reply, &panicked(p));
+                    false
+                }),
                 None => {
                     error_reply(
                         &mut reply,
@@ -364,10 +386,7 @@ impl Server {
                 self.stopped.notify_all();
             }
         }
-        self.clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&state.id.0);
+        drop(listed);
         self.client_ended(state);
     }
 
@@ -396,7 +415,8 @@ impl Server {
         for o in gone {
             let _ = catch_unwind(AssertUnwindSafe(|| o.client_gone(client)));
         }
-        drop(freed);
+        // An object's drop may panic; the server carries on.
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(freed)));
     }
 
     /// Answers one request into `reply`; `true` when it asks the server to stop.
@@ -561,12 +581,12 @@ impl Server {
             state.cache.clear();
             state.freed = freed;
         }
-        if let Some(s) = state.cache.get(&id) {
-            return Some(s.clone());
+        if let Some(s) = state.cache.get(&id).and_then(Weak::upgrade) {
+            return Some(s);
         }
         let served = self.lock().objects.get(&id)?.served.clone();
         state.called.insert(id);
-        state.cache.insert(id, served.clone());
+        state.cache.insert(id, Arc::downgrade(&served));
         Some(served)
     }
 }
@@ -577,8 +597,10 @@ struct ClientState {
     refs: HashMap<u64, u64>,
     /// Objects this connection called, told when it goes.
     called: HashSet<u64>,
-    /// Objects looked up, to skip the table's lock on the next call.
-    cache: HashMap<u64, Arc<dyn Served>>,
+    /// Objects looked up, to skip the table's lock on the next call. Weak: a freed
+    /// object is dropped when the table lets go of it, not when this connection next
+    /// looks.
+    cache: HashMap<u64, Weak<dyn Served>>,
     freed: u64,
 }
 
