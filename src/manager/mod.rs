@@ -304,13 +304,30 @@ impl ManagerBuilder {
     }
 
     /// The start method of the server process (by default the program's default).
+    ///
+    /// ```
+    /// use multiproc::{Manager, StartMethod};
+    /// let m = Manager::builder().start_method(StartMethod::Spawn).start()?;
+    /// m.list::<u8>()?.append(&1)?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.method = Some(method);
         self
     }
 
     /// The largest request the server accepts, in bytes (default 64 MiB); a longer
-    /// one closes its connection before anything is allocated for it.
+    /// one closes its connection before anything is allocated for it, and the call
+    /// fails.
+    ///
+    /// ```
+    /// let m = multiproc::Manager::builder().max_request_size(1024).start()?;
+    /// let l = m.list::<Vec<u8>>()?;
+    /// l.append(&vec![0; 100])?;
+    /// assert!(l.append(&vec![0; 2000]).is_err());
+    /// assert_eq!(l.len()?, 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn max_request_size(mut self, bytes: usize) -> Self {
         self.max_request = Some(bytes);
         self
@@ -319,7 +336,7 @@ impl ManagerBuilder {
     /// Makes `T` constructible in the server (Python's `register(typeid, callable)`).
     /// `#[multiproc::proxy]` writes `T`'s [`Registered`] impl and its typed proxy.
     /// The server finds `T`'s code in its own binary, so this works under every start
-    /// method.
+    /// method. [`Registered`] shows an impl written by hand.
     pub fn register<T: Registered>(mut self) -> Self {
         let offset = image::entry_offset(server::construct_entry::<T>());
         self.registry.retain(|(t, _)| t != T::TYPEID);
