@@ -316,15 +316,19 @@ impl ManagerBuilder {
         self
     }
 
-    /// The largest request the server accepts, in bytes (default 64 MiB); a longer
-    /// one closes its connection before anything is allocated for it, and the call
-    /// fails.
+    /// The largest request the server accepts, in bytes (default 64 MiB). A proxy
+    /// refuses a longer call with [`Error::MessageTooLarge`](crate::Error::MessageTooLarge)
+    /// before sending it; a longer message from elsewhere closes its connection before
+    /// anything is allocated for it.
     ///
     /// ```
     /// let m = multiproc::Manager::builder().max_request_size(1024).start()?;
     /// let l = m.list::<Vec<u8>>()?;
     /// l.append(&vec![0; 100])?;
-    /// assert!(l.append(&vec![0; 2000]).is_err());
+    /// assert!(matches!(
+    ///     l.append(&vec![0; 2000]),
+    ///     Err(multiproc::Error::MessageTooLarge { .. })
+    /// ));
     /// assert_eq!(l.len()?, 1);
     /// # Ok::<(), multiproc::Error>(())
     /// ```

@@ -36,6 +36,8 @@ pub(crate) enum Request<'a> {
     Count { id: u64 },
     /// Stops the server.
     Shutdown,
+    /// The largest request the server accepts.
+    Limits,
 }
 
 const CALL: u8 = 1;
@@ -47,6 +49,7 @@ const NAMED: u8 = 6;
 const EXPOSE: u8 = 7;
 const COUNT: u8 = 8;
 const SHUTDOWN: u8 = 9;
+const LIMITS: u8 = 10;
 
 /// Reply tags.
 pub(crate) const OK: u8 = 0;
@@ -101,6 +104,7 @@ impl<'a> Request<'a> {
                 out.extend_from_slice(&id.to_le_bytes());
             }
             Request::Shutdown => out.push(SHUTDOWN),
+            Request::Limits => out.push(LIMITS),
         }
     }
 
@@ -151,6 +155,7 @@ impl<'a> Request<'a> {
             },
             COUNT => Request::Count { id: r.u64()? },
             SHUTDOWN => Request::Shutdown,
+            LIMITS => Request::Limits,
             _ => return None,
         };
         // Trailing bytes after a request without arguments: malformed.
@@ -234,6 +239,7 @@ mod tests {
         round(Request::Expose { id: 3, name: "q" });
         round(Request::Count { id: 3 });
         round(Request::Shutdown);
+        round(Request::Limits);
     }
 
     #[test]

@@ -73,6 +73,9 @@ pub(crate) struct Link {
     /// The connection on which this process's references are counted; `None` once it
     /// failed (the manager is gone, or it stopped answering).
     anchor: Mutex<Option<Connection>>,
+    /// The largest request the server accepts: a longer one is refused here, before
+    /// it would cost the connection.
+    max_request: usize,
 }
 
 impl fmt::Debug for Link {
@@ -123,20 +126,34 @@ fn gone(address: &Address, e: Error) -> Error {
     }
 }
 
-/// Sends `req` and returns the reply: the value's bytes (after the tag) or the call's
-/// error. The outer error is the transport's, after which the connection is unusable.
+/// Sends `req` and returns the reply: the value's bytes (after the tag), or an error
+/// that leaves the connection usable (the call's own, or a request over `limit`
+/// refused before anything is sent). The outer error is the transport's, after which
+/// the connection is unusable.
 fn round_trip(
     conn: &Connection,
     req: &Request<'_>,
+    limit: usize,
     timeout: Option<Duration>,
-) -> Result<std::result::Result<Vec<u8>, CallError>> {
-    let send = |head: &mut Vec<u8>| {
+) -> Result<Result<Vec<u8>>> {
+    let send = |head: &mut Vec<u8>| -> Result<Result<()>> {
         req.write_head(head);
-        conn.send_parts(&[head, req.tail()], &[], false)
+        let len = head.len() + req.tail().len();
+        if len > limit {
+            return Ok(Err(Error::MessageTooLarge {
+                len: len as u64,
+                limit,
+            }));
+        }
+        conn.send_parts(&[head, req.tail()], &[], false).map(Ok)
     };
     // A proxy dropped while the thread's locals are torn down finds no reused buffer.
-    HEAD.try_with(|h| send(&mut h.borrow_mut()))
-        .unwrap_or_else(|_| send(&mut Vec::new()))?;
+    if let Err(e) = HEAD
+        .try_with(|h| send(&mut h.borrow_mut()))
+        .unwrap_or_else(|_| send(&mut Vec::new()))?
+    {
+        return Ok(Err(e));
+    }
     let mut reply = match timeout {
         None => conn.recv_bytes()?,
         Some(t) => conn.recv_bytes_timeout(t)?,
@@ -146,7 +163,10 @@ fn round_trip(
             reply.remove(0);
             Ok(Ok(reply))
         }
-        Some(&protocol::ERR) => Ok(Err(codec::decode(&reply[1..], Vec::new())?)),
+        Some(&protocol::ERR) => {
+            let e: CallError = codec::decode(&reply[1..], Vec::new())?;
+            Ok(Err(e.into()))
+        }
         _ => Err(Error::Decode("the manager sent a malformed reply".into())),
     }
 }
@@ -171,11 +191,17 @@ impl Link {
             }
         }
         let anchor = open(address, authkey)?;
+        let max_request = match round_trip(&anchor, &Request::Limits, usize::MAX, None) {
+            Ok(Ok(bytes)) => decode_reply::<u64>(bytes)?,
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(gone(address, e)),
+        };
         let link = Arc::new(Link {
             address: address.clone(),
             authkey: authkey.to_vec(),
             pid,
             anchor: Mutex::new(Some(anchor)),
+            max_request: usize::try_from(max_request).unwrap_or(usize::MAX),
         });
         links.push(Arc::downgrade(&link));
         Ok(link)
@@ -210,8 +236,8 @@ impl Link {
         let conn = anchor
             .as_ref()
             .ok_or_else(|| Error::PeerDied(format!("the manager at {} is gone", self.address)))?;
-        match round_trip(conn, req, timeout) {
-            Ok(r) => r.map_err(Error::from),
+        match round_trip(conn, req, self.max_request, timeout) {
+            Ok(r) => r,
             Err(e) => {
                 *anchor = None;
                 Err(gone(&self.address, e))
@@ -246,8 +272,8 @@ impl Link {
                 conn
             }
         };
-        match round_trip(&conn, req, None) {
-            Ok(r) => r.map_err(Error::from),
+        match round_trip(&conn, req, self.max_request, None) {
+            Ok(r) => r,
             Err(e) => {
                 let _ =
                     CONNS.try_with(|c| c.borrow_mut().retain(|(_, _, k)| !Rc::ptr_eq(k, &conn)));

@@ -566,6 +566,7 @@ impl Server {
                 ok_reply(reply, &[]);
                 return true;
             }
+            Request::Limits => encode_reply(&(self.max_request as u64)),
         };
         match outcome {
             Ok(bytes) => ok_reply(reply, &bytes),
