@@ -176,7 +176,9 @@ fn a_dict_with_int_str_and_float_keys_keeps_them_apart() {
     assert_eq!(d.get(&Key::Float(f64::NAN)).unwrap(), Some(4));
     assert_eq!(d.get(&Key::Float(1.0)).unwrap(), None);
     let shown: Vec<String> = d.keys().unwrap().iter().map(Key::to_string).collect();
-    assert_eq!(shown, ["1", "'1'", "1.5", "NaN"]);
+    assert_eq!(shown, ["1", "'1'", "1.5", "nan"]);
+    assert_eq!(Key::Float(f64::NEG_INFINITY).to_string(), "-inf");
+    assert_eq!(Key::Float(2.0).to_string(), "2.0");
 }
 
 // --- proxies in children, nested proxies (test_list_proxy_in_list, test_dict_proxy_nested)

@@ -1226,7 +1226,9 @@ impl fmt::Display for Key {
         match self {
             Key::Int(i) => write!(f, "{i}"),
             Key::Str(s) => write!(f, "'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
-            Key::Float(x) if x.fract() == 0.0 && x.is_finite() => write!(f, "{x:.1}"),
+            Key::Float(x) if x.is_nan() => write!(f, "nan"),
+            Key::Float(x) if x.is_infinite() => write!(f, "{}inf", if *x < 0.0 { "-" } else { "" }),
+            Key::Float(x) if x.fract() == 0.0 => write!(f, "{x:.1}"),
             Key::Float(x) => write!(f, "{x}"),
         }
     }
