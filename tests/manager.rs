@@ -896,3 +896,14 @@ fn a_manager_started_on_a_thread_outlives_that_thread() {
         d.set(&1, &1).unwrap_or_else(|e| panic!("{method:?}: {e}"));
     }
 }
+
+#[test]
+fn a_reply_longer_than_the_request_limit_arrives_whole() {
+    let m = Manager::start().unwrap();
+    let l = m.list::<Vec<u8>>().unwrap();
+    l.append(&vec![1u8; 36 << 20]).unwrap();
+    l.append(&vec![2u8; 36 << 20]).unwrap();
+    let all = l.to_vec().unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all[0].iter().all(|&b| b == 1) && all[1].iter().all(|&b| b == 2));
+}

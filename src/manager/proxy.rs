@@ -27,9 +27,14 @@ use crate::connection::{Address, Client, Connection};
 use crate::error::{Error, Result};
 use crate::wire::{codec, handles};
 
-/// The largest reply a client accepts by default, and the largest request a server
-/// accepts by default ([`ManagerBuilder::max_request_size`](super::ManagerBuilder::max_request_size)).
+/// The largest request a server accepts by default
+/// ([`ManagerBuilder::max_request_size`](super::ManagerBuilder::max_request_size)).
 pub(crate) const DEFAULT_MAX_REQUEST: usize = 64 << 20;
+
+/// The largest reply a client accepts (a whole list copied out, say): the server is
+/// one the client chose, by its address and key, but its replies are bounded all the
+/// same.
+pub(crate) const MAX_REPLY: usize = 1 << 30;
 
 /// How long dropping a proxy waits for the manager to count it: a drop must never wait
 /// unbounded, even for a stopped manager. The link then gives up its anchor connection,
@@ -111,7 +116,7 @@ pub(crate) fn open(address: &Address, authkey: &[u8]) -> Result<Connection> {
         .authkey(authkey)
         .connect()
         .map_err(|e| gone(address, e))?;
-    conn.set_max_message_size(DEFAULT_MAX_REQUEST);
+    conn.set_max_message_size(MAX_REPLY);
     Ok(conn)
 }
 
@@ -412,7 +417,9 @@ impl ProxyCore {
 
     /// Calls `method`: the reply decoded as `R`, or the call's error as the crate's
     /// [`Error`]. Safe from many threads at once: each thread has its own connection
-    /// to the manager, as in Python.
+    /// to the manager, as in Python. A request longer than the server accepts is
+    /// refused with [`Error::MessageTooLarge`] before it is sent; replies may be up to
+    /// 1 GiB.
     ///
     /// ```
     /// use multiproc::{Manager, ProxyCore};

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::builtin;
 use super::protocol::{self, Request};
-use super::proxy::WireAddress;
+use super::proxy::{MAX_REPLY, WireAddress};
 use super::served::{CallCx, CallError, ClientId, Registered, Served, encode_reply};
 use crate::connection::{Connection, Listener};
 use crate::error::{Error, Result};
@@ -378,7 +378,27 @@ impl Server {
                     false
                 }
             };
-            if conn.send_bytes(&reply).is_err() {
+            if reply.len() > self.max_request {
+                // The limit holds for requests; a reply may be longer, up to what a
+                // client accepts.
+                if reply.len() > MAX_REPLY {
+                    let n = reply.len();
+                    error_reply(
+                        &mut reply,
+                        &CallError::Failed(super::served::RemoteFault::InvalidState(format!(
+                            "a reply of {n} bytes is longer than a client accepts ({MAX_REPLY})"
+                        ))),
+                    );
+                }
+                conn.set_max_message_size(MAX_REPLY);
+            }
+            let sent = conn.send_bytes(&reply);
+            conn.set_max_message_size(self.max_request);
+            // An idle connection keeps no large buffer.
+            if reply.capacity() > 1 << 20 {
+                reply = Vec::with_capacity(256);
+            }
+            if sent.is_err() {
                 break;
             }
             if stop {
