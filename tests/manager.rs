@@ -283,6 +283,36 @@ fn threads_of_one_process_call_at_once_each_on_its_own_connection() {
     assert_eq!(m.refcount(&l).unwrap(), 1);
 }
 
+fn append_what_comes_through(conn: multiproc::Connection) {
+    let (l, padding): (ListProxy<usize>, Vec<u8>) = conn.recv().unwrap();
+    l.append(&padding.len()).unwrap();
+}
+
+#[test]
+fn a_proxy_sent_through_a_pipe_in_a_large_message_is_counted_once() {
+    let m = Manager::start().unwrap();
+    let l = m.list::<usize>().unwrap();
+    let (here, there) = multiproc::pipe(true).unwrap();
+    let mut p = Process::new(append_what_comes_through, there);
+    p.start().unwrap();
+    // Large enough to be measured, then encoded a second time into the socket.
+    let padding = vec![0u8; multiproc::LARGE_MESSAGE_THRESHOLD + 1];
+    here.send(&(l.clone(), padding)).unwrap();
+    join_bounded(&mut p, "receiver");
+    assert_eq!(p.exitcode(), Some(0));
+    assert_eq!(
+        l.to_vec().unwrap(),
+        vec![multiproc::LARGE_MESSAGE_THRESHOLD + 1]
+    );
+    assert_eq!(
+        m.refcount(&l).unwrap(),
+        1,
+        "the receiver's reference went with it"
+    );
+    drop(l);
+    assert_eq!(m.number_of_objects().unwrap(), 0);
+}
+
 // --- references -------------------------------------------------------------------
 
 fn hold_and_exit(_l: ListProxy<i32>) {}
