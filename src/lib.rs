@@ -158,6 +158,11 @@ pub use manager::{
     NamespaceProxy, Proxy, ProxyCore, Registered, RemoteFault, Served, ValueProxy, decode_args,
     encode_reply,
 };
+pub use manager::{
+    BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, ConditionProxyGuard, EventProxy,
+    JoinableQueueProxy, LockProxy, LockProxyGuard, ProxyAcquireError, ProxyAcquireResult,
+    QueueProxy, RLockProxy, SemaphoreProxy, SemaphoreProxyGuard,
+};
 pub use pool::{
     AsyncResult, ExecutorMap, IMap, Pool, PoolBuilder, ProcessPoolExecutor, TaskFuture,
 };

@@ -57,11 +57,10 @@ impl SemaphoreObject {
     ) -> bool {
         let st = lock(&self.state);
         let deadline = timeout.and_then(deadline::after);
-        let (mut st, waited) = wait_on(st, &self.released, deadline, caller, |s| {
-            (s.value > 0).then(|| s.value -= 1)
-        });
+        let (mut st, waited) = wait_on(st, &self.released, deadline, caller, |s| s.value > 0);
         match waited {
-            Waited::Ready(()) => {
+            Waited::Ready => {
+                st.value -= 1;
                 if guarded {
                     let entry = st.held.entry(thread).or_insert((caller.client, 0));
                     entry.0 = caller.client;
@@ -166,9 +165,9 @@ impl EventObject {
         let start = st.sets;
         let deadline = timeout.and_then(deadline::after);
         let (_st, waited) = wait_on(st, &self.changed, deadline, caller, |s| {
-            (s.flag || s.sets != start).then_some(())
+            s.flag || s.sets != start
         });
-        matches!(waited, Waited::Ready(()))
+        waited == Waited::Ready
     }
 }
 
@@ -267,12 +266,10 @@ impl BarrierObject {
         }
         let round = Arc::clone(&st.round);
         let (mut st, waited) = wait_on(st, &self.changed, deadline, caller, |_| {
-            let outcome = *lock(&round);
-            (outcome != Outcome::Pending).then_some(outcome)
+            *lock(&round) != Outcome::Pending
         });
         match waited {
-            Waited::Ready(Outcome::Completed) => Some(index),
-            Waited::Ready(_) => None,
+            Waited::Ready => (*lock(&round) == Outcome::Completed).then_some(index),
             Waited::TimedOut => {
                 // As in Python: a waiter's timeout breaks the barrier for everyone.
                 st.broken = true;

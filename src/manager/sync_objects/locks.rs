@@ -90,11 +90,9 @@ impl LockCore {
             };
             return Ok(Acquired::Clean);
         }
-        let (mut st, waited) = wait_on(st, &self.freed, deadline, caller, |s| {
-            s.holder.is_none().then_some(())
-        });
+        let (mut st, waited) = wait_on(st, &self.freed, deadline, caller, |s| s.holder.is_none());
         match waited {
-            Waited::Ready(()) => {
+            Waited::Ready => {
                 st.holder = Some(Holder {
                     thread,
                     client: caller.client,
@@ -323,11 +321,9 @@ impl ConditionObject {
             }
         };
         let w = lock(&self.waiters);
-        let (w, waited) = wait_on(w, &self.woken, deadline, caller, |w| {
-            w.is_notified(ticket).then_some(())
-        });
+        let (w, waited) = wait_on(w, &self.woken, deadline, caller, |w| w.is_notified(ticket));
         drop(w);
-        if matches!(waited, Waited::Gone) {
+        if waited == Waited::Gone {
             self.leave_gone(ticket);
             return Ok(CondWaited {
                 notified: false,

@@ -80,7 +80,7 @@ use crate::manager::{CallError, Manager, Proxy, ProxyCore, Served, decode_args};
 
 /// The server objects of this module, by typeid (Python's names): `None` for a typeid
 /// that is not one of them.
-pub(crate) fn construct(typeid: &str, args: &[u8]) -> Option<Result<Arc<dyn Served>, CallError>> {
+pub(super) fn construct(typeid: &str, args: &[u8]) -> Option<Result<Arc<dyn Served>, CallError>> {
     fn served(object: impl Served) -> Result<Arc<dyn Served>, CallError> {
         Ok(Arc::new(object))
     }
@@ -111,7 +111,7 @@ fn create<P: Proxy>(manager: &Manager, args: &(impl Serialize + ?Sized)) -> Resu
 impl Manager {
     /// A new lock held by the manager (Python's `manager.Lock()`).
     ///
-    /// ```no_run
+    /// ```
     /// let manager = multiproc::Manager::start()?;
     /// let lock = manager.lock()?;
     /// drop(lock.acquire()?);
@@ -123,7 +123,7 @@ impl Manager {
 
     /// A new re-entrant lock held by the manager (Python's `manager.RLock()`).
     ///
-    /// ```no_run
+    /// ```
     /// let manager = multiproc::Manager::start()?;
     /// let lock = manager.rlock()?;
     /// let _a = lock.acquire()?;
@@ -136,7 +136,7 @@ impl Manager {
 
     /// A new semaphore with `value` free units (Python's `manager.Semaphore(value)`).
     ///
-    /// ```no_run
+    /// ```
     /// let manager = multiproc::Manager::start()?;
     /// let sem = manager.semaphore(2)?;
     /// assert_eq!(sem.get_value()?, 2);
@@ -149,7 +149,7 @@ impl Manager {
     /// A new bounded semaphore with `value` free units, also its maximum (Python's
     /// `manager.BoundedSemaphore(value)`).
     ///
-    /// ```no_run
+    /// ```
     /// let manager = multiproc::Manager::start()?;
     /// let sem = manager.bounded_semaphore(1)?;
     /// assert!(sem.release().is_err());
@@ -162,7 +162,7 @@ impl Manager {
     /// A new condition on a re-entrant lock of its own (Python's
     /// `manager.Condition()`).
     ///
-    /// ```no_run
+    /// ```
     /// let manager = multiproc::Manager::start()?;
     /// let cond = manager.condition()?;
     /// cond.acquire()?.notify_all()?;
@@ -174,7 +174,7 @@ impl Manager {
 
     /// A new event, not set (Python's `manager.Event()`).
     ///
-    /// ```no_run
+    /// ```
     /// let manager = multiproc::Manager::start()?;
     /// let event = manager.event()?;
     /// assert!(!event.is_set()?);
@@ -187,7 +187,7 @@ impl Manager {
     /// A new barrier for `parties` callers (Python's `manager.Barrier(parties)`); an
     /// error ([`Error::InvalidArgument`](crate::Error::InvalidArgument)) for 0.
     ///
-    /// ```no_run
+    /// ```
     /// let manager = multiproc::Manager::start()?;
     /// let barrier = manager.barrier(1)?;
     /// assert_eq!(barrier.wait()?, 0);
@@ -200,7 +200,7 @@ impl Manager {
     /// A new barrier whose [`wait`](BarrierProxy::wait) gives up (breaking the barrier)
     /// after `timeout` (Python's `manager.Barrier(parties, timeout=t)`).
     ///
-    /// ```no_run
+    /// ```
     /// use std::time::Duration;
     /// let manager = multiproc::Manager::start()?;
     /// let barrier = manager.barrier_with_timeout(2, Duration::from_millis(10))?;
@@ -214,7 +214,7 @@ impl Manager {
 
     /// A new queue without an item limit (Python's `manager.Queue()`).
     ///
-    /// ```no_run
+    /// ```
     /// let manager = multiproc::Manager::start()?;
     /// let q = manager.queue::<(u32, String)>()?;
     /// q.put(&(1, "one".into()))?;
@@ -228,7 +228,7 @@ impl Manager {
     /// A new queue holding at most `maxsize` items (Python's `manager.Queue(maxsize)`;
     /// 0: no limit).
     ///
-    /// ```no_run
+    /// ```
     /// let manager = multiproc::Manager::start()?;
     /// let q = manager.queue_with_maxsize(1)?;
     /// q.put(&1)?;
@@ -245,7 +245,7 @@ impl Manager {
     /// A new joinable queue without an item limit (Python's
     /// `manager.JoinableQueue()`).
     ///
-    /// ```no_run
+    /// ```
     /// let manager = multiproc::Manager::start()?;
     /// let q = manager.joinable_queue::<u8>()?;
     /// q.put(&1)?;
@@ -260,7 +260,7 @@ impl Manager {
 
     /// A new joinable queue holding at most `maxsize` items (0: no limit).
     ///
-    /// ```no_run
+    /// ```
     /// let manager = multiproc::Manager::start()?;
     /// let q = manager.joinable_queue_with_maxsize::<u8>(4)?;
     /// assert_eq!(q.maxsize()?, 4);

@@ -137,7 +137,7 @@ macro_rules! proxy_impl {
 /// crate's own [`Lock`](crate::Lock). Dropping the proxy lets go of the manager's
 /// object only.
 ///
-/// ```no_run
+/// ```
 /// let manager = multiproc::Manager::start()?;
 /// let lock = manager.lock()?;
 /// {
@@ -159,7 +159,7 @@ proxy_impl!(LockProxy, "Lock");
 /// holds it may take it again, and it is free once released as many times. A holder
 /// that vanishes is handled as for [`LockProxy`].
 ///
-/// ```no_run
+/// ```
 /// let manager = multiproc::Manager::start()?;
 /// let lock = manager.rlock()?;
 /// let a = lock.acquire()?;
@@ -197,7 +197,7 @@ impl LockProxyGuard<'_> {
     /// Declares the protected data repaired after [`ProxyAcquireError::OwnerDied`]:
     /// later acquirers get the lock clean. Does nothing on a consistent lock.
     ///
-    /// ```no_run
+    /// ```
     /// let manager = multiproc::Manager::start()?;
     /// let lock = manager.lock()?;
     /// let held = lock.acquire()?;
@@ -271,7 +271,7 @@ impl RLockProxy {
 /// vanishes is handled as for [`LockProxy`]; a waiter that vanishes passes on a
 /// notification it was given.
 ///
-/// ```no_run
+/// ```
 /// use std::time::Duration;
 /// let manager = multiproc::Manager::start()?;
 /// let cond = manager.condition()?;
@@ -395,7 +395,7 @@ impl ConditionProxyGuard<'_> {
 /// taken by a process that dies stays taken, as with the crate's own
 /// [`Semaphore`](crate::Semaphore).
 ///
-/// ```no_run
+/// ```
 /// let manager = multiproc::Manager::start()?;
 /// let sem = manager.semaphore(2)?;
 /// let _unit = sem.acquire_guard()?;
@@ -414,7 +414,7 @@ proxy_impl!(SemaphoreProxy, "Semaphore");
 /// releasing above the initial value is an error ([`Error::InvalidState`], Python's
 /// `ValueError`). Otherwise as [`SemaphoreProxy`].
 ///
-/// ```no_run
+/// ```
 /// let manager = multiproc::Manager::start()?;
 /// let sem = manager.bounded_semaphore(1)?;
 /// assert!(sem.release().is_err());
@@ -517,7 +517,7 @@ semaphore_api!(BoundedSemaphoreProxy);
 /// An event held by a manager (Python's `manager.Event()`): a flag that processes
 /// wait for. It has no owner; a waiter that vanishes leaves nothing behind.
 ///
-/// ```no_run
+/// ```
 /// use std::time::Duration;
 /// let manager = multiproc::Manager::start()?;
 /// let ready = manager.event()?;
@@ -566,7 +566,7 @@ impl EventProxy {
 /// [`Error::BrokenBarrier`]. A party whose client vanishes while waiting still counts
 /// as arrived, as with the crate's own [`Barrier`](crate::Barrier).
 ///
-/// ```no_run
+/// ```
 /// let manager = multiproc::Manager::start()?;
 /// let barrier = manager.barrier(1)?;
 /// assert_eq!(barrier.wait()?, 0);

@@ -43,11 +43,11 @@ impl QueueObject {
     fn put(&self, item: Vec<u8>, timeout: Option<Duration>, caller: &Caller<'_>) -> bool {
         let st = lock(&self.state);
         let maxsize = self.maxsize;
-        let room = |s: &mut QueueState| (maxsize == 0 || s.items.len() < maxsize).then_some(());
+        let room = |s: &QueueState| maxsize == 0 || s.items.len() < maxsize;
         let deadline = timeout.and_then(deadline::after);
         let (mut st, waited) = wait_on(st, &self.not_full, deadline, caller, room);
         match waited {
-            Waited::Ready(()) => {
+            Waited::Ready => {
                 st.items.push_back(item);
                 st.unfinished += 1;
                 drop(st);
@@ -61,7 +61,8 @@ impl QueueObject {
     /// Takes the oldest item, waiting at most `timeout`; `None` if none came in time.
     ///
     /// A `get` that had to wait looks whether its client is still there before it
-    /// takes the item: the item of a client killed while it waited stays for others.
+    /// takes the item ([`wait_on`]): the item of a client killed while it waited stays
+    /// for others.
     fn get(&self, timeout: Option<Duration>, caller: &Caller<'_>) -> Option<Vec<u8>> {
         let mut st = lock(&self.state);
         if let Some(item) = st.items.pop_front() {
@@ -71,21 +72,16 @@ impl QueueObject {
         }
         let deadline = timeout.and_then(deadline::after);
         let (mut st, waited) = wait_on(st, &self.not_empty, deadline, caller, |s| {
-            (!s.items.is_empty()).then_some(())
+            !s.items.is_empty()
         });
         match waited {
-            Waited::Ready(()) if !caller.gone() => {
+            Waited::Ready => {
                 let item = st.items.pop_front();
                 drop(st);
                 self.not_full.notify_one();
                 item
             }
-            Waited::Ready(()) => {
-                // Left for a consumer that will read it.
-                drop(st);
-                self.not_empty.notify_one();
-                None
-            }
+            // An item that came is left for a consumer that will read it.
             Waited::TimedOut | Waited::Gone => None,
         }
     }
@@ -109,10 +105,8 @@ impl QueueObject {
     fn join(&self, timeout: Option<Duration>, caller: &Caller<'_>) -> bool {
         let st = lock(&self.state);
         let deadline = timeout.and_then(deadline::after);
-        let (_st, waited) = wait_on(st, &self.all_done, deadline, caller, |s| {
-            (s.unfinished == 0).then_some(())
-        });
-        matches!(waited, Waited::Ready(()))
+        let (_st, waited) = wait_on(st, &self.all_done, deadline, caller, |s| s.unfinished == 0);
+        waited == Waited::Ready
     }
 }
 

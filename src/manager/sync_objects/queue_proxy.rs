@@ -30,7 +30,7 @@ use crate::wire::codec;
 /// for. Only a caller killed in the instant between the manager taking the item and
 /// the caller reading the reply loses that one item.
 ///
-/// ```no_run
+/// ```
 /// let manager = multiproc::Manager::start()?;
 /// let q = manager.queue::<String>()?;
 /// q.put(&"hello".to_string())?;
@@ -168,7 +168,7 @@ impl<T> QueueProxy<T> {
 /// An item taken by a consumer that died never gets its `task_done`: use
 /// [`join_timeout`](JoinableQueueProxy::join_timeout) where consumers may die.
 ///
-/// ```no_run
+/// ```
 /// let manager = multiproc::Manager::start()?;
 /// let q = manager.joinable_queue::<u32>()?;
 /// q.put(&1)?;

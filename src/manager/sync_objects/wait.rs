@@ -114,9 +114,10 @@ impl ThreadToken {
 }
 
 /// How a wait on a server object ended.
-pub(super) enum Waited<R> {
-    /// What the caller waited for.
-    Ready(R),
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Waited {
+    /// What the caller waited for is there (and the caller still is).
+    Ready,
     /// The deadline passed first.
     TimedOut,
     /// The caller's client left: nobody waits for the answer any more.
@@ -129,21 +130,31 @@ pub(super) fn lock<T>(m: &std::sync::Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Waits on `cv` (with `state`'s mutex released meanwhile) until `ready` gives a value,
+/// Waits on `cv` (with `state`'s mutex released meanwhile) until `ready` holds,
 /// `deadline` passes (`None`: never), or the caller's client is found gone, looking for
-/// that at least every [`SLICE`]. A wait that ends without its value passes a wake-up
+/// that at least every [`SLICE`]. The caller acts on [`Waited::Ready`] before it lets
+/// go of the returned guard.
+///
+/// A wait that slept looks once more for its client when it finds `ready`: what it
+/// waited for (a lock, a unit, an item) must go to a caller that will read the answer,
+/// not to one killed while it waited. A wait that ends without acting passes a wake-up
 /// on, in case it had taken one meant for another waiter.
-pub(super) fn wait_on<'m, S, R>(
+pub(super) fn wait_on<'m, S>(
     mut state: MutexGuard<'m, S>,
     cv: &Condvar,
     deadline: Option<Instant>,
     caller: &Caller<'_>,
-    mut ready: impl FnMut(&mut S) -> Option<R>,
-) -> (MutexGuard<'m, S>, Waited<R>) {
+    mut ready: impl FnMut(&S) -> bool,
+) -> (MutexGuard<'m, S>, Waited) {
     let mut next_check = deadline::after(SLICE);
+    let mut slept = false;
     loop {
-        if let Some(r) = ready(&mut state) {
-            return (state, Waited::Ready(r));
+        if ready(&state) {
+            if slept && caller.gone() {
+                cv.notify_one();
+                return (state, Waited::Gone);
+            }
+            return (state, Waited::Ready);
         }
         let left = deadline::remaining(deadline);
         if left == Some(Duration::ZERO) {
@@ -164,6 +175,7 @@ pub(super) fn wait_on<'m, S, R>(
             .wait_timeout(state, sleep)
             .unwrap_or_else(PoisonError::into_inner)
             .0;
+        slept = true;
     }
 }
 
