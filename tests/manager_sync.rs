@@ -527,6 +527,45 @@ fn managed_condition_wait_times_out_and_wait_for_checks_its_predicate() {
     assert!(cond.try_acquire().is_ok(), "the guard released the lock");
 }
 
+// CPython: _TestCondition with `Condition(lock)`.
+#[test]
+fn a_managed_condition_on_a_managed_lock_shares_it_and_learns_of_a_killed_holder() {
+    let manager = manager();
+    let lock = manager.lock().unwrap();
+    let cond = manager.condition_with_lock(&lock).unwrap();
+    {
+        let _held = cond.acquire().unwrap();
+        assert!(lock.is_locked().unwrap(), "the condition holds the lock");
+        assert!(matches!(
+            lock.try_acquire(),
+            Err(ProxyAcquireError::AlreadyHeld)
+        ));
+    }
+    assert!(!lock.is_locked().unwrap());
+    let (here, there) = pipe(true).unwrap();
+    let mut holder = start(hold_lock_forever, (lock.clone(), there));
+    recv::<()>(&here, "holder");
+    assert!(matches!(
+        cond.try_acquire(),
+        Err(ProxyAcquireError::Timeout)
+    ));
+    kill(&mut holder);
+    let mut held = cond
+        .acquire_timeout(LONG)
+        .unwrap_err()
+        .into_guard()
+        .expect("OwnerDied through the condition");
+    held.mark_consistent().unwrap();
+    assert!(!held.wait(Some(Duration::ZERO)).unwrap());
+    drop(held);
+    assert!(lock.try_acquire().is_ok(), "clean again");
+    let event = manager.event().unwrap();
+    assert!(matches!(
+        manager.condition_with_lock(&event),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
 // ---------------------------------------------------------------------------------
 // Barrier
 // ---------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 //! connection goes, the hold goes with it.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -217,13 +217,69 @@ fn no_such_method(typeid: &str, method: &str) -> CallError {
     }
 }
 
+/// The locks a condition may be made on, by key (see [`LockObject::key`]): the server's
+/// object table holds `dyn Served` objects, which a condition could not use as locks.
+/// Only references that do not keep a lock alive; each lock takes its key out when it
+/// goes.
+static BY_KEY: Mutex<Vec<(u64, Weak<LockCore>)>> = Mutex::new(Vec::new());
+
 /// `Lock` or `RLock` as a served object.
 pub(super) struct LockObject {
-    pub(super) core: Arc<LockCore>,
+    core: Arc<LockCore>,
+    /// The key a condition finds this lock by, once one was asked for.
+    key: OnceLock<u64>,
+}
+
+impl LockObject {
+    pub(super) fn new(recursive: bool) -> LockObject {
+        LockObject {
+            core: Arc::new(LockCore::new(recursive)),
+            key: OnceLock::new(),
+        }
+    }
+
+    /// A key that names this lock in [`lock_by_key`], random so that it names nothing
+    /// else (a stale key, of a lock freed since, finds nothing).
+    fn key(&self) -> Result<u64, CallError> {
+        if let Some(k) = self.key.get() {
+            return Ok(*k);
+        }
+        let mut bytes = [0; 8];
+        crate::sys::net::random_bytes(&mut bytes).map_err(|e| CallError::from(Error::from(e)))?;
+        let mut table = lock(&BY_KEY);
+        let key = *self.key.get_or_init(|| u64::from_le_bytes(bytes));
+        if !table.iter().any(|(k, _)| *k == key) {
+            table.push((key, Arc::downgrade(&self.core)));
+        }
+        Ok(key)
+    }
+}
+
+impl Drop for LockObject {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.get() {
+            lock(&BY_KEY).retain(|(k, _)| k != key);
+        }
+    }
+}
+
+/// The managed lock a condition was asked to use, by the key its proxy got.
+pub(super) fn lock_by_key(key: u64) -> Result<Arc<LockCore>, CallError> {
+    lock(&BY_KEY)
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, w)| w.upgrade())
+        .ok_or_else(|| {
+            Error::InvalidArgument("the lock of this condition is not in this manager".into())
+                .into()
+        })
 }
 
 impl Served for LockObject {
     fn call(&self, method: &str, args: &[u8], cx: &CallCx<'_>) -> Result<Vec<u8>, CallError> {
+        if method == "condition_key" {
+            return self.key().and_then(|k| encode_reply(&k));
+        }
         let typeid = if self.core.recursive { "RLock" } else { "Lock" };
         self.core
             .call_lock(method, args, &Caller::of(cx))

@@ -74,6 +74,7 @@ use serde::de::DeserializeOwned;
 
 use self::counters::{BarrierObject, EventObject, SemaphoreObject};
 use self::locks::{ConditionObject, LockCore, LockObject};
+
 use self::queue_object::QueueObject;
 use crate::error::Result;
 use crate::manager::{CallError, Manager, Proxy, ProxyCore, Served, decode_args};
@@ -85,12 +86,16 @@ pub(super) fn construct(typeid: &str, args: &[u8]) -> Option<Result<Arc<dyn Serv
         Ok(Arc::new(object))
     }
     Some(match typeid {
-        "Lock" | "RLock" => served(LockObject {
-            core: Arc::new(LockCore::new(typeid == "RLock")),
-        }),
+        "Lock" | "RLock" => served(LockObject::new(typeid == "RLock")),
         "Semaphore" | "BoundedSemaphore" => decode_args(args)
             .and_then(|(value,)| served(SemaphoreObject::new(value, typeid == "BoundedSemaphore"))),
-        "Condition" => served(ConditionObject::new(Arc::new(LockCore::new(true)))),
+        "Condition" => decode_args(args).and_then(|(key,): (Option<u64>,)| {
+            let lock = match key {
+                Some(key) => locks::lock_by_key(key)?,
+                None => Arc::new(LockCore::new(true)),
+            };
+            served(ConditionObject::new(lock))
+        }),
         "Event" => served(EventObject::default()),
         "Barrier" => decode_args(args)
             .and_then(|(parties, timeout)| BarrierObject::new(parties, timeout))
@@ -169,7 +174,34 @@ impl Manager {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn condition(&self) -> Result<ConditionProxy> {
-        create(self, &())
+        create(self, &(None::<u64>,))
+    }
+
+    /// A new condition on `lock`, a [`LockProxy`] or [`RLockProxy`] of this manager
+    /// (Python's `manager.Condition(lock)`): holding the condition is holding that
+    /// lock, and a holder of the lock that vanishes is reported through the condition
+    /// too. [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a proxy of
+    /// another type, or a lock this manager does not hold.
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let lock = manager.lock()?;
+    /// let cond = manager.condition_with_lock(&lock)?;
+    /// let held = cond.acquire()?;
+    /// assert!(lock.is_locked()?);
+    /// drop(held);
+    /// assert!(!lock.is_locked()?);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn condition_with_lock<P: Proxy>(&self, lock: &P) -> Result<ConditionProxy> {
+        if !matches!(P::TYPEID, "Lock" | "RLock") {
+            return Err(crate::Error::InvalidArgument(format!(
+                "a condition needs a Lock or an RLock, not a {}",
+                P::TYPEID
+            )));
+        }
+        let key: u64 = lock.core().call("condition_key", &())?;
+        create(self, &(Some(key),))
     }
 
     /// A new event, not set (Python's `manager.Event()`).
