@@ -706,6 +706,17 @@ fn a_managed_queue_item_of_another_type_is_a_decode_error() {
     assert!(matches!(as_bools.get(), Err(Error::Decode(_))));
     // The item that did not decode is gone; the next one is there.
     assert_eq!(q.get().unwrap(), 1);
+
+    // In a joinable queue it needs no task_done.
+    let jq = manager.joinable_queue::<u32>().unwrap();
+    jq.put(&300).unwrap();
+    let as_bools: JoinableQueueProxy<bool> =
+        multiproc::Proxy::from_core(multiproc::Proxy::core(&jq).clone());
+    assert!(matches!(as_bools.get(), Err(Error::Decode(_))));
+    assert!(
+        jq.join_timeout(LONG).unwrap(),
+        "the undecodable item counts as done"
+    );
 }
 
 fn get_once((q, conn): (QueueProxy<u32>, Connection)) {

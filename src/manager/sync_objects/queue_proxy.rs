@@ -109,14 +109,22 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     }
 
     fn get_with(&self, timeout: Option<Duration>) -> Result<T, GetError> {
-        match self.get_bytes(timeout).map_err(GetError::Failed)? {
-            Some(bytes) => codec::decode(&bytes, Vec::new()).map_err(GetError::Failed),
-            None => Err(GetError::Empty),
-        }
+        let Some(bytes) = self.get_bytes(timeout).map_err(GetError::Failed)? else {
+            return Err(GetError::Empty);
+        };
+        codec::decode(&bytes, Vec::new()).map_err(|e| {
+            // Nobody can process an item that does not decode: it needs no task_done
+            // (as with the crate's own JoinableQueue).
+            if self.core.typeid() == JOINABLE {
+                let _: Result<()> = self.core.call("task_done", &());
+            }
+            GetError::Failed(e)
+        })
     }
 
     /// Takes the next item, waiting as long as it takes (Python's `get`).
-    /// [`Error::Decode`] for an item that does not decode as a `T` (it is dropped).
+    /// [`Error::Decode`] for an item that does not decode as a `T` (it is dropped, and
+    /// counts as done for [`JoinableQueueProxy::join`]).
     pub fn get(&self) -> Result<T> {
         self.get_with(None).map_err(Error::from)
     }
@@ -199,8 +207,11 @@ impl<T> fmt::Debug for JoinableQueueProxy<T> {
     }
 }
 
+/// The type id of a joinable queue.
+const JOINABLE: &str = "JoinableQueue";
+
 impl<T> Proxy for JoinableQueueProxy<T> {
-    const TYPEID: &'static str = "JoinableQueue";
+    const TYPEID: &'static str = JOINABLE;
     fn from_core(core: ProxyCore) -> Self {
         JoinableQueueProxy {
             queue: QueueProxy::from_core(core),
