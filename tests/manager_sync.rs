@@ -2,7 +2,9 @@
 //! `manager.Queue()`, …) used from several processes: CPython's behaviours for them
 //! (`_TestLock`, `_TestSemaphore`, `_TestCondition`, `_TestEvent`, `_TestBarrier`,
 //! `_TestQueue` run with a manager, and `TestSyncManagerTypes`), proxies passed to
-//! children (in arguments and inside a managed queue) under every start method, and
+//! children (in arguments and inside a managed queue) under every start method, the
+//! remote queue (served on TCP, used by programs that know only the address and the
+//! key), and
 //! deaths: a client SIGKILLed while holding a lock or a semaphore unit does not block
 //! the others, and one killed while blocked in `get` or `acquire` takes nothing.
 //!
@@ -813,4 +815,51 @@ fn proxies_reach_children_in_arguments_and_through_a_managed_queue_under_every_s
         assert!(recv::<bool>(&here, "acquire"), "{method:?}");
         finish(child, "lock child");
     }
+}
+
+/// A program that knows only the address and the key puts `items`; the error as text.
+fn remote_put((address, key, items): (String, Vec<u8>, Vec<String>)) -> Result<(), String> {
+    let put = || -> multiproc::Result<()> {
+        let q: QueueProxy<String> = Manager::connect(address.as_str(), &key)?.get("queue")?;
+        items.iter().try_for_each(|item| q.put(item))
+    };
+    put().map_err(|e| format!("{e:?}"))
+}
+
+/// A program that knows only the address and the key gets `n` items.
+fn remote_get((address, key, n): (String, Vec<u8>, usize)) -> Result<Vec<String>, String> {
+    let get = || -> multiproc::Result<Vec<String>> {
+        let q: QueueProxy<String> = Manager::connect(address.as_str(), &key)?.get("queue")?;
+        (0..n).map(|_| Ok(q.get_timeout(LONG)?)).collect()
+    };
+    get().map_err(|e| format!("{e:?}"))
+}
+
+// Python's documented remote manager: a queue served on TCP, used by programs that
+// share only the address and the key.
+#[test]
+fn a_queue_served_on_tcp_carries_items_between_clients_that_know_only_address_and_key() {
+    let key = b"abracadabra".to_vec();
+    let server = Manager::builder()
+        .address("127.0.0.1:0")
+        .authkey(&key)
+        .expose::<QueueProxy<String>, _>("queue", "", &(0u64,))
+        .start()
+        .unwrap();
+    let address = server.address().to_string();
+    let items: Vec<String> = ["hello", "from", "afar"].map(String::from).to_vec();
+    let getter = multiproc::spawn(remote_get, (address.clone(), key.clone(), items.len())).unwrap();
+    multiproc::spawn(remote_put, (address.clone(), key.clone(), items.clone()))
+        .unwrap()
+        .join()
+        .expect("the putting program ran")
+        .expect("the putting program put");
+    let got = getter.join().expect("the getting program ran");
+    assert_eq!(got.expect("the getting program got"), items);
+
+    let refused = multiproc::spawn(remote_put, (address, b"wrong".to_vec(), items))
+        .unwrap()
+        .join()
+        .expect("the refused program ran");
+    assert_eq!(refused, Err("AuthenticationFailed".to_string()));
 }
