@@ -4,9 +4,9 @@
 //! `_TestQueue` run with a manager, and `TestSyncManagerTypes`), proxies passed to
 //! children (in arguments and inside a managed queue) under every start method, the
 //! remote queue (served on TCP, used by programs that know only the address and the
-//! key), and
-//! deaths: a client SIGKILLed while holding a lock or a semaphore unit does not block
-//! the others, and one killed while blocked in `get` or `acquire` takes nothing.
+//! key), and deaths: a client SIGKILLed while holding a lock or a semaphore unit does
+//! not block the others, and one killed while blocked in `get` or `acquire` takes
+//! nothing.
 //!
 //! Timing: a timeout must not return early and must return within several seconds of
 //! its expiry (loose bounds, for a loaded machine). Every child is a daemon with
