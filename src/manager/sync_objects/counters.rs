@@ -4,17 +4,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use super::wait::{Caller, ThreadToken, Waited, lock, wait_on};
+use super::wait::{Caller, ThreadToken, Waited, lock, no_such_method, wait_on};
 use crate::deadline;
 use crate::error::Error;
 use crate::manager::{CallCx, CallError, ClientId, Served, decode_args, encode_reply};
-
-fn no_such_method(typeid: &str, method: &str) -> CallError {
-    CallError::NoSuchMethod {
-        typeid: typeid.to_owned(),
-        method: method.to_owned(),
-    }
-}
 
 #[derive(Debug, Default)]
 struct SemState {

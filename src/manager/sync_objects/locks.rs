@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::wait::{Caller, ThreadToken, Waited, lock, wait_on};
+use super::wait::{Caller, ThreadToken, Waited, lock, no_such_method, wait_on};
 use crate::deadline;
 use crate::error::Error;
 use crate::manager::{CallCx, CallError, ClientId, Served, decode_args, encode_reply};
@@ -207,13 +207,6 @@ impl LockCore {
             "recursion_depth" => encode_reply(&self.depth()),
             _ => return None,
         })
-    }
-}
-
-fn no_such_method(typeid: &str, method: &str) -> CallError {
-    CallError::NoSuchMethod {
-        typeid: typeid.to_owned(),
-        method: method.to_owned(),
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use super::wait::{Bytes, Caller, Waited, lock, wait_on};
+use super::wait::{Bytes, Caller, Waited, lock, no_such_method, wait_on};
 use crate::deadline;
 use crate::error::Error;
 use crate::manager::{CallCx, CallError, Served, decode_args, encode_reply};
@@ -125,10 +125,7 @@ impl Served for QueueObject {
             "join" => decode_args(args)
                 .map(|(timeout,)| self.join(timeout, &Caller::of(cx)))
                 .and_then(|r| encode_reply(&r)),
-            _ => Err(CallError::NoSuchMethod {
-                typeid: "Queue".to_owned(),
-                method: method.to_owned(),
-            }),
+            _ => Err(no_such_method("Queue", method)),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::deadline;
-use crate::manager::{CallCx, ClientId};
+use crate::manager::{CallCx, CallError, ClientId};
 use crate::sys::liveness;
 
 /// How long a blocked call sleeps at most before it looks whether its client is still
@@ -110,6 +110,14 @@ impl ThreadToken {
             pid: 1,
             tid,
         }
+    }
+}
+
+/// The error for a method the object does not have.
+pub(super) fn no_such_method(typeid: &str, method: &str) -> CallError {
+    CallError::NoSuchMethod {
+        typeid: typeid.to_owned(),
+        method: method.to_owned(),
     }
 }
 
