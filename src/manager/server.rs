@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -120,7 +120,16 @@ pub(crate) fn server_main(args: ServerArgs) {
                 return;
             }
             drop(report);
-            server.serve(listener);
+            // The process ends as soon as a client asks, without waiting for the
+            // accept loop's next look at the flag.
+            let s = server.clone();
+            let accepting = std::thread::Builder::new()
+                .name("multiproc-manager-accept".into())
+                .spawn(move || s.serve(listener));
+            match accepting {
+                Ok(_) => server.wait_stopped(),
+                Err(e) => tracing::warn!("manager: no thread to accept clients: {e}"),
+            }
         }
         Err(e) => {
             let sent: std::result::Result<WireAddress, String> = Err(e.to_string());
@@ -186,6 +195,7 @@ pub(crate) struct Server {
     freed: AtomicU64,
     max_request: usize,
     stop: Mutex<bool>,
+    stopped: Condvar,
     /// A descriptor of each open client connection, to end them all when the server
     /// stops (a server inside a program that carries on must not leave them served).
     clients: Mutex<HashMap<u64, OwnedFd>>,
@@ -215,6 +225,7 @@ impl Server {
             freed: AtomicU64::new(0),
             max_request: usize::try_from(config.max_request).unwrap_or(usize::MAX),
             stop: Mutex::new(false),
+            stopped: Condvar::new(),
             clients: Mutex::new(HashMap::new()),
         });
         for e in &config.exposed {
@@ -293,6 +304,14 @@ impl Server {
         }
     }
 
+    /// Waits until a client asks the server to stop.
+    fn wait_stopped(&self) {
+        let mut stop = self.stop.lock().unwrap_or_else(|p| p.into_inner());
+        while !*stop {
+            stop = self.stopped.wait(stop).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
     /// Serves one client connection until it closes.
     fn client(self: Arc<Server>, conn: Connection) {
         let mut state = ClientState {
@@ -328,6 +347,7 @@ impl Server {
             }
             if stop {
                 *self.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                self.stopped.notify_all();
             }
         }
         self.clients
