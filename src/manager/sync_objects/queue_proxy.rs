@@ -86,18 +86,55 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
         if done { Ok(()) } else { Err(PutError::Full) }
     }
 
-    /// Puts an item, waiting as long as the queue is full (Python's `put`).
+    /// Puts an item, waiting as long as the queue is full (Python's `put`). The item
+    /// is in the queue when this returns.
+    ///
+    /// ```
+    /// use multiproc::QueueProxy;
+    ///
+    /// fn produce(q: QueueProxy<String>) {
+    ///     q.put(&"from a child".to_string()).unwrap();
+    /// }
+    ///
+    /// let manager = multiproc::Manager::start()?;
+    /// let q = manager.queue()?;
+    /// let child = multiproc::spawn(produce, q.clone())?;
+    /// assert_eq!(q.get()?, "from a child");
+    /// child.join()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn put(&self, item: &T) -> Result<()> {
         self.put_with(item, None).map_err(Error::from)
     }
 
     /// Puts an item, waiting at most `timeout` for room: [`PutError::Full`] if there
     /// was none in time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let manager = multiproc::Manager::start()?;
+    /// let q = manager.queue_with_maxsize(1)?;
+    /// q.put_timeout(&1, Duration::from_secs(60))?;
+    /// assert!(matches!(
+    ///     q.put_timeout(&2, Duration::from_millis(10)),
+    ///     Err(multiproc::PutError::Full)
+    /// ));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<(), PutError> {
         self.put_with(item, Some(timeout))
     }
 
-    /// Puts an item if there is room now (Python's `put_nowait`).
+    /// Puts an item if there is room now (Python's `put_nowait`): [`PutError::Full`]
+    /// otherwise.
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let q = manager.queue_with_maxsize(1)?;
+    /// q.try_put(&'a')?;
+    /// assert!(matches!(q.try_put(&'b'), Err(multiproc::PutError::Full)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn try_put(&self, item: &T) -> Result<(), PutError> {
         self.put_with(item, Some(Duration::ZERO))
     }
@@ -125,17 +162,46 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// Takes the next item, waiting as long as it takes (Python's `get`).
     /// [`Error::Decode`] for an item that does not decode as a `T` (it is dropped, and
     /// counts as done for [`JoinableQueueProxy::join`]).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let q = manager.queue()?;
+    /// q.put(&vec![1u8, 2])?;
+    /// assert_eq!(q.get()?, vec![1u8, 2]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn get(&self) -> Result<T> {
         self.get_with(None).map_err(Error::from)
     }
 
     /// Takes the next item, waiting at most `timeout`: [`GetError::Empty`] if none came
     /// in time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let manager = multiproc::Manager::start()?;
+    /// let q = manager.queue::<u32>()?;
+    /// assert!(matches!(
+    ///     q.get_timeout(Duration::from_millis(10)),
+    ///     Err(multiproc::GetError::Empty)
+    /// ));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
         self.get_with(Some(timeout))
     }
 
-    /// Takes the next item if there is one now (Python's `get_nowait`).
+    /// Takes the next item if there is one now (Python's `get_nowait`):
+    /// [`GetError::Empty`] otherwise.
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let q = manager.queue()?;
+    /// q.put(&5)?;
+    /// assert_eq!(q.try_get()?, 5);
+    /// assert!(matches!(q.try_get(), Err(multiproc::GetError::Empty)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn try_get(&self) -> Result<T, GetError> {
         self.get_with(Some(Duration::ZERO))
     }
@@ -144,24 +210,54 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
 impl<T> QueueProxy<T> {
     /// The number of items in the queue (Python's `qsize`; approximate, as others put
     /// and get meanwhile).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let q = manager.queue()?;
+    /// q.put(&1)?;
+    /// q.put(&2)?;
+    /// assert_eq!(q.qsize()?, 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn qsize(&self) -> Result<usize> {
         let n: u64 = self.core.call("qsize", &())?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     /// Whether the queue is empty (approximate, as [`qsize`](Self::qsize)).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// assert!(manager.queue::<u8>()?.empty()?);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn empty(&self) -> Result<bool> {
         Ok(self.qsize()? == 0)
     }
 
     /// Whether the queue holds `maxsize` items (approximate); never true without a
     /// `maxsize`.
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let q = manager.queue_with_maxsize(1)?;
+    /// q.put(&'x')?;
+    /// assert!(q.full()?);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn full(&self) -> Result<bool> {
         let max = self.maxsize()?;
         Ok(max != 0 && self.qsize()? >= max)
     }
 
     /// The item limit given at creation (0: none).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// assert_eq!(manager.queue_with_maxsize::<u8>(3)?.maxsize()?, 3);
+    /// assert_eq!(manager.queue::<u8>()?.maxsize()?, 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn maxsize(&self) -> Result<usize> {
         let n: u64 = self.core.call("maxsize", &())?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
@@ -233,11 +329,42 @@ impl<T> JoinableQueueProxy<T> {
     /// Reports one item taken from the queue as processed (Python's `task_done`);
     /// [`Error::InvalidState`] if every item put was reported already (Python's
     /// `ValueError`).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let q = manager.joinable_queue()?;
+    /// q.put(&1)?;
+    /// q.get()?;
+    /// q.task_done()?;
+    /// assert!(q.task_done().is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn task_done(&self) -> Result<()> {
         self.queue.core.call("task_done", &())
     }
 
     /// Waits until every item put has been reported processed (Python's `join`).
+    ///
+    /// ```
+    /// use multiproc::JoinableQueueProxy;
+    ///
+    /// fn worker(q: JoinableQueueProxy<u32>) {
+    ///     for _ in 0..3 {
+    ///         q.get().unwrap();
+    ///         q.task_done().unwrap();
+    ///     }
+    /// }
+    ///
+    /// let manager = multiproc::Manager::start()?;
+    /// let q = manager.joinable_queue()?;
+    /// let child = multiproc::spawn(worker, q.clone())?;
+    /// for job in 0..3 {
+    ///     q.put(&job)?;
+    /// }
+    /// q.join()?; // every job is done
+    /// child.join()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn join(&self) -> Result<()> {
         let _: bool = self.queue.core.call("join", &(None::<Duration>,))?;
         Ok(())
@@ -245,6 +372,18 @@ impl<T> JoinableQueueProxy<T> {
 
     /// Waits at most `timeout` until every item put has been reported processed; true
     /// if they all were.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let manager = multiproc::Manager::start()?;
+    /// let q = manager.joinable_queue()?;
+    /// q.put(&"job".to_string())?;
+    /// assert!(!q.join_timeout(Duration::from_millis(10))?);
+    /// q.get()?;
+    /// q.task_done()?;
+    /// assert!(q.join_timeout(Duration::from_secs(60))?);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
         self.queue.core.call("join", &(Some(timeout),))
     }
