@@ -255,6 +255,32 @@ fn a_dict_of_lists_holds_live_proxies() {
     ));
 }
 
+#[test]
+fn threads_of_one_process_call_at_once_each_on_its_own_connection() {
+    let m = Manager::start().unwrap();
+    let l = m.list::<u32>().unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let l = l.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    l.append(&(t * 1000 + i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut got = l.to_vec().unwrap();
+    assert_eq!(got.len(), 800);
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 800, "every append arrived once");
+    // The threads' connections went with them; the process's reference stays.
+    assert_eq!(m.refcount(&l).unwrap(), 1);
+}
+
 // --- references -------------------------------------------------------------------
 
 fn hold_and_exit(_l: ListProxy<i32>) {}
@@ -282,6 +308,30 @@ fn an_object_is_freed_when_its_last_proxy_goes() {
     assert_eq!(m.number_of_objects().unwrap(), 1, "the list is freed");
     drop(d);
     assert_eq!(m.number_of_objects().unwrap(), 0, "the dict is freed");
+}
+
+#[test]
+fn freeing_a_dict_frees_the_lists_it_kept() {
+    let m = Manager::start().unwrap();
+    let d = m.dict::<String, ListProxy<i32>>().unwrap();
+    let xs = m.list_from(&[1]).unwrap();
+    d.set(&"xs".to_string(), &xs).unwrap();
+    drop(xs);
+    assert_eq!(m.number_of_objects().unwrap(), 2, "the dict keeps the list");
+    let read = d.get(&"xs".to_string()).unwrap().unwrap();
+    drop(d);
+    assert_eq!(
+        m.number_of_objects().unwrap(),
+        1,
+        "the dict is freed; a reader holds the list"
+    );
+    assert_eq!(read.to_vec().unwrap(), vec![1]);
+    drop(read);
+    assert_eq!(
+        m.number_of_objects().unwrap(),
+        0,
+        "nobody refers to the list"
+    );
 }
 
 fn hold_forever(l: ListProxy<i32>) {
@@ -327,6 +377,20 @@ fn shutdown_makes_every_proxy_fail_at_once() {
     assert!(matches!(d.get(&1), Err(Error::PeerDied(_))));
     assert!(matches!(d.len(), Err(Error::PeerDied(_))));
     assert!(t.elapsed() < LONG);
+}
+
+#[test]
+fn a_started_server_ignores_sigint_as_pythons_does() {
+    let m = Manager::start().unwrap();
+    let d = m.dict::<i32, i32>().unwrap();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &m.pid().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    std::thread::sleep(Duration::from_millis(200));
+    d.set(&1, &1).unwrap();
+    assert_eq!(d.get(&1).unwrap(), Some(1));
 }
 
 #[test]
@@ -444,6 +508,40 @@ fn a_registered_type_is_constructed_and_called_in_a_spawned_server() {
         ProxyCore::create(&m, "std::process::Command", "new", &("sh",)),
         Err(Error::InvalidArgument(_))
     ));
+}
+
+/// A type whose drop panics.
+struct Grenade;
+
+impl Drop for Grenade {
+    fn drop(&mut self) {
+        panic!("the grenade went off as it was freed");
+    }
+}
+
+impl Registered for Grenade {
+    const TYPEID: &'static str = "Grenade";
+
+    fn construct(_ctor: &str, _args: &[u8]) -> Result<Self, CallError> {
+        Ok(Grenade)
+    }
+
+    fn dispatch(&mut self, _method: &str, _args: &[u8]) -> Result<Vec<u8>, CallError> {
+        encode_reply(&())
+    }
+}
+
+#[test]
+fn an_object_whose_drop_panics_is_freed_and_the_server_carries_on() {
+    let m = Manager::builder().register::<Grenade>().start().unwrap();
+    let g = ProxyCore::create(&m, "Grenade", "new", &()).unwrap();
+    g.call::<_, ()>("tick", &()).unwrap();
+    drop(g);
+    assert_eq!(m.number_of_objects().unwrap(), 0);
+    // The same connection counts the next object's references.
+    let again = ProxyCore::create(&m, "Grenade", "new", &()).unwrap();
+    assert_eq!(m.number_of_objects().unwrap(), 1);
+    std::mem::forget(again);
 }
 
 // --- remote use (_TestRemoteManager) ----------------------------------------------
@@ -779,4 +877,17 @@ fn a_request_over_the_size_limit_closes_only_its_connection() {
     assert!(d.set(&2, &vec![7; 8192]).is_err());
     assert_eq!(d.get(&1).unwrap(), Some(vec![7; 1000]));
     assert_eq!(d.len().unwrap(), 1);
+}
+
+#[test]
+fn a_manager_started_on_a_thread_outlives_that_thread() {
+    for method in METHODS {
+        let m =
+            std::thread::spawn(move || Manager::builder().start_method(method).start().unwrap())
+                .join()
+                .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let d = m.dict::<i32, i32>().unwrap();
+        d.set(&1, &1).unwrap_or_else(|e| panic!("{method:?}: {e}"));
+    }
 }

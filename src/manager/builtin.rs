@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::Manager;
-use super::proxy::{Proxy, ProxyCore, encode_args};
+use super::proxy::{Proxy, ProxyCore, encode_args, encode_args_for};
 use super::served::{CallCx, CallError, RemoteFault, Served, encode_reply};
 use crate::error::Result;
 use crate::wire::codec;
@@ -52,11 +52,16 @@ const VALUE: &str = "Value";
 // ---------------------------------------------------------------------------------
 // The argument layout.
 
-/// Builds the arguments of a builtin method.
+/// Builds the arguments of a builtin method; values are encoded for the object that
+/// will keep them, if it is known (see [`encode_args_for`]).
 #[derive(Default)]
-struct Args(Vec<u8>);
+struct Args<'a>(Vec<u8>, Option<&'a ProxyCore>);
 
-impl Args {
+impl<'a> Args<'a> {
+    /// Arguments of a call of `core`'s object.
+    fn to(core: &'a ProxyCore) -> Self {
+        Args(Vec::new(), Some(core))
+    }
     fn bytes(mut self, b: &[u8]) -> Self {
         // Encodings are bounded by the request limit, far below 4 GiB.
         self.0.extend_from_slice(&(b.len() as u32).to_le_bytes());
@@ -64,16 +69,19 @@ impl Args {
         self
     }
     fn value<T: Serialize + ?Sized>(self, v: &T) -> Result<Self> {
-        let b = encode_args(v)?;
+        let b = match self.1 {
+            Some(core) => encode_args_for(v, core)?,
+            None => encode_args(v)?,
+        };
         Ok(self.bytes(&b))
     }
     fn u64(mut self, n: u64) -> Self {
         self.0.extend_from_slice(&n.to_le_bytes());
         self
     }
-    fn values<'a, T: Serialize + 'a>(
+    fn values<'v, T: Serialize + 'v>(
         mut self,
-        items: impl IntoIterator<Item = &'a T>,
+        items: impl IntoIterator<Item = &'v T>,
     ) -> Result<Self> {
         for v in items {
             self = self.value(v)?;
@@ -698,11 +706,12 @@ where
     V: Serialize + DeserializeOwned,
 {
     fn key(&self, method: &str, k: &K) -> Result<Vec<u8>> {
-        self.core.call_raw(method, &Args::default().value(k)?.0)
+        self.core
+            .call_raw(method, &Args::to(&self.core).value(k)?.0)
     }
     fn pair(&self, method: &str, k: &K, v: &V) -> Result<Vec<u8>> {
         self.core
-            .call_raw(method, &Args::default().value(k)?.value(v)?.0)
+            .call_raw(method, &Args::to(&self.core).value(k)?.value(v)?.0)
     }
 
     /// The value of `k`, or `None` (Python's `d.get(k)`; `d[k]` raising `KeyError` is
@@ -748,7 +757,7 @@ where
         K: 'a,
         V: 'a,
     {
-        let mut a = Args::default();
+        let mut a = Args::to(&self.core);
         for (k, v) in items {
             a = a.value(k)?.value(v)?;
         }
@@ -822,7 +831,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// Appends `v`.
     pub fn append(&self, v: &T) -> Result<()> {
         self.core
-            .call_raw("append", &Args::default().value(v)?.0)
+            .call_raw("append", &Args::to(&self.core).value(v)?.0)
             .map(drop)
     }
 
@@ -832,7 +841,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
         T: 'a,
     {
         self.core
-            .call_raw("extend", &Args::default().values(items)?.0)
+            .call_raw("extend", &Args::to(&self.core).values(items)?.0)
             .map(drop)
     }
 
@@ -840,21 +849,21 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     pub fn get(&self, i: usize) -> Result<T> {
         decode(
             self.core
-                .call_raw("get", &Args::default().u64(i as u64).0)?,
+                .call_raw("get", &Args::to(&self.core).u64(i as u64).0)?,
         )
     }
 
     /// Replaces the value at index `i` (Python's `l[i] = v`).
     pub fn set(&self, i: usize, v: &T) -> Result<()> {
         self.core
-            .call_raw("set", &Args::default().u64(i as u64).value(v)?.0)
+            .call_raw("set", &Args::to(&self.core).u64(i as u64).value(v)?.0)
             .map(drop)
     }
 
     /// Inserts `v` before index `i`; an index past the end appends, as in Python.
     pub fn insert(&self, i: usize, v: &T) -> Result<()> {
         self.core
-            .call_raw("insert", &Args::default().u64(i as u64).value(v)?.0)
+            .call_raw("insert", &Args::to(&self.core).u64(i as u64).value(v)?.0)
             .map(drop)
     }
 
@@ -862,7 +871,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     pub fn pop(&self) -> Result<T> {
         decode(
             self.core
-                .call_raw("pop", &Args::default().u64(u64::MAX).0)?,
+                .call_raw("pop", &Args::to(&self.core).u64(u64::MAX).0)?,
         )
     }
 
@@ -870,27 +879,33 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     pub fn pop_at(&self, i: usize) -> Result<T> {
         decode(
             self.core
-                .call_raw("pop", &Args::default().u64(i as u64).0)?,
+                .call_raw("pop", &Args::to(&self.core).u64(i as u64).0)?,
         )
     }
 
     /// Removes the first value equal to `v`.
     pub fn remove(&self, v: &T) -> Result<()> {
         self.core
-            .call_raw("remove", &Args::default().value(v)?.0)
+            .call_raw("remove", &Args::to(&self.core).value(v)?.0)
             .map(drop)
     }
 
     /// The index of the first value equal to `v`.
     pub fn index(&self, v: &T) -> Result<usize> {
-        decode::<u64>(self.core.call_raw("index", &Args::default().value(v)?.0)?)
-            .map(|i| i as usize)
+        decode::<u64>(
+            self.core
+                .call_raw("index", &Args::to(&self.core).value(v)?.0)?,
+        )
+        .map(|i| i as usize)
     }
 
     /// How many values equal `v`.
     pub fn count(&self, v: &T) -> Result<usize> {
-        decode::<u64>(self.core.call_raw("count", &Args::default().value(v)?.0)?)
-            .map(|i| i as usize)
+        decode::<u64>(
+            self.core
+                .call_raw("count", &Args::to(&self.core).value(v)?.0)?,
+        )
+        .map(|i| i as usize)
     }
 
     /// Reverses the list in place.
@@ -913,7 +928,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
         loop {
             let (version, mut items): (u64, Vec<T>) = decode(self.core.call_raw("snapshot", &[])?)?;
             items.sort_by(&mut cmp);
-            let a = Args::default().u64(version).values(&items)?;
+            let a = Args::to(&self.core).u64(version).values(&items)?;
             if decode::<bool>(self.core.call_raw("replace_if", &a.0)?)? {
                 return Ok(());
             }
@@ -940,7 +955,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     pub fn slice(&self, start: usize, end: usize) -> Result<Vec<T>> {
         decode(self.core.call_raw(
             "slice",
-            &Args::default().u64(start as u64).u64(end as u64).0,
+            &Args::to(&self.core).u64(start as u64).u64(end as u64).0,
         )?)
     }
 
@@ -975,14 +990,14 @@ impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
     pub fn get(&self, i: usize) -> Result<T> {
         decode(
             self.core
-                .call_raw("get", &Args::default().u64(i as u64).0)?,
+                .call_raw("get", &Args::to(&self.core).u64(i as u64).0)?,
         )
     }
 
     /// Replaces the value at index `i`.
     pub fn set(&self, i: usize, v: &T) -> Result<()> {
         self.core
-            .call_raw("set", &Args::default().u64(i as u64).value(v)?.0)
+            .call_raw("set", &Args::to(&self.core).u64(i as u64).value(v)?.0)
             .map(drop)
     }
 
@@ -1005,7 +1020,7 @@ impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
     pub fn slice(&self, start: usize, end: usize) -> Result<Vec<T>> {
         decode(self.core.call_raw(
             "slice",
-            &Args::default().u64(start as u64).u64(end as u64).0,
+            &Args::to(&self.core).u64(start as u64).u64(end as u64).0,
         )?)
     }
 
@@ -1015,7 +1030,7 @@ impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
         self.core
             .call_raw(
                 "set_slice",
-                &Args::default().u64(start as u64).values(values)?.0,
+                &Args::to(&self.core).u64(start as u64).values(values)?.0,
             )
             .map(drop)
     }
@@ -1056,14 +1071,17 @@ impl NamespaceProxy {
     pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
         decode(
             self.core
-                .call_raw("get", &Args::default().bytes(name.as_bytes()).0)?,
+                .call_raw("get", &Args::to(&self.core).bytes(name.as_bytes()).0)?,
         )
     }
 
     /// Sets the field `name` (Python's `ns.name = v`).
     pub fn set<T: Serialize + ?Sized>(&self, name: &str, v: &T) -> Result<()> {
         self.core
-            .call_raw("set", &Args::default().bytes(name.as_bytes()).value(v)?.0)
+            .call_raw(
+                "set",
+                &Args::to(&self.core).bytes(name.as_bytes()).value(v)?.0,
+            )
             .map(drop)
     }
 
@@ -1071,7 +1089,7 @@ impl NamespaceProxy {
     pub fn del(&self, name: &str) -> Result<bool> {
         decode(
             self.core
-                .call_raw("del", &Args::default().bytes(name.as_bytes()).0)?,
+                .call_raw("del", &Args::to(&self.core).bytes(name.as_bytes()).0)?,
         )
     }
 
@@ -1108,7 +1126,7 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     /// Replaces the value (Python's `v.value = x`).
     pub fn set(&self, v: &T) -> Result<()> {
         self.core
-            .call_raw("set", &Args::default().value(v)?.0)
+            .call_raw("set", &Args::to(&self.core).value(v)?.0)
             .map(drop)
     }
 
@@ -1120,7 +1138,7 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
         loop {
             let (version, v): (u64, T) = decode(self.core.call_raw("snapshot", &[])?)?;
             let new = f(v);
-            let a = Args::default().u64(version).value(&new)?;
+            let a = Args::to(&self.core).u64(version).value(&new)?;
             if decode::<bool>(self.core.call_raw("replace_if", &a.0)?)? {
                 return Ok(new);
             }

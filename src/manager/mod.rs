@@ -59,17 +59,21 @@
 //! - **The process that started the manager** shuts it down when the [`Manager`] is
 //!   dropped (it asks, waits briefly, then terminates and finally kills the server); the
 //!   server is a daemon process, so it ends with its creator even when the creator is
-//!   killed. A manager reached with [`Manager::connect`] is left running.
+//!   killed. It ignores SIGINT, as CPython's does: Ctrl-C in a terminal reaches the
+//!   whole process group, and the program decides what it means. A manager reached
+//!   with [`Manager::connect`] is left running.
 //!
 //! # References
 //!
 //! The clones of a proxy in one process share one reference. Encoding a proxy (to send
 //! it) adds a reference that travels with the bytes; the receiving process takes it
-//! over. A proxy stored inside a value the manager holds (a list in a dict) keeps its
-//! object alive until the manager shuts down, since the server cannot tell when the
-//! stored bytes are overwritten; each process reading it back counts a reference of its
-//! own. A proxy encoded and never received (a message never read) likewise keeps its
-//! object until the manager ends.
+//! over. A proxy given to a managed object (a list stored in a dict) keeps its object
+//! alive as long as that object lives: freeing the dict frees the lists nobody else
+//! refers to. Overwriting or removing the stored proxy does not let go of it (the
+//! server keeps only bytes and cannot tell), nor do two objects that keep each other
+//! free each other; each process reading a stored proxy back counts a reference of its
+//! own. A proxy given to a constructor (`dict_from`, `list_from`, `value`), or encoded
+//! and never received (a message never read), keeps its object until the manager ends.
 
 mod builtin;
 mod protocol;
@@ -306,13 +310,30 @@ impl ManagerBuilder {
     }
 
     /// The start method of the server process (by default the program's default).
+    ///
+    /// ```
+    /// use multiproc::{Manager, StartMethod};
+    /// let m = Manager::builder().start_method(StartMethod::Spawn).start()?;
+    /// m.list::<u8>()?.append(&1)?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.method = Some(method);
         self
     }
 
     /// The largest request the server accepts, in bytes (default 64 MiB); a longer
-    /// one closes its connection before anything is allocated for it.
+    /// one closes its connection before anything is allocated for it, and the call
+    /// fails.
+    ///
+    /// ```
+    /// let m = multiproc::Manager::builder().max_request_size(1024).start()?;
+    /// let l = m.list::<Vec<u8>>()?;
+    /// l.append(&vec![0; 100])?;
+    /// assert!(l.append(&vec![0; 2000]).is_err());
+    /// assert_eq!(l.len()?, 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn max_request_size(mut self, bytes: usize) -> Self {
         self.max_request = Some(bytes);
         self
@@ -321,7 +342,7 @@ impl ManagerBuilder {
     /// Makes `T` constructible in the server (Python's `register(typeid, callable)`).
     /// `#[multiproc::proxy]` writes `T`'s [`Registered`] impl and its typed proxy.
     /// The server finds `T`'s code in its own binary, so this works under every start
-    /// method.
+    /// method. [`Registered`] shows an impl written by hand.
     pub fn register<T: Registered>(mut self) -> Self {
         let offset = image::entry_offset(server::construct_entry::<T>());
         self.registry.retain(|(t, _)| t != T::TYPEID);

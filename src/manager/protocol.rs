@@ -25,8 +25,9 @@ pub(crate) enum Request<'a> {
     /// One reference of the caller fewer.
     DecRef { id: u64 },
     /// A reference held by no client, for a proxy encoded on its way into the server
-    /// (inside a value a managed object keeps) or out to another process (`transit`).
-    Detached { id: u64, transit: bool },
+    /// (inside a value that object `holder` keeps, let go of when the holder is freed;
+    /// 0: kept as long as the server) or out to another process (`transit`).
+    Detached { id: u64, transit: bool, holder: u64 },
     /// A reference to the object exposed under `name`.
     Named { name: &'a str },
     /// Exposes object `id` under `name` (holding a reference).
@@ -76,10 +77,15 @@ impl<'a> Request<'a> {
                 out.push(DECREF);
                 out.extend_from_slice(&id.to_le_bytes());
             }
-            Request::Detached { id, transit } => {
+            Request::Detached {
+                id,
+                transit,
+                holder,
+            } => {
                 out.push(DETACHED);
                 out.extend_from_slice(&id.to_le_bytes());
                 out.push(u8::from(transit));
+                out.extend_from_slice(&holder.to_le_bytes());
             }
             Request::Named { name } => {
                 out.push(NAMED);
@@ -136,6 +142,7 @@ impl<'a> Request<'a> {
             DETACHED => Request::Detached {
                 id: r.u64()?,
                 transit: r.bool()?,
+                holder: r.u64()?,
             },
             NAMED => Request::Named { name: r.str()? },
             EXPOSE => Request::Expose {
@@ -221,6 +228,7 @@ mod tests {
         round(Request::Detached {
             id: 1,
             transit: false,
+            holder: 2,
         });
         round(Request::Named { name: "queue" });
         round(Request::Expose { id: 3, name: "q" });

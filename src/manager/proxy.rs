@@ -95,8 +95,9 @@ thread_local! {
     /// This thread's connections: (link, pid of the process that opened it, connection).
     static CONNS: RefCell<Vec<ThreadConn>> = const { RefCell::new(Vec::new()) };
     /// Set while arguments of a manager request are encoded: a proxy inside them is on
-    /// its way into the server (see [`ProxyCore`]'s `Serialize`).
-    static INTO_SERVER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// its way into the server, kept by the object named here if there is one (its
+    /// link's address and its id; see [`ProxyCore`]'s `Serialize`).
+    static INTO_SERVER: std::cell::Cell<Option<Holder>> = const { std::cell::Cell::new(None) };
     /// The head of the request being sent, reused.
     static HEAD: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
@@ -129,11 +130,13 @@ fn round_trip(
     req: &Request<'_>,
     timeout: Option<Duration>,
 ) -> Result<std::result::Result<Vec<u8>, CallError>> {
-    HEAD.with(|h| {
-        let mut head = h.borrow_mut();
-        req.write_head(&mut head);
-        conn.send_parts(&[&head, req.tail()], &[], false)
-    })?;
+    let send = |head: &mut Vec<u8>| {
+        req.write_head(head);
+        conn.send_parts(&[head, req.tail()], &[], false)
+    };
+    // A proxy dropped while the thread's locals are torn down finds no reused buffer.
+    HEAD.try_with(|h| send(&mut h.borrow_mut()))
+        .unwrap_or_else(|_| send(&mut Vec::new()))?;
     let mut reply = match timeout {
         None => conn.recv_bytes()?,
         Some(t) => conn.recv_bytes_timeout(t)?,
@@ -219,19 +222,24 @@ impl Link {
     /// Runs a request on this thread's connection to the manager.
     pub(crate) fn request(self: &Arc<Link>, req: &Request<'_>) -> Result<Vec<u8>> {
         let pid = std::process::id();
-        let found = CONNS.with(|c| {
-            let mut conns = c.borrow_mut();
-            conns.retain(|(l, p, _)| l.strong_count() > 0 && *p == pid);
-            conns
-                .iter()
-                .find(|(l, _, _)| std::ptr::eq(l.as_ptr(), Arc::as_ptr(self)))
-                .map(|(_, _, conn)| conn.clone())
-        });
+        // Called while the thread's locals are torn down (from a drop), a request goes
+        // on a connection of its own.
+        let found = CONNS
+            .try_with(|c| {
+                let mut conns = c.borrow_mut();
+                conns.retain(|(l, p, _)| l.strong_count() > 0 && *p == pid);
+                conns
+                    .iter()
+                    .find(|(l, _, _)| std::ptr::eq(l.as_ptr(), Arc::as_ptr(self)))
+                    .map(|(_, _, conn)| conn.clone())
+            })
+            .ok()
+            .flatten();
         let conn = match found {
             Some(c) => c,
             None => {
                 let conn = Rc::new(open(&self.address, &self.authkey)?);
-                CONNS.with(|c| {
+                let _ = CONNS.try_with(|c| {
                     c.borrow_mut()
                         .push((Arc::downgrade(self), pid, conn.clone()))
                 });
@@ -241,7 +249,8 @@ impl Link {
         match round_trip(&conn, req, None) {
             Ok(r) => r.map_err(Error::from),
             Err(e) => {
-                CONNS.with(|c| c.borrow_mut().retain(|(_, _, k)| !Rc::ptr_eq(k, &conn)));
+                let _ =
+                    CONNS.try_with(|c| c.borrow_mut().retain(|(_, _, k)| !Rc::ptr_eq(k, &conn)));
                 Err(gone(&self.address, e))
             }
         }
@@ -288,16 +297,42 @@ impl fmt::Debug for ProxyCore {
     }
 }
 
+/// The object a value on its way into the server goes to: the address of its link and
+/// its id (0 for a value no object keeps, or one made by the request).
+#[derive(Clone, Copy)]
+struct Holder(usize, u64);
+
 /// Encodes `value` as arguments of a manager request: proxies inside it are on their
-/// way into the server.
+/// way into the server, kept as long as it runs.
 pub(crate) fn encode_args<A: Serialize + ?Sized>(value: &A) -> Result<Vec<u8>> {
-    struct Reset(bool);
+    encode_into_server(value, Holder(0, 0))
+}
+
+/// Encodes `value` as arguments of a call of `holder`'s object, which may keep it: a
+/// proxy inside it (of the same manager) keeps its object alive as long as the holder
+/// lives.
+pub(crate) fn encode_args_for<A: Serialize + ?Sized>(
+    value: &A,
+    holder: &ProxyCore,
+) -> Result<Vec<u8>> {
+    encode_into_server(
+        value,
+        Holder(Arc::as_ptr(&holder.held.link) as usize, holder.held.id),
+    )
+}
+
+fn encode_into_server<A: Serialize + ?Sized>(value: &A, holder: Holder) -> Result<Vec<u8>> {
+    struct Reset(Option<Holder>);
     impl Drop for Reset {
         fn drop(&mut self) {
-            INTO_SERVER.set(self.0);
+            let _ = INTO_SERVER.try_with(|c| c.set(self.0));
         }
     }
-    let _reset = Reset(INTO_SERVER.replace(true));
+    let _reset = Reset(
+        INTO_SERVER
+            .try_with(|c| c.replace(Some(holder)))
+            .unwrap_or(None),
+    );
     codec::encode_plain(value)
 }
 
@@ -369,7 +404,7 @@ impl ProxyCore {
         method: &str,
         args: &A,
     ) -> Result<R> {
-        let args = encode_args(args)?;
+        let args = encode_args_for(args, self)?;
         self.call_raw(method, &args).and_then(decode_reply)
     }
 
@@ -409,17 +444,24 @@ struct WireProxy {
 /// once). A proxy on its way to another process is *in transit*: its receiver takes
 /// that reference over. A proxy inside a value a managed object keeps (a list in a
 /// dict) may be read any number of times: each reader counts a reference of its own,
-/// and the one of the stored form lasts as long as the manager.
+/// and the one of the stored form lasts as long as the object keeping it (or the
+/// manager, for a value given to a constructor).
 impl Serialize for ProxyCore {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        let into_server = INTO_SERVER.get();
+        let into_server = INTO_SERVER.try_with(std::cell::Cell::get).unwrap_or(None);
+        // Only an object of the same manager can keep this one alive.
+        let holder = match into_server {
+            Some(Holder(link, id)) if link == Arc::as_ptr(&self.held.link) as usize => id,
+            _ => 0,
+        };
         // The second encoding of a large message repeats the first one's references.
         if !handles::is_repeat() {
             self.held
                 .link
                 .anchored(&Request::Detached {
                     id: self.held.id,
-                    transit: !into_server,
+                    transit: into_server.is_none(),
+                    holder,
                 })
                 .map_err(|e| S::Error::custom(format!("cannot send a proxy: {e}")))?;
         }
@@ -428,7 +470,7 @@ impl Serialize for ProxyCore {
             authkey: self.held.link.authkey.clone(),
             id: self.held.id,
             typeid: self.held.typeid.clone(),
-            adopt: !into_server,
+            adopt: into_server.is_none(),
         }
         .serialize(s)
     }

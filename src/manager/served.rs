@@ -163,6 +163,46 @@ pub trait Served: Send + Sync + 'static {
 /// A user type served by the manager with `#[multiproc::proxy]` (which writes this
 /// impl). The server wraps the value in a mutex, so its methods see `&mut self`, one
 /// call at a time.
+///
+/// Written by hand, and used through a [`ProxyCore`](crate::ProxyCore):
+///
+/// ```
+/// use multiproc::{CallError, Manager, ProxyCore, Registered, decode_args, encode_reply};
+///
+/// struct Counter {
+///     n: i64,
+/// }
+///
+/// impl Registered for Counter {
+///     const TYPEID: &'static str = "Counter";
+///
+///     fn construct(ctor: &str, args: &[u8]) -> Result<Self, CallError> {
+///         match ctor {
+///             "new" => {
+///                 let (n,): (i64,) = decode_args(args)?;
+///                 Ok(Counter { n })
+///             }
+///             _ => Err(CallError::NoSuchMethod { typeid: Self::TYPEID.into(), method: ctor.into() }),
+///         }
+///     }
+///
+///     fn dispatch(&mut self, method: &str, args: &[u8]) -> Result<Vec<u8>, CallError> {
+///         match method {
+///             "add" => {
+///                 let (x,): (i64,) = decode_args(args)?;
+///                 self.n += x;
+///                 encode_reply(&self.n)
+///             }
+///             _ => Err(CallError::NoSuchMethod { typeid: Self::TYPEID.into(), method: method.into() }),
+///         }
+///     }
+/// }
+///
+/// let m = Manager::builder().register::<Counter>().start()?;
+/// let c = ProxyCore::create(&m, "Counter", "new", &(5i64,))?;
+/// assert_eq!(c.call::<_, i64>("add", &(2i64,))?, 7);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub trait Registered: Send + 'static + Sized {
     /// The name the server knows the type by (Python's typeid); the type's name by
     /// default.

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -109,6 +109,7 @@ pub(crate) fn server_main(args: ServerArgs) {
         config,
         report,
     } = args;
+    crate::sys::proc::ignore_sigint();
     let started = Listener::builder(crate::connection::Address::from(address))
         .authkey(&authkey)
         .bind()
@@ -147,6 +148,9 @@ struct Obj {
     refs: u64,
     /// Detached references of proxies in transit, which a receiver may take over.
     transit: u64,
+    /// References to other objects whose proxies this one was given to keep (a list
+    /// in a dict): let go of when this one is freed.
+    keeps: Vec<u64>,
 }
 
 #[derive(Default)]
@@ -167,21 +171,31 @@ impl Table {
                 typeid: typeid.to_string(),
                 refs: 1,
                 transit: 0,
+                keeps: Vec::new(),
             },
         );
         id
     }
 
-    /// Lets go of one reference; the object if it was the last (dropped by the caller
-    /// after the table's lock is released: a drop may take time).
-    fn release(&mut self, id: u64) -> Option<Arc<dyn Served>> {
-        let obj = self.objects.get_mut(&id)?;
-        obj.refs = obj.refs.saturating_sub(1);
-        obj.transit = obj.transit.min(obj.refs);
-        if obj.refs == 0 {
-            return self.objects.remove(&id).map(|o| o.served);
+    /// Lets go of one reference to `id`, and of the references a freed object kept;
+    /// the objects freed, dropped by the caller once the table's lock is released (a
+    /// drop may take time).
+    fn release(&mut self, id: u64, freed: &mut Vec<Arc<dyn Served>>) {
+        let mut pending = vec![id];
+        while let Some(id) = pending.pop() {
+            let Some(obj) = self.objects.get_mut(&id) else {
+                continue;
+            };
+            obj.refs = obj.refs.saturating_sub(1);
+            obj.transit = obj.transit.min(obj.refs);
+            if obj.refs == 0 {
+                if let Some(o) = self.objects.remove(&id) {
+                    pending.extend(o.keeps);
+                    freed.push(o.served);
+                }
+                self.named.retain(|_, named| *named != id);
+            }
         }
-        None
     }
 }
 
@@ -321,19 +335,41 @@ impl Server {
             cache: HashMap::new(),
             freed: self.freed.load(Ordering::Relaxed),
         };
+        /// Takes the connection off the list however the thread ends: a descriptor
+        /// left there would keep the socket open after its thread is gone.
+        struct Listed<'a>(&'a Server, u64);
+        impl Drop for Listed<'_> {
+            fn drop(&mut self) {
+                self.0
+                    .clients
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&self.1);
+            }
+        }
         if let Ok(fd) = conn.as_fd().try_clone_to_owned() {
             self.clients
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(state.id.0, fd);
         }
+        let listed = Listed(&self, state.id.0);
         let mut reply = Vec::with_capacity(256);
         // A closed connection, a message past the limit (refused before any
         // allocation) or a broken frame: the connection ends.
         while let Ok(body) = conn.recv_bytes() {
             reply.clear();
             let stop = match Request::parse(&body) {
-                Some(req) => self.handle(&req, &mut state, &conn, &mut reply),
+                // A panic outside an object's call (a drop of a freed object, say) fails
+                // this request alone: the connection's references are still let go of
+                // when it ends.
+                Some(req) => catch_unwind(AssertUnwindSafe(|| {
+                    self.handle(&req, &mut state, &conn, &mut reply)
+                }))
+                .unwrap_or_else(|p| {
+                    error_reply(&mut reply, &panicked(p));
+                    false
+                }),
                 None => {
                     error_reply(
                         &mut reply,
@@ -350,10 +386,7 @@ impl Server {
                 self.stopped.notify_all();
             }
         }
-        self.clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&state.id.0);
+        drop(listed);
         self.client_ended(state);
     }
 
@@ -365,9 +398,7 @@ impl Server {
             let mut t = self.lock();
             for (id, n) in &state.refs {
                 for _ in 0..*n {
-                    if let Some(o) = t.release(*id) {
-                        freed.push(o);
-                    }
+                    t.release(*id, &mut freed);
                 }
             }
             for id in &state.called {
@@ -384,7 +415,8 @@ impl Server {
         for o in gone {
             let _ = catch_unwind(AssertUnwindSafe(|| o.client_gone(client)));
         }
-        drop(freed);
+        // An object's drop may panic; the server carries on.
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(freed)));
     }
 
     /// Answers one request into `reply`; `true` when it asks the server to stop.
@@ -448,8 +480,9 @@ impl Server {
                         if *n == 0 {
                             state.refs.remove(&id);
                         }
-                        let freed = self.lock().release(id);
-                        if freed.is_some() {
+                        let mut freed = Vec::new();
+                        self.lock().release(id, &mut freed);
+                        if !freed.is_empty() {
                             self.freed.fetch_add(1, Ordering::Relaxed);
                         }
                         drop(freed);
@@ -459,13 +492,22 @@ impl Server {
                     _ => Err(no_object(id)),
                 }
             }
-            Request::Detached { id, transit } => {
+            Request::Detached {
+                id,
+                transit,
+                holder,
+            } => {
                 let mut t = self.lock();
                 match t.objects.get_mut(&id) {
                     Some(o) => {
                         o.refs += 1;
                         if transit {
                             o.transit += 1;
+                        }
+                        // Kept by the object the value goes to, when it is known and
+                        // alive; else for as long as the server runs.
+                        if let Some(h) = t.objects.get_mut(&holder).filter(|_| holder != id) {
+                            h.keeps.push(id);
                         }
                         encode_reply(&())
                     }
@@ -501,8 +543,14 @@ impl Server {
                     Some(o) => {
                         o.refs += 1;
                         let old = t.named.insert(name.to_string(), id);
-                        let freed = old.and_then(|old| t.release(old));
+                        let mut freed = Vec::new();
+                        if let Some(old) = old {
+                            t.release(old, &mut freed);
+                        }
                         drop(t);
+                        if !freed.is_empty() {
+                            self.freed.fetch_add(1, Ordering::Relaxed);
+                        }
                         drop(freed);
                         encode_reply(&())
                     }
@@ -533,12 +581,12 @@ impl Server {
             state.cache.clear();
             state.freed = freed;
         }
-        if let Some(s) = state.cache.get(&id) {
-            return Some(s.clone());
+        if let Some(s) = state.cache.get(&id).and_then(Weak::upgrade) {
+            return Some(s);
         }
         let served = self.lock().objects.get(&id)?.served.clone();
         state.called.insert(id);
-        state.cache.insert(id, served.clone());
+        state.cache.insert(id, Arc::downgrade(&served));
         Some(served)
     }
 }
@@ -549,8 +597,10 @@ struct ClientState {
     refs: HashMap<u64, u64>,
     /// Objects this connection called, told when it goes.
     called: HashSet<u64>,
-    /// Objects looked up, to skip the table's lock on the next call.
-    cache: HashMap<u64, Arc<dyn Served>>,
+    /// Objects looked up, to skip the table's lock on the next call. Weak: a freed
+    /// object is dropped when the table lets go of it, not when this connection next
+    /// looks.
+    cache: HashMap<u64, Weak<dyn Served>>,
     freed: u64,
 }
 

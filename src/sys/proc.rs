@@ -310,6 +310,16 @@ pub(crate) fn ignore_sigpipe() {
     }
 }
 
+/// Ignores SIGINT in this process: a manager's server, as CPython's does, since Ctrl-C
+/// in a terminal reaches the whole process group and the program, not its server,
+/// decides what it means.
+pub(crate) fn ignore_sigint() {
+    // SAFETY: installing SIG_IGN for SIGINT has no memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+}
+
 /// Reads and removes an environment variable.
 ///
 /// Called only from the load-time hook, before `main` and before any thread is started,
