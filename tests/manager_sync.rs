@@ -5,11 +5,12 @@
 //! children (in arguments and inside a managed queue) under every start method, the
 //! remote queue (served on TCP, used by programs that know only the address and the
 //! key), and deaths: a client SIGKILLed while holding a lock or a semaphore unit does
-//! not block the others, and one killed while blocked in `get` or `acquire` takes
-//! nothing.
+//! not block the others, one killed while blocked in `get` or `acquire` takes nothing,
+//! and a killed manager fails the calls blocked in it within a second.
 //!
 //! Timing: a timeout must not return early and must return within several seconds of
-//! its expiry (loose bounds, for a loaded machine). Every child is a daemon with
+//! its expiry (loose bounds, for a loaded machine); the one tighter bound is the
+//! second a blocked call may take to fail once its manager is killed. Every child is a daemon with
 //! bounded waits and is killed on failure paths.
 
 mod common;
@@ -778,6 +779,42 @@ fn managed_joinable_queue_join_waits_for_every_task_done_in_children() {
     let started = Instant::now();
     assert!(!q.join_timeout(SHORT).unwrap());
     assert_about(started.elapsed(), SHORT, "join_timeout");
+}
+
+#[test]
+fn calls_blocked_in_a_managed_lock_and_queue_fail_within_a_second_when_the_manager_is_killed() {
+    let manager = manager();
+    let pid = manager.pid().expect("a started manager has a pid");
+    let lock = manager.lock().unwrap();
+    let held = lock.acquire().unwrap();
+    let q = manager.queue::<u32>().unwrap();
+    let (waiter, getter) = {
+        let (lock, q) = (lock.clone(), q.clone());
+        (
+            thread::spawn(move || {
+                let r = lock.acquire().map(drop).map_err(Error::from);
+                (r, Instant::now())
+            }),
+            thread::spawn(move || (q.get().map(drop), Instant::now())),
+        )
+    };
+    // Let both calls reach the manager and block there.
+    thread::sleep(QUIET);
+    let killed_at = Instant::now();
+    common::kill_pid(pid);
+    for (what, handle) in [("acquire", waiter), ("get", getter)] {
+        let (r, at) = handle.join().unwrap();
+        assert!(
+            matches!(r, Err(Error::PeerDied(_))),
+            "{what}: expected PeerDied, got {r:?}"
+        );
+        let waited = at.saturating_duration_since(killed_at);
+        assert!(
+            waited < Duration::from_secs(1),
+            "{what} waited {waited:?} after the manager died"
+        );
+    }
+    drop(held); // its release fails quietly: the manager is gone
 }
 
 // ---------------------------------------------------------------------------------
