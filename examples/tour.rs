@@ -41,6 +41,9 @@ mod s17;
 #[path = "s18_value_array.rs"]
 mod s18;
 
+#[path = "remote_manager.rs"]
+mod remote_manager;
+
 use std::time::Instant;
 
 type Scenario = fn() -> multiproc::Result<()>;
@@ -152,10 +155,21 @@ const PRESENT: &[(&str, &str, &str, Scenario)] = &[
     ("S18", "004", "shared memory: Value and Array", s18::main),
 ];
 
+/// Examples beyond the seed scenarios: name, what it shows, its entry point.
+const EXTRAS: &[(&str, &str, Scenario)] = &[(
+    "remote manager",
+    "a queue served on TCP with an authkey; two other programs put and get knowing only the address and the key",
+    remote_manager::demo,
+)];
+
 /// The scenarios without an example yet, and what each is waiting for.
 const MISSING: &[(&str, &str, &str)] = &[];
 
 fn main() -> multiproc::Result<()> {
+    // The remote-manager demo runs its server and clients as this program again.
+    if std::env::args().nth(1).as_deref() == Some(remote_manager::TOUR_COMMAND) {
+        return remote_manager::main();
+    }
     let tour = Instant::now();
     for (id, seeds, what, run) in PRESENT {
         println!();
@@ -164,6 +178,16 @@ fn main() -> multiproc::Result<()> {
         run()?;
         println!(
             "-------------------- {id} done in {} ms",
+            started.elapsed().as_millis()
+        );
+    }
+    for (name, what, run) in EXTRAS {
+        println!();
+        println!("==================== {name}: {what} ====================");
+        let started = Instant::now();
+        run()?;
+        println!(
+            "-------------------- {name} done in {} ms",
             started.elapsed().as_millis()
         );
     }

@@ -102,6 +102,12 @@
 //! | `concurrent.futures.ProcessPoolExecutor` | [`ProcessPoolExecutor`], [`TaskFuture`] |
 //! | `with Manager() as m:` (`SyncManager`) | [`Manager::start`] (dropping it shuts the server down) |
 //! | `m.dict()`, `m.list()`, `m.Namespace()`, `m.Value(t, v)`, `m.Array(t, seq)` | [`dict`](Manager::dict), [`dict_from`](Manager::dict_from), [`list`](Manager::list), [`list_from`](Manager::list_from), [`namespace`](Manager::namespace), [`value`](Manager::value), [`array`](Manager::array): [`DictProxy`], [`ListProxy`], [`NamespaceProxy`], [`ValueProxy`], [`ArrayProxy`] |
+//! | `m.Lock()`, `m.RLock()`, `with lock:` | [`lock`](Manager::lock), [`rlock`](Manager::rlock): [`LockProxy`], [`RLockProxy`], held through a [`LockProxyGuard`] |
+//! | a managed lock whose holder was killed (held forever) | released when the holder's connection ends: [`ProxyAcquireError::OwnerDied`] until [`mark_consistent`](LockProxyGuard::mark_consistent), as for [`Lock`] |
+//! | `m.Semaphore(n)`, `m.BoundedSemaphore(n)` | [`semaphore`](Manager::semaphore), [`bounded_semaphore`](Manager::bounded_semaphore): [`SemaphoreProxy`], [`BoundedSemaphoreProxy`] ([`SemaphoreProxyGuard`] units come back if their holder is killed) |
+//! | `m.Condition()`, `m.Condition(lock)` | [`condition`](Manager::condition), [`condition_with_lock`](Manager::condition_with_lock): [`ConditionProxy`] → [`ConditionProxyGuard`] |
+//! | `m.Event()`, `m.Barrier(n)` | [`event`](Manager::event), [`barrier`](Manager::barrier), [`barrier_with_timeout`](Manager::barrier_with_timeout): [`EventProxy`], [`BarrierProxy`] |
+//! | `m.Queue()`, `m.Queue(maxsize)`, `m.JoinableQueue()` | [`queue`](Manager::queue), [`queue_with_maxsize`](Manager::queue_with_maxsize), [`joinable_queue`](Manager::joinable_queue): [`QueueProxy`], [`JoinableQueueProxy`] ([`PutError::Full`], [`GetError::Empty`]) |
 //! | `d[k] = v`, `d.get(k)`, `del d[k]`, `k in d`, `items()` | [`set`](DictProxy::set), [`get`](DictProxy::get), [`pop`](DictProxy::pop), [`contains`](DictProxy::contains), [`items`](DictProxy::items) |
 //! | a dict with keys of several types | `DictProxy<`[`Key`]`, V>` |
 //! | `l[i]`, `l.append(x)`, `l.sort()`, `ns.x = v`, `v.value += 1` | [`ListProxy::get`], [`ListProxy::append`], [`ListProxy::sort`], [`NamespaceProxy::set`], [`ValueProxy::update`] |
@@ -168,6 +174,11 @@ pub use manager::{
     ArrayProxy, CallCx, CallError, ClientId, DictProxy, Key, ListProxy, Manager, ManagerBuilder,
     NamespaceProxy, Proxy, ProxyCore, Registered, RemoteFault, Served, ValueProxy, decode_args,
     encode_reply,
+};
+pub use manager::{
+    BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, ConditionProxyGuard, EventProxy,
+    JoinableQueueProxy, LockProxy, LockProxyGuard, ProxyAcquireError, ProxyAcquireResult,
+    QueueProxy, RLockProxy, SemaphoreProxy, SemaphoreProxyGuard,
 };
 pub use pool::{
     AsyncResult, ExecutorMap, IMap, Pool, PoolBuilder, ProcessPoolExecutor, TaskFuture,

@@ -561,6 +561,44 @@ def manager_dict(op, reps, n):
     return statistics.median(means)
 
 
+def queue_echo(inbox, outbox):
+    """A child putting every item it gets from inbox on outbox, until None."""
+    while True:
+        item = inbox.get()
+        if item is None:
+            return
+        outbox.put(item)
+
+
+def manager_queue_rtt(reps, n):
+    """Microseconds per round trip through two multiprocessing.Manager() queues: the
+    parent puts an integer on one, a forked child gets it and puts it on the other, the
+    parent gets it back; the manager and the child started before timing. The median of
+    the repetitions' means."""
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Manager() as manager:
+        inbox, outbox = manager.Queue(), manager.Queue()
+        p = ctx.Process(target=queue_echo, args=(inbox, outbox))
+        p.start()
+
+        def round_trips(n):
+            for i in range(n):
+                inbox.put(i)
+                back = outbox.get(timeout=60)
+                if back != i:
+                    raise RuntimeError(f"sent {i}, got {back} back")
+
+        round_trips(n // 10)  # warm-up
+        means = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            round_trips(n)
+            means.append((time.perf_counter() - t) * 1e6 / n)
+        inbox.put(None)
+        p.join()
+    return statistics.median(means)
+
+
 # name -> (quick (reps, per_rep), full (reps, per_rep), measure(reps, per_rep), unit)
 WORKLOADS = {
     "start_join_spawn": ((3, 4), (5, 10), lambda r, n: start_join("spawn", r, n), "us"),
@@ -639,6 +677,8 @@ WORKLOADS = {
     # per_rep: operations on the dict
     "manager_dict_set": ((3, 5000), (5, 20000), lambda r, n: manager_dict("set", r, n), "us"),
     "manager_dict_get": ((3, 5000), (5, 20000), lambda r, n: manager_dict("get", r, n), "us"),
+    # per_rep: round trips through the two queues
+    "manager_queue_rtt": ((3, 2000), (5, 10000), manager_queue_rtt, "us"),
 }
 
 

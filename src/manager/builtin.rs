@@ -38,7 +38,7 @@ pub(crate) fn builtin(typeid: &str, args: &[u8]) -> Option<Result<Arc<dyn Served
         ARRAY => ListObj::new(args, true).map(|o| Arc::new(o) as Arc<dyn Served>),
         NAMESPACE => Ok(Arc::new(NamespaceObj::default())),
         VALUE => Ok(Arc::new(ValueObj(Mutex::new((0, args.to_vec()))))),
-        _ => return None,
+        _ => return super::sync_objects::construct(typeid, args),
     };
     Some(made)
 }

@@ -81,6 +81,7 @@ mod proxy;
 mod remote;
 mod served;
 mod server;
+mod sync_objects;
 
 use std::fmt;
 use std::sync::Arc;
@@ -90,6 +91,11 @@ pub use self::builtin::{ArrayProxy, DictProxy, Key, ListProxy, NamespaceProxy, V
 pub use self::proxy::{Proxy, ProxyCore};
 pub use self::served::{
     CallCx, CallError, ClientId, Registered, RemoteFault, Served, decode_args, encode_reply,
+};
+pub use self::sync_objects::{
+    BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, ConditionProxyGuard, EventProxy,
+    JoinableQueueProxy, LockProxy, LockProxyGuard, ProxyAcquireError, ProxyAcquireResult,
+    QueueProxy, RLockProxy, SemaphoreProxy, SemaphoreProxyGuard,
 };
 
 use self::protocol::Request;

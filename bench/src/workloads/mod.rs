@@ -4,6 +4,7 @@
 
 mod large;
 mod manager;
+mod manager_queue;
 mod pipe_rtt;
 mod pool;
 mod queue;
@@ -322,6 +323,18 @@ pub const WORKLOADS: &[Workload] = &[
         what: "Manager dict: d.get(k) from a child process, per operation",
         goals: &[Goal::OverCpython(5.0)],
         measure: manager::manager_dict_get,
+    },
+    Workload {
+        name: "manager_queue_rtt",
+        unit: "us",
+        better: Better::Lower,
+        what: "Manager Queue: put by the parent, get + put back by a child, get by the parent, per round trip",
+        // Four calls, two of which wait for the other process: at most six dict calls.
+        goals: &[
+            Goal::OverCpython(3.0),
+            Goal::WithinWorkload("manager_dict_get", 6.0),
+        ],
+        measure: manager_queue::manager_queue_rtt,
     },
 ];
 
