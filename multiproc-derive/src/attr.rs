@@ -15,33 +15,54 @@ pub struct Args {
 /// the expansion goes on and reports everything at once.
 pub fn parse_args(tokens: TokenStream, errors: &mut Vec<Error>) -> Args {
     let mut args = Args::default();
+    let mut found = Vec::new();
     let parser = syn::meta::parser(|meta| {
-        if meta.path.is_ident("typeid") {
-            let lit: LitStr = meta.value()?.parse()?;
-            if args.typeid.is_some() {
-                return Err(meta.error("`typeid` is given twice"));
-            }
-            if lit.value().is_empty() {
-                return Err(Error::new(lit.span(), "`typeid` cannot be empty"));
-            }
-            args.typeid = Some(lit);
-            Ok(())
-        } else if meta.path.is_ident("crate") {
-            let lit: LitStr = meta.value()?.parse()?;
-            if args.krate.is_some() {
-                return Err(meta.error("`crate` is given twice"));
-            }
-            args.krate = Some(lit.parse()?);
-            Ok(())
+        // Each argument's error is recorded and parsing goes on to the next one.
+        let known = meta.path.is_ident("typeid") || meta.path.is_ident("crate");
+        let value = if meta.input.peek(syn::Token![=]) {
+            meta.value()?.parse::<syn::Expr>()?
         } else {
-            Err(meta.error(
+            found.push(meta.error("expected `= \"…\"` after the argument's name"));
+            return Ok(());
+        };
+        if !known {
+            found.push(meta.error(
                 "unknown argument: `#[multiproc::proxy]` takes `typeid = \"…\"` and `crate = \"…\"`",
-            ))
+            ));
+            return Ok(());
         }
+        let lit = match value {
+            syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(lit),
+                ..
+            }) => lit,
+            other => {
+                found.push(Error::new_spanned(other, "expected a string literal"));
+                return Ok(());
+            }
+        };
+        if meta.path.is_ident("typeid") {
+            if args.typeid.is_some() {
+                found.push(meta.error("`typeid` is given twice"));
+            } else if lit.value().is_empty() {
+                found.push(Error::new(lit.span(), "`typeid` cannot be empty"));
+            } else {
+                args.typeid = Some(lit);
+            }
+        } else if args.krate.is_some() {
+            found.push(meta.error("`crate` is given twice"));
+        } else {
+            match lit.parse() {
+                Ok(path) => args.krate = Some(path),
+                Err(e) => found.push(e),
+            }
+        }
+        Ok(())
     });
     if let Err(e) = parser.parse2(tokens) {
-        errors.push(e);
+        found.push(e);
     }
+    errors.extend(found);
     args
 }
 

@@ -67,9 +67,7 @@ mod valid;
 
 use proc_macro::TokenStream;
 
-/// Serves the type of an inherent `impl` block from a `multiproc` manager and
-/// generates its typed proxy, `{Type}Proxy`. See the crate documentation, and
-/// `multiproc::proxy` for an example.
+/// The attribute is defined in `multiproc-derive` and used as `multiproc::proxy`.
 #[proc_macro_attribute]
 pub fn proxy(args: TokenStream, input: TokenStream) -> TokenStream {
     let item = syn::parse_macro_input!(input as syn::Item);

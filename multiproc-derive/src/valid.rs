@@ -74,23 +74,28 @@ pub fn function(f: &ImplItemFn, is_method: bool, errors: &mut Vec<Error>) -> boo
         errors.push(Error::new(
             token.span(),
             format!(
-                "an `unsafe fn` cannot be served: its caller in another process cannot uphold its contract; {skip}"
+                "an `unsafe fn` cannot be served: its caller in another process cannot uphold its contract; make it safe, {skip}"
             ),
         ));
     }
-    let generic = sig
+    let generic_param = sig
         .generics
         .params
         .iter()
-        .any(|p| !matches!(p, GenericParam::Lifetime(_)))
-        || sig.generics.where_clause.as_ref().is_some_and(|w| {
-            w.predicates
-                .iter()
-                .any(|p| !matches!(p, WherePredicate::Lifetime(_)))
-        });
-    if generic {
+        .find(|p| !matches!(p, GenericParam::Lifetime(_)));
+    let generic_bound = sig.generics.where_clause.as_ref().and_then(|w| {
+        w.predicates
+            .iter()
+            .find(|p| !matches!(p, WherePredicate::Lifetime(_)))
+    });
+    let generic_span = match (generic_param, generic_bound) {
+        (Some(p), _) => Some(p.span()),
+        (None, Some(w)) => Some(w.span()),
+        (None, None) => None,
+    };
+    if let Some(span) = generic_span {
         errors.push(Error::new(
-            sig.generics.span(),
+            span,
             format!(
                 "a served function cannot be generic: the server calls one concrete function by name; use concrete types, {skip}"
             ),
@@ -106,7 +111,7 @@ pub fn function(f: &ImplItemFn, is_method: bool, errors: &mut Vec<Error>) -> boo
                 errors.push(Error::new(
                     r.span(),
                     format!(
-                        "a served method takes `&self` or `&mut self`: the object stays in the manager's server and cannot be moved out of it; {skip}"
+                        "a served method takes `&self` or `&mut self`: the object stays in the manager's server and cannot be moved out of it; borrow it, {skip}"
                     ),
                 ));
             }

@@ -1,6 +1,6 @@
 pub struct Maths;
 
-#[multiproc::proxy(typeid = "Maths", typeid = "Other", name = "M")]
+#[multiproc::proxy(typeid = "Maths", typeid = "Other", name = "M", crate)]
 impl Maths {
     pub fn new() -> Self {
         Maths
@@ -14,7 +14,7 @@ impl Maths {
 
 pub struct Empty;
 
-#[multiproc::proxy(typeid = "")]
+#[multiproc::proxy(typeid = "", crate = multiproc)]
 impl Empty {
     pub fn new() -> Self {
         Empty
