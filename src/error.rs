@@ -98,6 +98,10 @@ pub enum Error {
     /// A call that is not valid in the object's current state (start twice, close while running, …).
     #[error("invalid state: {0}")]
     InvalidState(String),
+    /// A manager's object failed with an error of its own, carried as its text
+    /// (Python's `RemoteError`).
+    #[error("remote error: {0}")]
+    Remote(String),
     /// An operating system error.
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -134,6 +134,7 @@
 mod connection;
 mod deadline;
 mod error;
+mod manager;
 mod pool;
 mod process;
 mod queue;
@@ -152,6 +153,11 @@ pub use connection::{
     MAX_PENDING_HANDSHAKES, MappedBytes, ToAddress, Waitable, pipe, wait,
 };
 pub use error::{Error, Result};
+pub use manager::{
+    ArrayProxy, CallCx, CallError, ClientId, DictProxy, Key, ListProxy, Manager, ManagerBuilder,
+    NamespaceProxy, Proxy, ProxyCore, Registered, RemoteFault, Served, ValueProxy, decode_args,
+    encode_reply,
+};
 pub use pool::{
     AsyncResult, ExecutorMap, IMap, Pool, PoolBuilder, ProcessPoolExecutor, TaskFuture,
 };

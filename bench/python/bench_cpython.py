@@ -523,6 +523,44 @@ def pool_cpu_speedup(reps, n):
     return statistics.median(speedups)
 
 
+def dict_ops(d, conn):
+    """A child timing operations on a manager's dict: for each (op, n) received, n sets
+    or gets of small integers, answered with microseconds per operation; n == 0 ends."""
+    while True:
+        op, n = conn.recv()
+        if n == 0:
+            return
+        t = time.perf_counter()
+        if op == "set":
+            for i in range(n):
+                d[i % 64] = i
+        else:
+            for i in range(n):
+                d.get(i % 64)
+        conn.send((time.perf_counter() - t) * 1e6 / n)
+
+
+def manager_dict(op, reps, n):
+    """Microseconds per d[k] = v (op "set") or d.get(k) (op "get") on a
+    multiprocessing.Manager() dict from a forked child, the manager and the child started
+    before timing: the median of the repetitions."""
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Manager() as manager:
+        d = manager.dict({i: i for i in range(64)})
+        here, there = ctx.Pipe()
+        p = ctx.Process(target=dict_ops, args=(d, there))
+        p.start()
+        here.send((op, n // 10))  # warm-up
+        here.recv()
+        means = []
+        for _ in range(reps):
+            here.send((op, n))
+            means.append(here.recv())
+        here.send((op, 0))
+        p.join()
+    return statistics.median(means)
+
+
 # name -> (quick (reps, per_rep), full (reps, per_rep), measure(reps, per_rep), unit)
 WORKLOADS = {
     "start_join_spawn": ((3, 4), (5, 10), lambda r, n: start_join("spawn", r, n), "us"),
@@ -598,6 +636,9 @@ WORKLOADS = {
     "pool_apply_async": ((3, 20_000), (5, 20_000), pool_apply_async, "us"),
     # per_rep: the job's range (pure Python runs it about 100x slower than Rust)
     "pool_cpu_speedup": ((5, 1_000_000), (9, 2_000_000), pool_cpu_speedup, "x"),
+    # per_rep: operations on the dict
+    "manager_dict_set": ((3, 5000), (5, 20000), lambda r, n: manager_dict("set", r, n), "us"),
+    "manager_dict_get": ((3, 5000), (5, 20000), lambda r, n: manager_dict("get", r, n), "us"),
 }
 
 

@@ -3,6 +3,7 @@
 //! line in [`WORKLOADS`].
 
 mod large;
+mod manager;
 mod pipe_rtt;
 mod pool;
 mod queue;
@@ -305,6 +306,22 @@ pub const WORKLOADS: &[Workload] = &[
         what: "Pool of 2: a CPU-bound job split over the workers, serial time / pool time",
         goals: &[Goal::ShareOfLimit(0.9)],
         measure: pool::pool_cpu_speedup,
+    },
+    Workload {
+        name: "manager_dict_set",
+        unit: "us",
+        better: Better::Lower,
+        what: "Manager dict: d[k] = v from a child process, per operation",
+        goals: &[Goal::OverCpython(5.0)],
+        measure: manager::manager_dict_set,
+    },
+    Workload {
+        name: "manager_dict_get",
+        unit: "us",
+        better: Better::Lower,
+        what: "Manager dict: d.get(k) from a child process, per operation",
+        goals: &[Goal::OverCpython(5.0)],
+        measure: manager::manager_dict_get,
     },
 ];
 

@@ -1,0 +1,535 @@
+//! The server: an accept loop on a [`Listener`] with the manager's key, a thread per
+//! client connection, and the table of objects with their reference counts.
+//!
+//! Requests are parsed by hand from a message whose size the connection bounds, so a
+//! client can make the server allocate no more than that; a malformed request gets an
+//! error reply and the connection stays open, a message that breaks the framing closes
+//! the connection. A client names code only through a type id (builtin or
+//! registered) and a method name that the object's `call` matches.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsFd, OwnedFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::builtin;
+use super::protocol::{self, Request};
+use super::proxy::WireAddress;
+use super::served::{CallCx, CallError, ClientId, Registered, Served, encode_reply};
+use crate::connection::{Connection, Listener};
+use crate::error::{Error, Result};
+use crate::process::panic_parts;
+use crate::sys::image::{self, EntryContext, EntryRecord};
+
+/// What a registered type's constructor entry is handed, and where it leaves the
+/// object.
+pub(crate) struct ConstructCx {
+    ctor: String,
+    out: RefCell<Option<std::result::Result<Arc<dyn Served>, CallError>>>,
+}
+
+impl EntryContext for ConstructCx {
+    const KIND: u64 = u64::from_le_bytes(*b"mgrtype\0");
+}
+
+/// The entry constructing a `T` in the server: a record of this binary, found by its
+/// offset, so a spawned server runs only constructors its binary has.
+pub(crate) fn construct_entry<T: Registered>() -> &'static EntryRecord<ConstructCx> {
+    const { &EntryRecord::new(run_construct::<T>) }
+}
+
+fn run_construct<T: Registered>(args: Vec<u8>, _fds: Vec<OwnedFd>, cx: &ConstructCx) -> i32 {
+    let made = catch_unwind(AssertUnwindSafe(|| T::construct(&cx.ctor, &args)))
+        .unwrap_or_else(|p| Err(panicked(p)));
+    let ok = made.is_ok();
+    *cx.out.borrow_mut() = Some(made.map(|t| Arc::new(Mutexed(Mutex::new(t))) as Arc<dyn Served>));
+    i32::from(!ok)
+}
+
+fn panicked(p: Box<dyn std::any::Any + Send>) -> CallError {
+    let (message, location) = panic_parts(p);
+    CallError::Panicked { message, location }
+}
+
+/// A registered type in the server: one call at a time.
+struct Mutexed<T>(Mutex<T>);
+
+impl<T: Registered> Served for Mutexed<T> {
+    fn call(
+        &self,
+        method: &str,
+        args: &[u8],
+        _cx: &CallCx<'_>,
+    ) -> std::result::Result<Vec<u8>, CallError> {
+        // A call that panicked left the value as it was then: the next one sees it, as
+        // the next call of a Python method would.
+        let mut value = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        value.dispatch(method, args)
+    }
+}
+
+/// An object created when the server starts, exposed under a name.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Exposed {
+    pub(crate) name: String,
+    pub(crate) typeid: String,
+    pub(crate) ctor: String,
+    pub(crate) args: Vec<u8>,
+}
+
+/// How a server is set up.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Config {
+    /// Registered types: type id and the offset of its constructor entry.
+    pub(crate) registry: Vec<(String, u64)>,
+    pub(crate) exposed: Vec<Exposed>,
+    pub(crate) max_request: u64,
+}
+
+/// What a server process is started with.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ServerArgs {
+    pub(crate) address: WireAddress,
+    pub(crate) authkey: Vec<u8>,
+    pub(crate) config: Config,
+    /// Where the server reports the address it listens on, or why it could not.
+    pub(crate) report: Connection,
+}
+
+/// The server process's target.
+pub(crate) fn server_main(args: ServerArgs) {
+    let ServerArgs {
+        address,
+        authkey,
+        config,
+        report,
+    } = args;
+    let started = Listener::builder(crate::connection::Address::from(address))
+        .authkey(&authkey)
+        .bind()
+        .and_then(|l| Server::new(&config).map(|s| (l, s)));
+    match started {
+        Ok((listener, server)) => {
+            let sent: std::result::Result<WireAddress, String> = Ok(listener.address().into());
+            if report.send(&sent).is_err() {
+                return;
+            }
+            drop(report);
+            server.serve(listener);
+        }
+        Err(e) => {
+            let sent: std::result::Result<WireAddress, String> = Err(e.to_string());
+            let _ = report.send(&sent);
+        }
+    }
+}
+
+type Construct = image::EntryFn<ConstructCx>;
+
+struct Obj {
+    served: Arc<dyn Served>,
+    typeid: String,
+    /// Every reference: counted per client, plus the detached ones.
+    refs: u64,
+    /// Detached references of proxies in transit, which a receiver may take over.
+    transit: u64,
+}
+
+#[derive(Default)]
+struct Table {
+    next_id: u64,
+    objects: HashMap<u64, Obj>,
+    named: HashMap<String, u64>,
+}
+
+impl Table {
+    fn insert(&mut self, served: Arc<dyn Served>, typeid: &str) -> u64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.objects.insert(
+            id,
+            Obj {
+                served,
+                typeid: typeid.to_string(),
+                refs: 1,
+                transit: 0,
+            },
+        );
+        id
+    }
+
+    /// Lets go of one reference; the object if it was the last (dropped by the caller
+    /// after the table's lock is released: a drop may take time).
+    fn release(&mut self, id: u64) -> Option<Arc<dyn Served>> {
+        let obj = self.objects.get_mut(&id)?;
+        obj.refs = obj.refs.saturating_sub(1);
+        obj.transit = obj.transit.min(obj.refs);
+        if obj.refs == 0 {
+            return self.objects.remove(&id).map(|o| o.served);
+        }
+        None
+    }
+}
+
+/// A manager's server.
+pub(crate) struct Server {
+    table: Mutex<Table>,
+    registry: HashMap<String, Construct>,
+    next_client: AtomicU64,
+    /// Bumped whenever an object is freed: connections then forget the objects they
+    /// looked up, so none lives on in a cache.
+    freed: AtomicU64,
+    max_request: usize,
+    stop: Mutex<bool>,
+    stopped: Condvar,
+}
+
+fn no_object(id: u64) -> CallError {
+    CallError::Failed(super::served::RemoteFault::InvalidState(format!(
+        "the manager holds no object {id} (it was freed, or never existed)"
+    )))
+}
+
+impl Server {
+    pub(crate) fn new(config: &Config) -> Result<Arc<Server>> {
+        let mut registry = HashMap::new();
+        for (typeid, offset) in &config.registry {
+            let entry = image::entry_at::<ConstructCx>(*offset).ok_or_else(|| {
+                Error::Bootstrap(format!(
+                    "type {typeid:?} names no constructor of this program"
+                ))
+            })?;
+            registry.insert(typeid.clone(), entry);
+        }
+        let server = Arc::new(Server {
+            table: Mutex::new(Table::default()),
+            registry,
+            next_client: AtomicU64::new(1),
+            freed: AtomicU64::new(0),
+            max_request: usize::try_from(config.max_request).unwrap_or(usize::MAX),
+            stop: Mutex::new(false),
+            stopped: Condvar::new(),
+        });
+        for e in &config.exposed {
+            let served = server.construct(&e.typeid, &e.ctor, &e.args).map_err(|c| {
+                Error::InvalidArgument(format!("cannot make {:?}: {}", e.name, Error::from(c)))
+            })?;
+            let mut t = server.table.lock().unwrap_or_else(|p| p.into_inner());
+            let id = t.insert(served, &e.typeid);
+            t.named.insert(e.name.clone(), id);
+        }
+        Ok(server)
+    }
+
+    fn construct(
+        &self,
+        typeid: &str,
+        ctor: &str,
+        args: &[u8],
+    ) -> std::result::Result<Arc<dyn Served>, CallError> {
+        if let Some(made) = catch_unwind(AssertUnwindSafe(|| builtin::builtin(typeid, args)))
+            .unwrap_or_else(|p| Some(Err(panicked(p))))
+        {
+            return made;
+        }
+        let entry = self
+            .registry
+            .get(typeid)
+            .ok_or_else(|| CallError::NoSuchMethod {
+                typeid: typeid.to_string(),
+                method: ctor.to_string(),
+            })?;
+        let cx = ConstructCx {
+            ctor: ctor.to_string(),
+            out: RefCell::new(None),
+        };
+        entry(args.to_vec(), Vec::new(), &cx);
+        cx.out.into_inner().unwrap_or_else(|| {
+            Err(CallError::BadArguments(
+                "the constructor gave nothing".into(),
+            ))
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Accepts clients until a shutdown request; each gets a thread.
+    pub(crate) fn serve(self: &Arc<Server>, listener: Listener) {
+        loop {
+            if *self.stop.lock().unwrap_or_else(|p| p.into_inner()) {
+                return;
+            }
+            match listener.accept_timeout(Duration::from_millis(200)) {
+                Ok(conn) => {
+                    conn.set_max_message_size(self.max_request);
+                    let server = self.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("multiproc-manager-client".into())
+                        .spawn(move || server.client(conn));
+                    if let Err(e) = spawned {
+                        tracing::warn!("manager: no thread for a client: {e}");
+                    }
+                }
+                Err(Error::Timeout) => {}
+                Err(e) => {
+                    tracing::warn!("manager: accept failed: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    /// Serves one client connection until it closes.
+    fn client(self: Arc<Server>, conn: Connection) {
+        let mut state = ClientState {
+            id: ClientId(self.next_client.fetch_add(1, Ordering::Relaxed)),
+            refs: HashMap::new(),
+            called: HashSet::new(),
+            cache: HashMap::new(),
+            freed: self.freed.load(Ordering::Relaxed),
+        };
+        let mut reply = Vec::with_capacity(256);
+        // A closed connection, a message past the limit (refused before any
+        // allocation) or a broken frame: the connection ends.
+        while let Ok(body) = conn.recv_bytes() {
+            reply.clear();
+            let stop = match Request::parse(&body) {
+                Some(req) => self.handle(&req, &mut state, &conn, &mut reply),
+                None => {
+                    error_reply(
+                        &mut reply,
+                        &CallError::BadArguments("malformed request".into()),
+                    );
+                    false
+                }
+            };
+            if conn.send_bytes(&reply).is_err() {
+                break;
+            }
+            if stop {
+                let mut s = self.stop.lock().unwrap_or_else(|p| p.into_inner());
+                *s = true;
+                self.stopped.notify_all();
+            }
+        }
+        self.client_ended(state);
+    }
+
+    /// Lets go of a gone client's references and tells the objects it called.
+    fn client_ended(&self, state: ClientState) {
+        let mut freed = Vec::new();
+        let mut gone = Vec::new();
+        {
+            let mut t = self.lock();
+            for (id, n) in &state.refs {
+                for _ in 0..*n {
+                    if let Some(o) = t.release(*id) {
+                        freed.push(o);
+                    }
+                }
+            }
+            for id in &state.called {
+                if let Some(o) = t.objects.get(id) {
+                    gone.push(o.served.clone());
+                }
+            }
+        }
+        let client = state.id;
+        drop(state);
+        if !freed.is_empty() {
+            self.freed.fetch_add(1, Ordering::Relaxed);
+        }
+        for o in gone {
+            let _ = catch_unwind(AssertUnwindSafe(|| o.client_gone(client)));
+        }
+        drop(freed);
+    }
+
+    /// Answers one request into `reply`; `true` when it asks the server to stop.
+    fn handle(
+        &self,
+        req: &Request<'_>,
+        state: &mut ClientState,
+        conn: &Connection,
+        reply: &mut Vec<u8>,
+    ) -> bool {
+        let outcome: std::result::Result<Vec<u8>, CallError> = match *req {
+            Request::Call { id, method, args } => {
+                let served = match self.lookup(id, state) {
+                    Some(s) => s,
+                    None => {
+                        error_reply(reply, &no_object(id));
+                        return false;
+                    }
+                };
+                let cx = CallCx {
+                    client: state.id,
+                    conn: conn.as_fd(),
+                };
+                let r = catch_unwind(AssertUnwindSafe(|| served.call(method, args, &cx)))
+                    .unwrap_or_else(|p| Err(panicked(p)));
+                match r {
+                    Ok(bytes) => {
+                        ok_reply(reply, &bytes);
+                        return false;
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Request::Create { typeid, ctor, args } => {
+                self.construct(typeid, ctor, args).and_then(|served| {
+                    let id = self.lock().insert(served, typeid);
+                    *state.refs.entry(id).or_default() += 1;
+                    encode_reply(&id)
+                })
+            }
+            Request::IncRef { id, adopt } => {
+                let mut t = self.lock();
+                match t.objects.get_mut(&id) {
+                    Some(o) => {
+                        if adopt && o.transit > 0 {
+                            o.transit -= 1;
+                        } else {
+                            o.refs += 1;
+                        }
+                        *state.refs.entry(id).or_default() += 1;
+                        encode_reply(&())
+                    }
+                    None => Err(no_object(id)),
+                }
+            }
+            Request::DecRef { id } => {
+                let held = state.refs.get_mut(&id);
+                match held {
+                    Some(n) if *n > 0 => {
+                        *n -= 1;
+                        if *n == 0 {
+                            state.refs.remove(&id);
+                        }
+                        let freed = self.lock().release(id);
+                        if freed.is_some() {
+                            self.freed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        drop(freed);
+                        encode_reply(&())
+                    }
+                    // Only references this connection holds can be let go of.
+                    _ => Err(no_object(id)),
+                }
+            }
+            Request::Detached { id, transit } => {
+                let mut t = self.lock();
+                match t.objects.get_mut(&id) {
+                    Some(o) => {
+                        o.refs += 1;
+                        if transit {
+                            o.transit += 1;
+                        }
+                        encode_reply(&())
+                    }
+                    None => Err(no_object(id)),
+                }
+            }
+            Request::Named { name } => {
+                let mut t = self.lock();
+                match t.named.get(name).copied() {
+                    Some(id) => {
+                        let typeid = t.objects.get_mut(&id).map(|o| {
+                            o.refs += 1;
+                            o.typeid.clone()
+                        });
+                        match typeid {
+                            Some(typeid) => {
+                                *state.refs.entry(id).or_default() += 1;
+                                encode_reply(&(id, typeid))
+                            }
+                            None => Err(no_object(id)),
+                        }
+                    }
+                    None => Err(CallError::Failed(
+                        super::served::RemoteFault::InvalidArgument(format!(
+                            "the manager exposes nothing under {name:?}"
+                        )),
+                    )),
+                }
+            }
+            Request::Expose { id, name } => {
+                let mut t = self.lock();
+                match t.objects.get_mut(&id) {
+                    Some(o) => {
+                        o.refs += 1;
+                        let old = t.named.insert(name.to_string(), id);
+                        let freed = old.and_then(|old| t.release(old));
+                        drop(t);
+                        drop(freed);
+                        encode_reply(&())
+                    }
+                    None => Err(no_object(id)),
+                }
+            }
+            Request::Count { id } => {
+                let t = self.lock();
+                let refs = t.objects.get(&id).map_or(0, |o| o.refs);
+                encode_reply(&(refs, t.objects.len() as u64))
+            }
+            Request::Shutdown => {
+                ok_reply(reply, &[]);
+                return true;
+            }
+        };
+        match outcome {
+            Ok(bytes) => ok_reply(reply, &bytes),
+            Err(e) => error_reply(reply, &e),
+        }
+        false
+    }
+
+    /// The object `id`, from this connection's cache while no object was freed since.
+    fn lookup(&self, id: u64, state: &mut ClientState) -> Option<Arc<dyn Served>> {
+        let freed = self.freed.load(Ordering::Relaxed);
+        if freed != state.freed {
+            state.cache.clear();
+            state.freed = freed;
+        }
+        if let Some(s) = state.cache.get(&id) {
+            return Some(s.clone());
+        }
+        let served = self.lock().objects.get(&id)?.served.clone();
+        state.called.insert(id);
+        state.cache.insert(id, served.clone());
+        Some(served)
+    }
+}
+
+struct ClientState {
+    id: ClientId,
+    /// References this connection holds, per object.
+    refs: HashMap<u64, u64>,
+    /// Objects this connection called, told when it goes.
+    called: HashSet<u64>,
+    /// Objects looked up, to skip the table's lock on the next call.
+    cache: HashMap<u64, Arc<dyn Served>>,
+    freed: u64,
+}
+
+fn error_reply(out: &mut Vec<u8>, e: &CallError) {
+    out.clear();
+    out.push(protocol::ERR);
+    // A CallError holds strings and options: its encoding cannot fail.
+    if let Ok(bytes) = encode_reply(e) {
+        out.extend_from_slice(&bytes);
+    }
+}
+
+fn ok_reply(out: &mut Vec<u8>, value: &[u8]) {
+    out.clear();
+    out.push(protocol::OK);
+    out.extend_from_slice(value);
+}
