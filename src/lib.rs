@@ -220,6 +220,9 @@ pub use manager::{
 ///
 /// - **Constructors** are the associated functions returning `Self`. The proxy's take
 ///   the manager first and ask it to build an object: `MathsProxy::new(&manager, 40)?`.
+///   A constructor may return `Result<Self, E>` (`E: Display`): its `Err` reaches the
+///   proxy's constructor as [`Error::Remote`] with the error's text (Python's
+///   `RemoteError`).
 /// - **Methods** take `&self` or `&mut self`. The proxy's take `&self` (the server
 ///   runs one call at a time on an object) and return [`Result<R>`](Result); a method
 ///   returning `Result<R, E>` gives `Result<Result<R, E>>`, the way there and back
@@ -227,7 +230,9 @@ pub use manager::{
 ///   [`Error::Panicked`], and the server goes on.
 /// - Only functions with a visibility are served, less those marked
 ///   `#[multiproc(skip)]`; each proxy function has the visibility and the doc comment
-///   of its original. `MathsProxy` is as visible as its most visible constructor.
+///   of its original. `MathsProxy` is as visible as its most visible constructor: in
+///   a library, `pub fn new` makes it part of the API, `pub(crate) fn new` keeps it
+///   inside.
 /// - Arguments and results travel with serde, as one tuple. A parameter `&str`, `&[T]`
 ///   or `&T` arrives as a `String`, `Vec<T>` or `T` and is lent to the method; a
 ///   result `&str`, `&[T]` or `&T` comes back as a `String`, `Vec<T>` or `T`.

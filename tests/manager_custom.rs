@@ -24,6 +24,14 @@ impl Maths {
         Maths { total: start }
     }
 
+    /// A total read from `text`, or why it is none.
+    pub fn parse(text: &str) -> Result<Maths, String> {
+        match text.parse() {
+            Ok(total) => Ok(Maths { total }),
+            Err(e) => Err(format!("{text:?} is not a total: {e}")),
+        }
+    }
+
     /// Adds `x`, returns the new total.
     pub fn add(&mut self, x: i64) -> i64 {
         self.total += x;
@@ -112,6 +120,21 @@ fn a_registered_type_is_built_and_called_in_the_server_process() {
     assert_eq!(other.add(1).unwrap(), 2);
     assert_eq!(maths.total().unwrap(), 42);
     assert_eq!(other.pid().unwrap(), served_by);
+}
+
+#[test]
+fn a_constructor_returning_err_fails_with_its_text_as_remote() {
+    let manager = manager();
+    let maths = MathsProxy::parse(&manager, "12").unwrap();
+    assert_eq!(maths.total().unwrap(), 12);
+    match MathsProxy::parse(&manager, "twelve") {
+        Err(Error::Remote(text)) => {
+            assert!(text.starts_with("\"twelve\" is not a total"), "{text}")
+        }
+        other => panic!("expected Remote, got {other:?}"),
+    }
+    // The manager goes on building.
+    assert_eq!(MathsProxy::new(&manager, 1).unwrap().total().unwrap(), 1);
 }
 
 #[test]

@@ -33,6 +33,8 @@ pub struct Function<'a> {
     pub params: Vec<Param>,
     /// What the proxy returns inside `multiproc::Result`; `None` for `()`.
     pub output: Option<Type>,
+    /// A constructor returning `Result<Self, E>`.
+    pub fallible: bool,
 }
 
 pub struct Param {
@@ -78,14 +80,17 @@ impl<'a> Input<'a> {
                 continue;
             }
             let is_method = f.sig.receiver().is_some();
-            if !is_method && !returns_self(&f.sig.output, &self_tokens) {
-                continue; // an associated function of another kind: not served
-            }
+            let fallible = match constructs(&f.sig.output, &self_tokens) {
+                Some(fallible) => fallible,
+                None if is_method => false,
+                None => continue, // an associated function of another kind: not served
+            };
             ctor_seen |= !is_method;
             if !valid::function(f, is_method, errors) {
                 continue;
             }
-            let function = Function::new(f, &self_tokens);
+            let mut function = Function::new(f, &self_tokens);
+            function.fallible = fallible && !is_method;
             if is_method {
                 input.methods.push(function);
             } else {
@@ -96,7 +101,7 @@ impl<'a> Input<'a> {
             errors.push(Error::new(
                 item.self_ty.span(),
                 format!(
-                    "`#[multiproc::proxy]` needs a constructor: a `pub fn` in this block that returns `Self`, such as `pub fn new(..) -> Self`; the manager builds `{name}` objects with it"
+                    "`#[multiproc::proxy]` needs a constructor: a `pub fn` in this block that returns `Self` (or `Result<Self, E>`), such as `pub fn new(..) -> Self`; the manager builds `{name}` objects with it"
                 ),
             ));
         }
@@ -151,6 +156,7 @@ impl<'a> Function<'a> {
             cfgs: attr::cfgs(&f.attrs),
             params,
             output,
+            fallible: false,
         }
     }
 }
@@ -165,16 +171,30 @@ fn helper_misplaced(attrs: &[Attribute], errors: &mut Vec<Error>) {
     }
 }
 
-/// Whether a function returning `output` constructs the type: `-> Self` or
-/// `-> Maths` spelled as in the `impl` line.
-pub fn returns_self(output: &ReturnType, self_tokens: &TokenStream) -> bool {
-    match output {
-        ReturnType::Default => false,
-        ReturnType::Type(_, ty) => {
-            let ty = ungroup(ty);
-            let spelled = ty.to_token_stream().to_string();
-            spelled == "Self" || spelled == self_tokens.to_string()
-        }
+/// Whether a function returning `output` constructs the type: `Some(false)` for
+/// `-> Self` (or the type spelled as in the `impl` line), `Some(true)` for
+/// `-> Result<Self, E>`, `None` otherwise.
+pub fn constructs(output: &ReturnType, self_tokens: &TokenStream) -> Option<bool> {
+    let ReturnType::Type(_, ty) = output else {
+        return None;
+    };
+    let is_self = |ty: &Type| {
+        let spelled = ungroup(ty).to_token_stream().to_string();
+        spelled == "Self" || spelled == self_tokens.to_string()
+    };
+    if is_self(ty) {
+        return Some(false);
+    }
+    let Type::Path(p) = ungroup(ty) else {
+        return None;
+    };
+    let last = p.path.segments.last()?;
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.first() {
+        Some(syn::GenericArgument::Type(ok)) if last.ident == "Result" && is_self(ok) => Some(true),
+        _ => None,
     }
 }
 

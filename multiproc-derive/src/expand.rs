@@ -157,11 +157,16 @@ fn registered(input: &Input, p: &TokenStream, typeid: &str) -> TokenStream {
     let ctor_arms = input.ctors.iter().map(|f| {
         let call = call(f, p, quote!(<#self_ty>::), None);
         let (cfgs, name) = (&f.cfgs, &f.name);
+        let value = if f.fallible {
+            quote!(__value.map_err(#p::constructor_failed))
+        } else {
+            quote!(::core::result::Result::Ok(__value))
+        };
         quote! {
             #(#cfgs)*
             #name => {
                 #call
-                ::core::result::Result::Ok(__value)
+                #value
             }
         }
     });

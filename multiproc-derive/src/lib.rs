@@ -38,7 +38,9 @@
 //!
 //! What is exposed:
 //!
-//! - **Constructors**: associated functions returning `Self` (or the type by name).
+//! - **Constructors**: associated functions returning `Self` (or the type by name), or
+//!   `Result<Self, E>` with `E: Display`, whose `Err` reaches the proxy's constructor as
+//!   `Error::Remote` with the error's text (Python's `RemoteError`).
 //! - **Methods**: functions taking `&self` or `&mut self`. The proxy takes `&self` for
 //!   both: the server runs one call at a time on an object.
 //! - Only functions with a visibility (`pub`, `pub(crate)`, …), each proxy function
@@ -46,7 +48,8 @@
 //!   `#[multiproc(skip)]` is left out, as are associated functions that return
 //!   something other than `Self`.
 //! - `MathsProxy` is as visible as the most visible constructor (the attribute cannot
-//!   see the type's own visibility).
+//!   see the type's own visibility): in a library, `pub fn new` makes it part of the
+//!   API, `pub(crate) fn new` keeps it inside.
 //!
 //! Arguments: `typeid = "name"` sets the name the server knows the type by (the type's
 //! name by default; two types served by one manager need two names), and

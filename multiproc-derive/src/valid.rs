@@ -122,7 +122,8 @@ pub fn function(f: &ImplItemFn, is_method: bool, errors: &mut Vec<Error>) -> boo
             param(&t.ty, errors);
         }
     }
-    if let ReturnType::Type(_, ty) = &sig.output {
+    // A constructor's result is the object, or an error that travels as its text.
+    if let (true, ReturnType::Type(_, ty)) = (is_method, &sig.output) {
         if contains_impl(ty.to_token_stream()) {
             errors.push(Error::new(
                 ty.span(),

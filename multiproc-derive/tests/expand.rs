@@ -19,6 +19,11 @@ impl Maths {
         Maths { total: start }
     }
 
+    /// Starts at the number in `text`, or fails.
+    pub fn parse(text: &str) -> Result<Self, std::num::ParseIntError> {
+        text.parse().map(Maths::new)
+    }
+
     /// Starts at zero.
     pub fn zero() -> Maths {
         Maths { total: 0 }
@@ -107,6 +112,18 @@ fn constructors_and_methods_run_on_the_served_object() {
     assert_eq!(zero.total().unwrap(), 0);
     maths.pair((2, 3), 0).unwrap();
     assert_eq!(maths.total().unwrap(), 48);
+}
+
+#[test]
+fn a_constructor_returning_err_sends_its_text() {
+    let m = manager();
+    let maths = MathsProxy::parse(&m, "12").unwrap();
+    assert_eq!(maths.total().unwrap(), 12);
+    let err = MathsProxy::parse(&m, "twelve").unwrap_err();
+    assert_eq!(
+        err,
+        Error::Call(CallError::Failed("invalid digit found in string".into()))
+    );
 }
 
 #[test]

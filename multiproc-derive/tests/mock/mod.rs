@@ -15,6 +15,7 @@ pub mod __private {
     pub enum CallError {
         NoSuchMethod { typeid: String, method: String },
         BadArguments(String),
+        Failed(String),
     }
 
     #[derive(Debug, PartialEq)]
@@ -39,6 +40,10 @@ pub mod __private {
         const TYPEID: &'static str;
         fn from_core(core: ProxyCore) -> Self;
         fn core(&self) -> &ProxyCore;
+    }
+
+    pub fn constructor_failed<E: std::fmt::Display>(e: E) -> CallError {
+        CallError::Failed(e.to_string())
     }
 
     pub fn decode_args<A: DeserializeOwned>(args: &[u8]) -> std::result::Result<A, CallError> {
