@@ -93,9 +93,31 @@ impl Maths {
     }
 }
 
+/// Another type of the same name, served under a typeid of its own.
+mod other {
+    pub struct Maths {
+        words: Vec<String>,
+    }
+
+    #[multiproc::proxy(typeid = "WordMaths")]
+    impl Maths {
+        /// No words.
+        pub fn new() -> Self {
+            Maths { words: Vec::new() }
+        }
+
+        /// Adds a word, returns how many there are.
+        pub fn add(&mut self, word: &str) -> usize {
+            self.words.push(word.to_string());
+            self.words.len()
+        }
+    }
+}
+
 fn manager() -> Manager {
     Manager::builder()
         .register::<Maths>()
+        .register::<other::Maths>()
         .start()
         .expect("the manager starts")
 }
@@ -258,4 +280,39 @@ fn a_child_gets_the_method_error_inside_ok_too() {
         .unwrap();
     let got = child.join_timeout(LONG).unwrap();
     assert!(got.unwrap_err().starts_with("\"x\""));
+}
+
+#[test]
+fn two_types_of_one_name_are_told_apart_by_typeid() {
+    let manager = manager();
+    let numbers = MathsProxy::new(&manager, 1).unwrap();
+    let words = other::MathsProxy::new(&manager).unwrap();
+    assert_eq!(words.core().typeid(), "WordMaths");
+    assert_eq!(words.add("one").unwrap(), 1);
+    assert_eq!(numbers.add(1).unwrap(), 2);
+    assert_eq!(words.add("two").unwrap(), 2);
+    // Each proxy travels as its core; decoding checks the type it names.
+    let (here, there) = multiproc::pipe(true).unwrap();
+    here.send(&words).unwrap();
+    assert!(matches!(there.recv::<MathsProxy>(), Err(Error::Decode(_))));
+    here.send(&numbers).unwrap();
+    assert_eq!(there.recv::<MathsProxy>().unwrap().total().unwrap(), 2);
+}
+
+#[test]
+fn a_proxy_kept_in_a_managed_dict_still_reaches_its_object() {
+    let manager = manager();
+    let shelf = manager.dict::<String, MathsProxy>().unwrap();
+    shelf
+        .set(
+            &"maths".to_string(),
+            &MathsProxy::new(&manager, 10).unwrap(),
+        )
+        .unwrap();
+    // The dict's copy alone keeps the object alive.
+    let back = shelf.get(&"maths".to_string()).unwrap().expect("the entry");
+    assert_eq!(back.add(5).unwrap(), 15);
+    drop(back);
+    let again = shelf.get(&"maths".to_string()).unwrap().expect("the entry");
+    assert_eq!(again.total().unwrap(), 15);
 }
