@@ -227,3 +227,78 @@ fn a_proxy_of_another_type_does_not_decode() {
     assert!(matches!(err, postcard::Error::SerdeDeCustom), "{err:?}");
     let _: ProxyCore = postcard::from_bytes(&bytes).unwrap();
 }
+
+/// Shapes a block may take: a concrete generic type, `Self` in parameters and results,
+/// restricted visibilities, a parameter named `manager`, `mut` bindings, a type local
+/// to a module.
+mod shapes {
+    use super::mock;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct Wrapper<T> {
+        pub items: Vec<T>,
+    }
+
+    #[multiproc_derive::proxy(crate = "crate::mock", typeid = "Wrapper")]
+    impl Wrapper<i64> {
+        pub fn new(manager: i64, mut extra: Vec<i64>) -> Self {
+            extra.insert(0, manager);
+            Wrapper { items: extra }
+        }
+
+        pub(crate) fn merged(&self, other: &Self, more: Option<Self>) -> Vec<Self> {
+            let mut all = vec![self.clone(), other.clone()];
+            all.extend(more);
+            all
+        }
+
+        pub(super) fn len(&self) -> usize {
+            self.items.len()
+        }
+    }
+
+    pub fn manager() -> mock::__private::Manager {
+        mock::__private::Manager::default().register::<Wrapper<i64>>()
+    }
+}
+
+#[test]
+fn self_in_signatures_means_the_served_type_and_visibilities_carry_over() {
+    use shapes::{Wrapper, WrapperProxy};
+    let m = shapes::manager();
+    let w = WrapperProxy::new(&m, 1, vec![2, 3]).unwrap();
+    assert_eq!(w.len().unwrap(), 3);
+    let other = Wrapper { items: vec![9] };
+    let all: Vec<Wrapper<i64>> = w.merged(&other, Some(other.clone())).unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0].items, vec![1, 2, 3]);
+    assert_eq!(all[2], other);
+}
+
+#[test]
+fn a_type_local_to_a_function_is_served() {
+    #[derive(Debug)]
+    struct Local(u8);
+
+    #[multiproc_derive::proxy(crate = "crate::mock")]
+    impl Local {
+        fn hidden() -> Self {
+            Local(0)
+        }
+
+        pub fn new() -> Self {
+            Self::hidden()
+        }
+
+        pub fn get(&mut self) -> u8 {
+            self.0 += 1;
+            self.0
+        }
+    }
+
+    let m = Manager::default().register::<Local>();
+    let local = LocalProxy::new(&m).unwrap();
+    assert_eq!(local.get().unwrap(), 1);
+    assert_eq!(local.get().unwrap(), 2);
+}
