@@ -2,8 +2,9 @@
 //!
 //! Python's `multiprocessing` model for Rust: processes that run a function of yours,
 //! pipes and queues between them, a pool of workers, the start methods `spawn`, `fork` and `forkserver`, locks,
-//! semaphores, events, conditions and barriers across processes, and shared values,
-//! arrays and memory.
+//! semaphores, events, conditions and barriers across processes, shared values,
+//! arrays and memory, and a manager process holding dicts, lists and objects of your own
+//! for other processes and other programs (over TCP with a key).
 //!
 //! ```
 //! use multiproc::{Process, pipe};
@@ -99,8 +100,17 @@
 //! | `AsyncResult`: `get(timeout)`, `wait`, `ready`, `successful` | [`AsyncResult`], also a `Future` |
 //! | a pool worker killed mid-task (hangs forever) | [`Error::WorkerLost`] for its chunk alone |
 //! | `concurrent.futures.ProcessPoolExecutor` | [`ProcessPoolExecutor`], [`TaskFuture`] |
-//! | `BaseManager.register('Maths', Maths)`, `manager.Maths(40)` | `#[multiproc::proxy] impl Maths {…}` → `MathsProxy` (feature `derive`): `Manager::builder().register::<Maths>().start()?`, `MathsProxy::new(&manager, 40)?` |
-//! | `exposed=[...]`; `RemoteError` from a method that raised | the `pub` methods less those marked `#[multiproc(skip)]`; `Ok(Err(e))` from a method returning `Result`, [`Error::Panicked`] from one that panicked |
+//! | `with Manager() as m:` (`SyncManager`) | [`Manager::start`] (dropping it shuts the server down) |
+//! | `m.dict()`, `m.list()`, `m.Namespace()`, `m.Value(t, v)`, `m.Array(t, seq)` | [`dict`](Manager::dict), [`dict_from`](Manager::dict_from), [`list`](Manager::list), [`list_from`](Manager::list_from), [`namespace`](Manager::namespace), [`value`](Manager::value), [`array`](Manager::array): [`DictProxy`], [`ListProxy`], [`NamespaceProxy`], [`ValueProxy`], [`ArrayProxy`] |
+//! | `d[k] = v`, `d.get(k)`, `del d[k]`, `k in d`, `items()` | [`set`](DictProxy::set), [`get`](DictProxy::get), [`pop`](DictProxy::pop), [`contains`](DictProxy::contains), [`items`](DictProxy::items) |
+//! | a dict with keys of several types | `DictProxy<`[`Key`]`, V>` |
+//! | `l[i]`, `l.append(x)`, `l.sort()`, `ns.x = v`, `v.value += 1` | [`ListProxy::get`], [`ListProxy::append`], [`ListProxy::sort`], [`NamespaceProxy::set`], [`ValueProxy::update`] |
+//! | `BaseManager.register('Maths', Maths)`, `manager.Maths(40)` | `#[multiproc::proxy] impl Maths {…}` → `MathsProxy` (feature `derive`), registered with [`ManagerBuilder::register`]: `Manager::builder().register::<Maths>().start()?`, `MathsProxy::new(&manager, 40)?`; by hand: a [`Registered`] type and a typed proxy wrapping a [`ProxyCore`] ([`Proxy`]) |
+//! | `register(..., exposed=[...])`; a registered method that raised | the `pub` methods less those marked `#[multiproc(skip)]`; `Ok(Err(e))` from a method returning `Result`, [`Error::Panicked`] from one that panicked |
+//! | `BaseManager(address, authkey)`: `start()`, `get_server().serve_forever()`, `connect()` | [`Manager::builder`]`.address(a).authkey(k)`: [`start`](ManagerBuilder::start), [`serve_forever`](ManagerBuilder::serve_forever); [`Manager::connect`] |
+//! | `register('get_queue', callable=lambda: q)` | [`ManagerBuilder::expose`], [`Manager::expose`], [`Manager::get`] |
+//! | `m.shutdown()`, `m._number_of_objects()` | [`Manager::shutdown`], [`Manager::number_of_objects`], [`Manager::refcount`] |
+//! | `RemoteError` | [`Error::Remote`] |
 //! | `EOFError`, `queue.Empty`, `BrokenBarrierError`, … | [`Error`] variants |
 //! | `TimeoutError`, or `False` from `acquire`/`wait` with a timeout | see *Timeouts* below |
 //!

@@ -111,6 +111,12 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 /// with [`connect`](Manager::connect), or dropped in another process (a forked copy),
 /// is left running.
 ///
+/// When the manager dies (killed, or shut down), every call of every proxy fails at
+/// once with [`Error::PeerDied`](crate::Error::PeerDied). When a client dies, even in
+/// the middle of a call, the server drops its references and tells every object it
+/// called ([`Served::client_gone`]), so that a lock it held through a proxy is released;
+/// other clients are served throughout.
+///
 /// ```
 /// let manager = multiproc::Manager::start()?;
 /// let l = manager.list::<i32>()?;

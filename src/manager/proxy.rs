@@ -162,7 +162,7 @@ impl Link {
         links.retain(|w| w.strong_count() > 0);
         for w in links.iter() {
             if let Some(l) = w.upgrade() {
-                if l.pid == pid && l.address == *address && l.authkey == authkey {
+                if l.pid == pid && l.address == *address && l.authkey == authkey && l.alive() {
                     return Ok(l);
                 }
             }
@@ -176,6 +176,15 @@ impl Link {
         });
         links.push(Arc::downgrade(&link));
         Ok(link)
+    }
+
+    /// Whether the anchor connection still looks open: between requests nothing is
+    /// owed to it, so a readable anchor has reached end of stream (the server is gone).
+    fn alive(&self) -> bool {
+        let anchor = self.anchor.lock().unwrap_or_else(|p| p.into_inner());
+        anchor
+            .as_ref()
+            .is_some_and(|c| matches!(c.poll(Some(Duration::ZERO)), Ok(false)))
     }
 
     /// A request that changes this process's references, on the anchor connection.

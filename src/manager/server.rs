@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -186,7 +186,9 @@ pub(crate) struct Server {
     freed: AtomicU64,
     max_request: usize,
     stop: Mutex<bool>,
-    stopped: Condvar,
+    /// A descriptor of each open client connection, to end them all when the server
+    /// stops (a server inside a program that carries on must not leave them served).
+    clients: Mutex<HashMap<u64, OwnedFd>>,
 }
 
 fn no_object(id: u64) -> CallError {
@@ -213,7 +215,7 @@ impl Server {
             freed: AtomicU64::new(0),
             max_request: usize::try_from(config.max_request).unwrap_or(usize::MAX),
             stop: Mutex::new(false),
-            stopped: Condvar::new(),
+            clients: Mutex::new(HashMap::new()),
         });
         for e in &config.exposed {
             let served = server.construct(&e.typeid, &e.ctor, &e.args).map_err(|c| {
@@ -264,6 +266,11 @@ impl Server {
     pub(crate) fn serve(self: &Arc<Server>, listener: Listener) {
         loop {
             if *self.stop.lock().unwrap_or_else(|p| p.into_inner()) {
+                let clients =
+                    std::mem::take(&mut *self.clients.lock().unwrap_or_else(|p| p.into_inner()));
+                for fd in clients.values() {
+                    crate::sys::net::shutdown_both(fd.as_fd());
+                }
                 return;
             }
             match listener.accept_timeout(Duration::from_millis(200)) {
@@ -295,6 +302,12 @@ impl Server {
             cache: HashMap::new(),
             freed: self.freed.load(Ordering::Relaxed),
         };
+        if let Ok(fd) = conn.as_fd().try_clone_to_owned() {
+            self.clients
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(state.id.0, fd);
+        }
         let mut reply = Vec::with_capacity(256);
         // A closed connection, a message past the limit (refused before any
         // allocation) or a broken frame: the connection ends.
@@ -314,11 +327,13 @@ impl Server {
                 break;
             }
             if stop {
-                let mut s = self.stop.lock().unwrap_or_else(|p| p.into_inner());
-                *s = true;
-                self.stopped.notify_all();
+                *self.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
             }
         }
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&state.id.0);
         self.client_ended(state);
     }
 

@@ -130,3 +130,9 @@ pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Shuts a connected socket down both ways: a thread reading it (through another
+/// descriptor of the same socket) sees end of stream at once. Best effort.
+pub(crate) fn shutdown_both(fd: BorrowedFd<'_>) {
+    let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
+}
