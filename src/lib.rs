@@ -254,6 +254,10 @@ pub use manager::{
 ///   and queues, and inside other managed values. Decoding refuses a proxy of another
 ///   type. It implements [`Proxy`].
 ///
+/// One `impl` block of a type carries the attribute, and lists every function served
+/// (other blocks of the type may hold the rest): a second one would define the proxy
+/// twice.
+///
 /// Arguments: `#[multiproc::proxy(typeid = "Maths2")]` sets the name the server knows
 /// the type by (the type's name by default); `crate = "path"` names this crate where
 /// it is renamed or re-exported.

@@ -51,6 +51,9 @@
 //!   see the type's own visibility): in a library, `pub fn new` makes it part of the
 //!   API, `pub(crate) fn new` keeps it inside.
 //!
+//! One `impl` block of a type carries the attribute and lists every function served;
+//! other blocks of the type may hold the rest.
+//!
 //! Arguments: `typeid = "name"` sets the name the server knows the type by (the type's
 //! name by default; two types served by one manager need two names), and
 //! `crate = "path"` names the `multiproc` crate where it is renamed or re-exported.
