@@ -20,6 +20,10 @@ const TAKEN: &[&str] = &[
     "from_core",
 ];
 
+/// The arguments travel as one tuple, and serde implements its traits for tuples of
+/// up to 16 elements.
+const MAX_PARAMS: usize = 16;
+
 /// Checks the block itself; returns the type's name when the block can be served.
 pub fn block<'a>(item: &'a ItemImpl, errors: &mut Vec<Error>) -> Option<&'a Ident> {
     let before = errors.len();
@@ -117,10 +121,24 @@ pub fn function(f: &ImplItemFn, is_method: bool, errors: &mut Vec<Error>) -> boo
             }
         }
     }
-    for arg in &sig.inputs {
-        if let FnArg::Typed(t) = arg {
-            param(&t.ty, errors);
-        }
+    let typed: Vec<_> = sig
+        .inputs
+        .iter()
+        .filter_map(|arg| match arg {
+            FnArg::Typed(t) => Some(t),
+            FnArg::Receiver(_) => None,
+        })
+        .collect();
+    for t in &typed {
+        param(&t.ty, errors);
+    }
+    if let Some(extra) = typed.get(MAX_PARAMS) {
+        errors.push(Error::new(
+            extra.span(),
+            format!(
+                "a served function takes at most {MAX_PARAMS} parameters: they travel as one tuple, and serde's largest has {MAX_PARAMS}; gather them in a struct"
+            ),
+        ));
     }
     // A constructor's result is the object, or an error that travels as its text.
     if let (true, ReturnType::Type(_, ty)) = (is_method, &sig.output) {
