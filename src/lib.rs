@@ -265,7 +265,8 @@ pub use manager::{
 /// Refused at compile time, each with a sentence at the offending code and all at
 /// once: a block with no constructor, a generic block, a trait impl, `self` by value,
 /// `async fn`, `unsafe fn`, generic methods, `impl Trait` parameters and results,
-/// `&mut` parameters, borrows inside another type (`Vec<&str>`), and the names every
+/// `&mut` parameters, borrows inside another type (`Vec<&str>`), more than 16
+/// parameters (the arguments travel as one tuple), and the names every
 /// proxy has from its traits (`clone`, `clone_from`, `fmt`, `serialize`,
 /// `deserialize`, `core`, `from_core`).
 #[cfg(feature = "derive")]

@@ -61,7 +61,7 @@
 //! Refused at compile time, at the offending span, all at once: a block without a
 //! constructor, a generic block, a trait impl, `self` by value, `async fn`,
 //! `unsafe fn`, generic methods, `impl Trait` parameters or results, `&mut` parameters,
-//! borrows inside another type, and names that would hide what every proxy has
+//! borrows inside another type, more than 16 parameters, and names that would hide what every proxy has
 //! (`clone`, `fmt`, `core`, …). Only the real error is reported: the rest of the block
 //! still expands.
 #![deny(missing_docs)]
