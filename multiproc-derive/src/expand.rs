@@ -21,7 +21,7 @@ pub fn expand(args: TokenStream, item: Item) -> TokenStream {
         other => {
             let e = Error::new(
                 Span::call_site(),
-                "`#[multiproc::proxy]` goes on the `impl` block of the type (`impl Maths { … }`): a derive cannot see methods",
+                "`#[multiproc::proxy]` goes on the type's `impl` block (`impl Maths { … }`), where it sees the methods to serve",
             )
             .to_compile_error();
             return quote!(#other #e);
