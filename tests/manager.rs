@@ -760,3 +760,23 @@ fn a_client_that_vanishes_mid_request_does_not_disturb_others() {
     d.set(&100, &100).unwrap();
     assert_eq!(d.get(&100).unwrap(), Some(100));
 }
+
+#[test]
+fn a_request_over_the_size_limit_closes_only_its_connection() {
+    let m = Manager::builder().max_request_size(4096).start().unwrap();
+    let d = m.dict::<u64, Vec<u8>>().unwrap();
+    d.set(&1, &vec![7; 1000]).unwrap();
+    let big = Client::builder(m.address())
+        .authkey(m.authkey())
+        .connect()
+        .unwrap();
+    big.send_bytes(&vec![1u8; 8192]).unwrap();
+    assert!(matches!(
+        big.recv_bytes_timeout(LONG),
+        Err(Error::Closed | Error::Io(_))
+    ));
+    // Through a proxy: the call fails, and the proxy carries on with the next one.
+    assert!(d.set(&2, &vec![7; 8192]).is_err());
+    assert_eq!(d.get(&1).unwrap(), Some(vec![7; 1000]));
+    assert_eq!(d.len().unwrap(), 1);
+}

@@ -130,8 +130,18 @@ fn varint(out: &mut Vec<u8>, mut n: u64) {
 
 /// The encoding of a sequence whose elements are encoded already.
 fn seq<'a>(items: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(items.len() * 9 + 10);
     varint(&mut out, items.len() as u64);
+    for i in items {
+        out.extend_from_slice(i);
+    }
+    out
+}
+
+/// [`seq`] of `len` items from an iterator that does not know its length.
+fn seq_counted<'a>(len: usize, items: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    varint(&mut out, len as u64);
     for i in items {
         out.extend_from_slice(i);
     }
@@ -313,8 +323,14 @@ impl Served for DictObj {
                 unit()
             }
             "len" => encode_reply(&(map.len() as u64)),
-            "keys" => Ok(seq_of(map.len(), map.iter().map(|(k, _)| k.as_slice()))),
-            "values" => Ok(seq_of(map.len(), map.iter().map(|(_, v)| v.as_slice()))),
+            "keys" => Ok(seq_counted(
+                map.len(),
+                map.iter().map(|(k, _)| k.as_slice()),
+            )),
+            "values" => Ok(seq_counted(
+                map.len(),
+                map.iter().map(|(_, v)| v.as_slice()),
+            )),
             "items" => {
                 let mut out = Vec::new();
                 varint(&mut out, map.len() as u64);
@@ -327,15 +343,6 @@ impl Served for DictObj {
             _ => Err(no_method(DICT, method)),
         }
     }
-}
-
-fn seq_of<'a>(len: usize, items: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut out = Vec::new();
-    varint(&mut out, len as u64);
-    for i in items {
-        out.extend_from_slice(i);
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------

@@ -227,7 +227,10 @@ impl Manager {
     }
 
     fn stop(&mut self) -> Result<()> {
-        let asked = self.link.anchored(&Request::Shutdown).map(drop);
+        let asked = self
+            .link
+            .anchored_within(&Request::Shutdown, Some(STOP_GRACE))
+            .map(drop);
         let Some(mut p) = self.server.take() else {
             return asked;
         };

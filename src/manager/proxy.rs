@@ -31,10 +31,10 @@ use crate::wire::{codec, handles};
 /// accepts by default ([`ManagerBuilder::max_request_size`](super::ManagerBuilder::max_request_size)).
 pub(crate) const DEFAULT_MAX_REQUEST: usize = 64 << 20;
 
-/// How long a request that changes a reference count may take before the link gives
-/// up on its anchor connection (a drop must never wait unbounded, even for a stopped
-/// manager).
-const ANCHOR_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long dropping a proxy waits for the manager to count it: a drop must never wait
+/// unbounded, even for a stopped manager. The link then gives up its anchor connection,
+/// and with it the process's references.
+const DROP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a manager listens, in a form that travels inside an encoded proxy.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -189,6 +189,15 @@ impl Link {
 
     /// A request that changes this process's references, on the anchor connection.
     pub(crate) fn anchored(&self, req: &Request<'_>) -> Result<Vec<u8>> {
+        self.anchored_within(req, None)
+    }
+
+    /// [`anchored`](Self::anchored), giving up after `timeout`.
+    pub(crate) fn anchored_within(
+        &self,
+        req: &Request<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>> {
         if self.pid != std::process::id() {
             return Err(Error::state(
                 "a manager link made before fork cannot count references in the child",
@@ -198,7 +207,7 @@ impl Link {
         let conn = anchor
             .as_ref()
             .ok_or_else(|| Error::PeerDied(format!("the manager at {} is gone", self.address)))?;
-        match round_trip(conn, req, Some(ANCHOR_TIMEOUT)) {
+        match round_trip(conn, req, timeout) {
             Ok(r) => r.map_err(Error::from),
             Err(e) => {
                 *anchor = None;
@@ -262,7 +271,9 @@ impl Drop for Held {
     fn drop(&mut self) {
         // A copy inherited through fork was never counted; the manager may be gone.
         if self.link.pid == std::process::id() {
-            let _ = self.link.anchored(&Request::DecRef { id: self.id });
+            let _ = self
+                .link
+                .anchored_within(&Request::DecRef { id: self.id }, Some(DROP_TIMEOUT));
         }
     }
 }

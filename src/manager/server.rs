@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -120,7 +120,16 @@ pub(crate) fn server_main(args: ServerArgs) {
                 return;
             }
             drop(report);
-            server.serve(listener);
+            // The process ends as soon as a client asks, without waiting for the
+            // accept loop's next look at the flag.
+            let s = server.clone();
+            let accepting = std::thread::Builder::new()
+                .name("multiproc-manager-accept".into())
+                .spawn(move || s.serve(listener));
+            match accepting {
+                Ok(_) => server.wait_stopped(),
+                Err(e) => tracing::warn!("manager: no thread to accept clients: {e}"),
+            }
         }
         Err(e) => {
             let sent: std::result::Result<WireAddress, String> = Err(e.to_string());
@@ -186,6 +195,7 @@ pub(crate) struct Server {
     freed: AtomicU64,
     max_request: usize,
     stop: Mutex<bool>,
+    stopped: Condvar,
     /// A descriptor of each open client connection, to end them all when the server
     /// stops (a server inside a program that carries on must not leave them served).
     clients: Mutex<HashMap<u64, OwnedFd>>,
@@ -215,6 +225,7 @@ impl Server {
             freed: AtomicU64::new(0),
             max_request: usize::try_from(config.max_request).unwrap_or(usize::MAX),
             stop: Mutex::new(false),
+            stopped: Condvar::new(),
             clients: Mutex::new(HashMap::new()),
         });
         for e in &config.exposed {
@@ -293,6 +304,14 @@ impl Server {
         }
     }
 
+    /// Waits until a client asks the server to stop.
+    fn wait_stopped(&self) {
+        let mut stop = self.stop.lock().unwrap_or_else(|p| p.into_inner());
+        while !*stop {
+            stop = self.stopped.wait(stop).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
     /// Serves one client connection until it closes.
     fn client(self: Arc<Server>, conn: Connection) {
         let mut state = ClientState {
@@ -328,6 +347,7 @@ impl Server {
             }
             if stop {
                 *self.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                self.stopped.notify_all();
             }
         }
         self.clients
@@ -547,4 +567,134 @@ fn ok_reply(out: &mut Vec<u8>, value: &[u8]) {
     out.clear();
     out.push(protocol::OK);
     out.extend_from_slice(value);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// Records who called it and who went.
+    struct Witness {
+        called: Mutex<Vec<ClientId>>,
+        gone: Mutex<mpsc::Sender<ClientId>>,
+        saw_gone: Mutex<Option<bool>>,
+    }
+
+    impl Served for Witness {
+        fn call(
+            &self,
+            method: &str,
+            _args: &[u8],
+            cx: &CallCx<'_>,
+        ) -> std::result::Result<Vec<u8>, CallError> {
+            self.called.lock().unwrap().push(cx.client());
+            match method {
+                "gone?" => encode_reply(&cx.client_gone()),
+                "wait_gone" => {
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while !cx.client_gone() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    let gone = cx.client_gone();
+                    *self.saw_gone.lock().unwrap() = Some(gone);
+                    encode_reply(&gone)
+                }
+                _ => Err(CallError::NoSuchMethod {
+                    typeid: "Witness".into(),
+                    method: method.into(),
+                }),
+            }
+        }
+        fn client_gone(&self, client: ClientId) {
+            let _ = self.gone.lock().unwrap().send(client);
+        }
+    }
+
+    fn call(conn: &Connection, id: u64, method: &str) -> Vec<u8> {
+        let mut head = Vec::new();
+        Request::Call {
+            id,
+            method,
+            args: &[],
+        }
+        .write_head(&mut head);
+        conn.send_bytes(&head).unwrap();
+        conn.recv_bytes().unwrap()
+    }
+
+    #[test]
+    fn a_client_that_closes_is_reported_to_every_object_it_called_once() {
+        let server = Server::new(&Config {
+            registry: Vec::new(),
+            exposed: Vec::new(),
+            max_request: 1 << 20,
+        })
+        .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let witness = Arc::new(Witness {
+            called: Mutex::new(Vec::new()),
+            gone: Mutex::new(tx),
+            saw_gone: Mutex::new(None),
+        });
+        let id = server.lock().insert(witness.clone(), "Witness");
+        let (client, served) = crate::connection::pipe(true).unwrap();
+        let s = server.clone();
+        let t = std::thread::spawn(move || s.client(served));
+        let reply = call(&client, id, "gone?");
+        assert_eq!(
+            reply,
+            [protocol::OK, 0],
+            "the client is there during its call"
+        );
+        call(&client, id, "gone?");
+        assert_eq!(
+            call(&client, id + 1, "x")[0],
+            protocol::ERR,
+            "no such object"
+        );
+        drop(client);
+        t.join().unwrap();
+        let gone = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        let called = witness.called.lock().unwrap().clone();
+        assert_eq!(called, [gone, gone], "the same client called and went");
+        assert!(rx.try_recv().is_err(), "told once");
+        // The table still holds the object: its reference is the table's own.
+        assert!(server.lock().objects.contains_key(&id));
+    }
+
+    #[test]
+    fn a_call_sees_its_client_close_while_it_runs() {
+        let server = Server::new(&Config {
+            registry: Vec::new(),
+            exposed: Vec::new(),
+            max_request: 1 << 20,
+        })
+        .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let witness = Arc::new(Witness {
+            called: Mutex::new(Vec::new()),
+            gone: Mutex::new(tx),
+            saw_gone: Mutex::new(None),
+        });
+        let id = server.lock().insert(witness.clone(), "Witness");
+        let (client, served) = crate::connection::pipe(true).unwrap();
+        let s = server.clone();
+        let t = std::thread::spawn(move || s.client(served));
+        let mut head = Vec::new();
+        Request::Call {
+            id,
+            method: "wait_gone",
+            args: &[],
+        }
+        .write_head(&mut head);
+        client.send_bytes(&head).unwrap();
+        // Gone mid-call: the call notices, ends, and the object is told.
+        drop(client);
+        t.join().unwrap();
+        assert!(rx.recv_timeout(Duration::from_secs(60)).is_ok());
+        assert_eq!(*witness.saw_gone.lock().unwrap(), Some(true));
+    }
 }
