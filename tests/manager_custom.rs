@@ -316,3 +316,18 @@ fn a_proxy_kept_in_a_managed_dict_still_reaches_its_object() {
     let again = shelf.get(&"maths".to_string()).unwrap().expect("the entry");
     assert_eq!(again.total().unwrap(), 15);
 }
+
+#[test]
+fn a_served_object_is_freed_when_its_last_proxy_goes() {
+    let manager = manager();
+    let maths = MathsProxy::new(&manager, 0).unwrap();
+    let copy = maths.clone();
+    let mut child = multiproc::spawn(add_ten, copy.clone()).unwrap();
+    child.join_timeout(LONG).unwrap();
+    assert_eq!(manager.number_of_objects().unwrap(), 1);
+    assert_eq!(manager.refcount(&maths).unwrap(), 1, "one process holds it");
+    drop(copy);
+    assert_eq!(maths.total().unwrap(), 55);
+    drop(maths);
+    assert_eq!(manager.number_of_objects().unwrap(), 0);
+}
