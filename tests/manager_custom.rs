@@ -1,8 +1,11 @@
 //! A type of yours served by a manager (`#[multiproc::proxy]`, Python's
 //! `BaseManager.register`): built and called in the server process, from the parent
-//! and from children holding copies of its proxy; a method's own `Err` inside `Ok`; a
+//! and from children holding copies of its proxy (under every start method); a
+//! constructor's `Err` as `Error::Remote`; a method's own `Err` inside `Ok`; a
 //! panicking method reported as `Error::Panicked` while the server goes on; borrowed
-//! parameters; names the server does not serve refused.
+//! parameters and results; names the server does not serve refused; two types of one
+//! name told apart by typeid; a proxy kept in a managed dict; an object freed with its
+//! last proxy.
 //!
 //! Timing: no bound tighter than `LONG` (60 s) for a child to report.
 
