@@ -111,7 +111,8 @@
 //! | `d[k] = v`, `d.get(k)`, `del d[k]`, `k in d`, `items()` | [`set`](DictProxy::set), [`get`](DictProxy::get), [`pop`](DictProxy::pop), [`contains`](DictProxy::contains), [`items`](DictProxy::items) |
 //! | a dict with keys of several types | `DictProxy<`[`Key`]`, V>` |
 //! | `l[i]`, `l.append(x)`, `l.sort()`, `ns.x = v`, `v.value += 1` | [`ListProxy::get`], [`ListProxy::append`], [`ListProxy::sort`], [`NamespaceProxy::set`], [`ValueProxy::update`] |
-//! | `BaseManager.register('T', T)` | [`ManagerBuilder::register`] with a [`Registered`] type; a typed proxy wraps a [`ProxyCore`] ([`Proxy`]) |
+//! | `BaseManager.register('Maths', Maths)`, `manager.Maths(40)` | `#[multiproc::proxy] impl Maths {…}` → `MathsProxy` (feature `derive`), registered with [`ManagerBuilder::register`]: `Manager::builder().register::<Maths>().start()?`, `MathsProxy::new(&manager, 40)?`; by hand: a [`Registered`] type and a typed proxy wrapping a [`ProxyCore`] ([`Proxy`]) |
+//! | `register(..., exposed=[...])`; a registered method that raised | the `pub` methods less those marked `#[multiproc(skip)]`; `Ok(Err(e))` from a method returning `Result`, [`Error::Panicked`] from one that panicked |
 //! | `BaseManager(address, authkey)`: `start()`, `get_server().serve_forever()`, `connect()` | [`Manager::builder`]`.address(a).authkey(k)`: [`start`](ManagerBuilder::start), [`serve_forever`](ManagerBuilder::serve_forever); [`Manager::connect`] |
 //! | `register('get_queue', callable=lambda: q)` | [`ManagerBuilder::expose`], [`Manager::expose`], [`Manager::get`] |
 //! | `m.shutdown()`, `m._number_of_objects()` | [`Manager::shutdown`], [`Manager::number_of_objects`], [`Manager::refcount`] |
@@ -146,6 +147,7 @@
 //! [`wait`] returns the ready objects, empty when the time ran out, as Python's
 //! `connection.wait` does.
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod connection;
@@ -159,6 +161,11 @@ mod shared;
 mod sync;
 mod sys;
 mod wire;
+
+/// What `#[multiproc::proxy]` expands to names; not an API.
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
 
 /// Re-exported so that `#[derive(bytemuck::Pod, bytemuck::Zeroable)]` types for
 /// `Value`, `Array` and friends need no direct dependency (use
@@ -180,6 +187,102 @@ pub use manager::{
     JoinableQueueProxy, LockProxy, LockProxyGuard, ProxyAcquireError, ProxyAcquireResult,
     QueueProxy, RLockProxy, SemaphoreProxy, SemaphoreProxyGuard,
 };
+/// Serves a type of yours from a [`Manager`], with a typed proxy: Python's
+/// `BaseManager.register('Maths', Maths)` (feature `derive`).
+///
+/// Put it on the type's inherent `impl` block. The block stays as written; the
+/// attribute adds `impl Registered for Maths`, which a manager registers with
+/// `Manager::builder().register::<Maths>()`, and `MathsProxy`, the handle every
+/// process uses:
+///
+/// ```
+/// use multiproc::Manager;
+///
+/// pub struct Maths {
+///     total: i64,
+/// }
+///
+/// #[multiproc::proxy]
+/// impl Maths {
+///     /// A total of `start`.
+///     pub fn new(start: i64) -> Self {
+///         Maths { total: start }
+///     }
+///
+///     /// Adds `x`, returns the new total.
+///     pub fn add(&mut self, x: i64) -> i64 {
+///         self.total += x;
+///         self.total
+///     }
+///
+///     /// The total divided by `by`, or why not.
+///     pub fn div(&self, by: i64) -> Result<i64, String> {
+///         self.total.checked_div(by).ok_or_else(|| format!("{} / {by}", self.total))
+///     }
+///
+///     /// The total, as a label.
+///     pub fn label(&self, name: &str) -> String {
+///         format!("{name}: {}", self.total)
+///     }
+/// }
+///
+/// fn child(maths: MathsProxy) -> i64 {
+///     maths.add(1).expect("the manager answers")
+/// }
+///
+/// let manager = Manager::builder().register::<Maths>().start()?;
+/// let maths = MathsProxy::new(&manager, 40)?; // built in the server process
+/// assert_eq!(maths.add(1)?, 41); // runs there
+/// assert_eq!(multiproc::spawn(child, maths.clone())?.join()?, 42);
+/// assert_eq!(maths.div(0)?, Err("42 / 0".to_string())); // the method's error, inside Ok
+/// assert_eq!(maths.label("sum")?, "sum: 42");
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+///
+/// - **Constructors** are the associated functions returning `Self`. The proxy's take
+///   the manager first and ask it to build an object: `MathsProxy::new(&manager, 40)?`.
+///   A constructor may return `Result<Self, E>` (`E: Display`): its `Err` reaches the
+///   proxy's constructor as [`Error::Remote`] with the error's text (Python's
+///   `RemoteError`).
+/// - **Methods** take `&self` or `&mut self`. The proxy's take `&self` (the server
+///   runs one call at a time on an object) and return [`Result<R>`](Result); a method
+///   returning `Result<R, E>` gives `Result<Result<R, E>>`, the way there and back
+///   outside, the method's answer inside. A panic in a method is
+///   [`Error::Panicked`], and the server goes on.
+/// - Only functions with a visibility are served, less those marked
+///   `#[multiproc(skip)]`; each proxy function has the visibility and the doc comment
+///   of its original. `MathsProxy` is as visible as its most visible constructor: in
+///   a library, `pub fn new` makes it part of the API, `pub(crate) fn new` keeps it
+///   inside.
+/// - Arguments and results travel with serde, as one tuple. A parameter `&str`, `&[T]`
+///   or `&T` arrives as a `String`, `Vec<T>` or `T` and is lent to the method; a
+///   result `&str`, `&[T]` or `&T` comes back as a `String`, `Vec<T>` or `T`.
+/// - The server runs only these functions: a request naming anything else is refused
+///   ([`Error::InvalidArgument`]), and arguments that do not decode as the parameters
+///   never reach the method ([`Error::Decode`]).
+/// - `MathsProxy` is `Clone` (another reference to the same object), `Debug`,
+///   `Serialize` and `Deserialize`: it travels in process arguments, through pipes
+///   and queues, and inside other managed values. Decoding refuses a proxy of another
+///   type. It implements [`Proxy`].
+///
+/// One `impl` block of a type carries the attribute, and lists every function served
+/// (other blocks of the type may hold the rest): a second one would define the proxy
+/// twice.
+///
+/// Arguments: `#[multiproc::proxy(typeid = "Maths2")]` sets the name the server knows
+/// the type by (the type's name by default); `crate = "path"` names this crate where
+/// it is renamed or re-exported.
+///
+/// Refused at compile time, each with a sentence at the offending code and all at
+/// once: a block with no constructor, a generic block, a trait impl, `self` by value,
+/// `async fn`, `unsafe fn`, generic methods, `impl Trait` parameters and results,
+/// `&mut` parameters, borrows inside another type (`Vec<&str>`), more than 16
+/// parameters (the arguments travel as one tuple), and the names every
+/// proxy has from its traits (`clone`, `clone_from`, `fmt`, `serialize`,
+/// `deserialize`, `core`, `from_core`).
+#[cfg(feature = "derive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
+pub use multiproc_derive::proxy;
 pub use pool::{
     AsyncResult, ExecutorMap, IMap, Pool, PoolBuilder, ProcessPoolExecutor, TaskFuture,
 };

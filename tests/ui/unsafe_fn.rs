@@ -1,0 +1,21 @@
+pub struct Maths {
+    total: i64,
+}
+
+#[multiproc::proxy]
+impl Maths {
+    pub fn new() -> Self {
+        Maths { total: 0 }
+    }
+
+    /// # Safety
+    /// None to uphold, but a proxy could not know.
+    pub unsafe fn add(&mut self, x: i64) -> i64 {
+        self.total += x;
+        self.total
+    }
+}
+
+fn main() {
+    let _ = MathsProxy::new;
+}
