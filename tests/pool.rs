@@ -526,3 +526,42 @@ fn a_panicking_callback_still_delivers_its_result_and_later_ones() {
     assert_eq!(second.get_timeout(LONG).unwrap(), 16);
     assert_eq!(pool.apply(square, 5).unwrap(), 25);
 }
+
+/// The first chunk of 5 (items below 5) sleeps, so that later chunks come back first;
+/// item 17 panics, when asked to.
+fn first_chunk_late(x: u64) -> u64 {
+    if x < 5 {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    x * 3
+}
+
+fn first_chunk_late_text(x: u64) -> String {
+    format!("item {}", first_chunk_late(x))
+}
+
+fn first_chunk_late_then_17_panics(x: u64) -> u64 {
+    if x == 17 {
+        panic!("task {x} failed");
+    }
+    first_chunk_late(x)
+}
+
+#[test]
+fn map_keeps_the_order_when_later_chunks_come_back_first() {
+    let pool = Pool::new(2).unwrap();
+    let want: Vec<u64> = (0..40).map(|x| x * 3).collect();
+    assert_eq!(pool.map_chunked(first_chunk_late, 0..40, 5).unwrap(), want);
+    let text: Vec<String> = want.iter().map(|x| format!("item {x}")).collect();
+    assert_eq!(
+        pool.map_chunked(first_chunk_late_text, 0..40, 5).unwrap(),
+        text
+    );
+    // A failure that comes back before the first chunk is the map's error.
+    match pool.map_chunked(first_chunk_late_then_17_panics, 0..40, 5) {
+        Err(Error::Panicked { message, .. }) => assert!(message.contains("task 17"), "{message}"),
+        other => panic!("expected the panic of task 17, got {other:?}"),
+    }
+    // The pool goes on.
+    assert_eq!(pool.map(square, 0..10).unwrap()[9], 81);
+}

@@ -60,6 +60,16 @@ pub(crate) enum ChunkOutcome<R> {
     Failed(Failure),
 }
 
+/// The encoded vector of a chunk's outcome when every call returned
+/// ([`ChunkOutcome::All`]): postcard writes an enum's variant index as a varint before
+/// its content, and `All`'s is 0, one byte.
+pub(crate) fn all_values(outcome: &[u8]) -> Option<&[u8]> {
+    match outcome.split_first() {
+        Some((0, values)) => Some(values),
+        _ => None,
+    }
+}
+
 /// [`ChunkOutcome`] as a worker writes it, from what it holds.
 #[derive(Serialize)]
 enum OutcomeRef<'a, R> {
@@ -192,4 +202,26 @@ pub(crate) fn run(offset: u64, args: Vec<u8>, fds: Vec<OwnedFd>) -> Result<Vec<u
     let ctx = CallCtx::default();
     entry(args, fds, &ctx);
     Ok(ctx.out.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_values_of_an_outcome_where_every_call_returned_follow_its_first_byte() {
+        let values = vec![1u64, 300, u64::MAX];
+        let outcome = codec::encode_plain(&OutcomeRef::All(&values)).unwrap();
+        assert_eq!(
+            all_values(&outcome),
+            Some(&codec::encode_plain(&values).unwrap()[..])
+        );
+        let back: ChunkOutcome<u64> = codec::decode(&outcome, Vec::new()).unwrap();
+        assert!(matches!(back, ChunkOutcome::All(v) if v == values));
+        let each = codec::encode_plain(&OutcomeRef::Each(vec![Ok(&1u64)])).unwrap();
+        assert_eq!(all_values(&each), None);
+        let failed =
+            codec::encode_plain(&OutcomeRef::<u64>::Failed(Failure::Codec("x".into()))).unwrap();
+        assert_eq!(all_values(&failed), None);
+    }
 }

@@ -219,6 +219,46 @@ fn decode_outcome<R: DeserializeOwned>(
     }
 }
 
+/// Decodes a chunk's outcome onto the end of `out`: its `len` values, or the first
+/// failure among them (`out` is then as it was).
+fn append_outcome<R: DeserializeOwned>(
+    outcome: &Result<Vec<u8>>,
+    len: usize,
+    out: &mut Vec<R>,
+) -> Result<()> {
+    let bytes = outcome.as_ref().map_err(copy_error)?;
+    if let Some(values) = call::all_values(bytes) {
+        return codec::decode_seq_append(values, len, out);
+    }
+    let wrong_count = |got: usize| {
+        Err(Error::Decode(format!(
+            "a chunk of {len} tasks came back with {got} results"
+        )))
+    };
+    match codec::decode::<ChunkOutcome<R>>(bytes, Vec::new())? {
+        ChunkOutcome::All(values) if values.len() == len => {
+            out.extend(values);
+            Ok(())
+        }
+        ChunkOutcome::All(values) => wrong_count(values.len()),
+        ChunkOutcome::Each(results) if results.len() == len => {
+            let before = out.len();
+            for r in results {
+                match r {
+                    Ok(v) => out.push(v),
+                    Err(failure) => {
+                        out.truncate(before);
+                        return Err(failure.into());
+                    }
+                }
+            }
+            Ok(())
+        }
+        ChunkOutcome::Each(results) => wrong_count(results.len()),
+        ChunkOutcome::Failed(failure) => Err(failure.into()),
+    }
+}
+
 /// The result of a chunk of one call.
 fn single_result<R: DeserializeOwned>(outcome: Result<Vec<u8>>) -> Result<R> {
     decode_chunk::<R>(outcome, 1)
@@ -487,7 +527,11 @@ impl Pool {
         let chunks = n.div_ceil(chunksize);
         let bar = Progress::new(self.progress, Some(n as u64));
         let gather = Arc::new(Mutex::new(Gather::<R> {
-            chunks: (0..chunks).map(|_| None).collect(),
+            values: Vec::with_capacity(n),
+            next: 0,
+            early: (0..chunks).map(|_| None).collect(),
+            chunksize,
+            total: n,
             left: chunks,
             error: None,
         }));
@@ -497,30 +541,17 @@ impl Pool {
             let target = slot.clone();
             let bar = bar.clone();
             let sink: Sink = Box::new(move |outcome| {
-                let decoded = decode_outcome::<R>(outcome, len);
-                bar.advance(len as u64);
                 let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
-                match decoded {
-                    Ok(values) => g.chunks[k] = Some(values),
-                    Err(each) => {
-                        if g.error.is_none() {
-                            g.error = each.into_iter().find_map(Result::err);
-                        }
-                    }
-                }
+                g.arrived(k, outcome);
+                bar.advance(len as u64);
                 g.left -= 1;
                 if g.left == 0 {
                     bar.finish();
                     let value = match g.error.take() {
                         Some(e) => Err(e),
-                        None => {
-                            let mut all = Vec::with_capacity(n);
-                            for chunk in g.chunks.drain(..).flatten() {
-                                all.extend(chunk);
-                            }
-                            Ok(all)
-                        }
+                        None => Ok(std::mem::take(&mut g.values)),
                     };
+                    drop(g);
                     target.set(value);
                 }
             });
@@ -627,11 +658,53 @@ impl Drop for Pool {
     }
 }
 
+/// The results of a `map` as its chunks come back: each chunk's values are decoded
+/// straight onto the end of the one vector returned, in order; a chunk that comes before
+/// its turn waits, still encoded.
 struct Gather<R> {
-    /// The values of each chunk, once it is done.
-    chunks: Vec<Option<Vec<R>>>,
+    values: Vec<R>,
+    /// The chunk whose values come next.
+    next: usize,
+    /// Outcomes of chunks that came before their turn.
+    early: Vec<Option<Result<Vec<u8>>>>,
+    chunksize: usize,
+    total: usize,
     left: usize,
+    /// The first failure, in the order of the items.
     error: Option<Error>,
+}
+
+impl<R: DeserializeOwned> Gather<R> {
+    fn chunk_len(&self, k: usize) -> usize {
+        self.chunksize
+            .min(self.total.saturating_sub(k * self.chunksize))
+    }
+
+    /// Takes in the outcome of chunk `k`, and of every chunk after it that waited. A
+    /// failure counts when it arrives, as in Python: the first to come is the error.
+    fn arrived(&mut self, k: usize, outcome: Result<Vec<u8>>) {
+        let all = matches!(&outcome, Ok(bytes) if call::all_values(bytes).is_some());
+        if !all
+            && self.error.is_none()
+            && let Err(e) = append_outcome::<R>(&outcome, self.chunk_len(k), &mut Vec::new())
+        {
+            self.error = Some(e);
+            self.values = Vec::new();
+        }
+        if let Some(place) = self.early.get_mut(k) {
+            *place = Some(outcome);
+        }
+        while let Some(outcome) = self.early.get_mut(self.next).and_then(Option::take) {
+            let len = self.chunk_len(self.next);
+            self.next += 1;
+            if self.error.is_none()
+                && let Err(e) = append_outcome(&outcome, len, &mut self.values)
+            {
+                self.error = Some(e);
+                self.values = Vec::new();
+            }
+        }
+    }
 }
 
 /// Where the results of one chunk of an `imap` go.

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::sys::outflow::{Outflow, Stop};
-use crate::wire::bulk::{Kind, Run, Source, TAKE_OVER_FROM};
+use crate::wire::bulk::{self, Kind, Run, Source, TAKE_OVER_FROM};
 use crate::wire::handles;
 use crate::wire::verbatim::{self, Encode};
 
@@ -158,6 +158,41 @@ pub(crate) fn decode_split<T: DeserializeOwned>(
         }
     }
     decode(&[&head[..], run.bytes()].concat(), fds)
+}
+
+/// Decodes a message that is a sequence of `T` (postcard's `Vec<T>`) of exactly
+/// `expect` elements, appending them to `out`, which may already hold others: the
+/// values go straight to where the caller keeps them, without a vector of their own.
+/// On an error, `out` is as it was.
+pub(crate) fn decode_seq_append<T: DeserializeOwned>(
+    message: &[u8],
+    expect: usize,
+    out: &mut Vec<T>,
+) -> Result<()> {
+    let before = out.len();
+    let source = Source::new(message);
+    let r = handles::providing(Vec::new(), || {
+        let n = bulk::take_len(&source)
+            .ok_or_else(|| Error::Decode("a sequence without a valid length".into()))?;
+        if n != expect {
+            return Err(Error::Decode(format!(
+                "a sequence of {n} values where {expect} were expected"
+            )));
+        }
+        if !bulk::take_seq_into(&source, n, out) {
+            verbatim::decode_each_into(&source, n, out).map_err(Error::Decode)?;
+        }
+        match source.remaining() {
+            0 => Ok(()),
+            rest => Err(Error::Decode(format!(
+                "{rest} trailing bytes after the value"
+            ))),
+        }
+    });
+    if r.is_err() {
+        out.truncate(before);
+    }
+    r
 }
 
 /// Decodes a `T` from all of `source`.
@@ -317,6 +352,43 @@ mod tests {
                 .to_string();
             assert_eq!(owned, copied);
         }
+    }
+
+    #[test]
+    fn a_sequence_appends_to_the_values_already_there_and_an_error_leaves_them_alone() {
+        // Numbers in bulk, other values one by one.
+        let mut out = vec![7u64];
+        let more: Vec<u64> = (0..1000).map(|i| i * 977).collect();
+        let bytes = encode(&more).unwrap().bytes;
+        let before = crate::wire::bulk::BULK_COUNT.with(|c| c.get());
+        decode_seq_append(&bytes, 1000, &mut out).unwrap();
+        assert_eq!(crate::wire::bulk::BULK_COUNT.with(|c| c.get()), before + 1);
+        assert_eq!(out[0], 7);
+        assert!(out[1..] == more[..]);
+        let mut floats = vec![0.5f64];
+        decode_seq_append(&encode(&vec![1.5f64, -2.0]).unwrap().bytes, 2, &mut floats).unwrap();
+        assert_eq!(floats, [0.5, 1.5, -2.0]);
+        let mut names = vec!["a".to_string()];
+        let b = encode(&vec!["b".to_string(), "c".into()]).unwrap().bytes;
+        decode_seq_append(&b, 2, &mut names).unwrap();
+        assert_eq!(names, ["a", "b", "c"]);
+        // Another count than expected, cut short, bytes after it: errors, nothing added.
+        for (bad, expect) in [
+            (bytes.clone(), 999),
+            (bytes[..bytes.len() - 1].to_vec(), 1000),
+            ([&bytes[..], &[0]].concat(), 1000),
+            (Vec::new(), 0),
+        ] {
+            let mut out = vec![1u64, 2];
+            assert!(matches!(
+                decode_seq_append(&bad, expect, &mut out),
+                Err(Error::Decode(_))
+            ));
+            assert_eq!(out, [1, 2]);
+        }
+        let mut names = vec!["a".to_string()];
+        assert!(decode_seq_append::<String>(&b[..b.len() - 1], 2, &mut names).is_err());
+        assert_eq!(names, ["a"]);
     }
 
     #[test]
