@@ -2,7 +2,7 @@
 //! reached through the offset of an entry record of this binary (as a new process's
 //! entry is), so that a task message can name only functions the binary has.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -14,9 +14,14 @@ use crate::process::{Target, panic_parts};
 use crate::sys::image::{self, EntryContext, EntryRecord};
 use crate::wire::codec;
 
-/// Where a call entry leaves its encoded outcome.
+/// Where a call entry finds its arguments and leaves its encoded outcome. A worker keeps
+/// one for all its chunks, so that the memory of one outcome serves the next.
 #[derive(Default)]
 pub(crate) struct CallCtx {
+    /// Bytes at the front of the arguments' buffer that are not theirs (the header of
+    /// the order they came in).
+    skip: Cell<usize>,
+    /// The encoded outcome of the last call.
     pub(crate) out: RefCell<Vec<u8>>,
 }
 
@@ -105,7 +110,8 @@ fn call<A, R>(f: impl Fn(A) -> R, a: A) -> Result<R, Failure> {
 }
 
 fn encode_into<T: Serialize>(ctx: &CallCtx, value: &T) -> Result<(), Error> {
-    *ctx.out.borrow_mut() = codec::encode_plain(value)?;
+    let mut out = ctx.out.borrow_mut();
+    *out = codec::encode_plain_reusing(value, std::mem::take(&mut *out))?;
     Ok(())
 }
 
@@ -115,7 +121,7 @@ where
     A: DeserializeOwned,
     R: Serialize,
 {
-    let items: Vec<A> = match codec::decode_owned(args, 0, Vec::new()) {
+    let items: Vec<A> = match codec::decode_owned(args, ctx.skip.get(), Vec::new()) {
         Ok(items) => items,
         Err(e) => {
             let failure = Failure::Codec(format!("cannot decode the arguments: {e}"));
@@ -183,7 +189,7 @@ where
     F: Target<A, ()>,
     A: DeserializeOwned,
 {
-    let outcome: Result<(), Failure> = match codec::decode_owned::<A>(args, 0, fds) {
+    let outcome: Result<(), Failure> = match codec::decode_owned::<A>(args, ctx.skip.get(), fds) {
         Ok(a) => call(image::summon::<F>(), a),
         Err(e) => Err(Failure::Codec(format!(
             "cannot decode the initializer's arguments: {e}"
@@ -194,14 +200,20 @@ where
     code
 }
 
-/// Runs the entry at `offset` on `args` (with the descriptors of its handles); its
-/// encoded outcome, or why it could not run.
-pub(crate) fn run(offset: u64, args: Vec<u8>, fds: Vec<OwnedFd>) -> Result<Vec<u8>, Failure> {
+/// Runs the entry at `offset` on `args` (from byte `skip` on; with the descriptors of
+/// its handles), leaving its encoded outcome in `ctx.out`; or why it could not run.
+pub(crate) fn run(
+    offset: u64,
+    args: Vec<u8>,
+    skip: usize,
+    fds: Vec<OwnedFd>,
+    ctx: &CallCtx,
+) -> Result<(), Failure> {
     let entry = image::entry_at::<CallCtx>(offset)
         .ok_or_else(|| Failure::Codec("a task names no function of this program".into()))?;
-    let ctx = CallCtx::default();
-    entry(args, fds, &ctx);
-    Ok(ctx.out.into_inner())
+    ctx.skip.set(skip);
+    entry(args, fds, ctx);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ use serde::de::DeserializeOwned;
 use self::call::{ChunkOutcome, chunk_entry, init_entry};
 use self::progress::Progress;
 use self::result::Slot;
-use self::supervise::{Core, Sink, Spec};
+use self::supervise::{Core, Outcome, Sink, Spec};
 use self::worker::{Initializer, SharedInit};
 use crate::error::{Error, Result};
 use crate::process::{StartMethod, Target, cpu_count, get_start_method};
@@ -197,7 +197,7 @@ fn default_chunksize(items: usize, processes: usize) -> usize {
 /// Decodes a chunk's outcome: every value, or the results one by one when some call
 /// failed (`Err` holds one result per call).
 fn decode_outcome<R: DeserializeOwned>(
-    outcome: Result<Vec<u8>>,
+    outcome: Result<Outcome>,
     len: usize,
 ) -> std::result::Result<Vec<R>, Vec<Result<R>>> {
     let all_fail = |e: Error| (0..len).map(|_| Err(copy_error(&e))).collect::<Vec<_>>();
@@ -206,7 +206,9 @@ fn decode_outcome<R: DeserializeOwned>(
             "a chunk of {len} tasks came back with {got} results"
         )))
     };
-    match outcome.and_then(|b| codec::decode_owned::<ChunkOutcome<R>>(b, 0, Vec::new())) {
+    match outcome
+        .and_then(|o| codec::decode_owned::<ChunkOutcome<R>>(o.report, o.start, Vec::new()))
+    {
         Ok(ChunkOutcome::All(values)) if values.len() == len => Ok(values),
         Ok(ChunkOutcome::All(values)) => Err(wrong_count(values.len())),
         Ok(ChunkOutcome::Each(results)) if results.len() == len => Err(results
@@ -222,11 +224,11 @@ fn decode_outcome<R: DeserializeOwned>(
 /// Decodes a chunk's outcome onto the end of `out`: its `len` values, or the first
 /// failure among them (`out` is then as it was).
 fn append_outcome<R: DeserializeOwned>(
-    outcome: &Result<Vec<u8>>,
+    outcome: &Result<Outcome>,
     len: usize,
     out: &mut Vec<R>,
 ) -> Result<()> {
-    let bytes = outcome.as_ref().map_err(copy_error)?;
+    let bytes = outcome.as_ref().map_err(copy_error)?.bytes();
     if let Some(values) = call::all_values(bytes) {
         return codec::decode_seq_append(values, len, out);
     }
@@ -260,14 +262,14 @@ fn append_outcome<R: DeserializeOwned>(
 }
 
 /// The result of a chunk of one call.
-fn single_result<R: DeserializeOwned>(outcome: Result<Vec<u8>>) -> Result<R> {
+fn single_result<R: DeserializeOwned>(outcome: Result<Outcome>) -> Result<R> {
     decode_chunk::<R>(outcome, 1)
         .pop()
         .unwrap_or_else(|| Err(Error::Decode("no result".into())))
 }
 
 /// Decodes a chunk's outcome into one result per call.
-fn decode_chunk<R: DeserializeOwned>(outcome: Result<Vec<u8>>, len: usize) -> Vec<Result<R>> {
+fn decode_chunk<R: DeserializeOwned>(outcome: Result<Outcome>, len: usize) -> Vec<Result<R>> {
     match decode_outcome(outcome, len) {
         Ok(values) => values.into_iter().map(Ok).collect(),
         Err(each) => each,
@@ -666,7 +668,7 @@ struct Gather<R> {
     /// The chunk whose values come next.
     next: usize,
     /// Outcomes of chunks that came before their turn.
-    early: Vec<Option<Result<Vec<u8>>>>,
+    early: Vec<Option<Result<Outcome>>>,
     chunksize: usize,
     total: usize,
     left: usize,
@@ -682,8 +684,8 @@ impl<R: DeserializeOwned> Gather<R> {
 
     /// Takes in the outcome of chunk `k`, and of every chunk after it that waited. A
     /// failure counts when it arrives, as in Python: the first to come is the error.
-    fn arrived(&mut self, k: usize, outcome: Result<Vec<u8>>) {
-        let all = matches!(&outcome, Ok(bytes) if call::all_values(bytes).is_some());
+    fn arrived(&mut self, k: usize, outcome: Result<Outcome>) {
+        let all = matches!(&outcome, Ok(o) if call::all_values(o.bytes()).is_some());
         if !all
             && self.error.is_none()
             && let Err(e) = append_outcome::<R>(&outcome, self.chunk_len(k), &mut Vec::new())

@@ -242,6 +242,37 @@ pub(crate) fn encode_plain_into<T: Serialize + ?Sized>(
     }
 }
 
+/// Encodes a value that holds no handles into `buf`, in place of what it held: its
+/// memory serves again, so a value about the size of the last one allocates nothing.
+pub(crate) fn encode_plain_reusing<T: Serialize + ?Sized>(
+    value: &T,
+    buf: Vec<u8>,
+) -> Result<Vec<u8>> {
+    let out = Outflow::measure_into(buf, usize::MAX, usize::MAX);
+    let (m, fds) = handles::collecting(|| run(value, out, usize::MAX));
+    if !fds.is_empty() {
+        return Err(handles_refused());
+    }
+    match m? {
+        Measured::Inline(bytes) => Ok(bytes),
+        // Only past `stream_at`, which no length reaches.
+        Measured::Long(len) => Err(Error::MessageTooLarge {
+            len,
+            limit: usize::MAX,
+        }),
+    }
+}
+
+/// Decodes a `T` from the front of `bytes`: the value, and where the bytes after it
+/// start (a message whose header is followed by a body of the caller's).
+pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize)> {
+    let source = Source::new(bytes);
+    let value = handles::providing(Vec::new(), || {
+        verbatim::decode_from::<T>(&source).map_err(Error::Decode)
+    })?;
+    Ok((value, bytes.len() - source.remaining()))
+}
+
 /// Encodes a value that holds no handles.
 pub(crate) fn encode_plain<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     let e = encode(value)?;
