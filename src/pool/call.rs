@@ -2,6 +2,7 @@
 //! reached through the offset of an entry record of this binary (as a new process's
 //! entry is), so that a task message can name only functions the binary has.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::process::{Target, panic_parts};
 use crate::sys::image::{self, EntryContext, EntryRecord};
+use crate::wire::bulk::TAKE_OVER_FROM;
 use crate::wire::codec;
 
 /// Where a call entry finds its arguments and leaves its encoded outcome. A worker keeps
@@ -23,6 +25,35 @@ pub(crate) struct CallCtx {
     skip: Cell<usize>,
     /// The encoded outcome of the last call.
     pub(crate) out: RefCell<Vec<u8>>,
+    /// Vectors of arguments and values of earlier chunks, emptied, whose memory serves
+    /// the next chunks of their types (fresh memory costs a page fault per 4 KiB).
+    spare: RefCell<Vec<Box<dyn Any>>>,
+}
+
+/// The most memory a spare vector keeps.
+const SPARE_BYTES: usize = 16 << 20;
+
+impl CallCtx {
+    /// An empty vector, with the memory of an earlier one of its type if there is one.
+    fn take_spare<T: 'static>(&self) -> Vec<T> {
+        let mut spare = self.spare.borrow_mut();
+        match spare.iter().position(|v| v.is::<Vec<T>>()) {
+            Some(i) => spare
+                .swap_remove(i)
+                .downcast::<Vec<T>>()
+                .map(|v| *v)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Keeps `v`'s memory for the next chunk (not a large one's).
+    fn keep_spare<T: 'static>(&self, mut v: Vec<T>) {
+        v.clear();
+        if v.capacity().saturating_mul(size_of::<T>().max(1)) <= SPARE_BYTES {
+            self.spare.borrow_mut().push(Box::new(v));
+        }
+    }
 }
 
 impl EntryContext for CallCtx {
@@ -118,10 +149,20 @@ fn encode_into<T: Serialize>(ctx: &CallCtx, value: &T) -> Result<(), Error> {
 fn run_chunk<F, A, R>(args: Vec<u8>, _fds: Vec<OwnedFd>, ctx: &CallCtx) -> i32
 where
     F: Target<A, R>,
-    A: DeserializeOwned,
-    R: Serialize,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
 {
-    let items: Vec<A> = match codec::decode_owned(args, ctx.skip.get(), Vec::new()) {
+    let skip = ctx.skip.get();
+    let message = args.get(skip..).unwrap_or_default();
+    // Into the memory of the last chunk's arguments, unless the message is long enough
+    // for a vector of bytes at its end to take over its buffer.
+    let decoded = if message.len() < TAKE_OVER_FROM {
+        let mut items = ctx.take_spare::<A>();
+        codec::decode_seq_append(message, None, &mut items).map(|()| items)
+    } else {
+        codec::decode_owned(args, skip, Vec::new())
+    };
+    let mut items: Vec<A> = match decoded {
         Ok(items) => items,
         Err(e) => {
             let failure = Failure::Codec(format!("cannot decode the arguments: {e}"));
@@ -132,9 +173,10 @@ where
     let f = image::summon::<F>();
     // The values in a vector of their own while every call returns (so that a vector
     // of numbers is written as one block), a result per call from the first failure on.
-    let mut values: Vec<R> = Vec::with_capacity(items.len());
+    let mut values: Vec<R> = ctx.take_spare();
+    values.reserve(items.len());
     let mut each: Option<Vec<Result<R, Failure>>> = None;
-    for a in items {
+    for a in items.drain(..) {
         match (&mut each, call(f, a)) {
             (None, Ok(v)) => values.push(v),
             (None, Err(failure)) => {
@@ -145,9 +187,11 @@ where
             (Some(e), r) => e.push(r),
         }
     }
+    ctx.keep_spare(items);
     let results: Vec<Result<R, Failure>> = match each {
         None => {
             if encode_into(ctx, &OutcomeRef::All(&values)).is_ok() {
+                ctx.keep_spare(values);
                 return 0;
             }
             values.into_iter().map(Ok).collect()

@@ -230,7 +230,7 @@ fn append_outcome<R: DeserializeOwned>(
 ) -> Result<()> {
     let bytes = outcome.as_ref().map_err(copy_error)?.bytes();
     if let Some(values) = call::all_values(bytes) {
-        return codec::decode_seq_append(values, len, out);
+        return codec::decode_seq_append(values, Some(len), out);
     }
     let wrong_count = |got: usize| {
         Err(Error::Decode(format!(

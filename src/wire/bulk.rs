@@ -220,10 +220,31 @@ impl<'s> Source<'s> {
         let before = out.len();
         out.reserve(n);
         let mut pos = start;
-        // A byte at a time: a branch per byte, which the processor predicts for runs of
+        // A branch per value (or per byte), which the processor predicts for runs of
         // values of one length and so works on several values at once (a branch-free
         // decoder chains every value's position on the one before, and measured slower).
         for _ in 0..n {
+            // Values of up to three bytes from one load, when eight bytes are left.
+            if let Some(word) = data.get(pos..pos + 8) {
+                let mut w = [0; 8];
+                w.copy_from_slice(word);
+                let w = u64::from_le_bytes(w);
+                if w & 0x80 == 0 {
+                    out.push(w & 0x7f);
+                    pos += 1;
+                    continue;
+                }
+                if w & 0x8000 == 0 {
+                    out.push((w & 0x7f) | ((w >> 1) & 0x3f80));
+                    pos += 2;
+                    continue;
+                }
+                if w & 0x80_0000 == 0 {
+                    out.push((w & 0x7f) | ((w >> 1) & 0x3f80) | ((w >> 2) & 0x1f_c000));
+                    pos += 3;
+                    continue;
+                }
+            }
             let mut value = 0u64;
             let mut shift = 0u32;
             loop {
@@ -616,10 +637,32 @@ where
         const BLOCK: usize = 4096;
         let mut block = vec![0u8; BLOCK * 10];
         for chunk in items.chunks(BLOCK) {
-            // At most ten bytes per value: indexing stays inside the block.
+            // At most ten bytes per value: indexing stays inside the block. Values of
+            // up to three bytes are written without a loop: a branch per value, which
+            // the processor predicts for runs of values of one length (a branch-free
+            // writer of eight bytes at a time measured twice as slow).
             let mut n = 0;
             for x in chunk {
-                let mut v = as_u64(x);
+                let v = as_u64(x);
+                if v < 0x80 {
+                    block[n] = v as u8;
+                    n += 1;
+                    continue;
+                }
+                if v < 0x4000 {
+                    block[n] = v as u8 | 0x80;
+                    block[n + 1] = (v >> 7) as u8;
+                    n += 2;
+                    continue;
+                }
+                if v < 0x20_0000 {
+                    block[n] = v as u8 | 0x80;
+                    block[n + 1] = (v >> 7) as u8 | 0x80;
+                    block[n + 2] = (v >> 14) as u8;
+                    n += 3;
+                    continue;
+                }
+                let mut v = v;
                 while v >= 0x80 {
                     block[n] = v as u8 | 0x80;
                     n += 1;
@@ -1095,6 +1138,32 @@ mod tests {
         // Inside a value, and as sent.
         assert_eq!(round_trip(&(7u8, vec![1u32, 200_000], "x".to_string())), 1);
         assert_eq!(sent(&vec![u64::MAX; 100_000]), (1, 2));
+    }
+
+    #[test]
+    fn varints_of_every_length_are_postcards_bytes_both_ways() {
+        // Each side of every length's bounds, and a spread of values between them, in
+        // messages long enough for the word-at-a-time paths and at their ends.
+        let mut values = vec![0u64, 1, u64::MAX, u64::MAX - 1];
+        for k in 1..10 {
+            let edge = 1u64 << (7 * k);
+            values.extend([edge - 1, edge, edge + 1, edge | (edge >> 1)]);
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(x >> (x % 64));
+        }
+        for n in [1, 2, 3, 7, 8, 9, values.len()] {
+            for start in [0, values.len() - n] {
+                let v = values[start..start + n].to_vec();
+                assert_eq!(round_trip(&v), 2, "{v:?}");
+            }
+        }
+        let signed: Vec<i64> = values.iter().map(|&v| v as i64).collect();
+        round_trip(&signed);
     }
 
     #[test]

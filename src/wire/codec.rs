@@ -160,13 +160,13 @@ pub(crate) fn decode_split<T: DeserializeOwned>(
     decode(&[&head[..], run.bytes()].concat(), fds)
 }
 
-/// Decodes a message that is a sequence of `T` (postcard's `Vec<T>`) of exactly
-/// `expect` elements, appending them to `out`, which may already hold others: the
-/// values go straight to where the caller keeps them, without a vector of their own.
-/// On an error, `out` is as it was.
+/// Decodes a message that is a sequence of `T` (postcard's `Vec<T>`; of exactly
+/// `expect` elements when given), appending them to `out`, which may already hold
+/// others: the values go straight to where the caller keeps them, without a vector of
+/// their own. On an error, `out` is as it was.
 pub(crate) fn decode_seq_append<T: DeserializeOwned>(
     message: &[u8],
-    expect: usize,
+    expect: Option<usize>,
     out: &mut Vec<T>,
 ) -> Result<()> {
     let before = out.len();
@@ -174,7 +174,7 @@ pub(crate) fn decode_seq_append<T: DeserializeOwned>(
     let r = handles::providing(Vec::new(), || {
         let n = bulk::take_len(&source)
             .ok_or_else(|| Error::Decode("a sequence without a valid length".into()))?;
-        if n != expect {
+        if let Some(expect) = expect.filter(|e| *e != n) {
             return Err(Error::Decode(format!(
                 "a sequence of {n} values where {expect} were expected"
             )));
@@ -392,16 +392,21 @@ mod tests {
         let more: Vec<u64> = (0..1000).map(|i| i * 977).collect();
         let bytes = encode(&more).unwrap().bytes;
         let before = crate::wire::bulk::BULK_COUNT.with(|c| c.get());
-        decode_seq_append(&bytes, 1000, &mut out).unwrap();
+        decode_seq_append(&bytes, Some(1000), &mut out).unwrap();
         assert_eq!(crate::wire::bulk::BULK_COUNT.with(|c| c.get()), before + 1);
         assert_eq!(out[0], 7);
         assert!(out[1..] == more[..]);
         let mut floats = vec![0.5f64];
-        decode_seq_append(&encode(&vec![1.5f64, -2.0]).unwrap().bytes, 2, &mut floats).unwrap();
+        decode_seq_append(
+            &encode(&vec![1.5f64, -2.0]).unwrap().bytes,
+            Some(2),
+            &mut floats,
+        )
+        .unwrap();
         assert_eq!(floats, [0.5, 1.5, -2.0]);
         let mut names = vec!["a".to_string()];
         let b = encode(&vec!["b".to_string(), "c".into()]).unwrap().bytes;
-        decode_seq_append(&b, 2, &mut names).unwrap();
+        decode_seq_append(&b, Some(2), &mut names).unwrap();
         assert_eq!(names, ["a", "b", "c"]);
         // Another count than expected, cut short, bytes after it: errors, nothing added.
         for (bad, expect) in [
@@ -412,13 +417,13 @@ mod tests {
         ] {
             let mut out = vec![1u64, 2];
             assert!(matches!(
-                decode_seq_append(&bad, expect, &mut out),
+                decode_seq_append(&bad, Some(expect), &mut out),
                 Err(Error::Decode(_))
             ));
             assert_eq!(out, [1, 2]);
         }
         let mut names = vec!["a".to_string()];
-        assert!(decode_seq_append::<String>(&b[..b.len() - 1], 2, &mut names).is_err());
+        assert!(decode_seq_append::<String>(&b[..b.len() - 1], Some(2), &mut names).is_err());
         assert_eq!(names, ["a"]);
     }
 
