@@ -565,3 +565,43 @@ fn map_keeps_the_order_when_later_chunks_come_back_first() {
     // The pool goes on.
     assert_eq!(pool.map(square, 0..10).unwrap()[9], 81);
 }
+
+/// Yields `0..real` while claiming to have exactly `claimed` items.
+struct WrongLength {
+    next: u64,
+    real: u64,
+    claimed: usize,
+}
+
+impl Iterator for WrongLength {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
+        (self.next < self.real).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.claimed, Some(self.claimed))
+    }
+}
+
+#[test]
+fn map_over_an_iterator_that_misstates_its_length_gives_a_result_per_item_it_yields() {
+    let pool = Pool::new(2).unwrap();
+    for (real, claimed) in [(100, 3), (3, 100), (50, 0), (0, 10), (10, usize::MAX)] {
+        let items = WrongLength {
+            next: 0,
+            real,
+            claimed,
+        };
+        let want: Vec<u64> = (0..real).map(square).collect();
+        assert_eq!(
+            pool.map(square, items).unwrap(),
+            want,
+            "{real} claimed as {claimed}"
+        );
+    }
+}

@@ -454,9 +454,20 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let items: Vec<A> = items.into_iter().collect();
-        let chunksize = default_chunksize(items.len(), self.processes);
-        self.map_items(f, items, chunksize)
+        let items = items.into_iter();
+        // The length decides the chunk size: told by the iterator when it knows it (the
+        // items are then read chunk by chunk), else counted after reading them all.
+        match items.size_hint() {
+            (low, Some(high)) if low == high => {
+                let chunksize = default_chunksize(low, self.processes);
+                self.map_items(f, items, low, chunksize)
+            }
+            _ => {
+                let items: Vec<A> = items.collect();
+                let (n, chunksize) = (items.len(), default_chunksize(items.len(), self.processes));
+                self.map_items(f, items.into_iter(), n, chunksize)
+            }
+        }
     }
 
     /// [`map_async`](Pool::map_async) with chunks of `chunksize` items.
@@ -472,7 +483,9 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.map_items(f, items.into_iter().collect(), chunksize.max(1))
+        let items = items.into_iter();
+        let expected = items.size_hint().0;
+        self.map_items(f, items, expected, chunksize.max(1))
     }
 
     /// Python's `starmap`: in Rust a target takes one argument, so a tuple is it, and
@@ -509,10 +522,14 @@ impl Pool {
         self.map_async(f, items)
     }
 
+    /// Submits the items in chunks of `chunksize`, read one chunk at a time: a chunk is
+    /// on its way before the next is read. `expected` (how many items the iterator says
+    /// it has) sizes the result and the progress bar; the items read are what counts.
     fn map_items<F, A, R>(
         &self,
         _f: F,
-        items: Vec<A>,
+        mut items: impl Iterator<Item = A>,
+        expected: usize,
         chunksize: usize,
     ) -> Result<AsyncResult<Vec<R>>>
     where
@@ -521,46 +538,60 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let slot = Slot::new();
-        let n = items.len();
-        if n == 0 {
-            slot.set(Ok(Vec::new()));
-            return Ok(AsyncResult::new(slot));
-        }
-        let chunks = n.div_ceil(chunksize);
-        let bar = Progress::new(self.progress, Some(n as u64));
+        let bar = Progress::new(self.progress, Some(expected as u64));
+        let mut values = Vec::new();
+        // Only a hint: an iterator may claim more items than memory holds.
+        let _ = values.try_reserve(expected);
         let gather = Arc::new(Mutex::new(Gather::<R> {
-            values: Vec::with_capacity(n),
+            values,
             next: 0,
-            early: (0..chunks).map(|_| None).collect(),
-            chunksize,
-            total: n,
-            left: chunks,
+            early: Vec::new(),
+            left: 0,
+            submitting: true,
             error: None,
         }));
-        for (k, chunk) in items.chunks(chunksize).enumerate() {
+        // Pushed one by one: reserving what the iterator claims could ask for more
+        // memory than there is.
+        let mut chunk: Vec<A> = Vec::with_capacity(chunksize.min(expected).min(1 << 16));
+        for k in 0.. {
+            for a in items.by_ref().take(chunksize) {
+                chunk.push(a);
+            }
+            if chunk.is_empty() {
+                break;
+            }
             let len = chunk.len();
+            {
+                let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
+                g.early.push(None);
+                g.left += 1;
+            }
             let gather = gather.clone();
             let target = slot.clone();
             let bar = bar.clone();
             let sink: Sink = Box::new(move |outcome| {
                 let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
-                g.arrived(k, outcome);
+                g.arrived(k, len, outcome);
                 bar.advance(len as u64);
                 g.left -= 1;
-                if g.left == 0 {
-                    bar.finish();
-                    let value = match g.error.take() {
-                        Some(e) => Err(e),
-                        None => Ok(std::mem::take(&mut g.values)),
-                    };
+                if let Some(value) = g.result() {
                     drop(g);
+                    bar.finish();
                     target.set(value);
                 }
             });
-            if let Err(e) = self.submit_chunk::<F, A, R>(chunk, sink, false).map(drop) {
+            if let Err(e) = self.submit_chunk::<F, A, R>(&chunk, sink, false).map(drop) {
                 slot.set(Err(copy_error(&e)));
                 return Err(e);
             }
+            chunk.clear();
+        }
+        let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
+        g.submitting = false;
+        if let Some(value) = g.result() {
+            drop(g);
+            bar.finish();
+            slot.set(value);
         }
         Ok(AsyncResult::new(slot))
     }
@@ -667,37 +698,33 @@ struct Gather<R> {
     values: Vec<R>,
     /// The chunk whose values come next.
     next: usize,
-    /// Outcomes of chunks that came before their turn.
-    early: Vec<Option<Result<Outcome>>>,
-    chunksize: usize,
-    total: usize,
+    /// A place per chunk submitted: its length and outcome, when it came before its turn.
+    early: Vec<Option<(usize, Result<Outcome>)>>,
+    /// Chunks submitted and not back.
     left: usize,
-    /// The first failure, in the order of the items.
+    /// More chunks may be submitted.
+    submitting: bool,
+    /// The first failure to come back.
     error: Option<Error>,
 }
 
 impl<R: DeserializeOwned> Gather<R> {
-    fn chunk_len(&self, k: usize) -> usize {
-        self.chunksize
-            .min(self.total.saturating_sub(k * self.chunksize))
-    }
-
-    /// Takes in the outcome of chunk `k`, and of every chunk after it that waited. A
-    /// failure counts when it arrives, as in Python: the first to come is the error.
-    fn arrived(&mut self, k: usize, outcome: Result<Outcome>) {
+    /// Takes in the outcome of chunk `k` (of `len` items), and of every chunk after it
+    /// that waited. A failure counts when it arrives, as in Python: the first to come is
+    /// the error.
+    fn arrived(&mut self, k: usize, len: usize, outcome: Result<Outcome>) {
         let all = matches!(&outcome, Ok(o) if call::all_values(o.bytes()).is_some());
         if !all
             && self.error.is_none()
-            && let Err(e) = append_outcome::<R>(&outcome, self.chunk_len(k), &mut Vec::new())
+            && let Err(e) = append_outcome::<R>(&outcome, len, &mut Vec::new())
         {
             self.error = Some(e);
             self.values = Vec::new();
         }
         if let Some(place) = self.early.get_mut(k) {
-            *place = Some(outcome);
+            *place = Some((len, outcome));
         }
-        while let Some(outcome) = self.early.get_mut(self.next).and_then(Option::take) {
-            let len = self.chunk_len(self.next);
+        while let Some((len, outcome)) = self.early.get_mut(self.next).and_then(Option::take) {
             self.next += 1;
             if self.error.is_none()
                 && let Err(e) = append_outcome(&outcome, len, &mut self.values)
@@ -706,6 +733,17 @@ impl<R: DeserializeOwned> Gather<R> {
                 self.values = Vec::new();
             }
         }
+    }
+
+    /// The map's result, once every chunk is submitted and back.
+    fn result(&mut self) -> Option<Result<Vec<R>>> {
+        if self.submitting || self.left > 0 {
+            return None;
+        }
+        Some(match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(std::mem::take(&mut self.values)),
+        })
     }
 }
 
