@@ -605,3 +605,28 @@ fn map_over_an_iterator_that_misstates_its_length_gives_a_result_per_item_it_yie
         );
     }
 }
+
+fn boom_at_3_and_7(x: u64) -> u64 {
+    if x == 3 || x == 7 {
+        panic!("task {x} failed");
+    }
+    x
+}
+
+#[test]
+fn a_chunk_with_panicking_calls_fails_those_calls_alone() {
+    let pool = Pool::new(2).unwrap();
+    // One chunk of ten: the calls before, between and after the panics return.
+    let got: Vec<_> = pool.imap_chunked(boom_at_3_and_7, 0..10, 10).collect();
+    assert_eq!(got.len(), 10);
+    for (i, r) in got.into_iter().enumerate() {
+        match r {
+            Err(Error::Panicked { message, .. }) => {
+                assert!(i == 3 || i == 7, "item {i} failed");
+                assert!(message.contains(&format!("task {i} failed")), "{message}");
+            }
+            Ok(v) => assert_eq!(v, i as u64),
+            Err(e) => panic!("item {i}: {e}"),
+        }
+    }
+}

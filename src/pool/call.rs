@@ -176,16 +176,22 @@ where
     let mut values: Vec<R> = ctx.take_spare();
     values.reserve(items.len());
     let mut each: Option<Vec<Result<R, Failure>>> = None;
-    for a in items.drain(..) {
-        match (&mut each, call(f, a)) {
-            (None, Ok(v)) => values.push(v),
-            (None, Err(failure)) => {
-                let mut e: Vec<Result<R, Failure>> = values.drain(..).map(Ok).collect();
-                e.push(Err(failure));
-                each = Some(e);
-            }
-            (Some(e), r) => e.push(r),
+    let mut rest = items.drain(..);
+    // One guard against panics for all the calls, not one per call: a call that panics
+    // is the one after the last value.
+    let all = catch_unwind(AssertUnwindSafe(|| {
+        for a in rest.by_ref() {
+            values.push(f(a));
         }
+    }));
+    if let Err(p) = all {
+        let (message, location) = panic_parts(p);
+        let mut e: Vec<Result<R, Failure>> = values.drain(..).map(Ok).collect();
+        e.push(Err(Failure::Panicked { message, location }));
+        e.extend(rest.map(|a| call(f, a)));
+        each = Some(e);
+    } else {
+        drop(rest);
     }
     ctx.keep_spare(items);
     let results: Vec<Result<R, Failure>> = match each {

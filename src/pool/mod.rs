@@ -550,12 +550,17 @@ impl Pool {
             submitting: true,
             error: None,
         }));
-        // Pushed one by one: reserving what the iterator claims could ask for more
-        // memory than there is.
+        // Read in steps of a bounded size: reserving what the iterator claims could ask
+        // for more memory than there is.
+        const STEP: usize = 4096;
         let mut chunk: Vec<A> = Vec::with_capacity(chunksize.min(expected).min(1 << 16));
         for k in 0.. {
-            for a in items.by_ref().take(chunksize) {
-                chunk.push(a);
+            while chunk.len() < chunksize {
+                let had = chunk.len();
+                chunk.extend(items.by_ref().take((chunksize - had).min(STEP)));
+                if chunk.len() == had {
+                    break;
+                }
             }
             if chunk.is_empty() {
                 break;

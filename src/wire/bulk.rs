@@ -220,28 +220,33 @@ impl<'s> Source<'s> {
         let before = out.len();
         out.reserve(n);
         let mut pos = start;
-        // A branch per value (or per byte), which the processor predicts for runs of
-        // values of one length and so works on several values at once (a branch-free
-        // decoder chains every value's position on the one before, and measured slower).
-        for _ in 0..n {
-            // Values of up to three bytes from one load, when eight bytes are left.
-            if let Some(word) = data.get(pos..pos + 8) {
+        // Several values at a time where a word of eight bytes holds a run of values of
+        // one length (eight of one byte, four of two, two of three), else one: a branch
+        // per step, which the processor predicts for runs of values of one length and
+        // so works on several steps at once (a branch-free decoder chains every value's
+        // position on the one before, and measured slower).
+        let two = |x: u64| (x & 0x7f) | ((x >> 1) & 0x3f80);
+        let three = |x: u64| two(x) | ((x >> 2) & 0x1f_c000);
+        let mut left = n;
+        while left > 0 {
+            if let Some(bytes) = data.get(pos..pos + 8) {
                 let mut w = [0; 8];
-                w.copy_from_slice(word);
+                w.copy_from_slice(bytes);
                 let w = u64::from_le_bytes(w);
-                if w & 0x80 == 0 {
-                    out.push(w & 0x7f);
-                    pos += 1;
+                let more = w & 0x8080_8080_8080_8080;
+                if left >= 2 && more & 0x0000_8080_8080_8080 == 0x0000_0080_8000_8080 {
+                    out.extend_from_slice(&[three(w), three(w >> 24)]);
+                    (pos, left) = (pos + 6, left - 2);
                     continue;
                 }
-                if w & 0x8000 == 0 {
-                    out.push((w & 0x7f) | ((w >> 1) & 0x3f80));
-                    pos += 2;
+                if left >= 8 && more == 0 {
+                    out.extend(bytes.iter().map(|&b| u64::from(b)));
+                    (pos, left) = (pos + 8, left - 8);
                     continue;
                 }
-                if w & 0x80_0000 == 0 {
-                    out.push((w & 0x7f) | ((w >> 1) & 0x3f80) | ((w >> 2) & 0x1f_c000));
-                    pos += 3;
+                if left >= 4 && more == 0x0080_0080_0080_0080 {
+                    out.extend_from_slice(&[two(w), two(w >> 16), two(w >> 32), two(w >> 48)]);
+                    (pos, left) = (pos + 8, left - 4);
                     continue;
                 }
             }
@@ -269,6 +274,7 @@ impl<'s> Source<'s> {
                 }
             }
             out.push(value);
+            left -= 1;
         }
         self.pos.set(pos);
         true
@@ -1164,6 +1170,17 @@ mod tests {
         }
         let signed: Vec<i64> = values.iter().map(|&v| v as i64).collect();
         round_trip(&signed);
+        // Runs of values of one length, read several at a time, cut at every count.
+        let runs: Vec<u64> = (0..20)
+            .chain(200..220)
+            .chain(20_000..20_020)
+            .chain([3, 300, 30_000, 3_000_000, 7, 700])
+            .collect();
+        for n in 0..=runs.len() {
+            for start in [0, runs.len() - n] {
+                assert_eq!(round_trip(&runs[start..start + n].to_vec()), 2);
+            }
+        }
     }
 
     #[test]
