@@ -643,13 +643,34 @@ where
         const BLOCK: usize = 4096;
         let mut block = vec![0u8; BLOCK * 10];
         for chunk in items.chunks(BLOCK) {
-            // At most ten bytes per value: indexing stays inside the block. Values of
-            // up to three bytes are written without a loop: a branch per value, which
-            // the processor predicts for runs of values of one length (a branch-free
-            // writer of eight bytes at a time measured twice as slow).
+            // At most ten bytes per value, and eight written for two that take fewer:
+            // indexing stays inside the block. Two values of two or three bytes each are
+            // written with one store, one of up to three bytes without a loop: a branch
+            // per step, which the processor predicts for runs of values of one length (a
+            // branch-free writer of eight bytes per value measured twice as slow).
+            let two = |v: u64| (v & 0x7f) | ((v << 1) & 0x7f00) | 0x80;
+            let three = |v: u64| (v & 0x7f) | ((v << 1) & 0x7f00) | ((v << 2) & 0x7f_0000) | 0x8080;
             let mut n = 0;
-            for x in chunk {
+            let mut i = 0;
+            while let Some(x) = chunk.get(i) {
                 let v = as_u64(x);
+                if let Some(y) = chunk.get(i + 1) {
+                    let w = as_u64(y);
+                    let pair = if v.min(w) >= 0x4000 && (v | w) < 0x20_0000 {
+                        Some((three(v) | (three(w) << 24), 6))
+                    } else if v.min(w) >= 0x80 && (v | w) < 0x4000 {
+                        Some((two(v) | (two(w) << 16), 4))
+                    } else {
+                        None
+                    };
+                    if let Some((word, len)) = pair {
+                        block[n..n + 8].copy_from_slice(&word.to_le_bytes());
+                        n += len;
+                        i += 2;
+                        continue;
+                    }
+                }
+                i += 1;
                 if v < 0x80 {
                     block[n] = v as u8;
                     n += 1;
