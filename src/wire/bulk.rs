@@ -218,66 +218,19 @@ impl<'s> Source<'s> {
             return false;
         }
         let before = out.len();
-        out.reserve(n);
-        let mut pos = start;
-        // Several values at a time where a word of eight bytes holds a run of values of
-        // one length (eight of one byte, four of two, two of three), else one: a branch
-        // per step, which the processor predicts for runs of values of one length and
-        // so works on several steps at once (a branch-free decoder chains every value's
-        // position on the one before, and measured slower).
-        let two = |x: u64| (x & 0x7f) | ((x >> 1) & 0x3f80);
-        let three = |x: u64| two(x) | ((x >> 2) & 0x1f_c000);
-        let mut left = n;
-        while left > 0 {
-            if let Some(bytes) = data.get(pos..pos + 8) {
-                let mut w = [0; 8];
-                w.copy_from_slice(bytes);
-                let w = u64::from_le_bytes(w);
-                let more = w & 0x8080_8080_8080_8080;
-                if left >= 2 && more & 0x0000_8080_8080_8080 == 0x0000_0080_8000_8080 {
-                    out.extend_from_slice(&[three(w), three(w >> 24)]);
-                    (pos, left) = (pos + 6, left - 2);
-                    continue;
-                }
-                if left >= 8 && more == 0 {
-                    out.extend(bytes.iter().map(|&b| u64::from(b)));
-                    (pos, left) = (pos + 8, left - 8);
-                    continue;
-                }
-                if left >= 4 && more == 0x0080_0080_0080_0080 {
-                    out.extend_from_slice(&[two(w), two(w >> 16), two(w >> 32), two(w >> 48)]);
-                    (pos, left) = (pos + 8, left - 4);
-                    continue;
-                }
+        // Written by index into room made first: the loop keeps its place in a
+        // register, where pushing would update the vector's length in memory each time.
+        out.resize(before + n, 0);
+        match read_varints(&data[start..], &mut out[before..]) {
+            Some(read) => {
+                self.pos.set(start + read);
+                true
             }
-            let mut value = 0u64;
-            let mut shift = 0u32;
-            loop {
-                let Some(&b) = data.get(pos) else {
-                    out.truncate(before);
-                    return false;
-                };
-                pos += 1;
-                // The tenth byte may hold one bit only; more would overflow.
-                if shift == 63 && b > 1 {
-                    out.truncate(before);
-                    return false;
-                }
-                value |= u64::from(b & 0x7f) << shift;
-                if b & 0x80 == 0 {
-                    break;
-                }
-                shift += 7;
-                if shift > 63 {
-                    out.truncate(before);
-                    return false;
-                }
+            None => {
+                out.truncate(before);
+                false
             }
-            out.push(value);
-            left -= 1;
         }
-        self.pos.set(pos);
-        true
     }
 
     /// The next `n` bytes, or `None` (and nothing taken) when fewer are left.
@@ -331,6 +284,70 @@ impl<'s> Source<'s> {
             Tail::Copy => None,
         }
     }
+}
+
+/// Fills `out` with the varints at the start of `data`, read as postcard reads a `u64`:
+/// how many bytes they took, or `None` when the bytes run out or a value overflows.
+///
+/// Several values at a time where a word of eight bytes holds a run of values of one
+/// length (eight of one byte, four of two, two of three), else one: a branch per step,
+/// which the processor predicts for runs of values of one length and so works on several
+/// steps at once (a branch-free decoder chains every value's position on the one before,
+/// and measured slower).
+fn read_varints(data: &[u8], out: &mut [u64]) -> Option<usize> {
+    let two = |x: u64| (x & 0x7f) | ((x >> 1) & 0x3f80);
+    let three = |x: u64| two(x) | ((x >> 2) & 0x1f_c000);
+    let n = out.len();
+    let (mut pos, mut k) = (0, 0);
+    while k < n {
+        if let Some(bytes) = data.get(pos..pos + 8) {
+            let mut w = [0; 8];
+            w.copy_from_slice(bytes);
+            let w = u64::from_le_bytes(w);
+            let more = w & 0x8080_8080_8080_8080;
+            if k + 2 <= n && more & 0x0000_8080_8080_8080 == 0x0000_0080_8000_8080 {
+                out[k] = three(w);
+                out[k + 1] = three(w >> 24);
+                (pos, k) = (pos + 6, k + 2);
+                continue;
+            }
+            if k + 8 <= n && more == 0 {
+                for (o, &b) in out[k..k + 8].iter_mut().zip(bytes) {
+                    *o = u64::from(b);
+                }
+                (pos, k) = (pos + 8, k + 8);
+                continue;
+            }
+            if k + 4 <= n && more == 0x0080_0080_0080_0080 {
+                for (j, o) in out[k..k + 4].iter_mut().enumerate() {
+                    *o = two(w >> (16 * j));
+                }
+                (pos, k) = (pos + 8, k + 4);
+                continue;
+            }
+        }
+        let mut value = 0u64;
+        let mut shift = 0u32;
+        loop {
+            let b = *data.get(pos)?;
+            pos += 1;
+            // The tenth byte may hold one bit only; more would overflow.
+            if shift == 63 && b > 1 {
+                return None;
+            }
+            value |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 63 {
+                return None;
+            }
+        }
+        out[k] = value;
+        k += 1;
+    }
+    Some(pos)
 }
 
 /// postcard's length of a sequence (a LEB128 `usize`) at the start of `b`, and how many
