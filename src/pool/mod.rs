@@ -46,7 +46,7 @@ use self::supervise::{Core, Outcome, Sink, Spec};
 use self::worker::{Initializer, SharedInit};
 use crate::error::{Error, Result};
 use crate::process::{StartMethod, Target, cpu_count, get_start_method};
-use crate::sys::image;
+use crate::sys::{image, pages};
 use crate::wire::codec;
 
 /// A pool of worker processes. See the [module docs](self).
@@ -571,11 +571,11 @@ impl Pool {
                 g.early.push(None);
                 g.left += 1;
             }
-            let gather = gather.clone();
+            let mine = gather.clone();
             let target = slot.clone();
             let bar = bar.clone();
             let sink: Sink = Box::new(move |outcome| {
-                let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
+                let mut g = mine.lock().unwrap_or_else(|e| e.into_inner());
                 g.arrived(k, len, outcome);
                 bar.advance(len as u64);
                 g.left -= 1;
@@ -590,6 +590,12 @@ impl Pool {
                 return Err(e);
             }
             chunk.clear();
+            if k == 0 {
+                // While the first chunk runs: the memory of the results, mapped in one
+                // call instead of a fault per page as they are written.
+                let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
+                pages::populate_uninit(g.values.spare_capacity_mut());
+            }
         }
         let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
         g.submitting = false;
