@@ -713,7 +713,7 @@ impl Ring {
                     return Ok(Got::Inline(len));
                 }
                 WHOLE => {
-                    let mut item = pages::receive_buffer(len).map_err(Error::from)?;
+                    let mut item = item_buffer(len)?;
                     self.read(body, &mut item);
                     self.advance(head, rec, 1);
                     return Ok(Got::Heap(item));
@@ -948,6 +948,25 @@ impl Ring {
             );
         }
     }
+}
+
+/// A buffer of `len` zero bytes for an item about to be copied out of the ring. Below a
+/// mebibyte its pages are mapped in one call before they are zeroed, not at a fault per
+/// page; larger ones are fresh memory that takes huge pages ([`pages::receive_buffer`]).
+fn item_buffer(len: usize) -> Result<Vec<u8>, Error> {
+    if len >= 1 << 20 {
+        return pages::receive_buffer(len).map_err(Error::from);
+    }
+    let mut item = Vec::new();
+    item.try_reserve_exact(len).map_err(|_| {
+        Error::from(std::io::Error::new(
+            std::io::ErrorKind::OutOfMemory,
+            format!("cannot allocate {len} bytes for a message"),
+        ))
+    })?;
+    pages::populate_uninit(item.spare_capacity_mut());
+    item.resize(len, 0);
+    Ok(item)
 }
 
 /// The monotonic clock in nanoseconds (the same clock in every process).

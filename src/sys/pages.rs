@@ -52,9 +52,18 @@ pub(crate) fn prefer_huge_pages_uninit<T>(buf: &mut [MaybeUninit<T>]) {
     advise(buf.as_mut_ptr().cast(), std::mem::size_of_val(buf));
 }
 
-/// A multiple of every page size in use (4, 16 and 64 KiB): a range aligned to it starts
-/// and ends on page boundaries.
-const POPULATE_ALIGN: usize = 64 << 10;
+/// The size of a page (4 KiB where it cannot be learnt).
+fn page_size() -> usize {
+    static SIZE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(|| {
+        // SAFETY: sysconf only reads a system parameter.
+        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(size)
+            .ok()
+            .filter(|s| s.is_power_of_two())
+            .unwrap_or(4096)
+    })
+}
 
 /// Asks the kernel to map the whole pages of `buf` writable now, in one call, rather
 /// than at a fault per 4 KiB page when each is first written: spare capacity about to
@@ -65,8 +74,9 @@ const POPULATE_ALIGN: usize = 64 << 10;
 pub(crate) fn populate_uninit<T>(buf: &mut [MaybeUninit<T>]) {
     let start = buf.as_mut_ptr().cast::<c_void>();
     let addr = start.addr();
-    let first = addr.next_multiple_of(POPULATE_ALIGN);
-    let last = (addr + std::mem::size_of_val(buf)) & !(POPULATE_ALIGN - 1);
+    let page = page_size();
+    let first = addr.next_multiple_of(page);
+    let last = (addr + std::mem::size_of_val(buf)) & !(page - 1);
     if last > first {
         // SAFETY: `[first, last)` lies inside the caller's buffer (borrowed exclusively),
         // and MADV_POPULATE_WRITE only maps its pages (breaking any sharing with a
