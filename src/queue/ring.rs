@@ -950,11 +950,12 @@ impl Ring {
     }
 }
 
-/// A buffer of `len` zero bytes for an item about to be copied out of the ring. Below a
-/// mebibyte its pages are mapped in one call before they are zeroed, not at a fault per
-/// page; larger ones are fresh memory that takes huge pages ([`pages::receive_buffer`]).
+/// A buffer of `len` zero bytes for an item about to be copied out of the ring. From 64
+/// KiB to a mebibyte its pages are mapped in one call before they are zeroed, not at a
+/// fault per page (a smaller one spans too few pages to be worth the call); larger ones
+/// are fresh memory that takes huge pages ([`pages::receive_buffer`]).
 fn item_buffer(len: usize) -> Result<Vec<u8>, Error> {
-    if len >= 1 << 20 {
+    if !(64 << 10..1 << 20).contains(&len) {
         return pages::receive_buffer(len).map_err(Error::from);
     }
     let mut item = Vec::new();
