@@ -446,7 +446,10 @@ impl Pool {
         self.map_async_chunked(f, items, chunksize)?.get()
     }
 
-    /// [`map`](Pool::map) without waiting (Python's `map_async`).
+    /// [`map`](Pool::map) without waiting (Python's `map_async`). When the iterator
+    /// states its exact length (a range, a vector), the chunk size comes from it and the
+    /// items are read a chunk at a time, each chunk on its way before the next is read;
+    /// otherwise they are all read first, as Python makes a list of them.
     pub fn map_async<F, A, R, I>(&self, f: F, items: I) -> Result<AsyncResult<Vec<R>>>
     where
         F: Target<A, R>,
