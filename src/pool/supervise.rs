@@ -390,8 +390,8 @@ impl Core {
             let mut st = self.lock();
             let mut report = first;
             // Every report that is there, under one taking of the lock. An error is
-            // "empty", or a damaged report (its job stays with its worker, and fails
-            // if the worker dies).
+            // "empty", or damaged queue memory; a report whose header does not decode
+            // is skipped (its job stays with its worker, and fails if the worker dies).
             while let Ok(r) = report {
                 if let Ok((head, start)) = worker::open::<Report>(&r) {
                     self.take_report(&mut st, head, r, start);
