@@ -297,15 +297,36 @@ impl<'s> Source<'s> {
 fn read_varints(data: &[u8], out: &mut [u64]) -> Option<usize> {
     let two = |x: u64| (x & 0x7f) | ((x >> 1) & 0x3f80);
     let three = |x: u64| two(x) | ((x >> 2) & 0x1f_c000);
+    // The marks of a word that starts with two values of three bytes.
+    const THREES: (u64, u64) = (0x0000_8080_8080_8080, 0x0000_0080_8000_8080);
     let n = out.len();
     let (mut pos, mut k) = (0, 0);
     while k < n {
+        // Four values of three bytes from two overlapping words.
+        if k + 4 <= n
+            && let Some(bytes) = data.get(pos..pos + 14)
+        {
+            let mut w = [0; 8];
+            w.copy_from_slice(&bytes[..8]);
+            let w = u64::from_le_bytes(w);
+            let mut v = [0; 8];
+            v.copy_from_slice(&bytes[6..]);
+            let v = u64::from_le_bytes(v);
+            if w & THREES.0 == THREES.1 && v & THREES.0 == THREES.1 {
+                out[k] = three(w);
+                out[k + 1] = three(w >> 24);
+                out[k + 2] = three(v);
+                out[k + 3] = three(v >> 24);
+                (pos, k) = (pos + 12, k + 4);
+                continue;
+            }
+        }
         if let Some(bytes) = data.get(pos..pos + 8) {
             let mut w = [0; 8];
             w.copy_from_slice(bytes);
             let w = u64::from_le_bytes(w);
             let more = w & 0x8080_8080_8080_8080;
-            if k + 2 <= n && more & 0x0000_8080_8080_8080 == 0x0000_0080_8000_8080 {
+            if k + 2 <= n && more & THREES.0 == THREES.1 {
                 out[k] = three(w);
                 out[k + 1] = three(w >> 24);
                 (pos, k) = (pos + 6, k + 2);
