@@ -557,6 +557,7 @@ impl Pool {
         // for more memory than there is.
         const STEP: usize = 4096;
         let mut chunk: Vec<A> = Vec::with_capacity(chunksize.min(expected).min(1 << 16));
+        pages::populate_uninit(chunk.spare_capacity_mut());
         for k in 0.. {
             while chunk.len() < chunksize {
                 let had = chunk.len();
