@@ -318,15 +318,23 @@ impl Pool {
         self.core.pids()
     }
 
-    fn submit_chunk<F, A, R>(&self, chunk: &[A], sink: Sink, callback: bool) -> Result<u64>
+    /// Submits a chunk, encoded into `buf`; the job's id, and the encoding's length.
+    fn submit_chunk<F, A, R>(
+        &self,
+        chunk: &[A],
+        sink: Sink,
+        callback: bool,
+        buf: Vec<u8>,
+    ) -> Result<(u64, usize)>
     where
         F: Target<A, R>,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let args = codec::encode_plain(chunk)?;
+        let args = codec::encode_plain_reusing(chunk, buf)?;
         let entry = image::entry_offset(chunk_entry::<F, A, R>());
-        self.core.submit(entry, args, sink, callback)
+        let len = args.len();
+        Ok((self.core.submit(entry, args, sink, callback)?, len))
     }
 
     /// Runs `f(args)` in a worker and waits for its result (Python's `apply`).
@@ -405,7 +413,7 @@ impl Pool {
                 resume_unwind(panic);
             }
         });
-        self.submit_chunk::<F, A, R>(std::slice::from_ref(&args), sink, true)?;
+        self.submit_chunk::<F, A, R>(std::slice::from_ref(&args), sink, true, Vec::new())?;
         Ok(AsyncResult::new(slot))
     }
 
@@ -419,7 +427,9 @@ impl Pool {
         let slot = Slot::new();
         let target = slot.clone();
         let sink: Sink = Box::new(move |outcome| target.set(single_result::<R>(outcome)));
-        let id = self.submit_chunk::<F, A, R>(std::slice::from_ref(&args), sink, false)?;
+        let id = self
+            .submit_chunk::<F, A, R>(std::slice::from_ref(&args), sink, false, Vec::new())?
+            .0;
         Ok((id, AsyncResult::new(slot)))
     }
 
@@ -556,6 +566,7 @@ impl Pool {
         // Read in steps of a bounded size: reserving what the iterator claims could ask
         // for more memory than there is.
         const STEP: usize = 4096;
+        let mut last_len: usize = 0;
         let mut chunk: Vec<A> = Vec::with_capacity(chunksize.min(expected).min(1 << 16));
         pages::populate_uninit(chunk.spare_capacity_mut());
         for k in 0.. {
@@ -589,9 +600,16 @@ impl Pool {
                     target.set(value);
                 }
             });
-            if let Err(e) = self.submit_chunk::<F, A, R>(&chunk, sink, false).map(drop) {
-                slot.set(Err(copy_error(&e)));
-                return Err(e);
+            // Room for as many bytes as the last chunk took and an eighth more, mapped
+            // in one call: the encoding grows without copies of itself or page faults.
+            let mut buf = Vec::with_capacity(last_len.saturating_add(last_len / 8));
+            pages::populate_uninit(buf.spare_capacity_mut());
+            match self.submit_chunk::<F, A, R>(&chunk, sink, false, buf) {
+                Ok((_, len)) => last_len = len,
+                Err(e) => {
+                    slot.set(Err(copy_error(&e)));
+                    return Err(e);
+                }
             }
             chunk.clear();
             if k == 0 {
@@ -779,7 +797,8 @@ where
 {
     let len = chunk.len();
     let sink: Sink = Box::new(move |outcome| deliver(decode_chunk::<R>(outcome, len)));
-    pool.submit_chunk::<F, A, R>(chunk, sink, false).map(drop)
+    pool.submit_chunk::<F, A, R>(chunk, sink, false, Vec::new())
+        .map(drop)
 }
 
 /// How the chunks of an `imap` come back.
