@@ -194,6 +194,16 @@ fn default_chunksize(items: usize, processes: usize) -> usize {
     items.div_ceil(per).max(1)
 }
 
+/// Most bytes of room made for a `map` that are mapped ahead of being written: a length
+/// the items' iterator states may be wrong, and room is only memory once written.
+const POPULATE_MAX: usize = 64 << 20;
+
+/// Maps the start of `spare` (up to [`POPULATE_MAX`] bytes) in one call.
+fn populate_some<T>(spare: &mut [std::mem::MaybeUninit<T>]) {
+    let n = spare.len().min(POPULATE_MAX / size_of::<T>().max(1));
+    pages::populate_uninit(&mut spare[..n]);
+}
+
 /// Decodes a chunk's outcome: every value, or the results one by one when some call
 /// failed (`Err` holds one result per call).
 fn decode_outcome<R: DeserializeOwned>(
@@ -568,7 +578,7 @@ impl Pool {
         const STEP: usize = 4096;
         let mut last_len: usize = 0;
         let mut chunk: Vec<A> = Vec::with_capacity(chunksize.min(expected).min(1 << 16));
-        pages::populate_uninit(chunk.spare_capacity_mut());
+        populate_some(chunk.spare_capacity_mut());
         for k in 0.. {
             while chunk.len() < chunksize {
                 let had = chunk.len();
@@ -616,7 +626,7 @@ impl Pool {
                 // While the first chunk runs: the memory of the results, mapped in one
                 // call instead of a fault per page as they are written.
                 let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
-                pages::populate_uninit(g.values.spare_capacity_mut());
+                populate_some(g.values.spare_capacity_mut());
             }
         }
         let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
