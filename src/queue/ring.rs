@@ -1016,6 +1016,27 @@ mod tests {
     }
 
     #[test]
+    fn whole_items_of_every_size_class_come_out_as_put_across_the_wrap() {
+        let ring = Ring::create(1 << 20, 0).unwrap();
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        // Inline, small, mapped ahead (from 64 KiB), taking huge pages: 25 rounds go
+        // round the ring several times, so items wrap at its end.
+        for round in 0..25 {
+            for len in [3, 300, 5000, 65_536, 100_003, 250_000] {
+                let item = &bytes[round..round + len];
+                ring.put_parts(Parts(&item[..len / 3], &item[len / 3..]), None, None)
+                    .unwrap();
+                let mut small = [0; INLINE];
+                let got = match ring.get(None, None, &|| true, &mut small).unwrap() {
+                    Got::Inline(n) => small[..n].to_vec(),
+                    Got::Heap(v) => v,
+                };
+                assert!(got == item, "round {round}, {len} bytes");
+            }
+        }
+    }
+
+    #[test]
     fn an_item_above_the_limit_is_refused_before_anything_is_written() {
         let ring = Ring::create(MIN_RING_BYTES, 0).unwrap();
         // Zeroed memory the allocator maps lazily: never touched here.
