@@ -1019,8 +1019,8 @@ mod tests {
     fn whole_items_of_every_size_class_come_out_as_put_across_the_wrap() {
         let ring = Ring::create(1 << 20, 0).unwrap();
         let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 251) as u8).collect();
-        // Inline, small, mapped ahead (from 64 KiB), taking huge pages: 25 rounds go
-        // round the ring several times, so items wrap at its end.
+        // Inline, small, mapped ahead (from 64 KiB): 25 rounds go round the ring
+        // several times, so items wrap at its end.
         for round in 0..25 {
             for len in [3, 300, 5000, 65_536, 100_003, 250_000] {
                 let item = &bytes[round..round + len];
