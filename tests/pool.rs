@@ -526,3 +526,107 @@ fn a_panicking_callback_still_delivers_its_result_and_later_ones() {
     assert_eq!(second.get_timeout(LONG).unwrap(), 16);
     assert_eq!(pool.apply(square, 5).unwrap(), 25);
 }
+
+/// The first chunk of 5 (items below 5) sleeps, so that later chunks come back first;
+/// item 17 panics, when asked to.
+fn first_chunk_late(x: u64) -> u64 {
+    if x < 5 {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    x * 3
+}
+
+fn first_chunk_late_text(x: u64) -> String {
+    format!("item {}", first_chunk_late(x))
+}
+
+fn first_chunk_late_then_17_panics(x: u64) -> u64 {
+    if x == 17 {
+        panic!("task {x} failed");
+    }
+    first_chunk_late(x)
+}
+
+#[test]
+fn map_keeps_the_order_when_later_chunks_come_back_first() {
+    let pool = Pool::new(2).unwrap();
+    let want: Vec<u64> = (0..40).map(|x| x * 3).collect();
+    assert_eq!(pool.map_chunked(first_chunk_late, 0..40, 5).unwrap(), want);
+    let text: Vec<String> = want.iter().map(|x| format!("item {x}")).collect();
+    assert_eq!(
+        pool.map_chunked(first_chunk_late_text, 0..40, 5).unwrap(),
+        text
+    );
+    // A failure that comes back before the first chunk is the map's error.
+    match pool.map_chunked(first_chunk_late_then_17_panics, 0..40, 5) {
+        Err(Error::Panicked { message, .. }) => assert!(message.contains("task 17"), "{message}"),
+        other => panic!("expected the panic of task 17, got {other:?}"),
+    }
+    // The pool goes on.
+    assert_eq!(pool.map(square, 0..10).unwrap()[9], 81);
+}
+
+/// Yields `0..real` while claiming to have exactly `claimed` items.
+struct WrongLength {
+    next: u64,
+    real: u64,
+    claimed: usize,
+}
+
+impl Iterator for WrongLength {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
+        (self.next < self.real).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.claimed, Some(self.claimed))
+    }
+}
+
+#[test]
+fn map_over_an_iterator_that_misstates_its_length_gives_a_result_per_item_it_yields() {
+    let pool = Pool::new(2).unwrap();
+    for (real, claimed) in [(100, 3), (3, 100), (50, 0), (0, 10), (10, usize::MAX)] {
+        let items = WrongLength {
+            next: 0,
+            real,
+            claimed,
+        };
+        let want: Vec<u64> = (0..real).map(square).collect();
+        assert_eq!(
+            pool.map(square, items).unwrap(),
+            want,
+            "{real} claimed as {claimed}"
+        );
+    }
+}
+
+fn boom_at_3_and_7(x: u64) -> u64 {
+    if x == 3 || x == 7 {
+        panic!("task {x} failed");
+    }
+    x
+}
+
+#[test]
+fn a_chunk_with_panicking_calls_fails_those_calls_alone() {
+    let pool = Pool::new(2).unwrap();
+    // One chunk of ten: the calls before, between and after the panics return.
+    let got: Vec<_> = pool.imap_chunked(boom_at_3_and_7, 0..10, 10).collect();
+    assert_eq!(got.len(), 10);
+    for (i, r) in got.into_iter().enumerate() {
+        match r {
+            Err(Error::Panicked { message, .. }) => {
+                assert!(i == 3 || i == 7, "item {i} failed");
+                assert!(message.contains(&format!("task {i} failed")), "{message}");
+            }
+            Ok(v) => assert_eq!(v, i as u64),
+            Err(e) => panic!("item {i}: {e}"),
+        }
+    }
+}

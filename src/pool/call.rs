@@ -2,7 +2,8 @@
 //! reached through the offset of an entry record of this binary (as a new process's
 //! entry is), so that a task message can name only functions the binary has.
 
-use std::cell::RefCell;
+use std::any::Any;
+use std::cell::{Cell, RefCell};
 use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -12,12 +13,47 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::process::{Target, panic_parts};
 use crate::sys::image::{self, EntryContext, EntryRecord};
+use crate::wire::bulk::TAKE_OVER_FROM;
 use crate::wire::codec;
 
-/// Where a call entry leaves its encoded outcome.
+/// Where a call entry finds its arguments and leaves its encoded outcome. A worker keeps
+/// one for all its chunks, so that the memory of one outcome serves the next.
 #[derive(Default)]
 pub(crate) struct CallCtx {
+    /// Bytes at the front of the arguments' buffer that are not theirs (the header of
+    /// the order they came in).
+    skip: Cell<usize>,
+    /// The encoded outcome of the last call.
     pub(crate) out: RefCell<Vec<u8>>,
+    /// Vectors of arguments and values of earlier chunks, emptied, whose memory serves
+    /// the next chunks of their types (fresh memory costs a page fault per 4 KiB).
+    spare: RefCell<Vec<Box<dyn Any>>>,
+}
+
+/// The most memory a spare vector keeps.
+const SPARE_BYTES: usize = 16 << 20;
+
+impl CallCtx {
+    /// An empty vector, with the memory of an earlier one of its type if there is one.
+    fn take_spare<T: 'static>(&self) -> Vec<T> {
+        let mut spare = self.spare.borrow_mut();
+        match spare.iter().position(|v| v.is::<Vec<T>>()) {
+            Some(i) => spare
+                .swap_remove(i)
+                .downcast::<Vec<T>>()
+                .map(|v| *v)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Keeps `v`'s memory for the next chunk (not a large one's).
+    fn keep_spare<T: 'static>(&self, mut v: Vec<T>) {
+        v.clear();
+        if v.capacity().saturating_mul(size_of::<T>().max(1)) <= SPARE_BYTES {
+            self.spare.borrow_mut().push(Box::new(v));
+        }
+    }
 }
 
 impl EntryContext for CallCtx {
@@ -60,6 +96,16 @@ pub(crate) enum ChunkOutcome<R> {
     Failed(Failure),
 }
 
+/// The encoded vector of a chunk's outcome when every call returned
+/// ([`ChunkOutcome::All`]): postcard writes an enum's variant index as a varint before
+/// its content, and `All`'s is 0, one byte.
+pub(crate) fn all_values(outcome: &[u8]) -> Option<&[u8]> {
+    match outcome.split_first() {
+        Some((0, values)) => Some(values),
+        _ => None,
+    }
+}
+
 /// [`ChunkOutcome`] as a worker writes it, from what it holds.
 #[derive(Serialize)]
 enum OutcomeRef<'a, R> {
@@ -95,17 +141,28 @@ fn call<A, R>(f: impl Fn(A) -> R, a: A) -> Result<R, Failure> {
 }
 
 fn encode_into<T: Serialize>(ctx: &CallCtx, value: &T) -> Result<(), Error> {
-    *ctx.out.borrow_mut() = codec::encode_plain(value)?;
+    let mut out = ctx.out.borrow_mut();
+    *out = codec::encode_plain_reusing(value, std::mem::take(&mut *out))?;
     Ok(())
 }
 
 fn run_chunk<F, A, R>(args: Vec<u8>, _fds: Vec<OwnedFd>, ctx: &CallCtx) -> i32
 where
     F: Target<A, R>,
-    A: DeserializeOwned,
-    R: Serialize,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
 {
-    let items: Vec<A> = match codec::decode_owned(args, 0, Vec::new()) {
+    let skip = ctx.skip.get();
+    let message = args.get(skip..).unwrap_or_default();
+    // Into the memory of the last chunk's arguments, unless the message is long enough
+    // for a vector of bytes at its end to take over its buffer.
+    let decoded = if message.len() < TAKE_OVER_FROM {
+        let mut items = ctx.take_spare::<A>();
+        codec::decode_seq_append(message, None, &mut items).map(|()| items)
+    } else {
+        codec::decode_owned(args, skip, Vec::new())
+    };
+    let mut items: Vec<A> = match decoded {
         Ok(items) => items,
         Err(e) => {
             let failure = Failure::Codec(format!("cannot decode the arguments: {e}"));
@@ -116,22 +173,31 @@ where
     let f = image::summon::<F>();
     // The values in a vector of their own while every call returns (so that a vector
     // of numbers is written as one block), a result per call from the first failure on.
-    let mut values: Vec<R> = Vec::with_capacity(items.len());
+    let mut values: Vec<R> = ctx.take_spare();
+    values.reserve(items.len());
     let mut each: Option<Vec<Result<R, Failure>>> = None;
-    for a in items {
-        match (&mut each, call(f, a)) {
-            (None, Ok(v)) => values.push(v),
-            (None, Err(failure)) => {
-                let mut e: Vec<Result<R, Failure>> = values.drain(..).map(Ok).collect();
-                e.push(Err(failure));
-                each = Some(e);
-            }
-            (Some(e), r) => e.push(r),
+    let mut rest = items.drain(..);
+    // One guard against panics for all the calls, not one per call: a call that panics
+    // is the one after the last value.
+    let all = catch_unwind(AssertUnwindSafe(|| {
+        for a in rest.by_ref() {
+            values.push(f(a));
         }
+    }));
+    if let Err(p) = all {
+        let (message, location) = panic_parts(p);
+        let mut e: Vec<Result<R, Failure>> = values.drain(..).map(Ok).collect();
+        e.push(Err(Failure::Panicked { message, location }));
+        e.extend(rest.map(|a| call(f, a)));
+        each = Some(e);
+    } else {
+        drop(rest);
     }
+    ctx.keep_spare(items);
     let results: Vec<Result<R, Failure>> = match each {
         None => {
             if encode_into(ctx, &OutcomeRef::All(&values)).is_ok() {
+                ctx.keep_spare(values);
                 return 0;
             }
             values.into_iter().map(Ok).collect()
@@ -173,7 +239,7 @@ where
     F: Target<A, ()>,
     A: DeserializeOwned,
 {
-    let outcome: Result<(), Failure> = match codec::decode_owned::<A>(args, 0, fds) {
+    let outcome: Result<(), Failure> = match codec::decode_owned::<A>(args, ctx.skip.get(), fds) {
         Ok(a) => call(image::summon::<F>(), a),
         Err(e) => Err(Failure::Codec(format!(
             "cannot decode the initializer's arguments: {e}"
@@ -184,12 +250,40 @@ where
     code
 }
 
-/// Runs the entry at `offset` on `args` (with the descriptors of its handles); its
-/// encoded outcome, or why it could not run.
-pub(crate) fn run(offset: u64, args: Vec<u8>, fds: Vec<OwnedFd>) -> Result<Vec<u8>, Failure> {
+/// Runs the entry at `offset` on `args` (from byte `skip` on; with the descriptors of
+/// its handles), leaving its encoded outcome in `ctx.out`; or why it could not run.
+pub(crate) fn run(
+    offset: u64,
+    args: Vec<u8>,
+    skip: usize,
+    fds: Vec<OwnedFd>,
+    ctx: &CallCtx,
+) -> Result<(), Failure> {
     let entry = image::entry_at::<CallCtx>(offset)
         .ok_or_else(|| Failure::Codec("a task names no function of this program".into()))?;
-    let ctx = CallCtx::default();
-    entry(args, fds, &ctx);
-    Ok(ctx.out.into_inner())
+    ctx.skip.set(skip);
+    entry(args, fds, ctx);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_values_of_an_outcome_where_every_call_returned_follow_its_first_byte() {
+        let values = vec![1u64, 300, u64::MAX];
+        let outcome = codec::encode_plain(&OutcomeRef::All(&values)).unwrap();
+        assert_eq!(
+            all_values(&outcome),
+            Some(&codec::encode_plain(&values).unwrap()[..])
+        );
+        let back: ChunkOutcome<u64> = codec::decode(&outcome, Vec::new()).unwrap();
+        assert!(matches!(back, ChunkOutcome::All(v) if v == values));
+        let each = codec::encode_plain(&OutcomeRef::Each(vec![Ok(&1u64)])).unwrap();
+        assert_eq!(all_values(&each), None);
+        let failed =
+            codec::encode_plain(&OutcomeRef::<u64>::Failed(Failure::Codec("x".into()))).unwrap();
+        assert_eq!(all_values(&failed), None);
+    }
 }

@@ -42,11 +42,11 @@ use serde::de::DeserializeOwned;
 use self::call::{ChunkOutcome, chunk_entry, init_entry};
 use self::progress::Progress;
 use self::result::Slot;
-use self::supervise::{Core, Sink, Spec};
+use self::supervise::{Core, Outcome, Sink, Spec};
 use self::worker::{Initializer, SharedInit};
 use crate::error::{Error, Result};
 use crate::process::{StartMethod, Target, cpu_count, get_start_method};
-use crate::sys::image;
+use crate::sys::{image, pages};
 use crate::wire::codec;
 
 /// A pool of worker processes. See the [module docs](self).
@@ -194,10 +194,20 @@ fn default_chunksize(items: usize, processes: usize) -> usize {
     items.div_ceil(per).max(1)
 }
 
+/// Most bytes of room made for a `map` that are mapped ahead of being written: a length
+/// the items' iterator states may be wrong, and room is only memory once written.
+const POPULATE_MAX: usize = 64 << 20;
+
+/// Maps the start of `spare` (up to [`POPULATE_MAX`] bytes) in one call.
+fn populate_some<T>(spare: &mut [std::mem::MaybeUninit<T>]) {
+    let n = spare.len().min(POPULATE_MAX / size_of::<T>().max(1));
+    pages::populate_uninit(&mut spare[..n]);
+}
+
 /// Decodes a chunk's outcome: every value, or the results one by one when some call
 /// failed (`Err` holds one result per call).
 fn decode_outcome<R: DeserializeOwned>(
-    outcome: Result<Vec<u8>>,
+    outcome: Result<Outcome>,
     len: usize,
 ) -> std::result::Result<Vec<R>, Vec<Result<R>>> {
     let all_fail = |e: Error| (0..len).map(|_| Err(copy_error(&e))).collect::<Vec<_>>();
@@ -206,7 +216,9 @@ fn decode_outcome<R: DeserializeOwned>(
             "a chunk of {len} tasks came back with {got} results"
         )))
     };
-    match outcome.and_then(|b| codec::decode_owned::<ChunkOutcome<R>>(b, 0, Vec::new())) {
+    match outcome
+        .and_then(|o| codec::decode_owned::<ChunkOutcome<R>>(o.report, o.start, Vec::new()))
+    {
         Ok(ChunkOutcome::All(values)) if values.len() == len => Ok(values),
         Ok(ChunkOutcome::All(values)) => Err(wrong_count(values.len())),
         Ok(ChunkOutcome::Each(results)) if results.len() == len => Err(results
@@ -219,15 +231,55 @@ fn decode_outcome<R: DeserializeOwned>(
     }
 }
 
+/// Decodes a chunk's outcome onto the end of `out`: its `len` values, or the first
+/// failure among them (`out` is then as it was).
+fn append_outcome<R: DeserializeOwned>(
+    outcome: &Result<Outcome>,
+    len: usize,
+    out: &mut Vec<R>,
+) -> Result<()> {
+    let bytes = outcome.as_ref().map_err(copy_error)?.bytes();
+    if let Some(values) = call::all_values(bytes) {
+        return codec::decode_seq_append(values, Some(len), out);
+    }
+    let wrong_count = |got: usize| {
+        Err(Error::Decode(format!(
+            "a chunk of {len} tasks came back with {got} results"
+        )))
+    };
+    match codec::decode::<ChunkOutcome<R>>(bytes, Vec::new())? {
+        ChunkOutcome::All(values) if values.len() == len => {
+            out.extend(values);
+            Ok(())
+        }
+        ChunkOutcome::All(values) => wrong_count(values.len()),
+        ChunkOutcome::Each(results) if results.len() == len => {
+            let before = out.len();
+            for r in results {
+                match r {
+                    Ok(v) => out.push(v),
+                    Err(failure) => {
+                        out.truncate(before);
+                        return Err(failure.into());
+                    }
+                }
+            }
+            Ok(())
+        }
+        ChunkOutcome::Each(results) => wrong_count(results.len()),
+        ChunkOutcome::Failed(failure) => Err(failure.into()),
+    }
+}
+
 /// The result of a chunk of one call.
-fn single_result<R: DeserializeOwned>(outcome: Result<Vec<u8>>) -> Result<R> {
+fn single_result<R: DeserializeOwned>(outcome: Result<Outcome>) -> Result<R> {
     decode_chunk::<R>(outcome, 1)
         .pop()
         .unwrap_or_else(|| Err(Error::Decode("no result".into())))
 }
 
 /// Decodes a chunk's outcome into one result per call.
-fn decode_chunk<R: DeserializeOwned>(outcome: Result<Vec<u8>>, len: usize) -> Vec<Result<R>> {
+fn decode_chunk<R: DeserializeOwned>(outcome: Result<Outcome>, len: usize) -> Vec<Result<R>> {
     match decode_outcome(outcome, len) {
         Ok(values) => values.into_iter().map(Ok).collect(),
         Err(each) => each,
@@ -276,15 +328,23 @@ impl Pool {
         self.core.pids()
     }
 
-    fn submit_chunk<F, A, R>(&self, chunk: &[A], sink: Sink, callback: bool) -> Result<u64>
+    /// Submits a chunk, encoded into `buf`; the job's id, and the encoding's length.
+    fn submit_chunk<F, A, R>(
+        &self,
+        chunk: &[A],
+        sink: Sink,
+        callback: bool,
+        buf: Vec<u8>,
+    ) -> Result<(u64, usize)>
     where
         F: Target<A, R>,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let args = codec::encode_plain(chunk)?;
+        let args = codec::encode_plain_reusing(chunk, buf)?;
         let entry = image::entry_offset(chunk_entry::<F, A, R>());
-        self.core.submit(entry, args, sink, callback)
+        let len = args.len();
+        Ok((self.core.submit(entry, args, sink, callback)?, len))
     }
 
     /// Runs `f(args)` in a worker and waits for its result (Python's `apply`).
@@ -363,7 +423,7 @@ impl Pool {
                 resume_unwind(panic);
             }
         });
-        self.submit_chunk::<F, A, R>(std::slice::from_ref(&args), sink, true)?;
+        self.submit_chunk::<F, A, R>(std::slice::from_ref(&args), sink, true, Vec::new())?;
         Ok(AsyncResult::new(slot))
     }
 
@@ -377,7 +437,9 @@ impl Pool {
         let slot = Slot::new();
         let target = slot.clone();
         let sink: Sink = Box::new(move |outcome| target.set(single_result::<R>(outcome)));
-        let id = self.submit_chunk::<F, A, R>(std::slice::from_ref(&args), sink, false)?;
+        let id = self
+            .submit_chunk::<F, A, R>(std::slice::from_ref(&args), sink, false, Vec::new())?
+            .0;
         Ok((id, AsyncResult::new(slot)))
     }
 
@@ -404,7 +466,10 @@ impl Pool {
         self.map_async_chunked(f, items, chunksize)?.get()
     }
 
-    /// [`map`](Pool::map) without waiting (Python's `map_async`).
+    /// [`map`](Pool::map) without waiting (Python's `map_async`). When the iterator
+    /// states its exact length (a range, a vector), the chunk size comes from it and the
+    /// items are read a chunk at a time, each chunk on its way before the next is read;
+    /// otherwise they are all read first, as Python makes a list of them.
     pub fn map_async<F, A, R, I>(&self, f: F, items: I) -> Result<AsyncResult<Vec<R>>>
     where
         F: Target<A, R>,
@@ -412,9 +477,20 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let items: Vec<A> = items.into_iter().collect();
-        let chunksize = default_chunksize(items.len(), self.processes);
-        self.map_items(f, items, chunksize)
+        let items = items.into_iter();
+        // The length decides the chunk size: told by the iterator when it knows it (the
+        // items are then read chunk by chunk), else counted after reading them all.
+        match items.size_hint() {
+            (low, Some(high)) if low == high => {
+                let chunksize = default_chunksize(low, self.processes);
+                self.map_items(f, items, low, chunksize)
+            }
+            _ => {
+                let items: Vec<A> = items.collect();
+                let (n, chunksize) = (items.len(), default_chunksize(items.len(), self.processes));
+                self.map_items(f, items.into_iter(), n, chunksize)
+            }
+        }
     }
 
     /// [`map_async`](Pool::map_async) with chunks of `chunksize` items.
@@ -430,7 +506,9 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.map_items(f, items.into_iter().collect(), chunksize.max(1))
+        let items = items.into_iter();
+        let expected = items.size_hint().0;
+        self.map_items(f, items, expected, chunksize.max(1))
     }
 
     /// Python's `starmap`: in Rust a target takes one argument, so a tuple is it, and
@@ -467,10 +545,14 @@ impl Pool {
         self.map_async(f, items)
     }
 
+    /// Submits the items in chunks of `chunksize`, read one chunk at a time: a chunk is
+    /// on its way before the next is read. `expected` (how many items the iterator says
+    /// it has) sizes the result and the progress bar; the items read are what counts.
     fn map_items<F, A, R>(
         &self,
         _f: F,
-        items: Vec<A>,
+        mut items: impl Iterator<Item = A>,
+        expected: usize,
         chunksize: usize,
     ) -> Result<AsyncResult<Vec<R>>>
     where
@@ -479,55 +561,80 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let slot = Slot::new();
-        let n = items.len();
-        if n == 0 {
-            slot.set(Ok(Vec::new()));
-            return Ok(AsyncResult::new(slot));
-        }
-        let chunks = n.div_ceil(chunksize);
-        let bar = Progress::new(self.progress, Some(n as u64));
+        let bar = Progress::new(self.progress, Some(expected as u64));
+        let mut values = Vec::new();
+        // Only a hint: an iterator may claim more items than memory holds.
+        let _ = values.try_reserve(expected);
         let gather = Arc::new(Mutex::new(Gather::<R> {
-            chunks: (0..chunks).map(|_| None).collect(),
-            left: chunks,
+            values,
+            next: 0,
+            early: Vec::new(),
+            left: 0,
+            submitting: true,
             error: None,
         }));
-        for (k, chunk) in items.chunks(chunksize).enumerate() {
+        // Read in steps of a bounded size: reserving what the iterator claims could ask
+        // for more memory than there is.
+        const STEP: usize = 4096;
+        let mut last_len: usize = 0;
+        let mut chunk: Vec<A> = Vec::with_capacity(chunksize.min(expected).min(1 << 16));
+        populate_some(chunk.spare_capacity_mut());
+        for k in 0.. {
+            while chunk.len() < chunksize {
+                let had = chunk.len();
+                chunk.extend(items.by_ref().take((chunksize - had).min(STEP)));
+                if chunk.len() == had {
+                    break;
+                }
+            }
+            if chunk.is_empty() {
+                break;
+            }
             let len = chunk.len();
-            let gather = gather.clone();
+            {
+                let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
+                g.early.push(None);
+                g.left += 1;
+            }
+            let mine = gather.clone();
             let target = slot.clone();
             let bar = bar.clone();
             let sink: Sink = Box::new(move |outcome| {
-                let decoded = decode_outcome::<R>(outcome, len);
+                let mut g = mine.lock().unwrap_or_else(|e| e.into_inner());
+                g.arrived(k, len, outcome);
                 bar.advance(len as u64);
-                let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
-                match decoded {
-                    Ok(values) => g.chunks[k] = Some(values),
-                    Err(each) => {
-                        if g.error.is_none() {
-                            g.error = each.into_iter().find_map(Result::err);
-                        }
-                    }
-                }
                 g.left -= 1;
-                if g.left == 0 {
+                if let Some(value) = g.result() {
+                    drop(g);
                     bar.finish();
-                    let value = match g.error.take() {
-                        Some(e) => Err(e),
-                        None => {
-                            let mut all = Vec::with_capacity(n);
-                            for chunk in g.chunks.drain(..).flatten() {
-                                all.extend(chunk);
-                            }
-                            Ok(all)
-                        }
-                    };
                     target.set(value);
                 }
             });
-            if let Err(e) = self.submit_chunk::<F, A, R>(chunk, sink, false).map(drop) {
-                slot.set(Err(copy_error(&e)));
-                return Err(e);
+            // Room for as many bytes as the last chunk took and an eighth more, mapped
+            // in one call: the encoding grows without copies of itself or page faults.
+            let mut buf = Vec::with_capacity(last_len.saturating_add(last_len / 8));
+            pages::populate_uninit(buf.spare_capacity_mut());
+            match self.submit_chunk::<F, A, R>(&chunk, sink, false, buf) {
+                Ok((_, len)) => last_len = len,
+                Err(e) => {
+                    slot.set(Err(copy_error(&e)));
+                    return Err(e);
+                }
             }
+            chunk.clear();
+            if k == 0 {
+                // While the first chunk runs: the memory of the results, mapped in one
+                // call instead of a fault per page as they are written.
+                let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
+                populate_some(g.values.spare_capacity_mut());
+            }
+        }
+        let mut g = gather.lock().unwrap_or_else(|e| e.into_inner());
+        g.submitting = false;
+        if let Some(value) = g.result() {
+            drop(g);
+            bar.finish();
+            slot.set(value);
         }
         Ok(AsyncResult::new(slot))
     }
@@ -627,11 +734,60 @@ impl Drop for Pool {
     }
 }
 
+/// The results of a `map` as its chunks come back: each chunk's values are decoded
+/// straight onto the end of the one vector returned, in order; a chunk that comes before
+/// its turn waits, still encoded.
 struct Gather<R> {
-    /// The values of each chunk, once it is done.
-    chunks: Vec<Option<Vec<R>>>,
+    values: Vec<R>,
+    /// The chunk whose values come next.
+    next: usize,
+    /// A place per chunk submitted: its length and outcome, when it came before its turn.
+    early: Vec<Option<(usize, Result<Outcome>)>>,
+    /// Chunks submitted and not back.
     left: usize,
+    /// More chunks may be submitted.
+    submitting: bool,
+    /// The first failure to come back.
     error: Option<Error>,
+}
+
+impl<R: DeserializeOwned> Gather<R> {
+    /// Takes in the outcome of chunk `k` (of `len` items), and of every chunk after it
+    /// that waited. A failure counts when it arrives, as in Python: the first to come is
+    /// the error.
+    fn arrived(&mut self, k: usize, len: usize, outcome: Result<Outcome>) {
+        let all = matches!(&outcome, Ok(o) if call::all_values(o.bytes()).is_some());
+        if !all
+            && self.error.is_none()
+            && let Err(e) = append_outcome::<R>(&outcome, len, &mut Vec::new())
+        {
+            self.error = Some(e);
+            self.values = Vec::new();
+        }
+        if let Some(place) = self.early.get_mut(k) {
+            *place = Some((len, outcome));
+        }
+        while let Some((len, outcome)) = self.early.get_mut(self.next).and_then(Option::take) {
+            self.next += 1;
+            if self.error.is_none()
+                && let Err(e) = append_outcome(&outcome, len, &mut self.values)
+            {
+                self.error = Some(e);
+                self.values = Vec::new();
+            }
+        }
+    }
+
+    /// The map's result, once every chunk is submitted and back.
+    fn result(&mut self) -> Option<Result<Vec<R>>> {
+        if self.submitting || self.left > 0 {
+            return None;
+        }
+        Some(match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(std::mem::take(&mut self.values)),
+        })
+    }
 }
 
 /// Where the results of one chunk of an `imap` go.
@@ -651,7 +807,8 @@ where
 {
     let len = chunk.len();
     let sink: Sink = Box::new(move |outcome| deliver(decode_chunk::<R>(outcome, len)));
-    pool.submit_chunk::<F, A, R>(chunk, sink, false).map(drop)
+    pool.submit_chunk::<F, A, R>(chunk, sink, false, Vec::new())
+        .map(drop)
 }
 
 /// How the chunks of an `imap` come back.

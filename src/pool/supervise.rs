@@ -22,7 +22,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::worker::{ChunkArgs, Order, Report, SharedInit, WorkerArgs, worker_main};
+use super::worker::{self, Order, Report, SharedInit, WorkerArgs, worker_main};
 use crate::error::{Error, Result};
 use crate::process::{Process, StartMethod, get_context};
 use crate::queue::Queue;
@@ -52,14 +52,29 @@ const DRAIN_LOCK_WAIT: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(10);
 
 /// What a job's outcome goes to: its encoded outcome, or why it has none.
-pub(crate) type Sink = Box<dyn FnOnce(Result<Vec<u8>>) + Send>;
+pub(crate) type Sink = Box<dyn FnOnce(Result<Outcome>) + Send>;
+
+/// A job's encoded outcome (see `call::ChunkOutcome`): the report it came in, whose
+/// bytes from `start` on are the outcome's.
+pub(crate) struct Outcome {
+    pub(crate) report: Vec<u8>,
+    pub(crate) start: usize,
+}
+
+impl Outcome {
+    /// The outcome's bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.report.get(self.start..).unwrap_or_default()
+    }
+}
 
 /// Work for the callback thread.
 type CallbackTask = Box<dyn FnOnce() + Send>;
 
 struct Job {
     entry: u64,
-    args: Arc<Vec<u8>>,
+    /// The encoded chunk of arguments, kept to run it again if its worker dies.
+    args: Vec<u8>,
     sink: Sink,
     /// Deliver on the callback thread (the sink runs a user callback).
     callback: bool,
@@ -113,7 +128,7 @@ struct State {
     callbacks_pending: usize,
     /// Jobs ended whose outcomes go to their sinks once the lock is let go (a sink
     /// decodes, which must not hold up the handing out of jobs).
-    ready: Vec<(Sink, Result<Vec<u8>>, bool)>,
+    ready: Vec<(Sink, Result<Outcome>, bool)>,
     /// Outcomes taken from `ready` and not yet delivered.
     delivering: usize,
 }
@@ -227,7 +242,7 @@ impl Core {
             id,
             Job {
                 entry,
-                args: Arc::new(args),
+                args,
                 sink,
                 callback,
                 retries_left: self.spec.retries,
@@ -295,9 +310,8 @@ impl Core {
             let order = Order::Run {
                 job: id,
                 entry: job.entry,
-                args: ChunkArgs(job.args.clone()),
             };
-            if w.orders.put(&order).is_err() {
+            if worker::send(&w.orders, &order, &job.args).is_err() {
                 // This worker cannot take orders; it is replaced when found dead.
                 w.retiring = true;
                 continue;
@@ -313,7 +327,7 @@ impl Core {
 
     /// Ends a job: its outcome is delivered once the lock is let go
     /// ([`take_ready`](Self::take_ready), [`deliver`](Self::deliver)).
-    fn finish(&self, st: &mut State, id: u64, outcome: Result<Vec<u8>>) {
+    fn finish(&self, st: &mut State, id: u64, outcome: Result<Outcome>) {
         if let Some(job) = st.jobs.remove(&id) {
             st.ready.push((job.sink, outcome, job.callback));
         }
@@ -321,14 +335,14 @@ impl Core {
 
     /// The outcomes to deliver (state locked); [`deliver`](Self::deliver) them after
     /// letting go of the lock.
-    fn take_ready(&self, st: &mut State) -> Vec<(Sink, Result<Vec<u8>>, bool)> {
+    fn take_ready(&self, st: &mut State) -> Vec<(Sink, Result<Outcome>, bool)> {
         st.delivering += st.ready.len();
         std::mem::take(&mut st.ready)
     }
 
     /// Runs the sinks of ended jobs (state not locked): on this thread, or on the
     /// callback thread for jobs with callbacks.
-    fn deliver(&self, ready: Vec<(Sink, Result<Vec<u8>>, bool)>) {
+    fn deliver(&self, ready: Vec<(Sink, Result<Outcome>, bool)>) {
         if ready.is_empty() {
             return;
         }
@@ -372,15 +386,17 @@ impl Core {
     fn handle(self: Arc<Self>) {
         let mut last_check = Instant::now();
         loop {
-            let first = self.reports.get_timeout(TICK);
+            let first = self.reports.get_bytes_timeout(TICK);
             let mut st = self.lock();
             let mut report = first;
             // Every report that is there, under one taking of the lock. An error is
-            // "empty", or a damaged report (its job stays with its worker, and fails
-            // if the worker dies).
+            // "empty", or damaged queue memory; a report whose header does not decode
+            // is skipped (its job stays with its worker, and fails if the worker dies).
             while let Ok(r) = report {
-                self.take_report(&mut st, r);
-                report = self.reports.try_get();
+                if let Ok((head, start)) = worker::open::<Report>(&r) {
+                    self.take_report(&mut st, head, r, start);
+                }
+                report = self.reports.try_get_bytes();
             }
             // Looking at every worker costs a system call each: once per tick.
             if last_check.elapsed() >= TICK {
@@ -403,8 +419,9 @@ impl Core {
         }
     }
 
-    /// Takes in one report from a worker (state locked).
-    fn take_report(&self, st: &mut State, report: Report) {
+    /// Takes in one report from a worker (state locked): its header, and the message
+    /// it came in, whose bytes from `start` on are a chunk's outcome.
+    fn take_report(&self, st: &mut State, report: Report, message: Vec<u8>, start: usize) {
         match report {
             Report::Done {
                 worker,
@@ -427,6 +444,10 @@ impl Core {
                     }
                     w.holding.retain(|j| *j != job);
                 }
+                let outcome = outcome.map(|()| Outcome {
+                    report: message,
+                    start,
+                });
                 self.finish(st, job, outcome.map_err(Error::from));
             }
             Report::Retiring { worker } => {
@@ -484,8 +505,11 @@ impl Core {
         let mut untaken = Vec::new();
         // A worker killed inside its `get` holds its queue's consumer side: wait for the
         // takeover rather than take its orders for lost.
-        while let Ok(Order::Run { job, .. }) = w.orders.try_get_after(DRAIN_LOCK_WAIT) {
-            untaken.push(job);
+        while let Ok(message) = w.orders.try_get_bytes_after(DRAIN_LOCK_WAIT) {
+            match worker::open::<Order>(&message) {
+                Ok((Order::Run { job, .. }, _)) => untaken.push(job),
+                _ => break,
+            }
         }
         for job in untaken.iter().rev() {
             if st.jobs.contains_key(job) {

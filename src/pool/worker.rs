@@ -8,49 +8,34 @@ use std::sync::Arc;
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::call::{self, Failure};
+use serde::de::DeserializeOwned;
+
+use super::call::{self, CallCtx, Failure};
 use crate::error::Error;
 use crate::queue::Queue;
+use crate::wire::codec;
 use crate::wire::handles::{FdOwned, FdRef};
 
-/// What the pool tells one worker.
+/// The header of what the pool tells one worker. A `Run` order's encoded chunk of
+/// arguments follows it, to the end of the message (see [`send`]).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Order {
-    /// Run the entry at `entry` on the encoded chunk `args`.
-    Run {
-        job: u64,
-        entry: u64,
-        args: ChunkArgs,
-    },
+    /// Run the entry at `entry` on the chunk that follows.
+    Run { job: u64, entry: u64 },
     /// Finish: no more work will come.
     Stop,
 }
 
-/// A chunk's encoded arguments: shared with the pool's record of the job (kept to run it
-/// again), so that giving it to a worker copies them only into the queue.
-#[derive(Clone, Debug)]
-pub(crate) struct ChunkArgs(pub(crate) Arc<Vec<u8>>);
-
-impl Serialize for ChunkArgs {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.0.as_slice().serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for ChunkArgs {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Vec::<u8>::deserialize(d).map(|v| ChunkArgs(Arc::new(v)))
-    }
-}
-
-/// What a worker tells the pool.
+/// The header of what a worker tells the pool. A `Done` report whose outcome is `Ok` is
+/// followed by the chunk's encoded outcome (see `call::ChunkOutcome`), to the end of the
+/// message: the worker encodes it once, and it is not copied to join the two.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Report {
-    /// The outcome of a chunk (see `call::ChunkOutcome`), encoded.
+    /// A chunk is done: its outcome follows, or why it could not run.
     Done {
         worker: u64,
         job: u64,
-        outcome: Result<Vec<u8>, Failure>,
+        outcome: Result<(), Failure>,
     },
     /// The worker has done its `maxtasksperchild` and is leaving.
     Retiring { worker: u64 },
@@ -59,6 +44,30 @@ pub(crate) enum Report {
     /// Put by the pool itself after it found a worker ended: every report that worker
     /// made comes before it.
     Ended { worker: u64 },
+}
+
+/// Puts a message on a pool queue: `head` encoded, then `body` as it is. A message
+/// without a body is what `queue.put(head)` puts.
+pub(crate) fn send<T: Serialize + DeserializeOwned>(
+    queue: &Queue<T>,
+    head: &T,
+    body: &[u8],
+) -> Result<(), Error> {
+    let mut small = [0; 64];
+    let large;
+    let head = match codec::encode_plain_into(head, &mut small)? {
+        Some(len) => &small[..len],
+        None => {
+            large = codec::encode_plain(head)?;
+            &large[..]
+        }
+    };
+    queue.put_bytes(head, body)
+}
+
+/// Takes a message of a pool queue apart: its header, and where its body starts.
+pub(crate) fn open<T: DeserializeOwned>(message: &[u8]) -> Result<(T, usize), Error> {
+    codec::decode_prefix(message)
 }
 
 /// An initializer: its entry, its encoded argument and the descriptors of the handles
@@ -138,9 +147,10 @@ pub(crate) fn worker_main(w: WorkerArgs) {
     crate::process::install_panic_hook();
     // Orders come from the pool only.
     w.orders.close();
+    let ctx = CallCtx::default();
     if let Some(init) = w.initializer.and_then(|i| Arc::try_unwrap(i.0).ok()) {
-        let failure = match call::run(init.entry, init.bytes, init.fds) {
-            Ok(out) => match crate::wire::codec::decode::<Result<(), Failure>>(&out, Vec::new()) {
+        let failure = match call::run(init.entry, init.bytes, 0, init.fds, &ctx) {
+            Ok(()) => match codec::decode::<Result<(), Failure>>(&ctx.out.borrow(), Vec::new()) {
                 Ok(Ok(())) => None,
                 Ok(Err(f)) => Some(f),
                 Err(e) => Some(Failure::Codec(e.to_string())),
@@ -157,29 +167,35 @@ pub(crate) fn worker_main(w: WorkerArgs) {
     }
     let mut done = 0u64;
     loop {
-        match w.orders.get() {
-            Ok(Order::Run { job, entry, args }) => {
-                let args = Arc::try_unwrap(args.0).unwrap_or_else(|shared| shared.to_vec());
-                let outcome = call::run(entry, args, Vec::new());
-                let report = Report::Done {
-                    worker: w.serial,
-                    job,
-                    outcome,
-                };
-                if w.reports.put(&report).is_err() {
-                    return;
-                }
-                done += 1;
-                if w.max_tasks.is_some_and(|m| done >= m) {
-                    let _ = w.reports.put(&Report::Retiring { worker: w.serial });
-                    return;
-                }
-            }
-            // Told to stop, or the pool is gone (no producer of orders left).
-            Ok(Order::Stop) | Err(Error::NoProducers) => return,
+        let message = match w.orders.get_bytes() {
+            Ok(m) => m,
             // A damaged order: go on with the next.
             Err(Error::Decode(_)) => continue,
+            // The pool is gone (no producer of orders left), or the queue failed.
             Err(_) => return,
+        };
+        let (job, entry, start) = match open::<Order>(&message) {
+            Ok((Order::Run { job, entry }, start)) => (job, entry, start),
+            // Told to stop: no more work will come.
+            Ok((Order::Stop, _)) => return,
+            Err(_) => continue,
+        };
+        let outcome = call::run(entry, message, start, Vec::new(), &ctx);
+        let out = ctx.out.borrow();
+        let body: &[u8] = if outcome.is_ok() { &out } else { &[] };
+        let report = Report::Done {
+            worker: w.serial,
+            job,
+            outcome,
+        };
+        if send(&w.reports, &report, body).is_err() {
+            return;
+        }
+        drop(out);
+        done += 1;
+        if w.max_tasks.is_some_and(|m| done >= m) {
+            let _ = w.reports.put(&Report::Retiring { worker: w.serial });
+            return;
         }
     }
 }

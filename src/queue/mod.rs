@@ -74,7 +74,7 @@ use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use self::putters::{Putters, Registration};
-use self::ring::{Fail, Got, INLINE, MAX_MAXSIZE, MAX_RING_BYTES, MIN_RING_BYTES, Ring};
+use self::ring::{Fail, Got, INLINE, MAX_MAXSIZE, MAX_RING_BYTES, MIN_RING_BYTES, Parts, Ring};
 use crate::deadline;
 use crate::error::{Error, Result};
 use crate::sys::liveness;
@@ -408,7 +408,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             }
         };
         self.ring()
-            .put(bytes, deadline, lock_deadline)
+            .put_parts(Parts(&[], bytes), deadline, lock_deadline)
             .map_err(|f| match f {
                 Fail::Timeout => PutError::Full,
                 Fail::NoProducers => PutError::Failed(Error::NoProducers),
@@ -537,12 +537,69 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.get_until(now, grace(now))
     }
 
-    /// Takes the next item if there is one now, waiting up to `lock_wait` for a
-    /// consumer in the middle of its own `get` (one that died there holds the queue's
-    /// consumer side until another takes it over, after about 0.1 s).
-    pub(crate) fn try_get_after(&self, lock_wait: Duration) -> Result<T, GetError> {
+    /// Puts an item given as its bytes, in two parts: the bytes of a `T` followed by
+    /// bytes of the caller's (a body encoded apart from its header, which is then
+    /// neither encoded again nor copied to join the two). Waits as long as the queue is
+    /// full. Such an item is taken with [`get_bytes`](Queue::get_bytes).
+    pub(crate) fn put_bytes(&self, head: &[u8], body: &[u8]) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::state("put on a closed queue handle"));
+        }
+        self.ring()
+            .put_parts(Parts(head, body), None, None)
+            .map_err(|f| match f {
+                Fail::Timeout => Error::Full,
+                Fail::NoProducers => Error::NoProducers,
+                Fail::Failed(e) => e,
+            })
+    }
+
+    /// Takes the next item's bytes, undecoded, waiting until `deadline`, and for other
+    /// consumers until `lock_deadline`.
+    fn get_bytes_until(
+        &self,
+        deadline: Option<Instant>,
+        lock_deadline: Option<Instant>,
+    ) -> Result<Vec<u8>, GetError> {
+        let putters = &self.handle.putters;
+        let mut small = [0; INLINE];
+        let bytes = self
+            .ring()
+            .get(deadline, lock_deadline, &|| putters.any_left(), &mut small)
+            .map_err(|f| match f {
+                Fail::Timeout => GetError::Empty,
+                Fail::NoProducers => GetError::Failed(Error::NoProducers),
+                Fail::Failed(e) => GetError::Failed(e),
+            })?;
+        Ok(match bytes {
+            Got::Inline(len) => small[..len].to_vec(),
+            Got::Heap(bytes) => bytes,
+        })
+    }
+
+    /// The next item's bytes, undecoded, as [`get`](Queue::get) waits for them.
+    pub(crate) fn get_bytes(&self) -> Result<Vec<u8>> {
+        self.get_bytes_until(None, None).map_err(Error::from)
+    }
+
+    /// [`get_bytes`](Queue::get_bytes), waiting at most `timeout`.
+    pub(crate) fn get_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, GetError> {
+        let deadline = deadline::after(timeout);
+        self.get_bytes_until(deadline, grace(deadline))
+    }
+
+    /// [`get_bytes`](Queue::get_bytes) if an item is there now.
+    pub(crate) fn try_get_bytes(&self) -> Result<Vec<u8>, GetError> {
+        let now = Some(Instant::now());
+        self.get_bytes_until(now, grace(now))
+    }
+
+    /// [`get_bytes`](Queue::get_bytes) if an item is there now, waiting up to
+    /// `lock_wait` for a consumer in the middle of its own `get` (one that died there
+    /// holds the queue's consumer side until another takes it over, after about 0.1 s).
+    pub(crate) fn try_get_bytes_after(&self, lock_wait: Duration) -> Result<Vec<u8>, GetError> {
         let now = Instant::now();
-        self.get_until(Some(now), deadline::after(lock_wait))
+        self.get_bytes_until(Some(now), deadline::after(lock_wait))
     }
 
     /// The items as they come, each as [`get`](Queue::get) returns it; the iteration

@@ -137,6 +137,24 @@ pub(crate) enum Got {
     Heap(Vec<u8>),
 }
 
+/// An item's bytes in two parts: the first, then the second.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Parts<'a>(pub(crate) &'a [u8], pub(crate) &'a [u8]);
+
+impl<'a> Parts<'a> {
+    fn len(&self) -> usize {
+        self.0.len() + self.1.len()
+    }
+
+    /// The bytes `off..off + n` of the item, as the parts of the two that hold them.
+    fn range(&self, off: usize, n: usize) -> (&'a [u8], &'a [u8]) {
+        let first = self.0.len();
+        let a = &self.0[off.min(first)..(off + n).min(first)];
+        let b = &self.1[off.saturating_sub(first)..(off + n).saturating_sub(first)];
+        (a, b)
+    }
+}
+
 /// Why a ring operation did not complete.
 #[derive(Debug)]
 pub(crate) enum Fail {
@@ -479,10 +497,11 @@ impl Ring {
             .atomic_u64(DATA_AT + (at & (self.capacity - 1)) as usize)
     }
 
-    /// Writes a record at `at`: header, the optional total (a `FIRST` record's), bytes.
-    fn write_record(&self, at: u32, kind: u8, total: Option<u64>, bytes: &[u8]) {
+    /// Writes a record at `at`: header, the optional total (a `FIRST` record's), bytes
+    /// (in two parts, one after the other).
+    fn write_record(&self, at: u32, kind: u8, total: Option<u64>, (a, b): (&[u8], &[u8])) {
         let extra = if total.is_some() { 8 } else { 0 };
-        let len = (bytes.len() + extra) as u64;
+        let len = (a.len() + b.len() + extra) as u64;
         self.header_at(at)
             .store(HEADER_MARK | u64::from(kind) << 32 | len, Ordering::Relaxed);
         let mut p = at.wrapping_add(HEADER as u32);
@@ -490,16 +509,30 @@ impl Ring {
             self.header_at(p).store(t, Ordering::Relaxed);
             p = p.wrapping_add(8);
         }
-        self.write(p, bytes);
+        self.write(p, a);
+        self.write(p.wrapping_add(a.len() as u32), b);
     }
 
     // ---- put ----
 
     /// Appends one item's bytes, waiting for room until `deadline`, and for other
     /// producers until `lock_deadline`.
+    #[cfg(test)]
     pub(crate) fn put(
         &self,
         item: &[u8],
+        deadline: Option<Instant>,
+        lock_deadline: Option<Instant>,
+    ) -> Result<(), Fail> {
+        self.put_parts(Parts(&[], item), deadline, lock_deadline)
+    }
+
+    /// Appends one item given in two parts, its bytes being the first then the second
+    /// (a header made apart from a body, which is then not copied to join them);
+    /// otherwise as [`put`](Self::put).
+    pub(crate) fn put_parts(
+        &self,
+        item: Parts<'_>,
         deadline: Option<Instant>,
         lock_deadline: Option<Instant>,
     ) -> Result<(), Fail> {
@@ -513,7 +546,7 @@ impl Ring {
         let rec = record_len(item.len());
         if rec <= self.capacity / 4 {
             let tail = self.wait_room(rec, true, deadline)?;
-            self.write_record(pos(tail), WHOLE, None, item);
+            self.write_record(pos(tail), WHOLE, None, (item.0, item.1));
             self.publish(tail, rec, 1);
             return Ok(());
         }
@@ -562,7 +595,7 @@ impl Ring {
     }
 
     /// Streams an item longer than a quarter of the ring (put lock held).
-    fn stream(&self, item: &[u8], deadline: Option<Instant>) -> Result<(), Fail> {
+    fn stream(&self, item: Parts<'_>, deadline: Option<Instant>) -> Result<(), Fail> {
         let streaming = self.word32(STREAMING_AT);
         // Below the length that streams (a record of more than a quarter of the ring):
         // the first chunk never holds the whole item.
@@ -585,7 +618,7 @@ impl Ring {
                 (false, true) => LAST,
             };
             let total = (kind == FIRST).then_some(item.len() as u64);
-            self.write_record(pos(tail), kind, total, &item[off..off + n]);
+            self.write_record(pos(tail), kind, total, item.range(off, n));
             let whole_item = u32::from(kind == LAST);
             self.publish(tail, record_len(n + extra), whole_item);
             off += n;
@@ -615,7 +648,7 @@ impl Ring {
             .checked_sub(used)
             .is_some_and(|free| free >= RESERVE);
         if room && pos(tail) % 8 == 0 {
-            self.write_record(pos(tail), ABORT, None, &[]);
+            self.write_record(pos(tail), ABORT, None, (&[], &[]));
             self.publish(tail, RESERVE, 0);
         }
         self.word32(STREAMING_AT).store(0, Ordering::Release);
@@ -680,7 +713,7 @@ impl Ring {
                     return Ok(Got::Inline(len));
                 }
                 WHOLE => {
-                    let mut item = pages::receive_buffer(len).map_err(Error::from)?;
+                    let mut item = item_buffer(len)?;
                     self.read(body, &mut item);
                     self.advance(head, rec, 1);
                     return Ok(Got::Heap(item));
@@ -917,6 +950,26 @@ impl Ring {
     }
 }
 
+/// A buffer of `len` zero bytes for an item about to be copied out of the ring. From 64
+/// KiB to a mebibyte its pages are mapped in one call before they are zeroed, not at a
+/// fault per page (a smaller one spans too few pages to be worth the call); larger ones
+/// are fresh memory that takes huge pages ([`pages::receive_buffer`]).
+fn item_buffer(len: usize) -> Result<Vec<u8>, Error> {
+    if !(64 << 10..1 << 20).contains(&len) {
+        return pages::receive_buffer(len).map_err(Error::from);
+    }
+    let mut item = Vec::new();
+    item.try_reserve_exact(len).map_err(|_| {
+        Error::from(std::io::Error::new(
+            std::io::ErrorKind::OutOfMemory,
+            format!("cannot allocate {len} bytes for a message"),
+        ))
+    })?;
+    pages::populate_uninit(item.spare_capacity_mut());
+    item.resize(len, 0);
+    Ok(item)
+}
+
 /// The monotonic clock in nanoseconds (the same clock in every process).
 fn monotonic_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
@@ -928,6 +981,60 @@ fn monotonic_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_item_in_two_parts_comes_out_as_one_whole_or_streamed() {
+        let ring = Ring::create(MIN_RING_BYTES, 0).unwrap();
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        // Whole records (split anywhere, parts empty or not), then streamed ones (longer
+        // than a quarter of the ring), the split inside the first, a later, the last part.
+        let cases = [(0, 5), (3, 0), (3, 9), (0, 0), (100, 3000)]
+            .into_iter()
+            .chain([(0, 50_000), (10, 50_000), (5000, 40_000), (49_999, 50_000)]);
+        let reader = {
+            let ring = ring.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                for _ in 0..9 {
+                    let mut small = [0; INLINE];
+                    got.push(match ring.get(None, None, &|| true, &mut small).unwrap() {
+                        Got::Inline(len) => small[..len].to_vec(),
+                        Got::Heap(v) => v,
+                    });
+                }
+                got
+            })
+        };
+        let mut want = Vec::new();
+        for (split, len) in cases {
+            let item = &bytes[..len.max(split)];
+            ring.put_parts(Parts(&item[..split], &item[split..]), None, None)
+                .unwrap();
+            want.push(item.to_vec());
+        }
+        assert!(reader.join().unwrap() == want);
+    }
+
+    #[test]
+    fn whole_items_of_every_size_class_come_out_as_put_across_the_wrap() {
+        let ring = Ring::create(1 << 20, 0).unwrap();
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        // Inline, small, mapped ahead (from 64 KiB): 25 rounds go round the ring
+        // several times, so items wrap at its end.
+        for round in 0..25 {
+            for len in [3, 300, 5000, 65_536, 100_003, 250_000] {
+                let item = &bytes[round..round + len];
+                ring.put_parts(Parts(&item[..len / 3], &item[len / 3..]), None, None)
+                    .unwrap();
+                let mut small = [0; INLINE];
+                let got = match ring.get(None, None, &|| true, &mut small).unwrap() {
+                    Got::Inline(n) => small[..n].to_vec(),
+                    Got::Heap(v) => v,
+                };
+                assert!(got == item, "round {round}, {len} bytes");
+            }
+        }
+    }
 
     #[test]
     fn an_item_above_the_limit_is_refused_before_anything_is_written() {

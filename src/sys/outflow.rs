@@ -88,6 +88,16 @@ impl Outflow {
         }
     }
 
+    /// [`measure`](Self::measure), gathering into `buf` (emptied first): memory kept
+    /// from an earlier encoding serves again, without growing from nothing.
+    pub(crate) fn measure_into(mut buf: Vec<u8>, stream_at: usize, limit: usize) -> Outflow {
+        buf.clear();
+        Outflow {
+            bytes: buf,
+            ..Outflow::measure(stream_at, limit)
+        }
+    }
+
     /// Sends the encoding into `socket` (a blocking write of a connected stream socket,
     /// duplicated here), refusing with [`Stop::Mismatch`] any byte past `expected`.
     pub(crate) fn stream(socket: BorrowedFd<'_>, expected: u64) -> io::Result<Outflow> {

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::sys::outflow::{Outflow, Stop};
-use crate::wire::bulk::{Kind, Run, Source, TAKE_OVER_FROM};
+use crate::wire::bulk::{self, Kind, Run, Source, TAKE_OVER_FROM};
 use crate::wire::handles;
 use crate::wire::verbatim::{self, Encode};
 
@@ -160,6 +160,41 @@ pub(crate) fn decode_split<T: DeserializeOwned>(
     decode(&[&head[..], run.bytes()].concat(), fds)
 }
 
+/// Decodes a message that is a sequence of `T` (postcard's `Vec<T>`; of exactly
+/// `expect` elements when given), appending them to `out`, which may already hold
+/// others: the values go straight to where the caller keeps them, without a vector of
+/// their own. On an error, `out` is as it was.
+pub(crate) fn decode_seq_append<T: DeserializeOwned>(
+    message: &[u8],
+    expect: Option<usize>,
+    out: &mut Vec<T>,
+) -> Result<()> {
+    let before = out.len();
+    let source = Source::new(message);
+    let r = handles::providing(Vec::new(), || {
+        let n = bulk::take_len(&source)
+            .ok_or_else(|| Error::Decode("a sequence without a valid length".into()))?;
+        if let Some(expect) = expect.filter(|e| *e != n) {
+            return Err(Error::Decode(format!(
+                "a sequence of {n} values where {expect} were expected"
+            )));
+        }
+        if !bulk::take_seq_into(&source, n, out) {
+            verbatim::decode_each_into(&source, n, out).map_err(Error::Decode)?;
+        }
+        match source.remaining() {
+            0 => Ok(()),
+            rest => Err(Error::Decode(format!(
+                "{rest} trailing bytes after the value"
+            ))),
+        }
+    });
+    if r.is_err() {
+        out.truncate(before);
+    }
+    r
+}
+
 /// Decodes a `T` from all of `source`.
 fn whole<T: DeserializeOwned>(source: &Source<'_>) -> Result<T> {
     let value = verbatim::decode_from::<T>(source).map_err(Error::Decode)?;
@@ -205,6 +240,37 @@ pub(crate) fn encode_plain_into<T: Serialize + ?Sized>(
             }
         }
     }
+}
+
+/// Encodes a value that holds no handles into `buf`, in place of what it held: its
+/// memory serves again, so a value about the size of the last one allocates nothing.
+pub(crate) fn encode_plain_reusing<T: Serialize + ?Sized>(
+    value: &T,
+    buf: Vec<u8>,
+) -> Result<Vec<u8>> {
+    let out = Outflow::measure_into(buf, usize::MAX, usize::MAX);
+    let (m, fds) = handles::collecting(|| run(value, out, usize::MAX));
+    if !fds.is_empty() {
+        return Err(handles_refused());
+    }
+    match m? {
+        Measured::Inline(bytes) => Ok(bytes),
+        // Only past `stream_at`, which no length reaches.
+        Measured::Long(len) => Err(Error::MessageTooLarge {
+            len,
+            limit: usize::MAX,
+        }),
+    }
+}
+
+/// Decodes a `T` from the front of `bytes`: the value, and where the bytes after it
+/// start (a message whose header is followed by a body of the caller's).
+pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize)> {
+    let source = Source::new(bytes);
+    let value = handles::providing(Vec::new(), || {
+        verbatim::decode_from::<T>(&source).map_err(Error::Decode)
+    })?;
+    Ok((value, bytes.len() - source.remaining()))
 }
 
 /// Encodes a value that holds no handles.
@@ -317,6 +383,48 @@ mod tests {
                 .to_string();
             assert_eq!(owned, copied);
         }
+    }
+
+    #[test]
+    fn a_sequence_appends_to_the_values_already_there_and_an_error_leaves_them_alone() {
+        // Numbers in bulk, other values one by one.
+        let mut out = vec![7u64];
+        let more: Vec<u64> = (0..1000).map(|i| i * 977).collect();
+        let bytes = encode(&more).unwrap().bytes;
+        let before = crate::wire::bulk::BULK_COUNT.with(|c| c.get());
+        decode_seq_append(&bytes, Some(1000), &mut out).unwrap();
+        assert_eq!(crate::wire::bulk::BULK_COUNT.with(|c| c.get()), before + 1);
+        assert_eq!(out[0], 7);
+        assert!(out[1..] == more[..]);
+        let mut floats = vec![0.5f64];
+        decode_seq_append(
+            &encode(&vec![1.5f64, -2.0]).unwrap().bytes,
+            Some(2),
+            &mut floats,
+        )
+        .unwrap();
+        assert_eq!(floats, [0.5, 1.5, -2.0]);
+        let mut names = vec!["a".to_string()];
+        let b = encode(&vec!["b".to_string(), "c".into()]).unwrap().bytes;
+        decode_seq_append(&b, Some(2), &mut names).unwrap();
+        assert_eq!(names, ["a", "b", "c"]);
+        // Another count than expected, cut short, bytes after it: errors, nothing added.
+        for (bad, expect) in [
+            (bytes.clone(), 999),
+            (bytes[..bytes.len() - 1].to_vec(), 1000),
+            ([&bytes[..], &[0]].concat(), 1000),
+            (Vec::new(), 0),
+        ] {
+            let mut out = vec![1u64, 2];
+            assert!(matches!(
+                decode_seq_append(&bad, Some(expect), &mut out),
+                Err(Error::Decode(_))
+            ));
+            assert_eq!(out, [1, 2]);
+        }
+        let mut names = vec!["a".to_string()];
+        assert!(decode_seq_append::<String>(&b[..b.len() - 1], Some(2), &mut names).is_err());
+        assert_eq!(names, ["a"]);
     }
 
     #[test]

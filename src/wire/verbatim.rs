@@ -105,6 +105,22 @@ pub(crate) fn decode_from<'s, T: de::Deserialize<'s>>(source: &'s Source<'s>) ->
     T::deserialize(De(&mut d, Some(source))).map_err(|t| *t.0)
 }
 
+/// Decodes `n` values of `T` one after another from `source`'s position, pushing each
+/// onto `out` (the elements of a sequence whose count was read already).
+pub(crate) fn decode_each_into<'s, T: de::Deserialize<'s>>(
+    source: &'s Source<'s>,
+    n: usize,
+    out: &mut Vec<T>,
+) -> Result<(), String> {
+    let mut d = postcard::Deserializer::from_flavor(Cursor(source));
+    // Each element takes a byte at least: reserve no more than the message can fill.
+    out.reserve(n.min(source.remaining()));
+    for _ in 0..n {
+        out.push(T::deserialize(De(&mut d, Some(source))).map_err(|t| *t.0)?);
+    }
+    Ok(())
+}
+
 /// A deserializer whose error is [`Text`]; the second field is the message it reads,
 /// for the bulk path.
 struct De<'s, D>(D, Src<'s>);
