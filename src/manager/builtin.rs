@@ -632,6 +632,34 @@ fn decode<R: DeserializeOwned>(bytes: Vec<u8>) -> Result<R> {
     codec::decode_owned(bytes, 0, Vec::new())
 }
 
+/// The calls a list and an array answer alike: indexed reads and writes, the length,
+/// copies.
+struct Indexed<'a, T>(&'a ProxyCore, PhantomData<fn() -> T>);
+
+impl<T: Serialize + DeserializeOwned> Indexed<'_, T> {
+    fn get(&self, i: usize) -> Result<T> {
+        decode(self.0.call_raw("get", &Args::to(self.0).u64(i as u64).0)?)
+    }
+
+    fn set(&self, i: usize, v: &T) -> Result<()> {
+        let args = Args::to(self.0).u64(i as u64).value(v)?;
+        self.0.call_raw("set", &args.0).map(drop)
+    }
+
+    fn len(&self) -> Result<usize> {
+        decode::<u64>(self.0.call_raw("len", &[])?).map(|n| n as usize)
+    }
+
+    fn to_vec(&self) -> Result<Vec<T>> {
+        decode(self.0.call_raw("to_vec", &[])?)
+    }
+
+    fn slice(&self, start: usize, end: usize) -> Result<Vec<T>> {
+        let args = Args::to(self.0).u64(start as u64).u64(end as u64);
+        decode(self.0.call_raw("slice", &args.0)?)
+    }
+}
+
 /// Implements `Clone`, `Debug`, serde (as the core) and [`Proxy`] for a typed proxy.
 macro_rules! proxy_basics {
     ($name:ident [$($p:ident),*] $typeid:expr) => {
@@ -828,6 +856,10 @@ pub struct ListProxy<T> {
 proxy_basics!(ListProxy [T] LIST);
 
 impl<T: Serialize + DeserializeOwned> ListProxy<T> {
+    fn indexed(&self) -> Indexed<'_, T> {
+        Indexed(&self.core, PhantomData)
+    }
+
     /// Appends `v`.
     pub fn append(&self, v: &T) -> Result<()> {
         self.core
@@ -847,17 +879,12 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 
     /// The value at index `i` (Python's `l[i]`).
     pub fn get(&self, i: usize) -> Result<T> {
-        decode(
-            self.core
-                .call_raw("get", &Args::to(&self.core).u64(i as u64).0)?,
-        )
+        self.indexed().get(i)
     }
 
     /// Replaces the value at index `i` (Python's `l[i] = v`).
     pub fn set(&self, i: usize, v: &T) -> Result<()> {
-        self.core
-            .call_raw("set", &Args::to(&self.core).u64(i as u64).value(v)?.0)
-            .map(drop)
+        self.indexed().set(i, v)
     }
 
     /// Inserts `v` before index `i`; an index past the end appends, as in Python.
@@ -937,7 +964,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 
     /// The number of values.
     pub fn len(&self) -> Result<usize> {
-        decode::<u64>(self.core.call_raw("len", &[])?).map(|n| n as usize)
+        self.indexed().len()
     }
 
     /// Whether the list is empty.
@@ -947,16 +974,13 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 
     /// A copy of the whole list in this process (Python's `l[:]`).
     pub fn to_vec(&self) -> Result<Vec<T>> {
-        decode(self.core.call_raw("to_vec", &[])?)
+        self.indexed().to_vec()
     }
 
     /// A copy of the values from index `start` up to `end` (clamped to the list, as
     /// Python's `l[start:end]`).
     pub fn slice(&self, start: usize, end: usize) -> Result<Vec<T>> {
-        decode(self.core.call_raw(
-            "slice",
-            &Args::to(&self.core).u64(start as u64).u64(end as u64).0,
-        )?)
+        self.indexed().slice(start, end)
     }
 
     /// Removes every value.
@@ -986,24 +1010,23 @@ pub struct ArrayProxy<T> {
 proxy_basics!(ArrayProxy [T] ARRAY);
 
 impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
+    fn indexed(&self) -> Indexed<'_, T> {
+        Indexed(&self.core, PhantomData)
+    }
+
     /// The value at index `i`.
     pub fn get(&self, i: usize) -> Result<T> {
-        decode(
-            self.core
-                .call_raw("get", &Args::to(&self.core).u64(i as u64).0)?,
-        )
+        self.indexed().get(i)
     }
 
     /// Replaces the value at index `i`.
     pub fn set(&self, i: usize, v: &T) -> Result<()> {
-        self.core
-            .call_raw("set", &Args::to(&self.core).u64(i as u64).value(v)?.0)
-            .map(drop)
+        self.indexed().set(i, v)
     }
 
     /// The length.
     pub fn len(&self) -> Result<usize> {
-        decode::<u64>(self.core.call_raw("len", &[])?).map(|n| n as usize)
+        self.indexed().len()
     }
 
     /// Whether the length is zero.
@@ -1013,15 +1036,12 @@ impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
 
     /// A copy of the whole array.
     pub fn to_vec(&self) -> Result<Vec<T>> {
-        decode(self.core.call_raw("to_vec", &[])?)
+        self.indexed().to_vec()
     }
 
     /// A copy of the values from `start` up to `end` (clamped to the array).
     pub fn slice(&self, start: usize, end: usize) -> Result<Vec<T>> {
-        decode(self.core.call_raw(
-            "slice",
-            &Args::to(&self.core).u64(start as u64).u64(end as u64).0,
-        )?)
+        self.indexed().slice(start, end)
     }
 
     /// Replaces the values from index `start` on with `values` (Python's
