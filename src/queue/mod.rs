@@ -82,6 +82,12 @@ use crate::sys::shm::Region;
 use crate::wire::codec;
 use crate::wire::handles::{self, FdOwned, FdRef};
 
+/// An item's bytes as a consumer took them: in a buffer on its stack, or on the heap.
+enum Taken<'a> {
+    Inline(&'a [u8]),
+    Heap(Vec<u8>),
+}
+
 /// The ring's size when none is given: 1 MiB.
 pub const DEFAULT_RING_BYTES: usize = 1 << 20;
 
@@ -466,20 +472,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         deadline: Option<Instant>,
         lock_deadline: Option<Instant>,
     ) -> Result<T, GetError> {
-        let putters = &self.handle.putters;
-        let mut small = [0; INLINE];
-        let bytes = self
-            .ring()
-            .get(deadline, lock_deadline, &|| putters.any_left(), &mut small)
-            .map_err(|f| match f {
-                Fail::Timeout => GetError::Empty,
-                Fail::NoProducers => GetError::Failed(Error::NoProducers),
-                Fail::Failed(e) => GetError::Failed(e),
-            })?;
-        match bytes {
-            Got::Inline(len) => codec::decode(&small[..len], Vec::new()),
-            Got::Heap(bytes) => codec::decode_owned(bytes, 0, Vec::new()),
-        }
+        self.take(deadline, lock_deadline, |item| match item {
+            Taken::Inline(bytes) => codec::decode(bytes, Vec::new()),
+            Taken::Heap(bytes) => codec::decode_owned(bytes, 0, Vec::new()),
+        })?
         .map_err(|e| {
             // Nobody can process an item that does not decode: it needs no task_done.
             self.ring().mark_done(1);
@@ -561,9 +557,23 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         deadline: Option<Instant>,
         lock_deadline: Option<Instant>,
     ) -> Result<Vec<u8>, GetError> {
+        self.take(deadline, lock_deadline, |item| match item {
+            Taken::Inline(bytes) => bytes.to_vec(),
+            Taken::Heap(bytes) => bytes,
+        })
+    }
+
+    /// Takes the next item, waiting until `deadline` (and for other consumers until
+    /// `lock_deadline`), and hands its bytes to `finish`.
+    fn take<R>(
+        &self,
+        deadline: Option<Instant>,
+        lock_deadline: Option<Instant>,
+        finish: impl FnOnce(Taken<'_>) -> R,
+    ) -> Result<R, GetError> {
         let putters = &self.handle.putters;
         let mut small = [0; INLINE];
-        let bytes = self
+        let got = self
             .ring()
             .get(deadline, lock_deadline, &|| putters.any_left(), &mut small)
             .map_err(|f| match f {
@@ -571,10 +581,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 Fail::NoProducers => GetError::Failed(Error::NoProducers),
                 Fail::Failed(e) => GetError::Failed(e),
             })?;
-        Ok(match bytes {
-            Got::Inline(len) => small[..len].to_vec(),
-            Got::Heap(bytes) => bytes,
-        })
+        Ok(finish(match got {
+            Got::Inline(len) => Taken::Inline(&small[..len]),
+            Got::Heap(bytes) => Taken::Heap(bytes),
+        }))
     }
 
     /// The next item's bytes, undecoded, as [`get`](Queue::get) waits for them.
