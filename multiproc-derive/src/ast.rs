@@ -6,7 +6,8 @@ use quote::{ToTokens, format_ident};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{
-    Attribute, Error, FnArg, ImplItem, ImplItemFn, ItemImpl, Pat, ReturnType, Type, Visibility,
+    Attribute, Error, FnArg, ImplItem, ImplItemFn, ItemImpl, Pat, PatType, ReturnType, Signature,
+    Type, Visibility,
 };
 
 use crate::{attr, valid};
@@ -111,15 +112,7 @@ impl<'a> Input<'a> {
 
 impl<'a> Function<'a> {
     fn new(f: &'a ImplItemFn, self_tokens: &TokenStream) -> Function<'a> {
-        let typed: Vec<_> = f
-            .sig
-            .inputs
-            .iter()
-            .filter_map(|arg| match arg {
-                FnArg::Typed(t) => Some(t),
-                FnArg::Receiver(_) => None,
-            })
-            .collect();
+        let typed = typed_inputs(&f.sig);
         let params = typed
             .iter()
             .enumerate()
@@ -199,6 +192,17 @@ pub fn constructs(output: &ReturnType, self_tokens: &TokenStream) -> Option<bool
 }
 
 /// `Type::Group` (what a `macro_rules!` leaves around a type) looked through.
+/// The parameters of `sig` other than `self`.
+pub fn typed_inputs(sig: &Signature) -> Vec<&PatType> {
+    sig.inputs
+        .iter()
+        .filter_map(|arg| match arg {
+            FnArg::Typed(t) => Some(t),
+            FnArg::Receiver(_) => None,
+        })
+        .collect()
+}
+
 pub fn ungroup(ty: &Type) -> &Type {
     match ty {
         Type::Group(g) => ungroup(&g.elem),

@@ -6,7 +6,7 @@ use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{Error, FnArg, GenericParam, ImplItemFn, ItemImpl, ReturnType, Type, WherePredicate};
 
-use crate::ast::{owned, ungroup};
+use crate::ast::{owned, typed_inputs, ungroup};
 
 /// Names every proxy has through the traits it implements (`Clone`, `Debug`,
 /// `Serialize`, `Deserialize`, `Proxy`): a method of the same name would hide them.
@@ -121,14 +121,7 @@ pub fn function(f: &ImplItemFn, is_method: bool, errors: &mut Vec<Error>) -> boo
             }
         }
     }
-    let typed: Vec<_> = sig
-        .inputs
-        .iter()
-        .filter_map(|arg| match arg {
-            FnArg::Typed(t) => Some(t),
-            FnArg::Receiver(_) => None,
-        })
-        .collect();
+    let typed = typed_inputs(sig);
     for t in &typed {
         param(&t.ty, errors);
     }
