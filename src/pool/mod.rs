@@ -21,11 +21,11 @@
 //! Dropping a pool terminates it, as leaving Python's `with Pool(...)` block does: the
 //! workers are killed and unfinished tasks fail with [`Error::Cancelled`].
 
+mod backend;
 mod call;
 mod executor;
 mod progress;
 mod result;
-mod supervise;
 mod worker;
 
 pub use self::executor::{ExecutorMap, ProcessPoolExecutor, TaskFuture};
@@ -39,10 +39,11 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use self::backend::local::{Core, Spec};
+use self::backend::{Backend, Outcome, Sink};
 use self::call::{ChunkOutcome, chunk_entry, init_entry};
 use self::progress::Progress;
 use self::result::Slot;
-use self::supervise::{Core, Outcome, Sink, Spec};
 use self::worker::{Initializer, SharedInit};
 use crate::error::{Error, Result};
 use crate::process::{StartMethod, Target, cpu_count, get_start_method};
@@ -62,7 +63,7 @@ use crate::wire::codec;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct Pool {
-    core: Arc<Core>,
+    core: Backend,
     processes: usize,
     /// Draw a progress bar for map and imap calls.
     progress: bool,
@@ -86,6 +87,9 @@ pub struct PoolBuilder {
     retries: u32,
     task_timeout: Option<Duration>,
     progress: bool,
+    /// Run the tasks on the ranks of the MPI job instead of local processes.
+    #[cfg(feature = "mpi")]
+    mpi: bool,
 }
 
 impl PoolBuilder {
@@ -165,6 +169,28 @@ impl PoolBuilder {
         self
     }
 
+    /// Runs the tasks on the other ranks of the MPI job this program is rank 0 of,
+    /// instead of on processes of this machine (Python's `mpi4py.futures`): started as
+    /// `mpirun -n N prog`, rank 0 runs `main` and ranks 1 to N-1 serve as workers before
+    /// their `main` would run, with no line in it. Every method of the pool works as it
+    /// does locally, with the same targets, results and errors;
+    /// [`processes`](Self::processes) caps the ranks used (all of them by default).
+    ///
+    /// Where it differs (see the [module docs](crate::pool#on-an-mpi-job)): a task over
+    /// its [`task_timeout`](Self::task_timeout) fails with [`Error::Timeout`] but its
+    /// rank is not killed (MPI would end the whole job): it gets no more tasks until it
+    /// finishes that one; a rank that dies ends the job, as MPI does;
+    /// [`maxtasksperchild`](Self::maxtasksperchild), [`retries`](Self::retries) and
+    /// [`start_method`](Self::start_method) do not apply, and an initializer's arguments
+    /// cannot hold handles. [`build`](Self::build) fails with [`Error::InvalidState`]
+    /// outside an MPI job of at least two ranks, and while another MPI pool runs.
+    #[cfg(feature = "mpi")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mpi")))]
+    pub fn mpi(mut self) -> Self {
+        self.mpi = true;
+        self
+    }
+
     /// Starts the workers.
     pub fn build(self) -> Result<Pool> {
         let processes = match self.processes {
@@ -172,6 +198,20 @@ impl PoolBuilder {
             Some(n) => n,
         };
         let initializer = self.initializer.transpose()?;
+        #[cfg(feature = "mpi")]
+        if self.mpi {
+            let spec = backend::mpi::Spec {
+                ranks: self.processes.filter(|n| *n > 0),
+                initializer,
+                task_timeout: self.task_timeout,
+            };
+            let (core, ranks) = backend::mpi::Core::start(spec)?;
+            return Ok(Pool {
+                core: Backend::Mpi(core),
+                processes: ranks,
+                progress: self.progress,
+            });
+        }
         let spec = Spec {
             processes,
             method: self.method.unwrap_or_else(get_start_method),
@@ -181,7 +221,7 @@ impl PoolBuilder {
             task_timeout: self.task_timeout,
         };
         Ok(Pool {
-            core: Core::start(spec)?,
+            core: Backend::Local(Core::start(spec)?),
             processes,
             progress: self.progress,
         })

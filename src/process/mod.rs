@@ -29,6 +29,14 @@ pub use self::method::{StartMethod, get_all_start_methods, get_start_method, set
 pub use self::spawn::{JoinHandle, spawn};
 pub use self::target::{Run, Target};
 
+/// Whether this process was started as a child of this crate (its bootstrap marker is
+/// in the environment): such a process is never anything else, whatever else it
+/// inherited (an MPI rank's variables, for one).
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+pub(crate) fn started_as_child() -> bool {
+    std::env::var_os(task::SPAWN_ENV).is_some() || std::env::var_os(task::FORKSERVER_ENV).is_some()
+}
+
 /// The processes this one started that are still running, reaping any that ended
 /// (Python's `active_children()`).
 pub fn active_children() -> Vec<ProcessInfo> {

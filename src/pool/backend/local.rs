@@ -1,5 +1,5 @@
-//! The pool's side in the parent: the workers, the jobs, and the threads that keep them
-//! going.
+//! The local backend, the pool's side in the parent: the worker processes, the jobs,
+//! and the threads that keep them going.
 //!
 //! A job is a chunk of calls. Each worker has a queue of its own for orders, and the pool
 //! gives it a few jobs at a time (see [`PREFETCH`]), so that the pool always knows which
@@ -22,8 +22,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::worker::{self, Order, Report, SharedInit, WorkerArgs, worker_main};
+use super::{Outcome, Sink};
 use crate::error::{Error, Result};
+use crate::pool::worker::{self, Order, Report, SharedInit, WorkerArgs, worker_main};
 use crate::process::{Process, StartMethod, get_context};
 use crate::queue::Queue;
 
@@ -50,23 +51,6 @@ const DRAIN_LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// How often the handler looks at the workers when no report comes.
 const TICK: Duration = Duration::from_millis(10);
-
-/// What a job's outcome goes to: its encoded outcome, or why it has none.
-pub(crate) type Sink = Box<dyn FnOnce(Result<Outcome>) + Send>;
-
-/// A job's encoded outcome (see `call::ChunkOutcome`): the report it came in, whose
-/// bytes from `start` on are the outcome's.
-pub(crate) struct Outcome {
-    pub(crate) report: Vec<u8>,
-    pub(crate) start: usize,
-}
-
-impl Outcome {
-    /// The outcome's bytes.
-    pub(crate) fn bytes(&self) -> &[u8] {
-        self.report.get(self.start..).unwrap_or_default()
-    }
-}
 
 /// Work for the callback thread.
 type CallbackTask = Box<dyn FnOnce() + Send>;

@@ -1,0 +1,830 @@
+//! The MPI backend: a pool whose workers are the other ranks of the MPI job this
+//! process is rank 0 of (Python's `mpi4py.futures`).
+//!
+//! Started as `mpirun -n N prog`, every rank runs the crate's load-time hook before
+//! `main`. The hook calls `MPI_Init` only when the launcher's variables say the process
+//! is a rank of a job, and then asks MPI itself which rank it is: rank 0 goes on to
+//! `main`; every other rank serves as a worker until rank 0 exits, and never runs `main`.
+//! What a worker rank runs is named exactly as for a local worker, by the offset of an
+//! entry record of this binary (`call::run` checks it): nothing received can make a rank
+//! run code other than the crate's own entries.
+//!
+//! Rank 0 gives each rank a few jobs at a time ([`IN_FLIGHT`]), one message per chunk of
+//! tasks (the same header and encoded chunk as a local worker's order), and each rank
+//! answers with the same report a local worker puts on its queue, so that outcomes,
+//! errors and panics decode exactly as the local pool's. Sends from rank 0 go through a
+//! thread per rank, so that a large chunk on its way to a busy rank never holds up the
+//! handler thread, which receives every report and watches the time of each job.
+//!
+//! A rank cannot be killed alone (MPI ends the whole job when one of its processes
+//! dies), so a job over the task timeout fails with `Error::Timeout` while its rank
+//! finishes it: the rank takes no new job until it reports, the jobs it held and had not
+//! started go to the others (it is told to drop them), and its late outcome is ignored.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mpi::Threading;
+use mpi::environment::Universe;
+use mpi::point_to_point::{Destination, MatchedReceiveVec, Message, Source, Status};
+use mpi::topology::{Communicator, SimpleCommunicator};
+use serde::{Deserialize, Serialize};
+
+use super::{Outcome, Sink};
+use crate::error::{Error, Result};
+use crate::pool::call::{self, CallCtx, Failure};
+use crate::pool::worker::{Report, SharedInit};
+use crate::sys::{image, proc as sysproc};
+use crate::wire::codec;
+
+/// Jobs a rank holds at most: one running, the others waiting in its inbox, so that it
+/// never waits for rank 0 between two of them.
+const IN_FLIGHT: usize = 4;
+
+/// The tag of rank 0's orders to a worker rank.
+const TAG_ORDER: i32 = 0x6d70_6f00;
+
+/// The tag of a worker rank's reports to rank 0.
+const TAG_REPORT: i32 = 0x6d70_7200;
+
+/// The tag of a worker rank's last word: it has stopped.
+const TAG_ENDED: i32 = 0x6d70_6500;
+
+/// How often the handler looks at the time of the jobs when no report comes.
+const TICK: Duration = Duration::from_millis(10);
+
+/// How long rank 0, as it exits, waits for the worker ranks to finish what they run.
+const STOP_WAIT: Duration = Duration::from_secs(60);
+
+/// Launcher variables of an MPI job: Open MPI's, and the PMI ones that MPICH's Hydra and
+/// Slurm's `srun` set. They only decide whether `MPI_Init` is called; MPI says the rank.
+const LAUNCH_VARS: [&str; 4] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK"];
+
+/// The header of what rank 0 tells a worker rank; a `Run` order's encoded chunk of
+/// arguments, or an `Init` order's encoded argument, follows it to the end of the
+/// message.
+#[derive(Debug, Serialize, Deserialize)]
+enum Order {
+    /// Run the entry at `entry` on the chunk that follows.
+    Run { job: u64, entry: u64 },
+    /// Run the initializer at `entry` on the argument that follows.
+    Init { entry: u64 },
+    /// Drop these jobs if they have not started.
+    Cancel { jobs: Vec<u64> },
+    /// Rank 0 is exiting: finish.
+    Stop,
+}
+
+/// This process's place in the MPI job, when the hook found one.
+struct World {
+    rank: i32,
+    size: i32,
+    threading: Threading,
+}
+
+static WORLD: OnceLock<World> = OnceLock::new();
+
+/// Rank 0's handle on MPI, finalized as the process exits.
+static UNIVERSE: Mutex<Option<Universe>> = Mutex::new(None);
+
+/// The `Stop` order, encoded before `main`: the encoder's thread-local state is gone by
+/// the time exit handlers run.
+static STOP: OnceLock<Vec<u8>> = OnceLock::new();
+
+/// One MPI pool at a time owns the worker ranks.
+static IN_USE: AtomicBool = AtomicBool::new(false);
+
+/// Job ids over every MPI pool of the process: the late report of an earlier pool's job
+/// never passes for one of a later pool.
+static NEXT_JOB: AtomicU64 = AtomicU64::new(0);
+
+image::load_hook! {
+    /// Turns the ranks 1 and up of an MPI job into workers before `main`.
+    static ON_LOAD = on_load;
+}
+
+fn on_load() {
+    if image::secure_execution()
+        || crate::process::started_as_child()
+        || !LAUNCH_VARS.iter().any(|v| std::env::var_os(v).is_some())
+    {
+        return;
+    }
+    // Rank 0's pool sends from several threads.
+    let Some((universe, threading)) = mpi::initialize_with_threading(Threading::Multiple) else {
+        return;
+    };
+    let world = universe.world();
+    let (rank, size) = (world.rank(), world.size());
+    if rank != 0 {
+        serve(universe);
+    }
+    let _ = WORLD.set(World {
+        rank,
+        size,
+        threading,
+    });
+    let Ok(stop) = message(&Order::Stop, &[]) else {
+        return;
+    };
+    let _ = STOP.set(stop);
+    *UNIVERSE.lock().unwrap_or_else(|e| e.into_inner()) = Some(universe);
+    // The workers end when rank 0 does, however `main` ends.
+    sysproc::at_exit(stop_workers);
+}
+
+/// Waits for the next message with `tag` from `source`: spinning briefly, then sleeping
+/// in growing steps, so that an idle rank leaves its core to the busy ones. `None` once
+/// `give_up` says so (checked between steps).
+fn next_message(
+    source: &impl Source,
+    tag: i32,
+    mut give_up: impl FnMut() -> bool,
+) -> Option<(Vec<u8>, i32)> {
+    let mut idle = 0u32;
+    loop {
+        if let Some(probed) = source.immediate_matched_probe_with_tag(tag) {
+            return Some(receive(probed));
+        }
+        if give_up() {
+            return None;
+        }
+        idle = idle.saturating_add(1);
+        match idle {
+            0..=200 => thread::yield_now(),
+            _ => thread::sleep(Duration::from_micros(u64::from(idle.min(1000)))),
+        }
+    }
+}
+
+/// Receives a probed message: its bytes and the rank it came from.
+fn receive(probed: (Message, Status)) -> (Vec<u8>, i32) {
+    let from = probed.1.source_rank();
+    (probed.matched_receive_vec::<u8>().0, from)
+}
+
+/// A message: `head` encoded, then `body`.
+fn message<T: Serialize>(head: &T, body: &[u8]) -> Result<Vec<u8>> {
+    let mut m = codec::encode_plain(head)?;
+    m.extend_from_slice(body);
+    Ok(m)
+}
+
+/// A worker rank's whole life: orders from rank 0, in the order sent, until `Stop`.
+fn serve(universe: Universe) -> ! {
+    crate::process::install_panic_hook();
+    let world = universe.world();
+    let me = u64::try_from(world.rank()).unwrap_or(0);
+    let root = world.process_at_rank(0);
+    let ctx = CallCtx::default();
+    let mut inbox: VecDeque<Vec<u8>> = VecDeque::new();
+    let report = |head: &Report, body: &[u8]| {
+        if let Ok(m) = message(head, body) {
+            root.send_with_tag(&m[..], TAG_REPORT);
+        }
+    };
+    loop {
+        // Everything that came, so that a `Cancel` is seen before the jobs it names run.
+        while let Some(probed) = root.immediate_matched_probe_with_tag(TAG_ORDER) {
+            inbox.push_back(receive(probed).0);
+        }
+        drop_cancelled(&mut inbox);
+        let Some(m) = inbox.pop_front() else {
+            if let Some((m, _)) = next_message(&root, TAG_ORDER, || false) {
+                inbox.push_back(m);
+            }
+            continue;
+        };
+        match codec::decode_prefix::<Order>(&m) {
+            Ok((Order::Run { job, entry }, start)) => {
+                let outcome = call::run(entry, m, start, Vec::new(), &ctx);
+                let out = ctx.out.borrow();
+                let body: &[u8] = if outcome.is_ok() { &out } else { &[] };
+                report(
+                    &Report::Done {
+                        worker: me,
+                        job,
+                        outcome,
+                    },
+                    body,
+                );
+            }
+            Ok((Order::Init { entry }, start)) => {
+                let failure = match call::run(entry, m, start, Vec::new(), &ctx) {
+                    Ok(()) => {
+                        match codec::decode::<std::result::Result<(), Failure>>(
+                            &ctx.out.borrow(),
+                            Vec::new(),
+                        ) {
+                            Ok(Ok(())) => None,
+                            Ok(Err(f)) => Some(f),
+                            Err(e) => Some(Failure::Codec(e.to_string())),
+                        }
+                    }
+                    Err(f) => Some(f),
+                };
+                if let Some(failure) = failure {
+                    report(
+                        &Report::InitFailed {
+                            worker: me,
+                            failure,
+                        },
+                        &[],
+                    );
+                }
+            }
+            Ok((Order::Cancel { .. }, _)) => {}
+            Ok((Order::Stop, _)) => {
+                root.send_with_tag(&[0u8][..], TAG_ENDED);
+                break;
+            }
+            // A damaged order: its job fails when rank 0 gives up on it.
+            Err(_) => {}
+        }
+    }
+    // MPI_Finalize: every rank's, before any leaves, or the launcher takes the job for
+    // failed.
+    drop(universe);
+    sysproc::exit_now(0)
+}
+
+/// Removes the `Cancel` orders from the inbox, and the jobs they name.
+fn drop_cancelled(inbox: &mut VecDeque<Vec<u8>>) {
+    let mut cancelled = HashSet::new();
+    inbox.retain(|m| match codec::decode_prefix::<Order>(m) {
+        Ok((Order::Cancel { jobs }, _)) => {
+            cancelled.extend(jobs);
+            false
+        }
+        _ => true,
+    });
+    if cancelled.is_empty() {
+        return;
+    }
+    inbox.retain(|m| {
+        !matches!(codec::decode_prefix::<Order>(m),
+            Ok((Order::Run { job, .. }, _)) if cancelled.contains(&job))
+    });
+}
+
+/// Rank 0 exits: every worker rank is told to stop, and MPI is finalized once they all
+/// have (a report they were still sending is taken and dropped).
+extern "C" fn stop_workers() {
+    let Some(universe) = UNIVERSE.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        return;
+    };
+    let world = universe.world();
+    let Some(stop) = STOP.get() else {
+        return;
+    };
+    for r in 1..world.size() {
+        world.process_at_rank(r).send_with_tag(&stop[..], TAG_ORDER);
+    }
+    let mut left = world.size() - 1;
+    let deadline = crate::deadline::after(STOP_WAIT);
+    let any = world.any_process();
+    // Nothing here decodes: no thread-local state is left to do it with.
+    while left > 0 {
+        match any.immediate_matched_probe() {
+            Some(probed) => {
+                let tag = probed.1.tag();
+                // A report still on its way is taken, so that its rank can go on to stop.
+                drop(receive(probed));
+                if tag == TAG_ENDED {
+                    left -= 1;
+                }
+            }
+            None if crate::deadline::remaining(deadline).is_some_and(|d| d.is_zero()) => {
+                // A rank still runs a task that does not end: the job cannot end cleanly.
+                eprintln!(
+                    "multiproc: {left} MPI worker rank(s) still busy {STOP_WAIT:?} after \
+                     the program ended; aborting the job"
+                );
+                world.abort(1);
+            }
+            None => thread::sleep(Duration::from_millis(1)),
+        }
+    }
+    drop(universe);
+}
+
+/// How an MPI pool runs.
+pub(crate) struct Spec {
+    /// The most worker ranks to use; all of them when `None`.
+    pub(crate) ranks: Option<usize>,
+    pub(crate) initializer: Option<SharedInit>,
+    /// A job running longer than this fails with `Error::Timeout`.
+    pub(crate) task_timeout: Option<Duration>,
+}
+
+struct Job {
+    entry: u64,
+    args: Vec<u8>,
+    sink: Sink,
+    /// Deliver on the callback thread (the sink runs a user callback).
+    callback: bool,
+}
+
+struct Rank {
+    rank: i32,
+    /// Jobs given to it that it has not reported on, in the order given.
+    holding: VecDeque<u64>,
+    /// Since when the first job it holds has been its current one.
+    running_since: Instant,
+    /// It runs a job that went over its time; it gets nothing more until it reports.
+    overdue: bool,
+}
+
+struct State {
+    ranks: Vec<Rank>,
+    jobs: HashMap<u64, Job>,
+    pending: VecDeque<u64>,
+    closed: bool,
+    terminated: bool,
+    /// The handler thread has ended.
+    stopped: bool,
+    /// Why the pool cannot run tasks (its initializer fails).
+    broken: Option<String>,
+    /// Jobs ended whose outcomes go to their sinks once the lock is let go.
+    ready: Vec<(Sink, Result<Outcome>, bool)>,
+    /// Outcomes taken from `ready` and not yet delivered.
+    delivering: usize,
+    /// Outcomes handed to the callback thread and not yet delivered.
+    callbacks_pending: usize,
+}
+
+/// Work for the callback thread.
+type CallbackTask = Box<dyn FnOnce() + Send>;
+
+/// The MPI pool's side on rank 0.
+pub(crate) struct Core {
+    task_timeout: Option<Duration>,
+    state: Mutex<State>,
+    /// Notified whenever a job ends or the pool stops (for `join`).
+    idle: Condvar,
+    /// A sending thread per rank, by rank.
+    senders: Mutex<HashMap<i32, Sender<Vec<u8>>>>,
+    callbacks: Mutex<Option<Sender<CallbackTask>>>,
+}
+
+impl Core {
+    /// Takes the worker ranks and starts the pool's threads; the core and the number of
+    /// ranks it uses.
+    pub(crate) fn start(spec: Spec) -> Result<(Arc<Core>, usize)> {
+        // Keeps the hook in every program that builds an MPI pool.
+        std::hint::black_box(ON_LOAD);
+        let world = WORLD.get().ok_or_else(|| {
+            Error::state(
+                "an MPI pool needs the program to run as an MPI job: start it with \
+                 `mpirun -n N` (N of at least 2)",
+            )
+        })?;
+        if world.rank != 0 || world.size < 2 {
+            return Err(Error::state(
+                "an MPI pool needs a job of at least two ranks (`mpirun -n 2` or more)",
+            ));
+        }
+        if world.threading != Threading::Multiple {
+            return Err(Error::state(
+                "the MPI library does not support threads (MPI_THREAD_MULTIPLE), which \
+                 the MPI pool needs",
+            ));
+        }
+        let init = match &spec.initializer {
+            Some(i) if !i.0.fds.is_empty() => {
+                return Err(Error::state(
+                    "an MPI pool's initializer cannot take handles (queues, locks): they \
+                     do not cross machines",
+                ));
+            }
+            Some(i) => Some(message(&Order::Init { entry: i.0.entry }, &i.0.bytes)?),
+            None => None,
+        };
+        let available = usize::try_from(world.size - 1).unwrap_or(0);
+        let used = spec.ranks.map_or(available, |n| n.min(available));
+        if IN_USE
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(Error::state(
+                "the MPI worker ranks serve another pool: one MPI pool at a time",
+            ));
+        }
+        let ranks: Vec<i32> = (1..=used as i32).collect();
+        let (cb_tx, cb_rx) = mpsc::channel::<CallbackTask>();
+        let core = Arc::new(Core {
+            task_timeout: spec.task_timeout,
+            state: Mutex::new(State {
+                ranks: ranks
+                    .iter()
+                    .map(|&rank| Rank {
+                        rank,
+                        holding: VecDeque::new(),
+                        running_since: Instant::now(),
+                        overdue: false,
+                    })
+                    .collect(),
+                jobs: HashMap::new(),
+                pending: VecDeque::new(),
+                closed: false,
+                terminated: false,
+                stopped: false,
+                broken: None,
+                ready: Vec::new(),
+                delivering: 0,
+                callbacks_pending: 0,
+            }),
+            idle: Condvar::new(),
+            senders: Mutex::new(HashMap::new()),
+            callbacks: Mutex::new(Some(cb_tx)),
+        });
+        let started = core.start_threads(&ranks, init, cb_rx);
+        if let Err(e) = started {
+            IN_USE.store(false, Ordering::Release);
+            return Err(e);
+        }
+        Ok((core, used))
+    }
+
+    fn start_threads(
+        self: &Arc<Self>,
+        ranks: &[i32],
+        init: Option<Vec<u8>>,
+        cb_rx: mpsc::Receiver<CallbackTask>,
+    ) -> Result<()> {
+        let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        for &rank in ranks {
+            let (tx, rx) = mpsc::channel::<Vec<u8>>();
+            thread::Builder::new()
+                .name(format!("multiproc-mpi-send-{rank}"))
+                .spawn(move || {
+                    let world = SimpleCommunicator::world();
+                    let to = world.process_at_rank(rank);
+                    for m in rx {
+                        to.send_with_tag(&m[..], TAG_ORDER);
+                    }
+                })?;
+            // The initializer comes first: a rank runs its orders in the order sent.
+            if let Some(init) = &init {
+                let _ = tx.send(init.clone());
+            }
+            senders.insert(rank, tx);
+        }
+        drop(senders);
+        thread::Builder::new()
+            .name("multiproc-mpi-callbacks".into())
+            .spawn({
+                let core = Arc::downgrade(self);
+                move || run_callbacks(cb_rx, core)
+            })?;
+        let handler = self.clone();
+        thread::Builder::new()
+            .name("multiproc-mpi-handler".into())
+            .spawn(move || handler.handle())?;
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn send(&self, rank: i32, m: Vec<u8>) -> bool {
+        let senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        senders.get(&rank).is_some_and(|tx| tx.send(m).is_ok())
+    }
+
+    /// Adds a job; its id. `Err` once the pool is closed or broken.
+    pub(crate) fn submit(
+        &self,
+        entry: u64,
+        args: Vec<u8>,
+        sink: Sink,
+        callback: bool,
+    ) -> Result<u64> {
+        let mut st = self.lock();
+        if st.closed || st.terminated {
+            return Err(Error::state("the pool is closed"));
+        }
+        if let Some(why) = &st.broken {
+            return Err(Error::state(format!("the pool cannot run tasks: {why}")));
+        }
+        let id = NEXT_JOB.fetch_add(1, Ordering::Relaxed);
+        st.jobs.insert(
+            id,
+            Job {
+                entry,
+                args,
+                sink,
+                callback,
+            },
+        );
+        st.pending.push_back(id);
+        self.dispatch(&mut st);
+        Ok(id)
+    }
+
+    /// Cancels a job no rank has been given yet; false if it runs or is done.
+    pub(crate) fn cancel(&self, id: u64) -> bool {
+        let mut st = self.lock();
+        let Some(at) = st.pending.iter().position(|j| *j == id) else {
+            return false;
+        };
+        st.pending.remove(at);
+        self.finish(&mut st, id, Err(Error::Cancelled));
+        let ready = self.take_ready(&mut st);
+        drop(st);
+        self.deliver(ready);
+        true
+    }
+
+    /// Cancels every job no rank has been given yet.
+    pub(crate) fn cancel_pending(&self) {
+        let mut st = self.lock();
+        let ids: Vec<u64> = st.pending.drain(..).collect();
+        for id in ids {
+            self.finish(&mut st, id, Err(Error::Cancelled));
+        }
+        let ready = self.take_ready(&mut st);
+        drop(st);
+        self.deliver(ready);
+    }
+
+    /// Whether a job has been given to a rank and is not done.
+    pub(crate) fn running(&self, id: u64) -> bool {
+        let st = self.lock();
+        st.jobs.contains_key(&id) && !st.pending.contains(&id)
+    }
+
+    /// Gives pending jobs to ranks with room, the least busy first.
+    fn dispatch(&self, st: &mut State) {
+        while let Some(&id) = st.pending.front() {
+            let Some(job) = st.jobs.get(&id) else {
+                st.pending.pop_front();
+                continue;
+            };
+            let Some(r) = st
+                .ranks
+                .iter_mut()
+                .filter(|r| !r.overdue && r.holding.len() < IN_FLIGHT)
+                .min_by_key(|r| r.holding.len())
+            else {
+                return;
+            };
+            let order = Order::Run {
+                job: id,
+                entry: job.entry,
+            };
+            let m = match message(&order, &job.args) {
+                Ok(m) => m,
+                Err(e) => {
+                    st.pending.pop_front();
+                    self.finish(st, id, Err(e));
+                    continue;
+                }
+            };
+            let rank = r.rank;
+            if r.holding.is_empty() {
+                r.running_since = Instant::now();
+            }
+            r.holding.push_back(id);
+            st.pending.pop_front();
+            if !self.send(rank, m) {
+                // Its sending thread is gone: the pool is ending.
+                self.finish(st, id, Err(Error::Cancelled));
+            }
+        }
+    }
+
+    /// Ends a job: its outcome is delivered once the lock is let go.
+    fn finish(&self, st: &mut State, id: u64, outcome: Result<Outcome>) {
+        if let Some(job) = st.jobs.remove(&id) {
+            st.ready.push((job.sink, outcome, job.callback));
+        }
+    }
+
+    fn take_ready(&self, st: &mut State) -> Vec<(Sink, Result<Outcome>, bool)> {
+        st.delivering += st.ready.len();
+        std::mem::take(&mut st.ready)
+    }
+
+    /// Runs the sinks of ended jobs (state not locked): on this thread, or on the
+    /// callback thread for jobs with callbacks.
+    fn deliver(&self, ready: Vec<(Sink, Result<Outcome>, bool)>) {
+        if ready.is_empty() {
+            return;
+        }
+        let n = ready.len();
+        let mut to_callbacks = Vec::new();
+        for (sink, outcome, callback) in ready {
+            if callback {
+                to_callbacks.push(Box::new(move || sink(outcome)) as CallbackTask);
+            } else {
+                sink(outcome);
+            }
+        }
+        {
+            let mut st = self.lock();
+            st.delivering -= n;
+            st.callbacks_pending += to_callbacks.len();
+        }
+        let sender = self
+            .callbacks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for task in to_callbacks {
+            let unsent = match &sender {
+                Some(tx) => tx.send(task).err().map(|e| e.0),
+                None => Some(task),
+            };
+            if let Some(task) = unsent {
+                task();
+                self.lock().callbacks_pending -= 1;
+            }
+        }
+        self.idle.notify_all();
+    }
+
+    /// The handler thread: reports, timeouts and dispatch, until the pool ends.
+    fn handle(self: Arc<Self>) {
+        let world = SimpleCommunicator::world();
+        let any = world.any_process();
+        let mut last_check = Instant::now();
+        loop {
+            let report = next_message(&any, TAG_REPORT, || last_check.elapsed() >= TICK);
+            let mut st = self.lock();
+            if let Some((m, from)) = report {
+                self.take_report(&mut st, m, from);
+                while let Some(probed) = any.immediate_matched_probe_with_tag(TAG_REPORT) {
+                    let (m, from) = receive(probed);
+                    self.take_report(&mut st, m, from);
+                }
+            }
+            if last_check.elapsed() >= TICK {
+                last_check = Instant::now();
+                self.check_time(&mut st);
+            }
+            self.dispatch(&mut st);
+            let stop = st.terminated || (st.closed && st.jobs.is_empty());
+            if stop {
+                st.stopped = true;
+            }
+            let ready = self.take_ready(&mut st);
+            drop(st);
+            self.deliver(ready);
+            if stop {
+                // The sending threads end once their orders are out.
+                self.senders
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+                *self.callbacks.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                IN_USE.store(false, Ordering::Release);
+                self.idle.notify_all();
+                return;
+            }
+        }
+    }
+
+    /// Takes in one report from rank `from` (state locked).
+    fn take_report(&self, st: &mut State, m: Vec<u8>, from: i32) {
+        let Ok((report, start)) = codec::decode_prefix::<Report>(&m) else {
+            return;
+        };
+        match report {
+            Report::Done { job, outcome, .. } => {
+                if let Some(r) = st.ranks.iter_mut().find(|r| r.rank == from) {
+                    if r.holding.front() == Some(&job) {
+                        r.running_since = Instant::now();
+                        r.overdue = false;
+                    }
+                    r.holding.retain(|j| *j != job);
+                }
+                let outcome = outcome.map(|()| Outcome { report: m, start });
+                self.finish(st, job, outcome.map_err(Error::from));
+            }
+            Report::InitFailed { failure, .. } => {
+                let why = format!("its initializer failed: {}", Error::from(failure));
+                st.broken = Some(why.clone());
+                let ids: Vec<u64> = st.jobs.keys().copied().collect();
+                for id in ids {
+                    self.finish(st, id, Err(Error::state(why.clone())));
+                }
+                st.pending.clear();
+            }
+            Report::Retiring { .. } | Report::Ended { .. } => {}
+        }
+    }
+
+    /// Fails the jobs over their time: the rank keeps running its own (it cannot be
+    /// stopped alone), and the jobs it had not started go to the other ranks.
+    fn check_time(&self, st: &mut State) {
+        let Some(limit) = self.task_timeout else {
+            return;
+        };
+        let mut lapsed = Vec::new();
+        for r in st.ranks.iter_mut() {
+            if r.overdue || r.running_since.elapsed() <= limit {
+                continue;
+            }
+            let Some(&first) = r.holding.front() else {
+                continue;
+            };
+            r.overdue = true;
+            let waiting: Vec<u64> = r.holding.drain(1..).collect();
+            lapsed.push((r.rank, first, waiting));
+        }
+        for (rank, first, waiting) in lapsed {
+            self.finish(st, first, Err(Error::Timeout));
+            if waiting.is_empty() {
+                continue;
+            }
+            if let Ok(m) = message(
+                &Order::Cancel {
+                    jobs: waiting.clone(),
+                },
+                &[],
+            ) {
+                self.send(rank, m);
+            }
+            for id in waiting.into_iter().rev() {
+                if st.jobs.contains_key(&id) {
+                    st.pending.push_front(id);
+                }
+            }
+        }
+    }
+
+    /// No new jobs; the pool ends once the jobs submitted are done.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+    }
+
+    /// Stops at once: every job not done fails with `Error::Cancelled`, and the ranks
+    /// drop the jobs they hold and have not started (one running goes on to its end,
+    /// its outcome ignored).
+    pub(crate) fn terminate(&self) {
+        let mut st = self.lock();
+        st.terminated = true;
+        st.pending.clear();
+        let ids: Vec<u64> = st.jobs.keys().copied().collect();
+        for id in ids {
+            self.finish(&mut st, id, Err(Error::Cancelled));
+        }
+        let held: Vec<(i32, Vec<u64>)> = st
+            .ranks
+            .iter_mut()
+            .filter(|r| !r.holding.is_empty())
+            .map(|r| (r.rank, r.holding.drain(..).collect()))
+            .collect();
+        for (rank, jobs) in held {
+            if let Ok(m) = message(&Order::Cancel { jobs }, &[]) {
+                self.send(rank, m);
+            }
+        }
+        let ready = self.take_ready(&mut st);
+        drop(st);
+        self.deliver(ready);
+    }
+
+    /// Waits until the pool has ended (after `close` or `terminate`): every job done and
+    /// every callback run.
+    pub(crate) fn join(&self) -> Result<()> {
+        let mut st = self.lock();
+        if !st.closed && !st.terminated {
+            return Err(Error::state("join() before close() or terminate()"));
+        }
+        while !st.stopped
+            || !st.jobs.is_empty()
+            || !st.ready.is_empty()
+            || st.delivering > 0
+            || st.callbacks_pending > 0
+        {
+            st = self
+                .idle
+                .wait_timeout(st, TICK)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+}
+
+/// The callback thread: runs each outcome's callbacks in the order they came. A callback
+/// that panics is reported and skipped; the next ones run as usual.
+fn run_callbacks(rx: mpsc::Receiver<CallbackTask>, core: std::sync::Weak<Core>) {
+    for task in rx {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).is_err() {
+            tracing::warn!("multiproc pool: a callback panicked");
+        }
+        let Some(core) = core.upgrade() else {
+            continue;
+        };
+        core.lock().callbacks_pending -= 1;
+        core.idle.notify_all();
+    }
+}

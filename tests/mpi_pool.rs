@@ -1,0 +1,344 @@
+//! The pool on the ranks of an MPI job (feature `mpi`). Each test runs this test binary
+//! again under `mpirun -n 3 --oversubscribe`, with only itself selected: rank 0 runs the
+//! test's body (a pool built with `.mpi()`), ranks 1 and 2 serve as its workers from the
+//! load-time hook, never running the test harness. The outer run checks that `mpirun`
+//! ended as the test expects and that the body reached its end. Without `mpirun` on the
+//! machine, each test says so and passes without checking anything.
+//!
+//! Covered: `map` (results in order, tasks on ranks 1 and 2 only), `imap`,
+//! `imap_unordered`, `apply_async` with callbacks run on rank 0, `submit` through the
+//! executor, panics in tasks, a task over its timeout, a worker rank killed mid-job, and
+//! the error outside an MPI job. Timing: every `mpirun` is bounded by [`MPIRUN_LIMIT`];
+//! the timeout test checks only that the call fails well before its task would end.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use multiproc::{Error, Pool, ProcessPoolExecutor};
+
+/// The longest an `mpirun` of one test may take before the test fails.
+const MPIRUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// What a body prints last, to show the outer run that it got there.
+const DONE: &str = "mpi-test-body-done";
+
+/// This process's rank when it runs inside an MPI job.
+fn rank() -> Option<String> {
+    std::env::var("OMPI_COMM_WORLD_RANK")
+        .or_else(|_| std::env::var("PMI_RANK"))
+        .ok()
+}
+
+/// Whether `mpirun` can be found.
+fn have_mpirun() -> bool {
+    Command::new("mpirun")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// How `mpirun -n 3` ran this binary with only the test `name` selected: its exit
+/// success, and its output. `None` when `mpirun` is missing.
+fn mpirun(name: &str) -> Option<(bool, String)> {
+    if !have_mpirun() {
+        eprintln!("mpirun not found: {name} is not checked (install openmpi-bin)");
+        return None;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["-n", "3", "--oversubscribe"]);
+    // CI runs as root, which Open MPI refuses unless told.
+    if rustix::process::geteuid().is_root() {
+        cmd.arg("--allow-run-as-root");
+    }
+    cmd.arg(exe)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        // No kernel-assisted copies between ranks: containers often forbid ptrace.
+        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("mpirun starts");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(MPIRUN_LIMIT) {
+        Ok(out) => out.expect("mpirun's output"),
+        Err(_) => {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_raw(pid as i32).expect("a pid"),
+                rustix::process::Signal::KILL,
+            );
+            panic!("mpirun for {name} ran over {MPIRUN_LIMIT:?}");
+        }
+    };
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some((out.status.success(), text))
+}
+
+/// Runs `body` on rank 0 of an MPI job of three ranks, or launches that job and checks
+/// that it succeeded and got to the body's end.
+fn on_three_ranks(name: &str, body: fn()) {
+    if rank().is_some() {
+        body();
+        println!("{DONE}");
+        return;
+    }
+    if let Some((ok, text)) = mpirun(name) {
+        assert!(ok && text.contains(DONE), "{name} under mpirun:\n{text}");
+    }
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// The rank and the host a task ran on.
+fn where_run(x: u64) -> (u64, String, String) {
+    std::thread::sleep(Duration::from_millis(5));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    (x, rank().unwrap_or_default(), host.trim().to_string())
+}
+
+fn boom(x: u64) -> u64 {
+    if x == 3 {
+        panic!("boom at {x}");
+    }
+    x
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn own_pid(_: ()) -> u32 {
+    std::process::id()
+}
+
+fn map_body() {
+    let pool = Pool::builder().mpi().build().unwrap();
+    assert_eq!(pool.processes(), 2);
+    assert_eq!(
+        pool.map(square, 0..1000u64).unwrap(),
+        (0..1000u64).map(|x| x * x).collect::<Vec<_>>()
+    );
+    let ran = pool.map_chunked(where_run, 0..40u64, 1).unwrap();
+    assert_eq!(
+        ran.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (0..40).collect::<Vec<_>>()
+    );
+    let ranks: BTreeSet<&str> = ran.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(
+        ranks,
+        BTreeSet::from(["1", "2"]),
+        "tasks run on the worker ranks only"
+    );
+}
+
+#[test]
+fn map_gives_results_in_order_and_runs_tasks_on_the_worker_ranks() {
+    on_three_ranks(
+        "map_gives_results_in_order_and_runs_tasks_on_the_worker_ranks",
+        map_body,
+    );
+}
+
+fn imap_body() {
+    let pool = Pool::builder().mpi().build().unwrap();
+    let ordered: Vec<u64> = pool.imap(square, 0..50u64).map(Result::unwrap).collect();
+    assert_eq!(ordered, (0..50u64).map(|x| x * x).collect::<Vec<_>>());
+    let mut unordered: Vec<u64> = pool
+        .imap_unordered(square, 0..50u64)
+        .map(Result::unwrap)
+        .collect();
+    unordered.sort_unstable();
+    assert_eq!(unordered, ordered);
+}
+
+#[test]
+fn imap_is_in_order_and_imap_unordered_gives_every_result() {
+    on_three_ranks(
+        "imap_is_in_order_and_imap_unordered_gives_every_result",
+        imap_body,
+    );
+}
+
+fn callbacks_body() {
+    let pool = Pool::builder().mpi().build().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let me = std::process::id();
+    let ok = {
+        let tx = tx.clone();
+        pool.apply_async_with(
+            square,
+            9,
+            move |v: &u64| tx.send(Ok((*v, std::process::id()))).unwrap(),
+            |_: &Error| panic!("no error expected"),
+        )
+        .unwrap()
+    };
+    let failed = pool
+        .apply_async_with(
+            boom,
+            3,
+            |_: &u64| panic!("no value expected"),
+            move |e: &Error| tx.send(Err((e.to_string(), std::process::id()))).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(ok.get().unwrap(), 81);
+    assert!(matches!(failed.get(), Err(Error::Panicked { .. })));
+    let mut got: Vec<_> = rx.iter().take(2).collect();
+    got.sort_by_key(|r| r.is_err());
+    assert_eq!(got[0], Ok((81, me)), "the callback runs on rank 0");
+    match &got[1] {
+        Err((text, pid)) => {
+            assert!(text.contains("boom at 3"), "{text}");
+            assert_eq!(*pid, me, "the error callback runs on rank 0");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert_ne!(pool.apply(own_pid, ()).unwrap(), me);
+    pool.close();
+    pool.join().unwrap();
+}
+
+#[test]
+fn apply_async_callbacks_run_on_rank_0_with_the_value_or_the_error() {
+    on_three_ranks(
+        "apply_async_callbacks_run_on_rank_0_with_the_value_or_the_error",
+        callbacks_body,
+    );
+}
+
+fn panic_body() {
+    let pool = Pool::builder().mpi().build().unwrap();
+    match pool.map(boom, 0..10u64) {
+        Err(Error::Panicked { message, location }) => {
+            assert!(message.contains("boom at 3"), "{message}");
+            assert!(location.is_some_and(|l| l.contains("mpi_pool.rs")));
+        }
+        other => panic!("expected the task's panic, got {other:?}"),
+    }
+    let each: Vec<Result<u64, Error>> = pool.imap(boom, 0..5u64).collect();
+    assert!(matches!(each[3], Err(Error::Panicked { .. })));
+    assert_eq!(each.iter().filter(|r| r.is_ok()).count(), 4);
+    assert_eq!(pool.apply(square, 5).unwrap(), 25, "the ranks go on");
+}
+
+#[test]
+fn a_panicking_task_fails_alone_with_its_message_and_the_ranks_go_on() {
+    on_three_ranks(
+        "a_panicking_task_fails_alone_with_its_message_and_the_ranks_go_on",
+        panic_body,
+    );
+}
+
+fn executor_body() {
+    let ex = ProcessPoolExecutor::with_options(Pool::builder().mpi()).unwrap();
+    let f = ex.submit(square, 7).unwrap();
+    let g = ex.submit(boom, 3).unwrap();
+    assert_eq!(f.result().unwrap(), 49);
+    assert!(matches!(g.result(), Err(Error::Panicked { .. })));
+    let all: Vec<u64> = ex
+        .map(square, 0..20u64, None)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(all, (0..20u64).map(|x| x * x).collect::<Vec<_>>());
+    ex.shutdown(true, false);
+}
+
+#[test]
+fn executor_submit_and_map_run_on_the_ranks() {
+    on_three_ranks("executor_submit_and_map_run_on_the_ranks", executor_body);
+}
+
+fn timeout_body() {
+    let pool = Pool::builder()
+        .mpi()
+        .task_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let late = pool.apply_async(sleep_ms, 4000).unwrap();
+    assert!(matches!(late.get(), Err(Error::Timeout)));
+    assert!(
+        started.elapsed() < Duration::from_millis(3000),
+        "the overdue task failed only after {:?}",
+        started.elapsed()
+    );
+    // The other rank serves meanwhile.
+    assert_eq!(pool.map(square, 0..8u64).unwrap()[7], 49);
+}
+
+#[test]
+fn a_task_over_its_timeout_fails_with_timeout_and_the_pool_goes_on() {
+    on_three_ranks(
+        "a_task_over_its_timeout_fails_with_timeout_and_the_pool_goes_on",
+        timeout_body,
+    );
+}
+
+fn killed_rank_body() {
+    let pool = Pool::builder().mpi().build().unwrap();
+    let pids: BTreeSet<u32> = pool
+        .map_chunked(own_pid, vec![(); 8], 1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let running = pool
+        .map_async_chunked(sleep_ms, vec![200u64; 40], 1)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let victim = *pids.iter().next().unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(victim as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    // Either the call fails, or MPI ends the job first: it never succeeds or hangs.
+    let outcome = running.get();
+    println!("after the kill: {outcome:?}");
+    assert!(outcome.is_err());
+}
+
+#[test]
+fn a_worker_rank_killed_mid_job_ends_the_job_instead_of_hanging() {
+    if rank().is_some() {
+        killed_rank_body();
+        println!("{DONE}");
+        return;
+    }
+    let started = Instant::now();
+    if let Some((ok, text)) = mpirun("a_worker_rank_killed_mid_job_ends_the_job_instead_of_hanging")
+    {
+        assert!(!ok, "the job must fail once a rank is killed:\n{text}");
+        assert!(
+            !text.contains(DONE),
+            "the map succeeded without a rank:\n{text}"
+        );
+        // The job ended (bounded by MPIRUN_LIMIT in `mpirun`).
+        eprintln!("the job ended {:?} after it started", started.elapsed());
+    }
+}
+
+#[test]
+fn outside_an_mpi_job_an_mpi_pool_is_refused_with_a_reason() {
+    if rank().is_some() {
+        return;
+    }
+    match Pool::builder().mpi().build() {
+        Err(Error::InvalidState(why)) => assert!(why.contains("mpirun"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
