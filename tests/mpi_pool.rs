@@ -342,3 +342,34 @@ fn outside_an_mpi_job_an_mpi_pool_is_refused_with_a_reason() {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+/// A task that runs a local pool of two processes inside its rank: the squares, and the
+/// pids that computed them.
+fn local_pool_in_a_rank(n: u64) -> (Vec<u64>, Vec<u32>, u32) {
+    let local = Pool::new(2).unwrap();
+    let squares = local.map(square, 0..n).unwrap();
+    let pids = local.map_chunked(own_pid, vec![(); 8], 1).unwrap();
+    (squares, pids, std::process::id())
+}
+
+fn hybrid_body() {
+    let pool = Pool::builder().mpi().build().unwrap();
+    let out = pool
+        .map_chunked(local_pool_in_a_rank, [100u64, 50], 1)
+        .unwrap();
+    for (n, (squares, pids, rank_pid)) in [100u64, 50].into_iter().zip(out) {
+        assert_eq!(squares, (0..n).map(|x| x * x).collect::<Vec<_>>());
+        assert!(
+            !pids.contains(&rank_pid),
+            "the local pool's workers are new processes"
+        );
+    }
+}
+
+#[test]
+fn a_rank_runs_a_local_pool_of_its_own_inside_a_task() {
+    on_three_ranks(
+        "a_rank_runs_a_local_pool_of_its_own_inside_a_task",
+        hybrid_body,
+    );
+}

@@ -20,6 +20,14 @@
 //!
 //! Dropping a pool terminates it, as leaving Python's `with Pool(...)` block does: the
 //! workers are killed and unfinished tasks fail with [`Error::Cancelled`].
+//!
+//! ## Backends
+//!
+//! Everything here is written once; where the tasks run is a backend (`backend/`):
+//! worker processes of this machine, or, with the feature `mpi` and
+//! [`PoolBuilder::mpi`], the other ranks of the MPI job this process is rank 0 of. Both
+//! take the same jobs (an entry of this binary and an encoded chunk) and give back the
+//! same encoded outcomes.
 
 mod backend;
 mod call;
@@ -173,17 +181,34 @@ impl PoolBuilder {
     /// instead of on processes of this machine (Python's `mpi4py.futures`): started as
     /// `mpirun -n N prog`, rank 0 runs `main` and ranks 1 to N-1 serve as workers before
     /// their `main` would run, with no line in it. Every method of the pool works as it
-    /// does locally, with the same targets, results and errors;
-    /// [`processes`](Self::processes) caps the ranks used (all of them by default).
+    /// does locally, with the same targets, results and errors, and callbacks run on
+    /// rank 0; [`processes`](Self::processes) caps the ranks used (all of them by
+    /// default), and [`Pool::pids`] is empty (the ranks may be on other machines).
     ///
-    /// Where it differs (see the [module docs](crate::pool#on-an-mpi-job)): a task over
-    /// its [`task_timeout`](Self::task_timeout) fails with [`Error::Timeout`] but its
-    /// rank is not killed (MPI would end the whole job): it gets no more tasks until it
-    /// finishes that one; a rank that dies ends the job, as MPI does;
-    /// [`maxtasksperchild`](Self::maxtasksperchild), [`retries`](Self::retries) and
-    /// [`start_method`](Self::start_method) do not apply, and an initializer's arguments
-    /// cannot hold handles. [`build`](Self::build) fails with [`Error::InvalidState`]
-    /// outside an MPI job of at least two ranks, and while another MPI pool runs.
+    /// Where it differs:
+    /// - A task over its [`task_timeout`](Self::task_timeout) fails with
+    ///   [`Error::Timeout`], but its rank is not killed (MPI would end the whole job): it
+    ///   finishes the task, its outcome is dropped, and it takes no new task until then.
+    /// - A rank that dies ends the whole job, as MPI does: `mpirun` stops every rank,
+    ///   rank 0 included, and exits with an error. Nothing waits forever.
+    /// - [`maxtasksperchild`](Self::maxtasksperchild), [`retries`](Self::retries) and
+    ///   [`start_method`](Self::start_method) do not apply; an initializer runs once on
+    ///   each rank, and its arguments cannot hold handles (queues, locks).
+    /// - One MPI pool at a time; [`terminate`](Pool::terminate) lets a task already
+    ///   running on a rank end (its outcome is dropped) and drops those not started.
+    /// - The worker ranks stop when rank 0 exits (however `main` ends); a rank still
+    ///   running a task then gets 60 s before the job is aborted.
+    ///
+    /// Every rank must run the same binary. [`build`](Self::build) fails with
+    /// [`Error::InvalidState`] outside an MPI job of at least two ranks:
+    ///
+    /// ```
+    /// # if std::env::var_os("OMPI_COMM_WORLD_SIZE").is_none() {
+    /// let refused = multiproc::Pool::builder().mpi().build();
+    /// assert!(matches!(refused, Err(multiproc::Error::InvalidState(_))));
+    /// # }
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     #[cfg(feature = "mpi")]
     #[cfg_attr(docsrs, doc(cfg(feature = "mpi")))]
     pub fn mpi(mut self) -> Self {
