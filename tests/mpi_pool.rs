@@ -44,19 +44,35 @@ fn have_mpirun() -> bool {
 /// How `mpirun -n 3` ran this binary with only the test `name` selected: its exit
 /// success, and its output. `None` when `mpirun` is missing.
 fn mpirun(name: &str) -> Option<(bool, String)> {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let exe = exe.to_string_lossy();
+    mpirun_with(
+        name,
+        &[
+            "-n",
+            "3",
+            &exe,
+            "--exact",
+            name,
+            "--nocapture",
+            "--test-threads=1",
+        ],
+    )
+}
+
+/// How `mpirun` ran with `args` after its own flags. `None` when `mpirun` is missing.
+fn mpirun_with(name: &str, args: &[&str]) -> Option<(bool, String)> {
     if !have_mpirun() {
         eprintln!("mpirun not found: {name} is not checked (install openmpi-bin)");
         return None;
     }
-    let exe = std::env::current_exe().expect("the test binary's path");
     let mut cmd = Command::new("mpirun");
-    cmd.args(["-n", "3", "--oversubscribe"]);
+    cmd.arg("--oversubscribe");
     // CI runs as root, which Open MPI refuses unless told.
     if rustix::process::geteuid().is_root() {
         cmd.arg("--allow-run-as-root");
     }
-    cmd.arg(exe)
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+    cmd.args(args)
         // No kernel-assisted copies between ranks: containers often forbid ptrace.
         .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
         .stdout(Stdio::piped())
@@ -372,4 +388,67 @@ fn a_rank_runs_a_local_pool_of_its_own_inside_a_task() {
         "a_rank_runs_a_local_pool_of_its_own_inside_a_task",
         hybrid_body,
     );
+}
+
+fn other_build_body() {
+    let pool = Pool::builder().mpi().build().unwrap();
+    for _ in 0..2 {
+        let text = match pool.apply(square, 3) {
+            Err(Error::Decode(why) | Error::InvalidState(why)) => why,
+            other => panic!("a rank of another build ran a task: {other:?}"),
+        };
+        assert!(text.contains("another build"), "{text}");
+    }
+}
+
+/// The offset of the GNU build id in an executable's bytes, found by its note header.
+fn build_id_at(bytes: &[u8]) -> Option<usize> {
+    let header: Vec<u8> = [4u32, 20, 3]
+        .iter()
+        .flat_map(|w| w.to_ne_bytes())
+        .chain(*b"GNU\0")
+        .collect();
+    bytes
+        .windows(header.len())
+        .position(|w| w == header)
+        .map(|at| at + header.len())
+}
+
+#[test]
+fn ranks_of_another_build_run_no_task_and_say_why() {
+    let name = "ranks_of_another_build_run_no_task_and_say_why";
+    if rank().is_some() {
+        other_build_body();
+        println!("{DONE}");
+        return;
+    }
+    if !have_mpirun() {
+        eprintln!("mpirun not found: {name} is not checked (install openmpi-bin)");
+        return;
+    }
+    // The same program with one byte of its build id changed: another build, as far as
+    // any rank can tell, whose code is the same.
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut bytes = std::fs::read(&exe).expect("the test binary");
+    let Some(at) = build_id_at(&bytes) else {
+        eprintln!("the test binary has no GNU build id: {name} is not checked");
+        return;
+    };
+    bytes[at] ^= 0xff;
+    let dir = std::env::temp_dir().join(format!("multiproc-mpi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let other = dir.join("other-build");
+    std::fs::write(&other, &bytes).unwrap();
+    std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (exe, other_path) = (exe.to_string_lossy(), other.to_string_lossy());
+    let flags = ["--exact", name, "--nocapture", "--test-threads=1"];
+    let mut args = vec!["-n", "1", &exe];
+    args.extend(flags);
+    args.extend([":", "-n", "2", &other_path]);
+    args.extend(flags);
+    let outcome = mpirun_with(name, &args);
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Some((ok, text)) = outcome {
+        assert!(ok && text.contains(DONE), "{name} under mpirun:\n{text}");
+    }
 }

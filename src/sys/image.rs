@@ -209,6 +209,9 @@ enum Segment {
 struct Image {
     /// `(start, end, executable)` of each `PT_LOAD` segment, in memory.
     loads: Vec<(usize, usize, bool)>,
+    /// `(start, end)` of each `PT_NOTE` segment, in memory.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    notes: Vec<(usize, usize)>,
 }
 
 impl Image {
@@ -245,7 +248,10 @@ fn main_image() -> &'static Image {
             )
         };
         if phdr == 0 || phdr % std::mem::align_of::<Phdr>() != 0 {
-            return Image { loads: Vec::new() };
+            return Image {
+                loads: Vec::new(),
+                notes: Vec::new(),
+            };
         }
         // SAFETY: the kernel's AT_PHDR/AT_PHNUM describe the main program's program
         // header table, mapped (inside its first segment) for the life of the process.
@@ -268,7 +274,79 @@ fn main_image() -> &'static Image {
                 )
             })
             .collect();
-        Image { loads }
+        let notes = headers
+            .iter()
+            .filter(|h| h.p_type == libc::PT_NOTE)
+            .map(|h| {
+                let start = bias.wrapping_add(h.p_vaddr as usize);
+                (start, start.saturating_add(h.p_memsz as usize))
+            })
+            .collect();
+        Image { loads, notes }
+    })
+}
+
+/// Bytes of the main executable's loaded segments, or `None` when `start..end` is not
+/// inside one.
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+fn loaded_bytes(start: usize, end: usize) -> Option<&'static [u8]> {
+    let len = end.checked_sub(start)?;
+    if !main_image().contains(start, len, Segment::Any) {
+        return None;
+    }
+    // SAFETY: `start..end` lies inside a loaded segment of the main executable (checked
+    // above), mapped readable for the life of the process. The bytes read are code or
+    // read-only data (notes), which nothing writes while the process runs.
+    Some(unsafe { std::slice::from_raw_parts(start as *const u8, len) })
+}
+
+/// The GNU build id among the executable's notes, if its linker wrote one.
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+fn build_id() -> Option<&'static [u8]> {
+    const NT_GNU_BUILD_ID: u32 = 3;
+    for &(start, end) in &main_image().notes {
+        let mut notes = loaded_bytes(start, end)?;
+        let word = |b: &[u8], i: usize| -> Option<u32> {
+            Some(u32::from_ne_bytes(b.get(i..i + 4)?.try_into().ok()?))
+        };
+        while notes.len() >= 12 {
+            let (name_len, desc_len, kind) = (
+                word(notes, 0)? as usize,
+                word(notes, 4)? as usize,
+                word(notes, 8)?,
+            );
+            let name_end = 12usize.checked_add(name_len.checked_next_multiple_of(4)?)?;
+            let desc_end = name_end.checked_add(desc_len.checked_next_multiple_of(4)?)?;
+            let name = notes.get(12..12 + name_len)?;
+            if kind == NT_GNU_BUILD_ID && name == b"GNU\0" {
+                return notes.get(name_end..name_end + desc_len);
+            }
+            notes = notes.get(desc_end..)?;
+        }
+    }
+    None
+}
+
+/// What tells this build of the program from any other, the same on every machine that
+/// runs it: a SHA-256 of its GNU build id, or of its code when it has none. Processes
+/// that name entries by their offsets (the ranks of an MPI job) compare it first.
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+pub(crate) fn code_identity() -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    static IDENTITY: OnceLock<[u8; 32]> = OnceLock::new();
+    *IDENTITY.get_or_init(|| {
+        let mut hash = Sha256::new();
+        match build_id() {
+            Some(id) => hash.update(id),
+            None => {
+                for &(start, end, exec) in &main_image().loads {
+                    if exec && let Some(code) = loaded_bytes(start, end) {
+                        hash.update(code);
+                    }
+                }
+            }
+        }
+        hash.finalize().into()
     })
 }
 

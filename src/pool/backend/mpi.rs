@@ -54,6 +54,10 @@ const TAG_REPORT: i32 = 0x6d70_7200;
 /// The tag of a worker rank's last word: it has stopped.
 const TAG_ENDED: i32 = 0x6d70_6500;
 
+/// The tag of a worker rank's refusal to serve (its text follows): it runs another
+/// build of the program than rank 0, whose entry offsets mean nothing to it.
+const TAG_REFUSED: i32 = 0x6d70_7800;
+
 /// How often the handler looks at the time of the jobs when no report comes.
 const TICK: Duration = Duration::from_millis(10);
 
@@ -69,6 +73,8 @@ const LAUNCH_VARS: [&str; 4] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK",
 /// message.
 #[derive(Debug, Serialize, Deserialize)]
 enum Order {
+    /// Rank 0's build (see `image::code_identity`): a rank of another build runs nothing.
+    Hello { identity: [u8; 32] },
     /// Run the entry at `entry` on the chunk that follows.
     Run { job: u64, entry: u64 },
     /// Run the initializer at `entry` on the argument that follows.
@@ -181,6 +187,8 @@ fn serve(universe: Universe) -> ! {
     let me = u64::try_from(world.rank()).unwrap_or(0);
     let root = world.process_at_rank(0);
     let ctx = CallCtx::default();
+    // Why this rank runs nothing: its build is not rank 0's.
+    let mut foreign: Option<String> = None;
     let mut inbox: VecDeque<Vec<u8>> = VecDeque::new();
     let report = |head: &Report, body: &[u8]| {
         if let Ok(m) = message(head, body) {
@@ -200,6 +208,29 @@ fn serve(universe: Universe) -> ! {
             continue;
         };
         match codec::decode_prefix::<Order>(&m) {
+            Ok((Order::Hello { identity }, _)) => {
+                foreign = (identity != image::code_identity()).then(|| {
+                    format!(
+                        "MPI rank {me} runs another build of the program than rank 0: every \
+                         rank must run the same binary"
+                    )
+                });
+                if let Some(why) = &foreign {
+                    root.send_with_tag(why.as_bytes(), TAG_REFUSED);
+                }
+            }
+            Ok((Order::Run { job, .. }, _)) if foreign.is_some() => {
+                let why = foreign.clone().unwrap_or_default();
+                report(
+                    &Report::Done {
+                        worker: me,
+                        job,
+                        outcome: Err(Failure::Codec(why)),
+                    },
+                    &[],
+                );
+            }
+            Ok((Order::Init { .. }, _)) if foreign.is_some() => {}
             Ok((Order::Run { job, entry }, start)) => {
                 let outcome = call::run(entry, m, start, Vec::new(), &ctx);
                 let out = ctx.out.borrow();
@@ -456,6 +487,12 @@ impl Core {
         init: Option<Vec<u8>>,
         cb_rx: mpsc::Receiver<CallbackTask>,
     ) -> Result<()> {
+        let hello = message(
+            &Order::Hello {
+                identity: image::code_identity(),
+            },
+            &[],
+        )?;
         let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
         for &rank in ranks {
             let (tx, rx) = mpsc::channel::<Vec<u8>>();
@@ -468,7 +505,9 @@ impl Core {
                         to.send_with_tag(&m[..], TAG_ORDER);
                     }
                 })?;
-            // The initializer comes first: a rank runs its orders in the order sent.
+            // Rank 0's build, then the initializer: a rank runs its orders in the order
+            // sent.
+            let _ = tx.send(hello.clone());
             if let Some(init) = &init {
                 let _ = tx.send(init.clone());
             }
@@ -667,6 +706,10 @@ impl Core {
             if last_check.elapsed() >= TICK {
                 last_check = Instant::now();
                 self.check_time(&mut st);
+                while let Some(probed) = any.immediate_matched_probe_with_tag(TAG_REFUSED) {
+                    let (why, _) = receive(probed);
+                    self.break_pool(&mut st, String::from_utf8_lossy(&why).into_owned());
+                }
             }
             self.dispatch(&mut st);
             let stop = st.terminated || (st.closed && st.jobs.is_empty());
@@ -709,15 +752,20 @@ impl Core {
             }
             Report::InitFailed { failure, .. } => {
                 let why = format!("its initializer failed: {}", Error::from(failure));
-                st.broken = Some(why.clone());
-                let ids: Vec<u64> = st.jobs.keys().copied().collect();
-                for id in ids {
-                    self.finish(st, id, Err(Error::state(why.clone())));
-                }
-                st.pending.clear();
+                self.break_pool(st, why);
             }
             Report::Retiring { .. } | Report::Ended { .. } => {}
         }
+    }
+
+    /// The pool cannot run tasks: every job fails, and new ones are refused, with why.
+    fn break_pool(&self, st: &mut State, why: String) {
+        let ids: Vec<u64> = st.jobs.keys().copied().collect();
+        for id in ids {
+            self.finish(st, id, Err(Error::state(why.clone())));
+        }
+        st.pending.clear();
+        st.broken.get_or_insert(why);
     }
 
     /// Fails the jobs over their time: the rank keeps running its own (it cannot be
