@@ -452,3 +452,124 @@ fn ranks_of_another_build_run_no_task_and_say_why() {
         assert!(ok && text.contains(DONE), "{name} under mpirun:\n{text}");
     }
 }
+
+static TAG: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn set_tag(tag: String) {
+    *TAG.lock().unwrap() = Some(tag);
+}
+
+fn read_tag(_: u64) -> Option<String> {
+    TAG.lock().unwrap().clone()
+}
+
+fn failing_init(_: ()) {
+    panic!("no setup on this rank");
+}
+
+fn init_with_a_queue(_: multiproc::Queue<u32>) {}
+
+fn initializer_body() {
+    let pool = Pool::builder()
+        .mpi()
+        .initializer(set_tag, "ready".to_string())
+        .build()
+        .unwrap();
+    let tags = pool.map_chunked(read_tag, 0..8u64, 1).unwrap();
+    assert!(
+        tags.iter().all(|t| t.as_deref() == Some("ready")),
+        "{tags:?}"
+    );
+    drop(pool);
+    let broken = Pool::builder()
+        .mpi()
+        .initializer(failing_init, ())
+        .build()
+        .unwrap();
+    match broken.apply(square, 2) {
+        Err(Error::InvalidState(why)) => assert!(why.contains("no setup on this rank"), "{why}"),
+        other => panic!("expected the initializer's failure, got {other:?}"),
+    }
+    drop(broken);
+    let queue = multiproc::Queue::<u32>::new().unwrap();
+    match Pool::builder()
+        .mpi()
+        .initializer(init_with_a_queue, queue)
+        .build()
+    {
+        Err(Error::InvalidState(why)) => assert!(why.contains("handles"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_initializer_runs_on_each_rank_and_its_failure_fails_the_tasks() {
+    on_three_ranks(
+        "the_initializer_runs_on_each_rank_and_its_failure_fails_the_tasks",
+        initializer_body,
+    );
+}
+
+fn terminate_body() {
+    let pool = Pool::builder().mpi().build().unwrap();
+    let long = pool
+        .map_async_chunked(sleep_ms, vec![300u64; 20], 1)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    pool.terminate();
+    assert!(matches!(long.get(), Err(Error::Cancelled)));
+    pool.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "terminate waited {:?} for the ranks",
+        started.elapsed()
+    );
+    assert!(
+        pool.apply(square, 2).is_err(),
+        "a terminated pool takes no task"
+    );
+    drop(pool);
+    // The ranks serve the next pool once they finish what they ran.
+    let next = Pool::builder().mpi().build().unwrap();
+    assert_eq!(next.map(square, 0..10u64).unwrap()[9], 81);
+    next.close();
+    next.join().unwrap();
+}
+
+#[test]
+fn terminate_cancels_the_tasks_at_once_and_the_ranks_serve_the_next_pool() {
+    on_three_ranks(
+        "terminate_cancels_the_tasks_at_once_and_the_ranks_serve_the_next_pool",
+        terminate_body,
+    );
+}
+
+fn close_join_body() {
+    let pool = Pool::builder().mpi().build().unwrap();
+    let results: Vec<_> = (0..6u64)
+        .map(|i| pool.apply_async(sleep_ms, 50 + i).unwrap())
+        .collect();
+    pool.close();
+    assert!(
+        pool.apply(square, 1).is_err(),
+        "a closed pool takes no task"
+    );
+    pool.join().unwrap();
+    for (i, r) in results.into_iter().enumerate() {
+        assert!(r.ready(), "join returned before task {i} was done");
+        assert_eq!(r.get().unwrap(), 50 + i as u64);
+    }
+    match Pool::builder().mpi().build() {
+        Ok(again) => assert_eq!(again.apply(square, 4).unwrap(), 16),
+        Err(e) => panic!("a pool after a joined one: {e}"),
+    }
+}
+
+#[test]
+fn close_then_join_completes_the_submitted_tasks() {
+    on_three_ranks(
+        "close_then_join_completes_the_submitted_tasks",
+        close_join_body,
+    );
+}

@@ -713,9 +713,6 @@ impl Core {
             }
             self.dispatch(&mut st);
             let stop = st.terminated || (st.closed && st.jobs.is_empty());
-            if stop {
-                st.stopped = true;
-            }
             let ready = self.take_ready(&mut st);
             drop(st);
             self.deliver(ready);
@@ -726,7 +723,9 @@ impl Core {
                     .unwrap_or_else(|e| e.into_inner())
                     .clear();
                 *self.callbacks.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                // The ranks are free before `join` returns: a new pool may take them.
                 IN_USE.store(false, Ordering::Release);
+                self.lock().stopped = true;
                 self.idle.notify_all();
                 return;
             }
