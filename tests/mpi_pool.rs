@@ -573,3 +573,54 @@ fn close_then_join_completes_the_submitted_tasks() {
         close_join_body,
     );
 }
+
+fn spawned_body() {
+    let pool = Pool::builder().mpi().processes(2).build().unwrap();
+    assert_eq!(pool.processes(), 2);
+    let me = std::process::id();
+    let pids: BTreeSet<u32> = pool
+        .map_chunked(own_pid, vec![(); 40], 1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(pids.len(), 2, "both spawned workers took tasks: {pids:?}");
+    assert!(!pids.contains(&me), "no task ran on rank 0");
+    assert_eq!(
+        pool.map(square, 0..100u64).unwrap(),
+        (0..100u64).map(|x| x * x).collect::<Vec<_>>()
+    );
+    assert!(matches!(pool.apply(boom, 3), Err(Error::Panicked { .. })));
+    drop(pool);
+    // The workers are spawned once: a later pool uses the same ones.
+    let again = Pool::builder().mpi().build().unwrap();
+    let later: BTreeSet<u32> = again
+        .map_chunked(own_pid, vec![(); 40], 1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(later, pids);
+}
+
+#[test]
+fn under_mpirun_n_1_the_pool_spawns_its_workers() {
+    let name = "under_mpirun_n_1_the_pool_spawns_its_workers";
+    if rank().is_some() {
+        spawned_body();
+        println!("{DONE}");
+        return;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let exe = exe.to_string_lossy();
+    let args = [
+        "-n",
+        "1",
+        &exe,
+        "--exact",
+        name,
+        "--nocapture",
+        "--test-threads=1",
+    ];
+    if let Some((ok, text)) = mpirun_with(name, &args) {
+        assert!(ok && text.contains(DONE), "{name} under mpirun:\n{text}");
+    }
+}

@@ -185,6 +185,11 @@ impl PoolBuilder {
     /// rank 0; [`processes`](Self::processes) caps the ranks used (all of them by
     /// default), and [`Pool::pids`] is empty (the ranks may be on other machines).
     ///
+    /// Started as `mpirun -n 1 prog`, the first MPI pool starts its workers with
+    /// `MPI_Comm_spawn` (as `mpi4py.futures` does): [`processes`](Self::processes) of
+    /// them, else the job's free slots, else one per CPU. They run this same program,
+    /// serve every later MPI pool of it, and stop when it exits.
+    ///
     /// Where it differs:
     /// - A task over its [`task_timeout`](Self::task_timeout) fails with
     ///   [`Error::Timeout`], but its rank is not killed (MPI would end the whole job): it

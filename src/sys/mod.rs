@@ -9,6 +9,8 @@ pub(crate) mod futex;
 pub(crate) mod image;
 pub(crate) mod liveness;
 pub(crate) mod memfd_body;
+#[cfg(feature = "mpi")]
+pub(crate) mod mpi;
 pub(crate) mod net;
 pub(crate) mod outflow;
 pub(crate) mod pages;

@@ -9,6 +9,10 @@
 //! entry record of this binary (`call::run` checks it): nothing received can make a rank
 //! run code other than the crate's own entries.
 //!
+//! Started as `mpirun -n 1 prog`, rank 0 has no other rank: its first MPI pool spawns
+//! workers running this same program (`MPI_Comm_spawn`), whose hook finds the parent
+//! communicator and serves it the same way.
+//!
 //! Rank 0 gives each rank a few jobs at a time ([`IN_FLIGHT`]), one message per chunk of
 //! tasks (the same header and encoded chunk as a local worker's order), and each rank
 //! answers with the same report a local worker puts on its queue, so that outcomes,
@@ -32,12 +36,14 @@ use mpi::Threading;
 use mpi::environment::Universe;
 use mpi::point_to_point::{Destination, MatchedReceiveVec, Message, Source, Status};
 use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::traits::Root;
 use serde::{Deserialize, Serialize};
 
 use super::{Outcome, Sink};
 use crate::error::{Error, Result};
 use crate::pool::call::{self, CallCtx, Failure};
 use crate::pool::worker::{Report, SharedInit};
+use crate::sys::mpi::{Comm, SharedComm};
 use crate::sys::{image, proc as sysproc};
 use crate::wire::codec;
 
@@ -88,11 +94,16 @@ enum Order {
 /// This process's place in the MPI job, when the hook found one.
 struct World {
     rank: i32,
-    size: i32,
     threading: Threading,
 }
 
 static WORLD: OnceLock<World> = OnceLock::new();
+
+/// How rank 0 reaches its workers: the job's other ranks, or the workers it spawned.
+static LINK: OnceLock<SharedComm> = OnceLock::new();
+
+/// Held while workers are being spawned: one set of them per process.
+static SPAWNING: Mutex<()> = Mutex::new(());
 
 /// Rank 0's handle on MPI, finalized as the process exits.
 static UNIVERSE: Mutex<Option<Universe>> = Mutex::new(None);
@@ -125,15 +136,20 @@ fn on_load() {
         return;
     };
     let world = universe.world();
+    // Started by a rank 0's `MPI_Comm_spawn`: every one of these is a worker.
+    if let Some(parent) = world.parent() {
+        serve(universe, Comm::Spawned(parent));
+    }
     let (rank, size) = (world.rank(), world.size());
     if rank != 0 {
-        serve(universe);
+        serve(universe, Comm::World(world));
     }
-    let _ = WORLD.set(World {
-        rank,
-        size,
-        threading,
-    });
+    let _ = WORLD.set(World { rank, threading });
+    if size > 1
+        && let Some(link) = SharedComm::new(Comm::World(world), threading)
+    {
+        let _ = LINK.set(link);
+    }
     let Ok(stop) = message(&Order::Stop, &[]) else {
         return;
     };
@@ -181,11 +197,10 @@ fn message<T: Serialize>(head: &T, body: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// A worker rank's whole life: orders from rank 0, in the order sent, until `Stop`.
-fn serve(universe: Universe) -> ! {
+fn serve(universe: Universe, comm: Comm) -> ! {
     crate::process::install_panic_hook();
-    let world = universe.world();
-    let me = u64::try_from(world.rank()).unwrap_or(0);
-    let root = world.process_at_rank(0);
+    let me = u64::try_from(universe.world().rank()).unwrap_or(0);
+    let root = comm.process_at_rank(0);
     let ctx = CallCtx::default();
     // Why this rank runs nothing: its build is not rank 0's.
     let mut foreign: Option<String> = None;
@@ -279,7 +294,11 @@ fn serve(universe: Universe) -> ! {
     }
     // MPI_Finalize: every rank's, before any leaves, or the launcher takes the job for
     // failed.
-    drop(universe);
+    if matches!(comm, Comm::Spawned(_)) {
+        crate::sys::mpi::finalize_spawned(universe);
+    } else {
+        drop(universe);
+    }
     sysproc::exit_now(0)
 }
 
@@ -308,16 +327,16 @@ extern "C" fn stop_workers() {
     let Some(universe) = UNIVERSE.lock().unwrap_or_else(|e| e.into_inner()).take() else {
         return;
     };
-    let world = universe.world();
-    let Some(stop) = STOP.get() else {
+    let (Some(stop), Some(link)) = (STOP.get(), LINK.get()) else {
         return;
     };
-    for r in 1..world.size() {
-        world.process_at_rank(r).send_with_tag(&stop[..], TAG_ORDER);
+    let comm = link.comm();
+    for r in comm.workers() {
+        comm.process_at_rank(r).send_with_tag(&stop[..], TAG_ORDER);
     }
-    let mut left = world.size() - 1;
+    let mut left = comm.workers().len();
     let deadline = crate::deadline::after(STOP_WAIT);
-    let any = world.any_process();
+    let any = comm.any_process();
     // Nothing here decodes: no thread-local state is left to do it with.
     while left > 0 {
         match any.immediate_matched_probe() {
@@ -335,12 +354,41 @@ extern "C" fn stop_workers() {
                     "multiproc: {left} MPI worker rank(s) still busy {STOP_WAIT:?} after \
                      the program ended; aborting the job"
                 );
-                world.abort(1);
+                universe.world().abort(1);
             }
             None => thread::sleep(Duration::from_millis(1)),
         }
     }
     drop(universe);
+}
+
+/// Starts `n` workers (the job's free slots, or this machine's CPUs, when `None`) with
+/// `MPI_Comm_spawn`, once per process: the link to them.
+fn spawn_workers(n: Option<usize>) -> Result<&'static SharedComm> {
+    let _one = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(link) = LINK.get() {
+        return Ok(link);
+    }
+    let slots = UNIVERSE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(Universe::size)
+        .filter(|s| *s > 1)
+        .map(|s| s - 1);
+    let n = n.or(slots).unwrap_or_else(crate::process::cpu_count).max(1);
+    let n = i32::try_from(n).map_err(|_| Error::state("too many MPI workers asked for"))?;
+    // The workers run this same program: its load-time hook makes them serve.
+    let exe = std::env::current_exe()?;
+    let inter = SimpleCommunicator::world()
+        .process_at_rank(0)
+        .spawn(&std::process::Command::new(exe), n)
+        .map_err(|e| Error::state(format!("cannot spawn MPI workers: {e:?}")))?;
+    let link = SharedComm::new(Comm::Spawned(inter), Threading::Multiple)
+        .ok_or_else(|| Error::state("the spawned MPI workers cannot be shared"))?;
+    let _ = LINK.set(link);
+    LINK.get()
+        .ok_or_else(|| Error::state("the spawned MPI workers are not recorded"))
 }
 
 /// How an MPI pool runs.
@@ -393,6 +441,7 @@ type CallbackTask = Box<dyn FnOnce() + Send>;
 
 /// The MPI pool's side on rank 0.
 pub(crate) struct Core {
+    link: &'static SharedComm,
     task_timeout: Option<Duration>,
     state: Mutex<State>,
     /// Notified whenever a job ends or the pool stops (for `join`).
@@ -411,13 +460,12 @@ impl Core {
         let world = WORLD.get().ok_or_else(|| {
             Error::state(
                 "an MPI pool needs the program to run as an MPI job: start it with \
-                 `mpirun -n N` (N of at least 2)",
+                 `mpirun -n N` (the other ranks serve), or `mpirun -n 1` (workers are \
+                 spawned)",
             )
         })?;
-        if world.rank != 0 || world.size < 2 {
-            return Err(Error::state(
-                "an MPI pool needs a job of at least two ranks (`mpirun -n 2` or more)",
-            ));
+        if world.rank != 0 {
+            return Err(Error::state("only rank 0 of an MPI job runs an MPI pool"));
         }
         if world.threading != Threading::Multiple {
             return Err(Error::state(
@@ -435,7 +483,11 @@ impl Core {
             Some(i) => Some(message(&Order::Init { entry: i.0.entry }, &i.0.bytes)?),
             None => None,
         };
-        let available = usize::try_from(world.size - 1).unwrap_or(0);
+        let link = match LINK.get() {
+            Some(link) => link,
+            None => spawn_workers(spec.ranks)?,
+        };
+        let available = link.comm().workers().len();
         let used = spec.ranks.map_or(available, |n| n.min(available));
         if IN_USE
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
@@ -445,9 +497,10 @@ impl Core {
                 "the MPI worker ranks serve another pool: one MPI pool at a time",
             ));
         }
-        let ranks: Vec<i32> = (1..=used as i32).collect();
+        let ranks: Vec<i32> = link.comm().workers().take(used).collect();
         let (cb_tx, cb_rx) = mpsc::channel::<CallbackTask>();
         let core = Arc::new(Core {
+            link,
             task_timeout: spec.task_timeout,
             state: Mutex::new(State {
                 ranks: ranks
@@ -496,11 +549,11 @@ impl Core {
         let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
         for &rank in ranks {
             let (tx, rx) = mpsc::channel::<Vec<u8>>();
+            let link = self.link;
             thread::Builder::new()
                 .name(format!("multiproc-mpi-send-{rank}"))
                 .spawn(move || {
-                    let world = SimpleCommunicator::world();
-                    let to = world.process_at_rank(rank);
+                    let to = link.comm().process_at_rank(rank);
                     for m in rx {
                         to.send_with_tag(&m[..], TAG_ORDER);
                     }
@@ -690,8 +743,7 @@ impl Core {
 
     /// The handler thread: reports, timeouts and dispatch, until the pool ends.
     fn handle(self: Arc<Self>) {
-        let world = SimpleCommunicator::world();
-        let any = world.any_process();
+        let any = self.link.comm().any_process();
         let mut last_check = Instant::now();
         loop {
             let report = next_message(&any, TAG_REPORT, || last_check.elapsed() >= TICK);
