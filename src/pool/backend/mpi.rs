@@ -189,8 +189,18 @@ fn receive(probed: (Message, Status)) -> (Vec<u8>, i32) {
     (probed.matched_receive_vec::<u8>().0, from)
 }
 
-/// A message: `head` encoded, then `body`.
+/// The most bytes one message holds: MPI counts elements in a C `int`.
+const MAX_MESSAGE: usize = i32::MAX as usize;
+
+/// A message: `head` encoded, then `body`; `Error::Encode` when it would be longer than
+/// one MPI message can be.
 fn message<T: Serialize>(head: &T, body: &[u8]) -> Result<Vec<u8>> {
+    if body.len() > MAX_MESSAGE - 64 {
+        return Err(Error::Encode(format!(
+            "{} bytes do not fit in one MPI message (at most {MAX_MESSAGE})",
+            body.len()
+        )));
+    }
     let mut m = codec::encode_plain(head)?;
     m.extend_from_slice(body);
     Ok(m)
@@ -206,7 +216,20 @@ fn serve(universe: Universe, comm: Comm) -> ! {
     let mut foreign: Option<String> = None;
     let mut inbox: VecDeque<Vec<u8>> = VecDeque::new();
     let report = |head: &Report, body: &[u8]| {
-        if let Ok(m) = message(head, body) {
+        let m = message(head, body).or_else(|e| match head {
+            // An outcome too large for one message: its job fails, rather than rank 0
+            // waiting for it forever.
+            Report::Done { worker, job, .. } => message(
+                &Report::Done {
+                    worker: *worker,
+                    job: *job,
+                    outcome: Err(Failure::Codec(format!("cannot send the outcome: {e}"))),
+                },
+                &[],
+            ),
+            _ => Err(e),
+        });
+        if let Ok(m) = m {
             root.send_with_tag(&m[..], TAG_REPORT);
         }
     };
