@@ -5,11 +5,14 @@
 //! ended as the test expects and that the body reached its end. Without `mpirun` on the
 //! machine, each test says so and passes without checking anything.
 //!
-//! Covered: `map` (results in order, tasks on ranks 1 and 2 only), `imap`,
+//! Covered: every behaviour of `common::pool_behaviours` (the local pool's tests run the
+//! same functions), `map` (results in order, tasks on ranks 1 and 2 only), `imap`,
 //! `imap_unordered`, `apply_async` with callbacks run on rank 0, `submit` through the
 //! executor, panics in tasks, a task over its timeout, a worker rank killed mid-job, and
 //! the error outside an MPI job. Timing: every `mpirun` is bounded by [`MPIRUN_LIMIT`];
 //! the timeout test checks only that the call fails well before its task would end.
+
+mod common;
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -623,4 +626,11 @@ fn under_mpirun_n_1_the_pool_spawns_its_workers() {
     if let Some((ok, text)) = mpirun_with(name, &args) {
         assert!(ok && text.contains(DONE), "{name} under mpirun:\n{text}");
     }
+}
+
+#[test]
+fn the_local_pool_behaviours_hold_on_the_ranks() {
+    on_three_ranks("the_local_pool_behaviours_hold_on_the_ranks", || {
+        common::pool_behaviours::all(&|| Pool::builder().mpi())
+    });
 }

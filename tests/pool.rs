@@ -11,10 +11,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{LONG, METHODS};
+use common::{LONG, METHODS, pool_behaviours};
 use multiproc::{Error, Pool, Queue, StartMethod};
 
 fn square(x: u64) -> u64 {
@@ -45,56 +44,20 @@ fn sleep_ms(ms: u64) -> u64 {
 #[test]
 fn map_returns_results_in_order_under_every_start_method() {
     for method in METHODS {
-        let pool = Pool::builder()
-            .processes(2)
-            .start_method(method)
-            .build()
-            .unwrap();
-        let want: Vec<u64> = (0..100).map(square).collect();
-        assert_eq!(pool.map(square, 0..100).unwrap(), want, "{method:?}");
-        assert_eq!(
-            pool.map(square, Vec::<u64>::new()).unwrap(),
-            Vec::<u64>::new()
-        );
-        for chunksize in [1, 3, 100, 1000] {
-            assert_eq!(
-                pool.map_chunked(slow_square, 0..50, chunksize).unwrap()[..],
-                want[..50]
-            );
-        }
-        assert_eq!(
-            pool.starmap(|(a, b): (u64, u64)| a + b, [(1, 2), (3, 4)])
-                .unwrap(),
-            [3, 7]
-        );
+        pool_behaviours::map_gives_results_in_order(&|| {
+            Pool::builder().processes(2).start_method(method)
+        });
     }
 }
 
 #[test]
 fn imap_is_in_order_and_imap_unordered_gives_every_result() {
-    let pool = Pool::new(2).unwrap();
-    let got: Vec<u64> = pool.imap(slow_square, 0..40).map(Result::unwrap).collect();
-    assert_eq!(got, (0..40).map(square).collect::<Vec<_>>());
-    let got: Vec<u64> = pool
-        .imap_chunked(slow_square, 0..40, 7)
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(got, (0..40).map(square).collect::<Vec<_>>());
-    let got: BTreeSet<u64> = pool
-        .imap_unordered(slow_square, 0..40)
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(got, (0..40).map(square).collect());
+    pool_behaviours::imap_is_in_order_and_imap_unordered_complete(&|| Pool::builder().processes(2));
 }
 
 #[test]
 fn imap_reads_its_input_lazily() {
-    let pool = Pool::new(2).unwrap();
-    // An endless input: only what is taken (and a bounded lead) is ever read.
-    let mut it = pool.imap(square, 0..);
-    for i in 0..10 {
-        assert_eq!(it.next().unwrap().unwrap(), i * i);
-    }
+    pool_behaviours::imap_reads_its_input_lazily(&|| Pool::builder().processes(2));
 }
 
 fn init(q: Queue<u32>) {
@@ -181,63 +144,25 @@ fn terminate_stops_running_tasks_and_cancels_the_rest() {
 
 #[test]
 fn get_with_a_timeout_and_successful_before_ready() {
-    let pool = Pool::new(1).unwrap();
-    let mut r = pool.apply_async(sleep_ms, 500).unwrap();
-    assert!(matches!(r.successful(), Err(Error::InvalidState(_))));
-    let t = Instant::now();
-    assert!(matches!(
-        r.get_timeout(Duration::from_millis(100)),
-        Err(Error::Timeout)
-    ));
-    assert!(t.elapsed() >= Duration::from_millis(100));
-    assert_eq!(r.get_timeout(LONG).unwrap(), 500);
+    pool_behaviours::get_with_a_timeout_and_successful_before_ready(&|| {
+        Pool::builder().processes(1)
+    });
 }
 
 #[test]
 fn callbacks_run_in_the_parent_in_completion_order() {
-    let pool = Pool::new(2).unwrap();
-    let (tx, rx) = mpsc::channel();
-    let (etx, erx) = mpsc::channel();
-    let mut results = Vec::new();
-    for i in 0..6u64 {
-        let tx = tx.clone();
-        let etx = etx.clone();
-        results.push(
-            pool.apply_async_with(
-                boom,
-                i,
-                move |v: &u64| tx.send((*v, std::process::id())).unwrap(),
-                move |e: &Error| etx.send(e.to_string()).unwrap(),
-            )
-            .unwrap(),
-        );
-    }
-    for r in results {
-        let _ = r.get();
-    }
-    let got: Vec<(u64, u32)> = rx.try_iter().collect();
-    assert_eq!(got.len(), 5);
-    assert!(got.iter().all(|(_, pid)| *pid == std::process::id()));
-    let errors: Vec<String> = erx.try_iter().collect();
-    assert_eq!(errors.len(), 1);
-    assert!(errors[0].contains("task 3 failed"), "{errors:?}");
+    pool_behaviours::callbacks_run_in_this_process(&|| Pool::builder().processes(2));
 }
 
 #[test]
 fn a_panicking_task_fails_alone_and_its_worker_goes_on() {
+    pool_behaviours::a_panicking_task_fails_alone(&|| Pool::builder().processes(1));
+    // The worker that ran the panicking task is the one that goes on.
     let pool = Pool::new(1).unwrap();
     let before = pool.pids();
-    match pool.apply(boom, 3) {
-        Err(Error::Panicked { message, location }) => {
-            assert!(message.contains("task 3 failed"));
-            assert!(location.unwrap().contains("pool.rs"));
-        }
-        other => panic!("expected a panic, got {other:?}"),
-    }
+    assert!(matches!(pool.apply(boom, 3), Err(Error::Panicked { .. })));
     assert_eq!(pool.apply(boom, 4).unwrap(), 4);
     assert_eq!(pool.pids(), before);
-    // In a map, the first failure is the error.
-    assert!(matches!(pool.map(boom, 0..10), Err(Error::Panicked { .. })));
 }
 
 fn die(code: i32) -> u64 {
@@ -368,29 +293,7 @@ use multiproc::ProcessPoolExecutor;
 
 #[test]
 fn executor_submit_map_and_results() {
-    let ex = ProcessPoolExecutor::new(2).unwrap();
-    let f = ex.submit(square, 12).unwrap();
-    assert_eq!(f.result().unwrap(), 144);
-    let mut slow = ex.submit(sleep_ms, 400).unwrap();
-    assert!(!slow.done());
-    assert!(matches!(
-        slow.result_timeout(Duration::from_millis(50)),
-        Err(Error::Timeout)
-    ));
-    assert_eq!(slow.result_timeout(LONG).unwrap(), 400);
-    let all: Vec<u64> = ex
-        .map(square, 0..10, None)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(all, (0..10).map(square).collect::<Vec<_>>());
-    // A map whose results are not ready in time.
-    let mut late = ex
-        .map(sleep_ms, [2_000, 2_000], Some(Duration::from_millis(100)))
-        .unwrap();
-    assert!(matches!(late.next(), Some(Err(Error::Timeout))));
-    ex.shutdown(true, false);
-    assert!(matches!(ex.submit(square, 1), Err(Error::InvalidState(_))));
+    pool_behaviours::executor_submit_map_and_results(&|| Pool::builder().processes(2));
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! only some of them).
 #![allow(dead_code)]
 
+pub mod pool_behaviours;
+
 use std::time::{Duration, Instant};
 
 use multiproc::{Process, StartMethod};

@@ -1,0 +1,191 @@
+//! Pool behaviours written once, each a function taking how to make the pool's builder:
+//! `tests/pool.rs` runs them on local workers, `tests/mpi_pool.rs` on the ranks of an
+//! MPI job. Each assumes a pool of two workers at least; none depends on which worker
+//! runs what.
+
+use std::collections::BTreeSet;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use multiproc::{Error, PoolBuilder, ProcessPoolExecutor};
+
+use super::LONG;
+
+/// How a behaviour gets its pool's options.
+pub type MakeBuilder<'a> = &'a dyn Fn() -> PoolBuilder;
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn slow_square(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(x % 7));
+    x * x
+}
+
+fn boom(x: u64) -> u64 {
+    if x == 3 {
+        panic!("task {x} failed");
+    }
+    x
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn add((a, b): (u64, u64)) -> u64 {
+    a + b
+}
+
+/// `map` gives the results in order, for every chunk size, an empty input, `starmap`
+/// (CPython's `test_map`, `test_map_chunksize`, `test_starmap`).
+pub fn map_gives_results_in_order(make: MakeBuilder) {
+    let pool = make().build().unwrap();
+    let want: Vec<u64> = (0..100).map(square).collect();
+    assert_eq!(pool.map(square, 0..100).unwrap(), want);
+    assert_eq!(
+        pool.map(square, Vec::<u64>::new()).unwrap(),
+        Vec::<u64>::new()
+    );
+    for chunksize in [1, 3, 100, 1000] {
+        assert_eq!(
+            pool.map_chunked(slow_square, 0..50, chunksize).unwrap()[..],
+            want[..50]
+        );
+    }
+    assert_eq!(pool.starmap(add, [(1, 2), (3, 4)]).unwrap(), [3, 7]);
+}
+
+/// `imap` keeps the order, with and without chunks; `imap_unordered` gives every result
+/// (CPython's `test_imap`, `test_imap_unordered`).
+pub fn imap_is_in_order_and_imap_unordered_complete(make: MakeBuilder) {
+    let pool = make().build().unwrap();
+    let want: Vec<u64> = (0..40).map(square).collect();
+    let got: Vec<u64> = pool.imap(slow_square, 0..40).map(Result::unwrap).collect();
+    assert_eq!(got, want);
+    let got: Vec<u64> = pool
+        .imap_chunked(slow_square, 0..40, 7)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, want);
+    let got: BTreeSet<u64> = pool
+        .imap_unordered(slow_square, 0..40)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, want.into_iter().collect());
+}
+
+/// `imap` over an endless input reads only what is taken, and a bounded lead.
+pub fn imap_reads_its_input_lazily(make: MakeBuilder) {
+    let pool = make().build().unwrap();
+    let mut it = pool.imap(square, 0..);
+    for i in 0..10 {
+        assert_eq!(it.next().unwrap().unwrap(), i * i);
+    }
+}
+
+/// `get_timeout` does not return early, and the result can be asked for again;
+/// `successful` before the result is an error (CPython's `test_async_timeout`).
+pub fn get_with_a_timeout_and_successful_before_ready(make: MakeBuilder) {
+    let pool = make().build().unwrap();
+    let mut r = pool.apply_async(sleep_ms, 500).unwrap();
+    assert!(matches!(r.successful(), Err(Error::InvalidState(_))));
+    let t = Instant::now();
+    assert!(matches!(
+        r.get_timeout(Duration::from_millis(100)),
+        Err(Error::Timeout)
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    assert_eq!(r.get_timeout(LONG).unwrap(), 500);
+}
+
+/// The value or the error goes to its callback, in this process (CPython's
+/// `test_async_error_callback`).
+pub fn callbacks_run_in_this_process(make: MakeBuilder) {
+    let pool = make().build().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let (etx, erx) = mpsc::channel();
+    let mut results = Vec::new();
+    for i in 0..6u64 {
+        let tx = tx.clone();
+        let etx = etx.clone();
+        results.push(
+            pool.apply_async_with(
+                boom,
+                i,
+                move |v: &u64| tx.send((*v, std::process::id())).unwrap(),
+                move |e: &Error| etx.send((e.to_string(), std::process::id())).unwrap(),
+            )
+            .unwrap(),
+        );
+    }
+    for r in results {
+        let _ = r.get();
+    }
+    let got: Vec<(u64, u32)> = rx.try_iter().collect();
+    assert_eq!(got.len(), 5);
+    assert!(got.iter().all(|(_, pid)| *pid == std::process::id()));
+    let errors: Vec<(String, u32)> = erx.try_iter().collect();
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].0.contains("task 3 failed"), "{errors:?}");
+    assert_eq!(errors[0].1, std::process::id());
+}
+
+/// A panic fails its task alone, with its message and location, and the workers go
+/// on; in a map, the first failure is the error.
+pub fn a_panicking_task_fails_alone(make: MakeBuilder) {
+    let pool = make().build().unwrap();
+    match pool.apply(boom, 3) {
+        Err(Error::Panicked { message, location }) => {
+            assert!(message.contains("task 3 failed"));
+            assert!(location.unwrap().contains("pool_behaviours.rs"));
+        }
+        other => panic!("expected a panic, got {other:?}"),
+    }
+    assert_eq!(pool.apply(boom, 4).unwrap(), 4);
+    assert!(matches!(pool.map(boom, 0..10), Err(Error::Panicked { .. })));
+    let each: Vec<Result<u64, Error>> = pool.imap(boom, 0..5).collect();
+    assert!(matches!(each[3], Err(Error::Panicked { .. })));
+    assert_eq!(each.iter().filter(|r| r.is_ok()).count(), 4);
+}
+
+/// The executor's `submit`, `result_timeout`, `map` (with a deadline) and `shutdown`
+/// (CPython's `ProcessPoolExecutorTest`).
+pub fn executor_submit_map_and_results(make: MakeBuilder) {
+    let ex = ProcessPoolExecutor::with_options(make()).unwrap();
+    let f = ex.submit(square, 12).unwrap();
+    assert_eq!(f.result().unwrap(), 144);
+    let mut slow = ex.submit(sleep_ms, 400).unwrap();
+    assert!(!slow.done());
+    assert!(matches!(
+        slow.result_timeout(Duration::from_millis(50)),
+        Err(Error::Timeout)
+    ));
+    assert_eq!(slow.result_timeout(LONG).unwrap(), 400);
+    let all: Vec<u64> = ex
+        .map(square, 0..10, None)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(all, (0..10).map(square).collect::<Vec<_>>());
+    let mut late = ex
+        .map(sleep_ms, [2_000, 2_000], Some(Duration::from_millis(100)))
+        .unwrap();
+    assert!(matches!(late.next(), Some(Err(Error::Timeout))));
+    drop(late);
+    ex.shutdown(true, false);
+    assert!(matches!(ex.submit(square, 1), Err(Error::InvalidState(_))));
+}
+
+/// Every behaviour above, in turn.
+pub fn all(make: MakeBuilder) {
+    map_gives_results_in_order(make);
+    imap_is_in_order_and_imap_unordered_complete(make);
+    imap_reads_its_input_lazily(make);
+    get_with_a_timeout_and_successful_before_ready(make);
+    callbacks_run_in_this_process(make);
+    a_panicking_task_fails_alone(make);
+    executor_submit_map_and_results(make);
+}
