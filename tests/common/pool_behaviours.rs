@@ -179,6 +179,203 @@ pub fn executor_submit_map_and_results(make: MakeBuilder) {
     assert!(matches!(ex.submit(square, 1), Err(Error::InvalidState(_))));
 }
 
+/// A result type whose `Serialize` fails for one value.
+#[derive(Debug, PartialEq)]
+struct Picky(u64);
+
+impl serde::Serialize for Picky {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 13 {
+            return Err(serde::ser::Error::custom("13 does not serialize"));
+        }
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Picky {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u64::deserialize(d).map(Picky)
+    }
+}
+
+fn picky(x: u64) -> Picky {
+    Picky(x)
+}
+
+/// A result that does not serialize fails its call alone; an argument that does not
+/// serialize is refused at submission.
+pub fn a_result_that_does_not_serialize_fails_that_task_alone(make: MakeBuilder) {
+    let pool = make().build().unwrap();
+    let results: Vec<_> = pool.imap_chunked(picky, 10..16, 3).collect();
+    for (x, r) in (10..16).zip(results) {
+        match r {
+            Ok(v) => assert_eq!(v, Picky(x)),
+            Err(e) => {
+                assert_eq!(x, 13);
+                assert!(e.to_string().contains("13 does not serialize"), "{e}");
+            }
+        }
+    }
+    // And an argument that does not serialize is refused at submission.
+    assert!(pool.apply_async(|p: Picky| p.0, Picky(13)).is_err());
+    assert_eq!(pool.apply(|p: Picky| p.0, Picky(12)).unwrap(), 12);
+    let got: BTreeSet<u64> = pool
+        .imap_unordered_chunked(square, 0..20, 4)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, (0..20).map(square).collect());
+}
+
+/// `join` after `close` returns once every callback has run (as in Python).
+pub fn join_returns_only_after_every_callback_ran(make: MakeBuilder) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let pool = make().build().unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    for i in 0..5u64 {
+        let ran = ran.clone();
+        pool.apply_async_with(
+            square,
+            i,
+            move |_: &u64| {
+                std::thread::sleep(Duration::from_millis(100));
+                ran.fetch_add(1, Ordering::SeqCst);
+            },
+            |_: &Error| {},
+        )
+        .unwrap();
+    }
+    pool.close();
+    pool.join().unwrap();
+    assert_eq!(ran.load(Ordering::SeqCst), 5);
+}
+
+/// A callback that panics does not keep its result, or later ones, from arriving.
+pub fn a_panicking_callback_still_delivers_its_result_and_later_ones(make: MakeBuilder) {
+    let pool = make().build().unwrap();
+    let mut first = pool
+        .apply_async_with(
+            square,
+            3,
+            |_: &u64| panic!("callback fails"),
+            |_: &Error| {},
+        )
+        .unwrap();
+    assert_eq!(first.get_timeout(LONG).unwrap(), 9);
+    let mut second = pool
+        .apply_async_with(square, 4, |_: &u64| {}, |_: &Error| {})
+        .unwrap();
+    assert_eq!(second.get_timeout(LONG).unwrap(), 16);
+    assert_eq!(pool.apply(square, 5).unwrap(), 25);
+}
+
+/// The first chunk of 5 (items below 5) sleeps, so that later chunks come back first;
+/// item 17 panics, when asked to.
+fn first_chunk_late(x: u64) -> u64 {
+    if x < 5 {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    x * 3
+}
+
+fn first_chunk_late_text(x: u64) -> String {
+    format!("item {}", first_chunk_late(x))
+}
+
+fn first_chunk_late_then_17_panics(x: u64) -> u64 {
+    if x == 17 {
+        panic!("task {x} failed");
+    }
+    first_chunk_late(x)
+}
+
+/// `map` keeps the order when later chunks come back first; a failure that comes
+/// back before the first chunk is the map's error.
+pub fn map_keeps_the_order_when_later_chunks_come_back_first(make: MakeBuilder) {
+    let pool = make().build().unwrap();
+    let want: Vec<u64> = (0..40).map(|x| x * 3).collect();
+    assert_eq!(pool.map_chunked(first_chunk_late, 0..40, 5).unwrap(), want);
+    let text: Vec<String> = want.iter().map(|x| format!("item {x}")).collect();
+    assert_eq!(
+        pool.map_chunked(first_chunk_late_text, 0..40, 5).unwrap(),
+        text
+    );
+    // A failure that comes back before the first chunk is the map's error.
+    match pool.map_chunked(first_chunk_late_then_17_panics, 0..40, 5) {
+        Err(Error::Panicked { message, .. }) => assert!(message.contains("task 17"), "{message}"),
+        other => panic!("expected the panic of task 17, got {other:?}"),
+    }
+    // The pool goes on.
+    assert_eq!(pool.map(square, 0..10).unwrap()[9], 81);
+}
+
+/// Yields `0..real` while claiming to have exactly `claimed` items.
+struct WrongLength {
+    next: u64,
+    real: u64,
+    claimed: usize,
+}
+
+impl Iterator for WrongLength {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
+        (self.next < self.real).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.claimed, Some(self.claimed))
+    }
+}
+
+/// `map` gives a result per item an iterator yields, whatever length it claims.
+pub fn map_over_an_iterator_that_misstates_its_length_gives_a_result_per_item_it_yields(
+    make: MakeBuilder,
+) {
+    let pool = make().build().unwrap();
+    for (real, claimed) in [(100, 3), (3, 100), (50, 0), (0, 10), (10, usize::MAX)] {
+        let items = WrongLength {
+            next: 0,
+            real,
+            claimed,
+        };
+        let want: Vec<u64> = (0..real).map(square).collect();
+        assert_eq!(
+            pool.map(square, items).unwrap(),
+            want,
+            "{real} claimed as {claimed}"
+        );
+    }
+}
+
+fn boom_at_3_and_7(x: u64) -> u64 {
+    if x == 3 || x == 7 {
+        panic!("task {x} failed");
+    }
+    x
+}
+
+/// Panicking calls inside a chunk fail alone; the calls around them return.
+pub fn a_chunk_with_panicking_calls_fails_those_calls_alone(make: MakeBuilder) {
+    let pool = make().build().unwrap();
+    // One chunk of ten: the calls before, between and after the panics return.
+    let got: Vec<_> = pool.imap_chunked(boom_at_3_and_7, 0..10, 10).collect();
+    assert_eq!(got.len(), 10);
+    for (i, r) in got.into_iter().enumerate() {
+        match r {
+            Err(Error::Panicked { message, .. }) => {
+                assert!(i == 3 || i == 7, "item {i} failed");
+                assert!(message.contains(&format!("task {i} failed")), "{message}");
+            }
+            Ok(v) => assert_eq!(v, i as u64),
+            Err(e) => panic!("item {i}: {e}"),
+        }
+    }
+}
+
 /// Every behaviour above, in turn.
 pub fn all(make: MakeBuilder) {
     map_gives_results_in_order(make);
@@ -188,4 +385,10 @@ pub fn all(make: MakeBuilder) {
     callbacks_run_in_this_process(make);
     a_panicking_task_fails_alone(make);
     executor_submit_map_and_results(make);
+    a_result_that_does_not_serialize_fails_that_task_alone(make);
+    join_returns_only_after_every_callback_ran(make);
+    a_panicking_callback_still_delivers_its_result_and_later_ones(make);
+    map_keeps_the_order_when_later_chunks_come_back_first(make);
+    map_over_an_iterator_that_misstates_its_length_gives_a_result_per_item_it_yields(make);
+    a_chunk_with_panicking_calls_fails_those_calls_alone(make);
 }
