@@ -6,10 +6,11 @@
 //! machine, each test says so and passes without checking anything.
 //!
 //! Covered: every behaviour of `common::pool_behaviours` (the local pool's tests run the
-//! same functions), `map` (results in order, tasks on ranks 1 and 2 only), `imap`,
-//! `imap_unordered`, `apply_async` with callbacks run on rank 0, `submit` through the
-//! executor, panics in tasks, a task over its timeout, a worker rank killed mid-job, and
-//! the error outside an MPI job. Timing: every `mpirun` is bounded by [`MPIRUN_LIMIT`];
+//! same functions: `map`, `imap`, `imap_unordered`, callbacks, panics, the executor);
+//! and here, what only ranks have: tasks on ranks 1 and 2 only, callbacks on rank 0, a
+//! task over its timeout, a worker rank killed mid-job, ranks of another build, the
+//! initializer, `terminate`, `close` and `join`, a local pool inside a rank, workers
+//! spawned under `mpirun -n 1`, and the error outside an MPI job. Timing: every `mpirun` is bounded by [`MPIRUN_LIMIT`];
 //! the timeout test checks only that the call fails well before its task would end.
 
 mod common;
@@ -19,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use multiproc::{Error, Pool, ProcessPoolExecutor};
+use multiproc::{Error, Pool};
 
 /// The longest an `mpirun` of one test may take before the test fails.
 const MPIRUN_LIMIT: Duration = Duration::from_secs(120);
@@ -172,26 +173,6 @@ fn map_gives_results_in_order_and_runs_tasks_on_the_worker_ranks() {
     );
 }
 
-fn imap_body() {
-    let pool = Pool::builder().mpi().build().unwrap();
-    let ordered: Vec<u64> = pool.imap(square, 0..50u64).map(Result::unwrap).collect();
-    assert_eq!(ordered, (0..50u64).map(|x| x * x).collect::<Vec<_>>());
-    let mut unordered: Vec<u64> = pool
-        .imap_unordered(square, 0..50u64)
-        .map(Result::unwrap)
-        .collect();
-    unordered.sort_unstable();
-    assert_eq!(unordered, ordered);
-}
-
-#[test]
-fn imap_is_in_order_and_imap_unordered_gives_every_result() {
-    on_three_ranks(
-        "imap_is_in_order_and_imap_unordered_gives_every_result",
-        imap_body,
-    );
-}
-
 fn callbacks_body() {
     let pool = Pool::builder().mpi().build().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -237,49 +218,6 @@ fn apply_async_callbacks_run_on_rank_0_with_the_value_or_the_error() {
         "apply_async_callbacks_run_on_rank_0_with_the_value_or_the_error",
         callbacks_body,
     );
-}
-
-fn panic_body() {
-    let pool = Pool::builder().mpi().build().unwrap();
-    match pool.map(boom, 0..10u64) {
-        Err(Error::Panicked { message, location }) => {
-            assert!(message.contains("boom at 3"), "{message}");
-            assert!(location.is_some_and(|l| l.contains("mpi_pool.rs")));
-        }
-        other => panic!("expected the task's panic, got {other:?}"),
-    }
-    let each: Vec<Result<u64, Error>> = pool.imap(boom, 0..5u64).collect();
-    assert!(matches!(each[3], Err(Error::Panicked { .. })));
-    assert_eq!(each.iter().filter(|r| r.is_ok()).count(), 4);
-    assert_eq!(pool.apply(square, 5).unwrap(), 25, "the ranks go on");
-}
-
-#[test]
-fn a_panicking_task_fails_alone_with_its_message_and_the_ranks_go_on() {
-    on_three_ranks(
-        "a_panicking_task_fails_alone_with_its_message_and_the_ranks_go_on",
-        panic_body,
-    );
-}
-
-fn executor_body() {
-    let ex = ProcessPoolExecutor::with_options(Pool::builder().mpi()).unwrap();
-    let f = ex.submit(square, 7).unwrap();
-    let g = ex.submit(boom, 3).unwrap();
-    assert_eq!(f.result().unwrap(), 49);
-    assert!(matches!(g.result(), Err(Error::Panicked { .. })));
-    let all: Vec<u64> = ex
-        .map(square, 0..20u64, None)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(all, (0..20u64).map(|x| x * x).collect::<Vec<_>>());
-    ex.shutdown(true, false);
-}
-
-#[test]
-fn executor_submit_and_map_run_on_the_ranks() {
-    on_three_ranks("executor_submit_and_map_run_on_the_ranks", executor_body);
 }
 
 fn timeout_body() {
