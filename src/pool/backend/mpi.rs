@@ -37,6 +37,7 @@ use mpi::environment::Universe;
 use mpi::point_to_point::{Destination, MatchedReceiveVec, Message, Source, Status};
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::Root;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{Outcome, Sink};
@@ -192,18 +193,49 @@ fn receive(probed: (Message, Status)) -> (Vec<u8>, i32) {
 /// The most bytes one message holds: MPI counts elements in a C `int`.
 const MAX_MESSAGE: usize = i32::MAX as usize;
 
-/// A message: `head` encoded, then `body`; `Error::Encode` when it would be longer than
-/// one MPI message can be.
-fn message<T: Serialize>(head: &T, body: &[u8]) -> Result<Vec<u8>> {
-    if body.len() > MAX_MESSAGE - 64 {
+/// A message: `body`, then `head` encoded, then the head's length (4 bytes,
+/// little-endian). The body stays where it is: a large chunk or outcome is sent from the
+/// memory it was encoded in, never copied to be joined to its header. `Error::Encode`
+/// when the whole would be longer than one MPI message can be.
+fn seal<T: Serialize>(head: &T, mut body: Vec<u8>) -> Result<Vec<u8>> {
+    let h = codec::encode_plain(head)?;
+    let len = u32::try_from(h.len()).map_err(|_| Error::Encode("a header over 4 GiB".into()))?;
+    if body.len().saturating_add(h.len() + 4) > MAX_MESSAGE {
         return Err(Error::Encode(format!(
             "{} bytes do not fit in one MPI message (at most {MAX_MESSAGE})",
             body.len()
         )));
     }
-    let mut m = codec::encode_plain(head)?;
-    m.extend_from_slice(body);
-    Ok(m)
+    body.extend_from_slice(&h);
+    body.extend_from_slice(&len.to_le_bytes());
+    Ok(body)
+}
+
+/// [`seal`] for a body that is not already a vector of its own.
+fn message<T: Serialize>(head: &T, body: &[u8]) -> Result<Vec<u8>> {
+    seal(head, body.to_vec())
+}
+
+/// The header of a message, and where it starts (the length of the body before it).
+fn head_of<T: DeserializeOwned>(m: &[u8]) -> Result<(T, usize)> {
+    let short = || Error::Decode("an MPI message shorter than its header says".into());
+    let len_at = m.len().checked_sub(4).ok_or_else(short)?;
+    let len: [u8; 4] = m
+        .get(len_at..)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(short)?;
+    let start = len_at
+        .checked_sub(u32::from_le_bytes(len) as usize)
+        .ok_or_else(short)?;
+    let (head, _) = codec::decode_prefix::<T>(m.get(start..len_at).ok_or_else(short)?)?;
+    Ok((head, start))
+}
+
+/// Takes a message apart: its header, and its body (the message, cut short).
+fn open<T: DeserializeOwned>(mut m: Vec<u8>) -> Result<(T, Vec<u8>)> {
+    let (head, start) = head_of(&m)?;
+    m.truncate(start);
+    Ok((head, m))
 }
 
 /// A worker rank's whole life: orders from rank 0, in the order sent, until `Stop`.
@@ -215,8 +247,9 @@ fn serve(universe: Universe, comm: Comm) -> ! {
     // Why this rank runs nothing: its build is not rank 0's.
     let mut foreign: Option<String> = None;
     let mut inbox: VecDeque<Vec<u8>> = VecDeque::new();
-    let report = |head: &Report, body: &[u8]| {
-        let m = message(head, body).or_else(|e| match head {
+    // Sends a report; the message, for its memory to serve the next outcome.
+    let report = |head: &Report, body: Vec<u8>| -> Option<Vec<u8>> {
+        let m = seal(head, body).or_else(|e| match head {
             // An outcome too large for one message: its job fails, rather than rank 0
             // waiting for it forever.
             Report::Done { worker, job, .. } => message(
@@ -229,9 +262,9 @@ fn serve(universe: Universe, comm: Comm) -> ! {
             ),
             _ => Err(e),
         });
-        if let Ok(m) = m {
-            root.send_with_tag(&m[..], TAG_REPORT);
-        }
+        let m = m.ok()?;
+        root.send_with_tag(&m[..], TAG_REPORT);
+        Some(m)
     };
     loop {
         // Everything that came, so that a `Cancel` is seen before the jobs it names run.
@@ -245,7 +278,7 @@ fn serve(universe: Universe, comm: Comm) -> ! {
             }
             continue;
         };
-        match codec::decode_prefix::<Order>(&m) {
+        match open::<Order>(m) {
             Ok((Order::Hello { identity }, _)) => {
                 foreign = (identity != image::code_identity()).then(|| {
                     format!(
@@ -265,25 +298,29 @@ fn serve(universe: Universe, comm: Comm) -> ! {
                         job,
                         outcome: Err(Failure::Codec(why)),
                     },
-                    &[],
+                    Vec::new(),
                 );
             }
             Ok((Order::Init { .. }, _)) if foreign.is_some() => {}
-            Ok((Order::Run { job, entry }, start)) => {
-                let outcome = call::run(entry, m, start, Vec::new(), &ctx);
-                let out = ctx.out.borrow();
-                let body: &[u8] = if outcome.is_ok() { &out } else { &[] };
-                report(
-                    &Report::Done {
-                        worker: me,
-                        job,
-                        outcome,
-                    },
-                    body,
-                );
+            Ok((Order::Run { job, entry }, args)) => {
+                let outcome = call::run(entry, args, 0, Vec::new(), &ctx);
+                let body = match outcome {
+                    Ok(()) => std::mem::take(&mut *ctx.out.borrow_mut()),
+                    Err(_) => Vec::new(),
+                };
+                let head = Report::Done {
+                    worker: me,
+                    job,
+                    outcome,
+                };
+                if let Some(mut sent) = report(&head, body) {
+                    // Its memory takes the next outcome (`call` encodes into it).
+                    sent.clear();
+                    *ctx.out.borrow_mut() = sent;
+                }
             }
-            Ok((Order::Init { entry }, start)) => {
-                let failure = match call::run(entry, m, start, Vec::new(), &ctx) {
+            Ok((Order::Init { entry }, argument)) => {
+                let failure = match call::run(entry, argument, 0, Vec::new(), &ctx) {
                     Ok(()) => {
                         match codec::decode::<std::result::Result<(), Failure>>(
                             &ctx.out.borrow(),
@@ -302,7 +339,7 @@ fn serve(universe: Universe, comm: Comm) -> ! {
                             worker: me,
                             failure,
                         },
-                        &[],
+                        Vec::new(),
                     );
                 }
             }
@@ -328,7 +365,7 @@ fn serve(universe: Universe, comm: Comm) -> ! {
 /// Removes the `Cancel` orders from the inbox, and the jobs they name.
 fn drop_cancelled(inbox: &mut VecDeque<Vec<u8>>) {
     let mut cancelled = HashSet::new();
-    inbox.retain(|m| match codec::decode_prefix::<Order>(m) {
+    inbox.retain(|m| match head_of::<Order>(m) {
         Ok((Order::Cancel { jobs }, _)) => {
             cancelled.extend(jobs);
             false
@@ -339,7 +376,7 @@ fn drop_cancelled(inbox: &mut VecDeque<Vec<u8>>) {
         return;
     }
     inbox.retain(|m| {
-        !matches!(codec::decode_prefix::<Order>(m),
+        !matches!(head_of::<Order>(m),
             Ok((Order::Run { job, .. }, _)) if cancelled.contains(&job))
     });
 }
@@ -424,8 +461,8 @@ pub(crate) struct Spec {
 }
 
 struct Job {
-    entry: u64,
-    args: Vec<u8>,
+    /// The `Run` order, sealed once: the same message goes to whichever rank runs it.
+    order: Arc<Vec<u8>>,
     sink: Sink,
     /// Deliver on the callback thread (the sink runs a user callback).
     callback: bool,
@@ -470,7 +507,7 @@ pub(crate) struct Core {
     /// Notified whenever a job ends or the pool stops (for `join`).
     idle: Condvar,
     /// A sending thread per rank, by rank.
-    senders: Mutex<HashMap<i32, Sender<Vec<u8>>>>,
+    senders: Mutex<HashMap<i32, Sender<Arc<Vec<u8>>>>>,
     callbacks: Mutex<Option<Sender<CallbackTask>>>,
 }
 
@@ -503,7 +540,10 @@ impl Core {
                      do not cross machines",
                 ));
             }
-            Some(i) => Some(message(&Order::Init { entry: i.0.entry }, &i.0.bytes)?),
+            Some(i) => Some(Arc::new(message(
+                &Order::Init { entry: i.0.entry },
+                &i.0.bytes,
+            )?)),
             None => None,
         };
         let link = match LINK.get() {
@@ -560,18 +600,18 @@ impl Core {
     fn start_threads(
         self: &Arc<Self>,
         ranks: &[i32],
-        init: Option<Vec<u8>>,
+        init: Option<Arc<Vec<u8>>>,
         cb_rx: mpsc::Receiver<CallbackTask>,
     ) -> Result<()> {
-        let hello = message(
+        let hello = Arc::new(message(
             &Order::Hello {
                 identity: image::code_identity(),
             },
             &[],
-        )?;
+        )?);
         let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
         for &rank in ranks {
-            let (tx, rx) = mpsc::channel::<Vec<u8>>();
+            let (tx, rx) = mpsc::channel::<Arc<Vec<u8>>>();
             let link = self.link;
             thread::Builder::new()
                 .name(format!("multiproc-mpi-send-{rank}"))
@@ -607,7 +647,7 @@ impl Core {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn send(&self, rank: i32, m: Vec<u8>) -> bool {
+    fn send(&self, rank: i32, m: Arc<Vec<u8>>) -> bool {
         let senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
         senders.get(&rank).is_some_and(|tx| tx.send(m).is_ok())
     }
@@ -620,6 +660,10 @@ impl Core {
         sink: Sink,
         callback: bool,
     ) -> Result<u64> {
+        // Sealed before the lock is taken: the header goes after the chunk, in the
+        // room its vector has.
+        let id = NEXT_JOB.fetch_add(1, Ordering::Relaxed);
+        let order = Arc::new(seal(&Order::Run { job: id, entry }, args)?);
         let mut st = self.lock();
         if st.closed || st.terminated {
             return Err(Error::state("the pool is closed"));
@@ -627,12 +671,10 @@ impl Core {
         if let Some(why) = &st.broken {
             return Err(Error::state(format!("the pool cannot run tasks: {why}")));
         }
-        let id = NEXT_JOB.fetch_add(1, Ordering::Relaxed);
         st.jobs.insert(
             id,
             Job {
-                entry,
-                args,
+                order,
                 sink,
                 callback,
             },
@@ -689,18 +731,7 @@ impl Core {
             else {
                 return;
             };
-            let order = Order::Run {
-                job: id,
-                entry: job.entry,
-            };
-            let m = match message(&order, &job.args) {
-                Ok(m) => m,
-                Err(e) => {
-                    st.pending.pop_front();
-                    self.finish(st, id, Err(e));
-                    continue;
-                }
-            };
+            let m = job.order.clone();
             let rank = r.rank;
             if r.holding.is_empty() {
                 r.running_since = Instant::now();
@@ -809,7 +840,7 @@ impl Core {
 
     /// Takes in one report from rank `from` (state locked).
     fn take_report(&self, st: &mut State, m: Vec<u8>, from: i32) {
-        let Ok((report, start)) = codec::decode_prefix::<Report>(&m) else {
+        let Ok((report, body)) = open::<Report>(m) else {
             return;
         };
         match report {
@@ -821,7 +852,10 @@ impl Core {
                     }
                     r.holding.retain(|j| *j != job);
                 }
-                let outcome = outcome.map(|()| Outcome { report: m, start });
+                let outcome = outcome.map(|()| Outcome {
+                    report: body,
+                    start: 0,
+                });
                 self.finish(st, job, outcome.map_err(Error::from));
             }
             Report::InitFailed { failure, .. } => {
@@ -871,7 +905,7 @@ impl Core {
                 },
                 &[],
             ) {
-                self.send(rank, m);
+                self.send(rank, Arc::new(m));
             }
             for id in waiting.into_iter().rev() {
                 if st.jobs.contains_key(&id) {
@@ -905,7 +939,7 @@ impl Core {
             .collect();
         for (rank, jobs) in held {
             if let Ok(m) = message(&Order::Cancel { jobs }, &[]) {
-                self.send(rank, m);
+                self.send(rank, Arc::new(m));
             }
         }
         let ready = self.take_ready(&mut st);
