@@ -99,27 +99,17 @@ fn maxtasksperchild_replaces_workers() {
 
 #[test]
 fn close_then_join_completes_submitted_work() {
+    pool_behaviours::close_then_join_completes_submitted_work(&|| Pool::builder().processes(2));
+    // And the workers have ended.
     let pool = Pool::new(2).unwrap();
-    let results: Vec<_> = (0..10)
-        .map(|i| pool.apply_async(sleep_ms, i * 5).unwrap())
-        .collect();
     pool.close();
-    assert!(matches!(
-        pool.apply_async(square, 1),
-        Err(Error::InvalidState(_))
-    ));
     pool.join().unwrap();
-    for (i, r) in results.into_iter().enumerate() {
-        assert!(r.ready());
-        assert_eq!(r.get().unwrap(), i as u64 * 5);
-    }
     assert!(pool.pids().is_empty());
 }
 
 #[test]
 fn join_before_close_is_an_error() {
-    let pool = Pool::new(1).unwrap();
-    assert!(matches!(pool.join(), Err(Error::InvalidState(_))));
+    pool_behaviours::join_before_close_is_an_error(&|| Pool::builder().processes(1));
 }
 
 #[test]
@@ -256,35 +246,9 @@ fn dropping_a_pool_with_tasks_in_flight_returns_promptly_and_leaves_no_worker() 
     }
 }
 
-/// A minimal executor: polls `fut`, parking the thread until its waker is called.
-fn block_on<F: std::future::Future>(fut: F) -> F::Output {
-    use std::sync::Arc;
-    use std::task::{Context, Poll, Wake};
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Arc::new(Unpark(std::thread::current())).into();
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        match fut.as_mut().poll(&mut cx) {
-            Poll::Ready(v) => return v,
-            Poll::Pending => std::thread::park_timeout(Duration::from_millis(100)),
-        }
-    }
-}
-
 #[test]
 fn an_async_result_can_be_awaited() {
-    let pool = Pool::new(2).unwrap();
-    let a = pool.apply_async(slow_square, 9).unwrap();
-    let b = pool.map_async(square, 0..4).unwrap();
-    let (x, ys) = block_on(async { (a.await, b.await) });
-    assert_eq!(x.unwrap(), 81);
-    assert_eq!(ys.unwrap(), [0, 1, 4, 9]);
+    pool_behaviours::an_async_result_can_be_awaited(&|| Pool::builder().processes(2));
 }
 
 // ---- the executor (test_concurrent_futures' process executor) ----
@@ -322,7 +286,7 @@ fn executor_cancel_and_shutdown_with_cancel_futures() {
 fn executor_future_can_be_awaited() {
     let ex = ProcessPoolExecutor::new(1).unwrap();
     let f = ex.submit(square, 5).unwrap();
-    assert_eq!(block_on(f).unwrap(), 25);
+    assert_eq!(pool_behaviours::block_on(f).unwrap(), 25);
 }
 
 #[cfg(feature = "progress")]

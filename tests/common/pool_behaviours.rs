@@ -376,6 +376,62 @@ pub fn a_chunk_with_panicking_calls_fails_those_calls_alone(make: MakeBuilder) {
     }
 }
 
+/// `close` refuses new tasks, and `join` returns once the submitted ones are done
+/// (CPython's `test_close`, `test_join`).
+pub fn close_then_join_completes_submitted_work(make: MakeBuilder) {
+    let pool = make().build().unwrap();
+    let results: Vec<_> = (0..10)
+        .map(|i| pool.apply_async(sleep_ms, i * 5).unwrap())
+        .collect();
+    pool.close();
+    assert!(matches!(
+        pool.apply_async(square, 1),
+        Err(Error::InvalidState(_))
+    ));
+    pool.join().unwrap();
+    for (i, r) in results.into_iter().enumerate() {
+        assert!(r.ready());
+        assert_eq!(r.get().unwrap(), i as u64 * 5);
+    }
+}
+
+/// `join` before `close` or `terminate` is an error, as Python's `ValueError`.
+pub fn join_before_close_is_an_error(make: MakeBuilder) {
+    let pool = make().build().unwrap();
+    assert!(matches!(pool.join(), Err(Error::InvalidState(_))));
+}
+
+/// A minimal executor: polls `fut`, parking the thread until its waker is called.
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Arc::new(Unpark(std::thread::current())).into();
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return v,
+            Poll::Pending => std::thread::park_timeout(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// An `AsyncResult` is a future: `apply_async` and `map_async` can be awaited.
+pub fn an_async_result_can_be_awaited(make: MakeBuilder) {
+    let pool = make().build().unwrap();
+    let a = pool.apply_async(slow_square, 9).unwrap();
+    let b = pool.map_async(square, 0..4).unwrap();
+    let (x, ys) = block_on(async { (a.await, b.await) });
+    assert_eq!(x.unwrap(), 81);
+    assert_eq!(ys.unwrap(), [0, 1, 4, 9]);
+}
+
 /// Every behaviour above, in turn.
 pub fn all(make: MakeBuilder) {
     map_gives_results_in_order(make);
@@ -385,6 +441,9 @@ pub fn all(make: MakeBuilder) {
     callbacks_run_in_this_process(make);
     a_panicking_task_fails_alone(make);
     executor_submit_map_and_results(make);
+    close_then_join_completes_submitted_work(make);
+    join_before_close_is_an_error(make);
+    an_async_result_can_be_awaited(make);
     a_result_that_does_not_serialize_fails_that_task_alone(make);
     join_returns_only_after_every_callback_ran(make);
     a_panicking_callback_still_delivers_its_result_and_later_ones(make);
