@@ -572,3 +572,24 @@ fn the_local_pool_behaviours_hold_on_the_ranks() {
         common::pool_behaviours::all(&|| Pool::builder().mpi())
     });
 }
+
+/// A pool that is never dropped: its threads still run when the program exits.
+static LEAKED: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
+
+fn leaked_pool_body() {
+    let pool = LEAKED.get_or_init(|| Pool::builder().mpi().build().unwrap());
+    assert_eq!(pool.map(square, 0..100u64).unwrap()[99], 9801);
+    // Tasks still in flight as the program ends.
+    drop(
+        pool.map_async_chunked(sleep_ms, vec![20u64; 20], 1)
+            .unwrap(),
+    );
+}
+
+#[test]
+fn a_pool_never_dropped_still_lets_the_job_end_cleanly() {
+    on_three_ranks(
+        "a_pool_never_dropped_still_lets_the_job_end_cleanly",
+        leaked_pool_body,
+    );
+}

@@ -28,7 +28,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -113,6 +113,17 @@ static UNIVERSE: Mutex<Option<Universe>> = Mutex::new(None);
 /// the time exit handlers run.
 static STOP: OnceLock<Vec<u8>> = OnceLock::new();
 
+/// Whether the pools' threads may still call MPI: false once rank 0's exit handler has
+/// taken it over to stop the workers and finalize (a pool never dropped still has its
+/// threads then, and an MPI call after `MPI_Finalize` crashes the process).
+static MPI_OPEN: RwLock<bool> = RwLock::new(true);
+
+/// Runs `f`, which calls MPI, unless the exit handler has taken MPI over: `None` then.
+fn while_open<R>(f: impl FnOnce() -> R) -> Option<R> {
+    let open = MPI_OPEN.read().unwrap_or_else(|e| e.into_inner());
+    (*open).then(f)
+}
+
 /// One MPI pool at a time owns the worker ranks.
 static IN_USE: AtomicBool = AtomicBool::new(false);
 
@@ -162,7 +173,7 @@ fn on_load() {
 
 /// Waits for the next message with `tag` from `source`: spinning briefly, then sleeping
 /// in growing steps, so that an idle rank leaves its core to the busy ones. `None` once
-/// `give_up` says so (checked between steps).
+/// `give_up` says so (checked between steps), or MPI is closing.
 fn next_message(
     source: &impl Source,
     tag: i32,
@@ -170,8 +181,10 @@ fn next_message(
 ) -> Option<(Vec<u8>, i32)> {
     let mut idle = 0u32;
     loop {
-        if let Some(probed) = source.immediate_matched_probe_with_tag(tag) {
-            return Some(receive(probed));
+        match while_open(|| source.immediate_matched_probe_with_tag(tag).map(receive)) {
+            Some(Some(message)) => return Some(message),
+            Some(None) => {}
+            None => return None,
         }
         if give_up() {
             return None;
@@ -390,12 +403,32 @@ extern "C" fn stop_workers() {
     let (Some(stop), Some(link)) = (STOP.get(), LINK.get()) else {
         return;
     };
+    let deadline = crate::deadline::after(STOP_WAIT);
+    let over = || crate::deadline::remaining(deadline).is_some_and(|d| d.is_zero());
+    // MPI is this thread's alone from here: a pool still alive waits for no call of its
+    // own to finish (a send to a busy rank ends when the rank takes its orders again).
+    loop {
+        match MPI_OPEN.try_write() {
+            Ok(mut open) => {
+                *open = false;
+                break;
+            }
+            Err(std::sync::TryLockError::Poisoned(e)) => {
+                *e.into_inner() = false;
+                break;
+            }
+            Err(std::sync::TryLockError::WouldBlock) if over() => {
+                eprintln!("multiproc: an MPI send still blocked at exit; aborting the job");
+                universe.world().abort(1);
+            }
+            Err(std::sync::TryLockError::WouldBlock) => thread::sleep(Duration::from_millis(1)),
+        }
+    }
     let comm = link.comm();
     for r in comm.workers() {
         comm.process_at_rank(r).send_with_tag(&stop[..], TAG_ORDER);
     }
     let mut left = comm.workers().len();
-    let deadline = crate::deadline::after(STOP_WAIT);
     let any = comm.any_process();
     // Nothing here decodes: no thread-local state is left to do it with.
     while left > 0 {
@@ -408,7 +441,7 @@ extern "C" fn stop_workers() {
                     left -= 1;
                 }
             }
-            None if crate::deadline::remaining(deadline).is_some_and(|d| d.is_zero()) => {
+            None if over() => {
                 // A rank still runs a task that does not end: the job cannot end cleanly.
                 eprintln!(
                     "multiproc: {left} MPI worker rank(s) still busy {STOP_WAIT:?} after \
@@ -618,7 +651,9 @@ impl Core {
                 .spawn(move || {
                     let to = link.comm().process_at_rank(rank);
                     for m in rx {
-                        to.send_with_tag(&m[..], TAG_ORDER);
+                        if while_open(|| to.send_with_tag(&m[..], TAG_ORDER)).is_none() {
+                            return;
+                        }
                     }
                 })?;
             // Rank 0's build, then the initializer: a rank runs its orders in the order
@@ -799,21 +834,25 @@ impl Core {
     fn handle(self: Arc<Self>) {
         let any = self.link.comm().any_process();
         let mut last_check = Instant::now();
+        let next =
+            |tag| while_open(|| any.immediate_matched_probe_with_tag(tag).map(receive)).flatten();
         loop {
             let report = next_message(&any, TAG_REPORT, || last_check.elapsed() >= TICK);
+            if !*MPI_OPEN.read().unwrap_or_else(|e| e.into_inner()) {
+                // The program is exiting with this pool alive: it ends as if terminated.
+                self.terminate();
+            }
             let mut st = self.lock();
             if let Some((m, from)) = report {
                 self.take_report(&mut st, m, from);
-                while let Some(probed) = any.immediate_matched_probe_with_tag(TAG_REPORT) {
-                    let (m, from) = receive(probed);
+                while let Some((m, from)) = next(TAG_REPORT) {
                     self.take_report(&mut st, m, from);
                 }
             }
             if last_check.elapsed() >= TICK {
                 last_check = Instant::now();
                 self.check_time(&mut st);
-                while let Some(probed) = any.immediate_matched_probe_with_tag(TAG_REFUSED) {
-                    let (why, _) = receive(probed);
+                while let Some((why, _)) = next(TAG_REFUSED) {
                     self.break_pool(&mut st, String::from_utf8_lossy(&why).into_owned());
                 }
             }
