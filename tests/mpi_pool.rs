@@ -228,14 +228,26 @@ fn timeout_body() {
         .unwrap();
     let started = Instant::now();
     let late = pool.apply_async(sleep_ms, 4000).unwrap();
+    // Some of these wait behind the late task on its rank, until it goes over its time.
+    let short: Vec<_> = (0..6)
+        .map(|_| pool.apply_async(sleep_ms, 10).unwrap())
+        .collect();
     assert!(matches!(late.get(), Err(Error::Timeout)));
+    for s in short {
+        assert_eq!(s.get().unwrap(), 10);
+    }
     assert!(
         started.elapsed() < Duration::from_millis(3000),
-        "the overdue task failed only after {:?}",
+        "the overdue task, or those behind it, ended only after {:?}",
         started.elapsed()
     );
     // The other rank serves meanwhile.
     assert_eq!(pool.map(square, 0..8u64).unwrap()[7], 49);
+    // Once its task has ended, the overdue rank serves again.
+    std::thread::sleep(Duration::from_millis(4500).saturating_sub(started.elapsed()));
+    let ran = pool.map_chunked(where_run, 0..40u64, 1).unwrap();
+    let ranks: BTreeSet<&str> = ran.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(ranks, BTreeSet::from(["1", "2"]));
 }
 
 #[test]
