@@ -52,18 +52,19 @@ use crate::wire::codec;
 /// never waits for rank 0 between two of them.
 const IN_FLIGHT: usize = 4;
 
-/// The tag of rank 0's orders to a worker rank.
-const TAG_ORDER: i32 = 0x6d70_6f00;
+/// The tag of rank 0's orders to a worker rank. The tags stay under 32,767, the least
+/// upper bound the MPI standard guarantees (some libraries allow no more).
+const TAG_ORDER: i32 = 0x6d70;
 
 /// The tag of a worker rank's reports to rank 0.
-const TAG_REPORT: i32 = 0x6d70_7200;
+const TAG_REPORT: i32 = 0x6d71;
 
 /// The tag of a worker rank's last word: it has stopped.
-const TAG_ENDED: i32 = 0x6d70_6500;
+const TAG_ENDED: i32 = 0x6d72;
 
 /// The tag of a worker rank's refusal to serve (its text follows): it runs another
 /// build of the program than rank 0, whose entry offsets mean nothing to it.
-const TAG_REFUSED: i32 = 0x6d70_7800;
+const TAG_REFUSED: i32 = 0x6d73;
 
 /// How often the handler looks at the time of the jobs when no report comes.
 const TICK: Duration = Duration::from_millis(10);
