@@ -204,6 +204,10 @@ impl PoolBuilder {
     /// - The worker ranks stop when rank 0 exits (however `main` ends); a rank still
     ///   running a task then gets 60 s before the job is aborted.
     ///
+    /// MPI is initialized before `main` in every rank (with `MPI_THREAD_MULTIPLE`) and
+    /// finalized when rank 0 exits: the bindings' `mpi::initialize()` returns `None` in
+    /// such a program; `mpi::topology::SimpleCommunicator::world()` reaches the job.
+    ///
     /// Every rank must run the same binary. [`build`](Self::build) fails with
     /// [`Error::InvalidState`] outside an MPI job of at least two ranks:
     ///
