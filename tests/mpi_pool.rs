@@ -8,7 +8,7 @@
 //! Covered: every behaviour of `common::pool_behaviours` (the local pool's tests run the
 //! same functions: `map`, `imap`, `imap_unordered`, callbacks, panics, the executor);
 //! and here, what only ranks have: tasks on ranks 1 and 2 only, callbacks on rank 0, a
-//! task over its timeout, a worker rank killed mid-job, ranks of another build, the
+//! task over its timeout, a worker rank killed mid-job or exiting inside a task, ranks of another build, the
 //! initializer, `terminate`, `close` and `join`, a local pool inside a rank, workers
 //! spawned under `mpirun -n 1`, a pool never dropped at exit, and the error outside an
 //! MPI job. Timing: every `mpirun` is bounded by [`MPIRUN_LIMIT`]; the timeout test checks
@@ -605,4 +605,33 @@ fn a_pool_never_dropped_still_lets_the_job_end_cleanly() {
         "a_pool_never_dropped_still_lets_the_job_end_cleanly",
         leaked_pool_body,
     );
+}
+
+fn exit_rank(code: i32) -> u64 {
+    std::process::exit(code);
+}
+
+fn exiting_task_body() {
+    let pool = Pool::builder().mpi().build().unwrap();
+    // Either the call fails, or MPI ends the job first: it never succeeds or hangs.
+    let outcome = pool.apply(exit_rank, 3);
+    println!("after the exit: {outcome:?}");
+    assert!(outcome.is_err());
+}
+
+#[test]
+fn a_task_that_exits_its_rank_ends_the_job_instead_of_hanging() {
+    let name = "a_task_that_exits_its_rank_ends_the_job_instead_of_hanging";
+    if rank().is_some() {
+        exiting_task_body();
+        println!("{DONE}");
+        return;
+    }
+    if let Some((ok, text)) = mpirun(name) {
+        assert!(!ok, "the job must fail once a rank exits mid-task:\n{text}");
+        assert!(
+            !text.contains(DONE),
+            "the call succeeded without its rank:\n{text}"
+        );
+    }
 }
