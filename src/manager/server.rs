@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::builtin;
+use super::mailbox::{self, Mailbox};
 use super::protocol::{self, Request};
 use super::proxy::{MAX_REPLY, WireAddress};
 use super::served::{CallCx, CallError, ClientId, Registered, Served, encode_reply};
@@ -334,6 +335,7 @@ impl Server {
             called: HashSet::new(),
             cache: HashMap::new(),
             freed: self.freed.load(Ordering::Relaxed),
+            mailbox: None,
         };
         /// Takes the connection off the list however the thread ends: a descriptor
         /// left there would keep the socket open after its thread is gone.
@@ -355,16 +357,43 @@ impl Server {
         }
         let listed = Listed(&self, state.id.0);
         let mut reply = Vec::with_capacity(256);
-        // A closed connection, a message past the limit (refused before any
-        // allocation) or a broken frame: the connection ends.
-        while let Ok(body) = conn.recv_bytes() {
+        let mut body = Vec::new();
+        loop {
+            // Where the request is, and so where its reply goes: a mailbox set up by an
+            // earlier request of this connection, or the socket.
+            let in_mailbox = match &state.mailbox {
+                Some(mb) => match mb.wait(conn.as_fd(), |s| {
+                    s == mailbox::REQUEST || s == mailbox::REQUEST_ON_SOCKET
+                }) {
+                    Some(mailbox::REQUEST) => Some(mb.read_data(&mut body, self.max_request)),
+                    _ => None,
+                },
+                None => None,
+            };
+            let had_mailbox = state.mailbox.is_some();
+            let mut fds = Vec::new();
+            let parsed = match in_mailbox {
+                Some(true) => Request::parse(&body),
+                // A length past the area or the limit: malformed.
+                Some(false) => None,
+                // A closed connection, a message past the limit (refused before any
+                // allocation) or a broken frame: the connection ends.
+                None => match conn.recv_raw(None) {
+                    Ok((b, f)) => {
+                        body = b;
+                        fds = f;
+                        Request::parse(&body)
+                    }
+                    Err(_) => break,
+                },
+            };
             reply.clear();
-            let stop = match Request::parse(&body) {
+            let stop = match parsed {
                 // A panic outside an object's call (a drop of a freed object, say) fails
                 // this request alone: the connection's references are still let go of
                 // when it ends.
                 Some(req) => catch_unwind(AssertUnwindSafe(|| {
-                    self.handle(&req, &mut state, &conn, &mut reply)
+                    self.handle(&req, &mut state, &conn, fds, &mut reply)
                 }))
                 .unwrap_or_else(|p| {
                     error_reply(&mut reply, &panicked(p));
@@ -378,25 +407,40 @@ impl Server {
                     false
                 }
             };
-            if reply.len() > self.max_request {
+            if reply.len() > MAX_REPLY {
                 // The limit holds for requests; a reply may be longer, up to what a
                 // client accepts.
-                if reply.len() > MAX_REPLY {
-                    let n = reply.len();
-                    error_reply(
-                        &mut reply,
-                        &CallError::Failed(super::served::RemoteFault::InvalidState(format!(
-                            "a reply of {n} bytes is longer than a client accepts ({MAX_REPLY})"
-                        ))),
-                    );
-                }
-                conn.set_max_message_size(MAX_REPLY);
+                let n = reply.len();
+                error_reply(
+                    &mut reply,
+                    &CallError::Failed(super::served::RemoteFault::InvalidState(format!(
+                        "a reply of {n} bytes is longer than a client accepts ({MAX_REPLY})"
+                    ))),
+                );
             }
-            let sent = conn.send_bytes(&reply);
-            conn.set_max_message_size(self.max_request);
+            let sent = match &state.mailbox {
+                Some(mb) if had_mailbox && mailbox::fits(reply.len()) => {
+                    mb.post_data(&[&reply], mailbox::REPLY);
+                    Ok(())
+                }
+                mb => {
+                    if let Some(mb) = mb.as_ref().filter(|_| had_mailbox) {
+                        mb.post(mailbox::REPLY_ON_SOCKET);
+                    }
+                    if reply.len() > self.max_request {
+                        conn.set_max_message_size(MAX_REPLY);
+                    }
+                    let sent = conn.send_bytes(&reply);
+                    conn.set_max_message_size(self.max_request);
+                    sent
+                }
+            };
             // An idle connection keeps no large buffer.
             if reply.capacity() > 1 << 20 {
                 reply = Vec::with_capacity(256);
+            }
+            if body.capacity() > 1 << 20 {
+                body = Vec::new();
             }
             if sent.is_err() {
                 break;
@@ -445,6 +489,7 @@ impl Server {
         req: &Request<'_>,
         state: &mut ClientState,
         conn: &Connection,
+        mut fds: Vec<OwnedFd>,
         reply: &mut Vec<u8>,
     ) -> bool {
         let outcome: std::result::Result<Vec<u8>, CallError> = match *req {
@@ -587,6 +632,22 @@ impl Server {
                 return true;
             }
             Request::Limits => encode_reply(&(self.max_request as u64)),
+            Request::Mailbox => match (fds.pop(), fds.is_empty(), &state.mailbox) {
+                (Some(fd), true, None) => match Mailbox::attach(fd) {
+                    Ok(mb) => {
+                        state.mailbox = Some(mb);
+                        encode_reply(&())
+                    }
+                    Err(e) => Err(CallError::Failed(
+                        super::served::RemoteFault::InvalidArgument(format!("not a mailbox: {e}")),
+                    )),
+                },
+                _ => Err(CallError::Failed(
+                    super::served::RemoteFault::InvalidArgument(
+                        "a mailbox comes once per connection, as one descriptor".into(),
+                    ),
+                )),
+            },
         };
         match outcome {
             Ok(bytes) => ok_reply(reply, &bytes),
@@ -623,6 +684,8 @@ struct ClientState {
     /// looks.
     cache: HashMap<u64, Weak<dyn Served>>,
     freed: u64,
+    /// The mailbox this connection's client gave, once it did.
+    mailbox: Option<Mailbox>,
 }
 
 fn error_reply(out: &mut Vec<u8>, e: &CallError) {
@@ -645,6 +708,7 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Instant;
 
+    use super::super::proxy::CallConn;
     use super::*;
 
     /// Records who called it and who went.
@@ -673,6 +737,7 @@ mod tests {
                     *self.saw_gone.lock().unwrap() = Some(gone);
                     encode_reply(&gone)
                 }
+                "echo" => Ok(_args.to_vec()),
                 _ => Err(CallError::NoSuchMethod {
                     typeid: "Witness".into(),
                     method: method.into(),
@@ -682,6 +747,178 @@ mod tests {
         fn client_gone(&self, client: ClientId) {
             let _ = self.gone.lock().unwrap().send(client);
         }
+    }
+
+    /// A server holding a witness; its id, and where it tells of gone clients.
+    fn witness_server() -> (Arc<Server>, Arc<Witness>, u64, mpsc::Receiver<ClientId>) {
+        let server = Server::new(&Config {
+            registry: Vec::new(),
+            exposed: Vec::new(),
+            max_request: 1 << 20,
+        })
+        .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let witness = Arc::new(Witness {
+            called: Mutex::new(Vec::new()),
+            gone: Mutex::new(tx),
+            saw_gone: Mutex::new(None),
+        });
+        let id = server.lock().insert(witness.clone(), "Witness");
+        (server, witness, id, rx)
+    }
+
+    /// A client connection with a mailbox, served by a thread of `server`.
+    fn mailbox_client(server: &Arc<Server>) -> (CallConn, std::thread::JoinHandle<()>) {
+        let (client, served) = crate::connection::pipe(true).unwrap();
+        let s = server.clone();
+        let t = std::thread::spawn(move || s.client(served));
+        let cc = CallConn::with_mailbox(client).unwrap();
+        assert!(cc.mailbox().is_some(), "the server took the mailbox");
+        (cc, t)
+    }
+
+    fn call_req<'a>(id: u64, method: &'a str, args: &'a [u8]) -> Request<'a> {
+        Request::Call { id, method, args }
+    }
+
+    #[test]
+    fn calls_with_a_mailbox_leave_the_socket_unused() {
+        let (server, _witness, id, rx) = witness_server();
+        let (cc, t) = mailbox_client(&server);
+        for _ in 0..100 {
+            let r = cc.round_trip(&call_req(id, "gone?", &[]), usize::MAX);
+            assert_eq!(r.unwrap().unwrap(), [0], "not gone, through the mailbox");
+            assert_eq!(cc.mailbox().unwrap().state(), mailbox::REPLY);
+            assert!(!cc.socket().poll(Some(Duration::ZERO)).unwrap());
+        }
+        // An error reply comes the same way.
+        let r = cc
+            .round_trip(&call_req(id + 1, "x", &[]), usize::MAX)
+            .unwrap();
+        assert!(matches!(r, Err(Error::InvalidState(_))), "{r:?}");
+        drop(cc);
+        t.join().unwrap();
+        assert!(rx.recv_timeout(Duration::from_secs(60)).is_ok());
+    }
+
+    #[test]
+    fn requests_and_replies_longer_than_the_mailbox_go_through_the_socket() {
+        let (server, _witness, id, _rx) = witness_server();
+        let (cc, t) = mailbox_client(&server);
+        let long: Vec<u8> = (0..mailbox::DATA as u32 + 1000).map(|i| i as u8).collect();
+        let r = cc.round_trip(&call_req(id, "echo", &long), usize::MAX);
+        assert_eq!(r.unwrap().unwrap(), long);
+        assert_eq!(cc.mailbox().unwrap().state(), mailbox::REPLY_ON_SOCKET);
+        // A short one after it takes the mailbox again.
+        let r = cc.round_trip(&call_req(id, "echo", b"short"), usize::MAX);
+        assert_eq!(r.unwrap().unwrap(), b"short");
+        assert_eq!(cc.mailbox().unwrap().state(), mailbox::REPLY);
+        drop(cc);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn garbage_in_a_mailbox_gets_error_replies_and_the_server_keeps_serving() {
+        let (server, _witness, id, rx) = witness_server();
+        let (cc, t) = mailbox_client(&server);
+        let mb = cc.mailbox().unwrap();
+        let reply = |mb: &Mailbox| {
+            let s = mb.wait(cc.socket().as_fd(), |s| s == mailbox::REPLY);
+            assert_eq!(s, Some(mailbox::REPLY), "the server answered");
+            let mut out = Vec::new();
+            assert!(mb.read_data(&mut out, usize::MAX));
+            out
+        };
+        // Lengths past the area, and garbage bytes within it.
+        for len in [u32::MAX, mailbox::DATA as u32 + 1, 1 << 31] {
+            mb.scribble(mailbox::REQUEST, len);
+            assert_eq!(reply(mb)[0], protocol::ERR, "length {len}");
+        }
+        mb.post_data(&[&[0xff; 40]], mailbox::REQUEST);
+        assert_eq!(reply(mb)[0], protocol::ERR);
+        // A state the protocol does not know is no request: the server waits on.
+        mb.scribble(99, 7);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(mb.state(), 99);
+        let r = cc.round_trip(&call_req(id, "gone?", &[]), usize::MAX);
+        assert_eq!(r.unwrap().unwrap(), [0]);
+        drop(cc);
+        t.join().unwrap();
+        assert!(rx.recv_timeout(Duration::from_secs(60)).is_ok());
+    }
+
+    /// A stand-in server: takes the mailbox, then runs `then` on it and the socket.
+    fn fake_server(
+        then: impl FnOnce(Mailbox, Connection) + Send + 'static,
+    ) -> (CallConn, std::thread::JoinHandle<()>) {
+        let (client, served) = crate::connection::pipe(true).unwrap();
+        let t = std::thread::spawn(move || {
+            let (body, mut fds) = served.recv_raw(None).unwrap();
+            assert_eq!(Request::parse(&body), Some(Request::Mailbox));
+            let mb = Mailbox::attach(fds.pop().unwrap()).unwrap();
+            served.send_bytes(&[protocol::OK]).unwrap();
+            then(mb, served);
+        });
+        let cc = CallConn::with_mailbox(client).unwrap();
+        (cc, t)
+    }
+
+    #[test]
+    fn a_reply_length_past_the_mailbox_is_an_error_for_the_client() {
+        let (cc, t) = fake_server(|mb, served| {
+            let is_request = |s| s == mailbox::REQUEST;
+            assert!(mb.wait(served.as_fd(), is_request).is_some());
+            mb.scribble(mailbox::REPLY, u32::MAX);
+            // Until the client closes.
+            let _ = served.recv_bytes();
+        });
+        let r = cc.round_trip(&call_req(1, "get", &[]), usize::MAX);
+        assert!(matches!(r, Err(Error::Decode(_))), "{r:?}");
+        drop(cc);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_server_that_dies_while_its_client_waits_in_the_mailbox_fails_the_call() {
+        let (cc, t) = fake_server(|mb, served| {
+            let is_request = |s| s == mailbox::REQUEST;
+            assert!(mb.wait(served.as_fd(), is_request).is_some());
+            std::thread::sleep(Duration::from_millis(100));
+            drop(served);
+        });
+        let started = Instant::now();
+        let r = cc.round_trip(&call_req(1, "get", &[]), usize::MAX);
+        assert!(matches!(r, Err(Error::Closed)), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(60));
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_client_that_closes_mid_call_through_its_mailbox_is_seen_by_the_call() {
+        let (server, witness, id, rx) = witness_server();
+        let (cc, t) = mailbox_client(&server);
+        let mut head = Vec::new();
+        call_req(id, "wait_gone", &[]).write_head(&mut head);
+        cc.mailbox().unwrap().post_data(&[&head], mailbox::REQUEST);
+        // Gone mid-call: the call notices, ends, and the object is told.
+        std::thread::sleep(Duration::from_millis(20));
+        drop(cc);
+        t.join().unwrap();
+        assert!(rx.recv_timeout(Duration::from_secs(60)).is_ok());
+        assert_eq!(*witness.saw_gone.lock().unwrap(), Some(true));
+    }
+
+    #[test]
+    fn a_client_that_closes_while_its_server_thread_waits_in_the_mailbox_ends_it() {
+        let (server, _witness, id, rx) = witness_server();
+        let (cc, t) = mailbox_client(&server);
+        let r = cc.round_trip(&call_req(id, "gone?", &[]), usize::MAX);
+        assert_eq!(r.unwrap().unwrap(), [0]);
+        // The server thread now sleeps on the mailbox, until it looks at the socket.
+        std::thread::sleep(Duration::from_millis(100));
+        drop(cc);
+        t.join().unwrap();
+        assert!(rx.recv_timeout(Duration::from_secs(60)).is_ok());
     }
 
     fn call(conn: &Connection, id: u64, method: &str) -> Vec<u8> {
