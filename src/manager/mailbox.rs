@@ -5,31 +5,33 @@
 //! work. So a client on the same machine, right after the handshake, gives each call
 //! connection a mailbox: an anonymous segment, sealed at its size, whose descriptor
 //! travels over the socket (the server refuses one of another size or without the
-//! seals). It holds a state word, the sleep flags of both sides, a length and one data
-//! area ([`DATA`] bytes): the protocol is strictly request then reply, so one area
-//! serves both ways. A request or a reply that does not fit goes through the socket,
-//! announced by the state word.
+//! seals). It holds a state word, a length and one data area ([`DATA`] bytes): the
+//! protocol is strictly request then reply, so one area serves both ways.
 //!
-//! A waiting side spins for a while that adapts to how long its waits took (doubling
-//! while they end within it, halving when they do not), then sleeps on the state word
-//! with its flag raised, in bounded slices: after each one it looks at the socket, which
-//! is readable only once the peer has closed it (nothing else is sent there while a
-//! side waits), so a dead peer is noticed within a slice.
+//! A side that waits spins on the state word for a while that adapts to how long its
+//! waits took, and stops spinning when spinning does not pay (a busy machine, a call
+//! that blocks). Then it marks the state word as sleeping (a compare-and-swap, which
+//! the other side's post races with: exactly one of them wins) and sleeps in the
+//! socket's receive. The other side, finding its peer asleep, sends the message through
+//! the socket instead of the mailbox, and the kernel wakes the sleeper as it does for
+//! any message (on this machine's virtual CPUs, a socket's wake-up of a sleeping peer
+//! costs less than a futex's). So the mailbox carries what is quick, the socket what
+//! is slow or long, and a sleeping side learns that its peer died from the socket
+//! itself, at once.
 //!
 //! The peer may write anything into the segment at any time. Every read copies out
 //! with atomic loads ([`Region::read_at`]) after checking the length against the area
 //! once, so the bytes parsed are the ones checked; garbage there fails the request or
-//! the reply, never the reader.
+//! the reply, never the reader, and a state word that keeps changing under a side
+//! only sends it to the socket.
 
 use std::cell::Cell;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering, fence};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::sync::spin_for;
-use crate::sys::fd as sysfd;
-use crate::sys::futex;
 use crate::sys::shm::{Region, SharedWords};
 
 /// The data area: requests and replies up to this many bytes go through the mailbox.
@@ -43,11 +45,10 @@ pub(crate) const SEGMENT: usize = HEADER + DATA;
 
 /// Header words.
 const STATE: usize = 0;
-const SERVER_SLEEPS: usize = 1;
-const CLIENT_SLEEPS: usize = 2;
-const LENGTH: usize = 3;
+const LENGTH: usize = 1;
 
-/// States (a new segment holds 0, none of them): a request of `LENGTH` bytes is in the data area.
+/// States (a new segment holds 0, none of them): a request of `LENGTH` bytes is in the
+/// data area.
 pub(crate) const REQUEST: u32 = 1;
 /// A request comes through the socket.
 pub(crate) const REQUEST_ON_SOCKET: u32 = 2;
@@ -55,13 +56,46 @@ pub(crate) const REQUEST_ON_SOCKET: u32 = 2;
 pub(crate) const REPLY: u32 = 3;
 /// The reply comes through the socket.
 pub(crate) const REPLY_ON_SOCKET: u32 = 4;
+/// The server sleeps in the socket's receive: the next request goes there.
+pub(crate) const SERVER_SLEEPS: u32 = 5;
+/// The client sleeps in the socket's receive: the reply goes there.
+pub(crate) const CLIENT_SLEEPS: u32 = 6;
+/// A reply is in the data area, not yet seen by the client, and the server sleeps.
+pub(crate) const REPLY_SERVER_SLEEPS: u32 = 7;
+/// A request is in the data area, not yet seen by the server, and the client sleeps.
+pub(crate) const REQUEST_CLIENT_SLEEPS: u32 = 8;
 
-/// The spin of a wait adapts between these.
-const SPIN_MIN: Duration = Duration::from_micros(2);
+/// A request waits in the data area.
+pub(crate) fn request_in_area(s: u32) -> bool {
+    s == REQUEST || s == REQUEST_CLIENT_SLEEPS
+}
+
+/// A request waits, in the data area or on the socket.
+pub(crate) fn request_posted(s: u32) -> bool {
+    request_in_area(s) || s == REQUEST_ON_SOCKET
+}
+
+/// A reply waits in the data area.
+pub(crate) fn reply_in_area(s: u32) -> bool {
+    s == REPLY || s == REPLY_SERVER_SLEEPS
+}
+
+/// A reply waits, in the data area or on the socket.
+pub(crate) fn reply_posted(s: u32) -> bool {
+    reply_in_area(s) || s == REPLY_ON_SOCKET
+}
+
+/// The spin of a wait adapts between these, from the first; below the least, it stops.
+const SPIN_MIN: Duration = Duration::from_micros(5);
 const SPIN_MAX: Duration = Duration::from_micros(100);
+pub(crate) const SPIN_FIRST: Duration = Duration::from_micros(20);
 
-/// The first sleep slice; each next one doubles, up to the waiting side's cap.
-const FIRST_SLICE: Duration = Duration::from_millis(5);
+/// When spinning stopped paying, one wait in this many spins again.
+const PROBE_EVERY: u32 = 64;
+
+/// How many times a side tries to change a state word that keeps changing under it
+/// (only a misbehaving peer does that) before it takes the socket.
+const CAS_TRIES: u32 = 64;
 
 /// Which end of the mailbox this is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,33 +107,40 @@ pub(crate) enum Side {
 }
 
 impl Side {
-    fn my_flag(self) -> usize {
+    /// The state that says this side sleeps, replacing `seen`: a message this side
+    /// posted and the peer has not seen yet stays announced.
+    fn sleeps(self, seen: u32) -> u32 {
         match self {
+            Side::Client if seen == REQUEST => REQUEST_CLIENT_SLEEPS,
             Side::Client => CLIENT_SLEEPS,
+            Side::Server if seen == REPLY => REPLY_SERVER_SLEEPS,
             Side::Server => SERVER_SLEEPS,
         }
     }
-    fn peer_flag(self) -> usize {
+    /// The state that says the peer sleeps, with nothing of its own waiting.
+    fn peer_sleeps_plain(self) -> u32 {
         match self {
             Side::Client => SERVER_SLEEPS,
             Side::Server => CLIENT_SLEEPS,
         }
     }
-    /// The longest sleep between two looks at the socket: a client notices a dead
-    /// manager well within a second; an idle server thread wakes a few times a second.
-    fn slice_cap(self) -> Duration {
+    /// Whether `seen` says the peer sleeps.
+    fn peer_sleeps(self, seen: u32) -> bool {
         match self {
-            Side::Client => Duration::from_millis(50),
-            Side::Server => Duration::from_millis(250),
+            Side::Client => seen == SERVER_SLEEPS || seen == REPLY_SERVER_SLEEPS,
+            Side::Server => seen == CLIENT_SLEEPS || seen == REQUEST_CLIENT_SLEEPS,
         }
     }
 }
 
 /// One end of a connection's mailbox.
 pub(crate) struct Mailbox {
-    words: SharedWords<4>,
+    words: SharedWords<2>,
     side: Side,
+    /// How long the next wait spins before it sleeps.
     spin: Cell<Duration>,
+    /// Waits that did not spin, since spinning stopped.
+    unspun: Cell<u32>,
 }
 
 impl std::fmt::Debug for Mailbox {
@@ -141,7 +182,8 @@ impl Mailbox {
             // The segment has SEGMENT bytes and the words are at its start.
             words: SharedWords::at(region, 0).expect("the header fits the segment"),
             side,
-            spin: Cell::new(SPIN_MIN),
+            spin: Cell::new(SPIN_FIRST),
+            unspun: Cell::new(0),
         }
     }
 
@@ -160,8 +202,9 @@ impl Mailbox {
     }
 
     /// Writes `parts` (at most [`DATA`] bytes in all, checked by the caller with
-    /// [`fits`]) into the data area and posts `state`.
-    pub(crate) fn post_data(&self, parts: &[&[u8]], state: u32) {
+    /// [`fits`]) into the data area and posts `state`: `false` if the peer sleeps,
+    /// and so the message must go through the socket.
+    pub(crate) fn post_data(&self, parts: &[&[u8]], state: u32) -> bool {
         let region = self.words.region();
         let mut at = HEADER;
         for p in parts {
@@ -170,19 +213,32 @@ impl Mailbox {
         }
         self.word(LENGTH)
             .store((at - HEADER) as u32, Ordering::Relaxed);
-        self.post(state);
+        self.post(state)
     }
 
-    /// Sets the state word (after the data it announces) and wakes the peer if it
-    /// sleeps.
-    pub(crate) fn post(&self, state: u32) {
-        self.word(STATE).store(state, Ordering::Release);
-        // Pairs with the fence of a sleeper: either it sees the new state, or this side
-        // sees its flag.
-        fence(Ordering::SeqCst);
-        if self.word(self.side.peer_flag()).load(Ordering::Relaxed) != 0 {
-            futex::wake_all(self.word(STATE));
+    /// Sets the state word (after the data it announces, if any) unless the peer
+    /// sleeps: `false` then, and the message goes through the socket.
+    pub(crate) fn post(&self, state: u32) -> bool {
+        let word = self.word(STATE);
+        let mut seen = word.load(Ordering::Relaxed);
+        for _ in 0..CAS_TRIES {
+            // The peer's last message was taken (this side posts only after it): a
+            // state that still announces it must not be read again.
+            let (to, posted) = if self.side.peer_sleeps(seen) {
+                let plain = self.side.peer_sleeps_plain();
+                if seen == plain {
+                    return false;
+                }
+                (plain, false)
+            } else {
+                (state, true)
+            };
+            match word.compare_exchange(seen, to, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return posted,
+                Err(now) => seen = now,
+            }
         }
+        false
     }
 
     /// Copies the data area's bytes into `out`: `false` (and `out` untouched) when
@@ -199,62 +255,145 @@ impl Mailbox {
         true
     }
 
-    /// Waits until the state is one `wanted` accepts, and returns it; `None` when the
-    /// socket `sock` turned readable (or failed) first: the peer closed it, or sent a
-    /// message there.
-    pub(crate) fn wait(&self, sock: BorrowedFd<'_>, wanted: impl Fn(u32) -> bool) -> Option<u32> {
+    /// Waits until the state is one `wanted` accepts, and returns it; `None` once this
+    /// side is marked asleep: the caller then receives from the socket, where the peer
+    /// sends what comes next. Without `spin`, gives up at once (a wait known to be
+    /// long).
+    pub(crate) fn wait(&self, spin: bool, wanted: impl Fn(u32) -> bool) -> Option<u32> {
         let state = self.word(STATE);
         let s = state.load(Ordering::Acquire);
         if wanted(s) {
             return Some(s);
         }
-        let budget = self.spin.get();
+        let budget = if spin { self.budget() } else { Duration::ZERO };
         let mut got = None;
-        if spin_for(budget, || {
-            let s = state.load(Ordering::Acquire);
-            got = Some(s);
-            wanted(s)
-        }) {
+        if !budget.is_zero()
+            && spin_for(budget, || {
+                let s = state.load(Ordering::Acquire);
+                got = Some(s);
+                wanted(s)
+            })
+        {
             // Answered within the spin: spin longer next time, up to the cap.
-            self.spin.set((budget * 2).min(SPIN_MAX));
+            self.spin.set((budget * 2).clamp(SPIN_FIRST, SPIN_MAX));
             return got;
         }
-        self.spin.set((budget / 2).max(SPIN_MIN));
-        let flag = self.word(self.side.my_flag());
-        let mut slice = FIRST_SLICE;
-        loop {
-            flag.store(1, Ordering::Relaxed);
-            // Pairs with the fence in `post`.
-            fence(Ordering::SeqCst);
-            let s = state.load(Ordering::Acquire);
-            if wanted(s) {
-                flag.store(0, Ordering::Relaxed);
-                return Some(s);
+        if spin {
+            // Spinning in vain takes the CPU the peer needs (on a busy machine, most
+            // of all): spin less, and not at all below the least useful spin.
+            let less = budget / 2;
+            self.spin.set(if less < SPIN_MIN {
+                Duration::ZERO
+            } else {
+                less
+            });
+        }
+        let mut seen = state.load(Ordering::Acquire);
+        for _ in 0..CAS_TRIES {
+            if wanted(seen) {
+                return Some(seen);
             }
-            futex::wait(state, s, Some(slice));
-            flag.store(0, Ordering::Relaxed);
-            let s = state.load(Ordering::Acquire);
-            if wanted(s) {
-                return Some(s);
+            match state.compare_exchange(
+                seen,
+                self.side.sleeps(seen),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return None,
+                Err(now) => seen = now,
             }
-            if !matches!(sysfd::wait_readable(sock, Some(Duration::ZERO)), Ok(false)) {
-                // The peer may have posted just before it closed.
-                let s = state.load(Ordering::Acquire);
-                return wanted(s).then_some(s);
-            }
-            slice = (slice * 2).min(self.side.slice_cap());
+        }
+        None
+    }
+
+    /// How long this wait spins: the current budget, or, when spinning stopped
+    /// paying, now and then a first spin again, to find out whether it pays now.
+    fn budget(&self) -> Duration {
+        let spin = self.spin.get();
+        if !spin.is_zero() {
+            return spin;
+        }
+        let n = self.unspun.get().wrapping_add(1);
+        self.unspun.set(n);
+        if n % PROBE_EVERY == 0 {
+            SPIN_FIRST
+        } else {
+            Duration::ZERO
         }
     }
 
-    /// Writes raw header words, as a misbehaving peer could.
+    /// Writes the length word, as a misbehaving peer could.
     #[cfg(test)]
-    pub(crate) fn scribble(&self, state: u32, len: u32) {
+    pub(crate) fn scribble_length(&self, len: u32) {
         self.word(LENGTH).store(len, Ordering::Relaxed);
-        self.post(state);
+    }
+
+    /// Writes the state word, as a misbehaving peer could.
+    #[cfg(test)]
+    pub(crate) fn scribble_state(&self, state: u32) {
+        self.word(STATE).store(state, Ordering::Release);
     }
 }
 
 /// Whether `len` bytes fit in the data area.
 pub(crate) fn fits(len: usize) -> bool {
     len <= DATA
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_length_past_the_area_or_the_limit_is_refused_by_the_reader() {
+        let client = Mailbox::create().unwrap();
+        let fd = client.fd().try_clone_to_owned().unwrap();
+        let server = Mailbox::attach(fd).unwrap();
+        assert!(client.post_data(&[b"hello"], REQUEST));
+        let mut out = vec![1, 2, 3];
+        assert!(server.read_data(&mut out, 100));
+        assert_eq!(out, b"hello");
+        for len in [u32::MAX, DATA as u32 + 1] {
+            client.scribble_length(len);
+            assert!(!server.read_data(&mut out, usize::MAX), "length {len}");
+            assert_eq!(out, b"hello", "left untouched");
+        }
+        client.scribble_length(50);
+        assert!(!server.read_data(&mut out, 49), "past the limit");
+    }
+
+    #[test]
+    fn a_segment_of_another_size_is_no_mailbox() {
+        let other = Region::anonymous(SEGMENT + 4096).unwrap();
+        let fd = other.fd().try_clone_to_owned().unwrap();
+        assert!(Mailbox::attach(fd).is_err());
+    }
+
+    #[test]
+    fn a_side_that_sleeps_keeps_its_unseen_message_announced() {
+        let client = Mailbox::create().unwrap();
+        let fd = client.fd().try_clone_to_owned().unwrap();
+        let server = Mailbox::attach(fd).unwrap();
+        assert!(client.post_data(&[b"q"], REQUEST));
+        // The client gives up waiting before the server looked: the request stays.
+        assert_eq!(client.wait(false, reply_posted), None);
+        assert_eq!(client.state(), REQUEST_CLIENT_SLEEPS);
+        assert_eq!(
+            server.wait(false, request_posted),
+            Some(REQUEST_CLIENT_SLEEPS)
+        );
+        // The reply must then go through the socket, and the request is not seen again.
+        assert!(!server.post_data(&[b"r"], REPLY));
+        assert_eq!(server.state(), CLIENT_SLEEPS);
+        assert_eq!(server.wait(false, request_posted), None);
+        assert_eq!(server.state(), SERVER_SLEEPS);
+        // The client's next request goes through the socket too.
+        assert!(!client.post_data(&[b"q2"], REQUEST));
+        // A reply the client has not seen when the server sleeps stays announced.
+        assert!(server.post_data(&[b"r2"], REPLY));
+        assert_eq!(server.wait(false, request_posted), None);
+        assert_eq!(client.wait(false, reply_posted), Some(REPLY_SERVER_SLEEPS));
+        assert!(!client.post_data(&[b"q3"], REQUEST));
+        assert_eq!(client.state(), SERVER_SLEEPS);
+    }
 }

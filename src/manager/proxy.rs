@@ -10,12 +10,12 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::{DeserializeOwned, Error as _};
 use serde::ser::Error as _;
@@ -204,6 +204,52 @@ fn read_reply(mut reply: Vec<u8>) -> Result<Result<Vec<u8>>> {
 pub(crate) struct CallConn {
     conn: Connection,
     mailbox: Option<Mailbox>,
+    /// Calls (object and method, hashed) whose last reply took longer than any spin:
+    /// a blocking `get` or `acquire`. Their waits sleep at once, leaving the CPU to
+    /// the processes that will answer them (two CPUs are easily all taken).
+    slow: RefCell<SlowCalls>,
+}
+
+/// A few calls known to be slow, the oldest forgotten first.
+#[derive(Default)]
+struct SlowCalls {
+    keys: [u64; 8],
+    next: usize,
+}
+
+impl SlowCalls {
+    /// The key of a request: 0 for any but a call.
+    fn key(req: &Request<'_>) -> u64 {
+        let Request::Call { id, method, .. } = *req else {
+            return 0;
+        };
+        // FNV-1a over the method name, mixed with the id; never 0 (an empty slot).
+        let mut h = 0xcbf2_9ce4_8422_2325u64 ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        for b in method.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        h | 1
+    }
+
+    fn contains(&self, key: u64) -> bool {
+        key != 0 && self.keys.contains(&key)
+    }
+
+    /// Records whether the call `key` was quick this time.
+    fn record(&mut self, key: u64, quick: bool) {
+        if key == 0 {
+            return;
+        }
+        let at = self.keys.iter().position(|k| *k == key);
+        match (at, quick) {
+            (Some(i), true) => self.keys[i] = 0,
+            (None, false) => {
+                self.keys[self.next] = key;
+                self.next = (self.next + 1) % self.keys.len();
+            }
+            _ => {}
+        }
+    }
 }
 
 impl CallConn {
@@ -229,6 +275,7 @@ impl CallConn {
             Ok(_) => Ok(CallConn {
                 conn,
                 mailbox: Some(mailbox),
+                slow: RefCell::default(),
             }),
             Err(_) => Ok(CallConn::plain(conn)),
         }
@@ -238,6 +285,7 @@ impl CallConn {
         CallConn {
             conn,
             mailbox: None,
+            slow: RefCell::default(),
         }
     }
 
@@ -267,23 +315,26 @@ impl CallConn {
                     limit,
                 }));
             }
+            let parts = [head, req.tail()];
             if mailbox::fits(len) {
-                mb.post_data(&[head, req.tail()], mailbox::REQUEST);
-                Ok(Ok(()))
+                if mb.post_data(&parts, mailbox::REQUEST) {
+                    return Ok(Ok(()));
+                }
             } else {
+                // Tells a server that spins to look at the socket.
                 mb.post(mailbox::REQUEST_ON_SOCKET);
-                self.conn
-                    .send_parts(&[head, req.tail()], &[], false)
-                    .map(Ok)
             }
+            self.conn.send_parts(&parts, &[], false).map(Ok)
         })?;
         if let Err(e) = sent {
             return Ok(Err(e));
         }
-        let reply = match mb.wait(self.conn.as_fd(), |s| {
-            s == mailbox::REPLY || s == mailbox::REPLY_ON_SOCKET
-        }) {
-            Some(mailbox::REPLY) => {
+        let key = SlowCalls::key(req);
+        let spin = !self.slow.borrow().contains(key);
+        let asleep = (!spin).then(Instant::now);
+        let waited = mb.wait(spin, mailbox::reply_posted);
+        let reply = match waited {
+            Some(s) if mailbox::reply_in_area(s) => {
                 let mut reply = Vec::new();
                 if !mb.read_data(&mut reply, MAX_REPLY) {
                     return Err(Error::Decode(
@@ -292,10 +343,17 @@ impl CallConn {
                 }
                 reply
             }
-            Some(_) => self.conn.recv_bytes()?,
-            // Readable while no reply is posted: the manager closed the connection.
-            None => return Err(Error::Closed),
+            // Posted on the socket, or this side sleeps there (where a dead manager's
+            // end of stream also shows).
+            _ => self.conn.recv_bytes()?,
         };
+        // Quick: answered within the spin, or, for a call that did not spin, about as
+        // soon as a spin would have been.
+        let quick = match asleep {
+            None => waited.is_some(),
+            Some(t) => t.elapsed() <= mailbox::SPIN_FIRST,
+        };
+        self.slow.borrow_mut().record(key, quick);
         read_reply(reply)
     }
 }
