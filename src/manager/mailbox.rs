@@ -87,11 +87,16 @@ pub(crate) fn reply_posted(s: u32) -> bool {
 
 /// The spin of a wait adapts between these, from the first; below the least, it stops.
 const SPIN_MIN: Duration = Duration::from_micros(5);
-const SPIN_MAX: Duration = Duration::from_micros(100);
-pub(crate) const SPIN_FIRST: Duration = Duration::from_micros(20);
+pub(crate) const SPIN_MAX: Duration = Duration::from_micros(100);
+const SPIN_FIRST: Duration = Duration::from_micros(20);
 
 /// When spinning stopped paying, one wait in this many spins again.
 const PROBE_EVERY: u32 = 64;
+
+/// How often a side asleep in the socket's receive also looks at the mailbox: a
+/// message the protocol sent to the socket is never left there, so this only bounds
+/// what a peer that misbehaves (or a lost race) could cost.
+pub(crate) const RECHECK: Duration = Duration::from_millis(100);
 
 /// How many times a side tries to change a state word that keeps changing under it
 /// (only a misbehaving peer does that) before it takes the socket.

@@ -331,8 +331,8 @@ impl CallConn {
         }
         let key = SlowCalls::key(req);
         let spin = !self.slow.borrow().contains(key);
-        let asleep = (!spin).then(Instant::now);
         let waited = mb.wait(spin, mailbox::reply_posted);
+        let mut slept = None;
         let reply = match waited {
             Some(s) if mailbox::reply_in_area(s) => {
                 let mut reply = Vec::new();
@@ -345,14 +345,31 @@ impl CallConn {
             }
             // Posted on the socket, or this side sleeps there (where a dead manager's
             // end of stream also shows).
-            _ => self.conn.recv_bytes()?,
+            _ => {
+                let t = Instant::now();
+                let reply = loop {
+                    match self.conn.recv_bytes_timeout(mailbox::RECHECK) {
+                        Ok(r) => break r,
+                        // A reply found in the mailbox after all: taken from there.
+                        Err(Error::Timeout) if mailbox::reply_in_area(mb.state()) => {
+                            let mut reply = Vec::new();
+                            if !mb.read_data(&mut reply, MAX_REPLY) {
+                                return Err(Error::Decode(
+                                    "the manager wrote a malformed reply length".into(),
+                                ));
+                            }
+                            break reply;
+                        }
+                        Err(Error::Timeout) => {}
+                        Err(e) => return Err(e),
+                    }
+                };
+                slept = Some(t.elapsed());
+                reply
+            }
         };
-        // Quick: answered within the spin, or, for a call that did not spin, about as
-        // soon as a spin would have been.
-        let quick = match asleep {
-            None => waited.is_some(),
-            Some(t) => t.elapsed() <= mailbox::SPIN_FIRST,
-        };
+        // Slow: the reply kept this side asleep for longer than any spin lasts.
+        let quick = slept.is_none_or(|t| t <= mailbox::SPIN_MAX);
         self.slow.borrow_mut().record(key, quick);
         read_reply(reply)
     }

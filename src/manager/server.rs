@@ -358,7 +358,7 @@ impl Server {
         let listed = Listed(&self, state.id.0);
         let mut reply = Vec::with_capacity(256);
         let mut body = Vec::new();
-        loop {
+        'serve: loop {
             // Where the request is, and so where its reply goes: a mailbox set up by an
             // earlier request of this connection, or the socket.
             let in_mailbox = match &state.mailbox {
@@ -378,13 +378,30 @@ impl Server {
                 Some(false) => None,
                 // A closed connection, a message past the limit (refused before any
                 // allocation) or a broken frame: the connection ends.
-                None => match conn.recv_raw(None) {
-                    Ok((b, f)) => {
-                        body = b;
-                        fds = f;
-                        Request::parse(&body)
+                None => loop {
+                    let deadline = state
+                        .mailbox
+                        .as_ref()
+                        .and_then(|_| crate::deadline::after(mailbox::RECHECK));
+                    match conn.recv_raw(deadline) {
+                        Ok((b, f)) => {
+                            body = b;
+                            fds = f;
+                            break Request::parse(&body);
+                        }
+                        // A request found in the mailbox after all: taken from there.
+                        Err(Error::Timeout) => match &state.mailbox {
+                            Some(mb) if mailbox::request_in_area(mb.state()) => {
+                                break if mb.read_data(&mut body, self.max_request) {
+                                    Request::parse(&body)
+                                } else {
+                                    None
+                                };
+                            }
+                            _ => {}
+                        },
+                        Err(_) => break 'serve,
                     }
-                    Err(_) => break,
                 },
             };
             reply.clear();
