@@ -900,3 +900,54 @@ fn a_queue_served_on_tcp_carries_items_between_clients_that_know_only_address_an
         .expect("the refused program ran");
     assert_eq!(refused, Err("AuthenticationFailed".to_string()));
 }
+
+/// CPU time of process `pid` so far (user and system), from `/proc/<pid>/stat`.
+fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // Fields after the command name, which may hold spaces: state is the first.
+    let after = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let hz: u64 = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100);
+    Duration::from_secs_f64(ticks as f64 / hz as f64)
+}
+
+/// A client blocked in a managed `get` sleeps once its brief spin is over, and so does
+/// the server thread serving it: neither burns a CPU while nothing comes.
+#[test]
+fn a_client_blocked_in_a_managed_get_and_its_server_use_next_to_no_cpu() {
+    let manager = manager();
+    let server = manager.pid().expect("a started manager has a pid");
+    let q = manager.queue::<u32>().unwrap();
+    let consumer = q.clone();
+    let server_before = process_cpu(server);
+    let blocked = common::cpu_while_blocked(
+        move || assert_eq!(consumer.get().unwrap(), 1),
+        || q.put(&1).unwrap(),
+    );
+    let server_cpu = process_cpu(server).saturating_sub(server_before);
+    common::assert_idle_while_blocked("managed get", blocked);
+    assert!(
+        server_cpu * 5 < blocked.1,
+        "the manager used {server_cpu:?} of CPU while a client was blocked for {:?}",
+        blocked.1
+    );
+}
+
+/// A value longer than the fast path's area goes through the socket, whole.
+#[test]
+fn a_value_longer_than_a_calls_shared_area_is_set_and_read_back_whole() {
+    let manager = manager();
+    let d = manager.dict::<u32, Vec<u8>>().unwrap();
+    let long: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    d.set(&1, &long).unwrap();
+    d.set(&2, &vec![7]).unwrap();
+    assert_eq!(d.get(&1).unwrap(), Some(long));
+    assert_eq!(d.get(&2).unwrap(), Some(vec![7]));
+}

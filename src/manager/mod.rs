@@ -76,6 +76,7 @@
 //! and never received (a message never read), keeps its object until the manager ends.
 
 mod builtin;
+mod mailbox;
 mod protocol;
 mod proxy;
 mod remote;

@@ -38,6 +38,9 @@ pub(crate) enum Request<'a> {
     Shutdown,
     /// The largest request the server accepts.
     Limits,
+    /// Takes the mailbox whose descriptor comes with the request for this
+    /// connection's later requests and replies.
+    Mailbox,
 }
 
 const CALL: u8 = 1;
@@ -50,6 +53,7 @@ const EXPOSE: u8 = 7;
 const COUNT: u8 = 8;
 const SHUTDOWN: u8 = 9;
 const LIMITS: u8 = 10;
+const MAILBOX: u8 = 11;
 
 /// Reply tags.
 pub(crate) const OK: u8 = 0;
@@ -105,6 +109,7 @@ impl<'a> Request<'a> {
             }
             Request::Shutdown => out.push(SHUTDOWN),
             Request::Limits => out.push(LIMITS),
+            Request::Mailbox => out.push(MAILBOX),
         }
     }
 
@@ -156,6 +161,7 @@ impl<'a> Request<'a> {
             COUNT => Request::Count { id: r.u64()? },
             SHUTDOWN => Request::Shutdown,
             LIMITS => Request::Limits,
+            MAILBOX => Request::Mailbox,
             _ => return None,
         };
         // Trailing bytes after a request without arguments: malformed.
@@ -240,6 +246,7 @@ mod tests {
         round(Request::Count { id: 3 });
         round(Request::Shutdown);
         round(Request::Limits);
+        round(Request::Mailbox);
     }
 
     #[test]

@@ -10,17 +10,19 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::{DeserializeOwned, Error as _};
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::Manager;
+use super::mailbox::{self, Mailbox};
 use super::protocol::{self, Request};
 use super::served::CallError;
 use crate::connection::{Address, Client, Connection};
@@ -97,7 +99,7 @@ static LINKS: Mutex<Vec<Weak<Link>>> = Mutex::new(Vec::new());
 
 /// A thread's connection to one manager: its link, the process that opened it, the
 /// connection.
-type ThreadConn = (Weak<Link>, u32, Rc<Connection>);
+type ThreadConn = (Weak<Link>, u32, Rc<CallConn>);
 
 thread_local! {
     /// This thread's connections: (link, pid of the process that opened it, connection).
@@ -131,18 +133,27 @@ fn gone(address: &Address, e: Error) -> Error {
     }
 }
 
-/// Sends `req` and returns the reply: the value's bytes (after the tag), or an error
-/// that leaves the connection usable (the call's own, or a request over `limit`
-/// refused before anything is sent). The outer error is the transport's, after which
-/// the connection is unusable.
+/// Sends `req` (with `fds`) and returns the reply: the value's bytes (after the tag),
+/// or an error that leaves the connection usable (the call's own, or a request over
+/// `limit` refused before anything is sent). The outer error is the transport's, after
+/// which the connection is unusable.
 fn round_trip(
     conn: &Connection,
     req: &Request<'_>,
     limit: usize,
     timeout: Option<Duration>,
 ) -> Result<Result<Vec<u8>>> {
-    let send = |head: &mut Vec<u8>| -> Result<Result<()>> {
-        req.write_head(head);
+    round_trip_with(conn, req, limit, timeout, &[])
+}
+
+fn round_trip_with(
+    conn: &Connection,
+    req: &Request<'_>,
+    limit: usize,
+    timeout: Option<Duration>,
+    fds: &[BorrowedFd<'_>],
+) -> Result<Result<Vec<u8>>> {
+    let sent = with_head(req, |head| {
         let len = head.len() + req.tail().len();
         if len > limit {
             return Ok(Err(Error::MessageTooLarge {
@@ -150,19 +161,31 @@ fn round_trip(
                 limit,
             }));
         }
-        conn.send_parts(&[head, req.tail()], &[], false).map(Ok)
-    };
-    // A proxy dropped while the thread's locals are torn down finds no reused buffer.
-    if let Err(e) = HEAD
-        .try_with(|h| send(&mut h.borrow_mut()))
-        .unwrap_or_else(|_| send(&mut Vec::new()))?
-    {
+        conn.send_parts(&[head, req.tail()], fds, false).map(Ok)
+    })?;
+    if let Err(e) = sent {
         return Ok(Err(e));
     }
-    let mut reply = match timeout {
+    let reply = match timeout {
         None => conn.recv_bytes()?,
         Some(t) => conn.recv_bytes_timeout(t)?,
     };
+    read_reply(reply)
+}
+
+/// Runs `f` on the head of `req`, written into this thread's reused buffer.
+fn with_head<T>(req: &Request<'_>, f: impl Fn(&[u8]) -> T) -> T {
+    let run = |head: &mut Vec<u8>| {
+        req.write_head(head);
+        f(head)
+    };
+    // A proxy dropped while the thread's locals are torn down finds no reused buffer.
+    HEAD.try_with(|h| run(&mut h.borrow_mut()))
+        .unwrap_or_else(|_| run(&mut Vec::new()))
+}
+
+/// The value's bytes of a reply, or the call's error.
+fn read_reply(mut reply: Vec<u8>) -> Result<Result<Vec<u8>>> {
     match reply.first() {
         Some(&protocol::OK) => {
             reply.remove(0);
@@ -173,6 +196,182 @@ fn round_trip(
             Ok(Err(e.into()))
         }
         _ => Err(Error::Decode("the manager sent a malformed reply".into())),
+    }
+}
+
+/// A thread's connection for calls, with its mailbox when the manager is on this
+/// machine.
+pub(crate) struct CallConn {
+    conn: Connection,
+    mailbox: Option<Mailbox>,
+    /// Calls (object and method, hashed) whose last reply took longer than any spin:
+    /// a blocking `get` or `acquire`. Their waits sleep at once, leaving the CPU to
+    /// the processes that will answer them (two CPUs are easily all taken).
+    slow: RefCell<SlowCalls>,
+}
+
+/// A few calls known to be slow, the oldest forgotten first.
+#[derive(Default)]
+struct SlowCalls {
+    keys: [u64; 8],
+    next: usize,
+}
+
+impl SlowCalls {
+    /// The key of a request: 0 for any but a call.
+    fn key(req: &Request<'_>) -> u64 {
+        let Request::Call { id, method, .. } = *req else {
+            return 0;
+        };
+        // FNV-1a over the method name, mixed with the id; never 0 (an empty slot).
+        let mut h = 0xcbf2_9ce4_8422_2325u64 ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        for b in method.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        h | 1
+    }
+
+    fn contains(&self, key: u64) -> bool {
+        key != 0 && self.keys.contains(&key)
+    }
+
+    /// Records whether the call `key` was quick this time.
+    fn record(&mut self, key: u64, quick: bool) {
+        if key == 0 {
+            return;
+        }
+        let at = self.keys.iter().position(|k| *k == key);
+        match (at, quick) {
+            (Some(i), true) => self.keys[i] = 0,
+            (None, false) => {
+                self.keys[self.next] = key;
+                self.next = (self.next + 1) % self.keys.len();
+            }
+            _ => {}
+        }
+    }
+}
+
+impl CallConn {
+    /// Opens a call connection, with a mailbox when `with_mailbox` and the manager is
+    /// reached through a Unix socket (which carries its descriptor). A mailbox that
+    /// cannot be made leaves the connection on the socket alone.
+    fn open(address: &Address, authkey: &[u8], with_mailbox: bool) -> Result<CallConn> {
+        let conn = open(address, authkey)?;
+        let local = matches!(address, Address::Unix(_) | Address::Abstract(_));
+        if !(with_mailbox && local) {
+            return Ok(CallConn::plain(conn));
+        }
+        CallConn::with_mailbox(conn).map_err(|e| gone(address, e))
+    }
+
+    /// Gives the server on the other end of `conn` (a Unix socket) a mailbox; the
+    /// error is the transport's.
+    pub(crate) fn with_mailbox(conn: Connection) -> Result<CallConn> {
+        let Ok(mailbox) = Mailbox::create() else {
+            return Ok(CallConn::plain(conn));
+        };
+        match round_trip_with(&conn, &Request::Mailbox, usize::MAX, None, &[mailbox.fd()])? {
+            Ok(_) => Ok(CallConn {
+                conn,
+                mailbox: Some(mailbox),
+                slow: RefCell::default(),
+            }),
+            Err(_) => Ok(CallConn::plain(conn)),
+        }
+    }
+
+    fn plain(conn: Connection) -> CallConn {
+        CallConn {
+            conn,
+            mailbox: None,
+            slow: RefCell::default(),
+        }
+    }
+
+    /// Its socket.
+    #[cfg(test)]
+    pub(crate) fn socket(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Its mailbox, if any.
+    #[cfg(test)]
+    pub(crate) fn mailbox(&self) -> Option<&Mailbox> {
+        self.mailbox.as_ref()
+    }
+
+    /// [`round_trip`] through the mailbox, if any: a request that fits goes there,
+    /// a longer one through the socket; the reply comes the way the server chose.
+    pub(crate) fn round_trip(&self, req: &Request<'_>, limit: usize) -> Result<Result<Vec<u8>>> {
+        let Some(mb) = &self.mailbox else {
+            return round_trip(&self.conn, req, limit, None);
+        };
+        let sent = with_head(req, |head| {
+            let len = head.len() + req.tail().len();
+            if len > limit {
+                return Ok(Err(Error::MessageTooLarge {
+                    len: len as u64,
+                    limit,
+                }));
+            }
+            let parts = [head, req.tail()];
+            if mailbox::fits(len) {
+                if mb.post_data(&parts, mailbox::REQUEST) {
+                    return Ok(Ok(()));
+                }
+            } else {
+                // Tells a server that spins to look at the socket.
+                mb.post(mailbox::REQUEST_ON_SOCKET);
+            }
+            self.conn.send_parts(&parts, &[], false).map(Ok)
+        })?;
+        if let Err(e) = sent {
+            return Ok(Err(e));
+        }
+        let key = SlowCalls::key(req);
+        let spin = !self.slow.borrow().contains(key);
+        let waited = mb.wait(spin, mailbox::reply_posted);
+        let mut slept = None;
+        let reply = match waited {
+            Some(s) if mailbox::reply_in_area(s) => {
+                let mut reply = Vec::new();
+                if !mb.read_data(&mut reply, MAX_REPLY) {
+                    return Err(Error::Decode(
+                        "the manager wrote a malformed reply length".into(),
+                    ));
+                }
+                reply
+            }
+            // Posted on the socket, or this side sleeps there (where a dead manager's
+            // end of stream also shows).
+            _ => {
+                let t = Instant::now();
+                let reply = loop {
+                    match self.conn.recv_bytes_timeout(mailbox::RECHECK) {
+                        Ok(r) => break r,
+                        // A reply found in the mailbox after all: taken from there.
+                        Err(Error::Timeout) if mailbox::reply_in_area(mb.state()) => {
+                            let mut reply = Vec::new();
+                            if !mb.read_data(&mut reply, MAX_REPLY) {
+                                return Err(Error::Decode(
+                                    "the manager wrote a malformed reply length".into(),
+                                ));
+                            }
+                            break reply;
+                        }
+                        Err(Error::Timeout) => {}
+                        Err(e) => return Err(e),
+                    }
+                };
+                slept = Some(t.elapsed());
+                reply
+            }
+        };
+        // Slow: the reply kept this side asleep for longer than any spin lasts.
+        let quick = slept.is_none_or(|t| t <= mailbox::SPIN_MAX);
+        self.slow.borrow_mut().record(key, quick);
+        read_reply(reply)
     }
 }
 
@@ -269,7 +468,9 @@ impl Link {
         let conn = match found {
             Some(c) => c,
             None => {
-                let conn = Rc::new(open(&self.address, &self.authkey)?);
+                // A connection of its own for a thread being torn down keeps no mailbox.
+                let kept = CONNS.try_with(|_| ()).is_ok();
+                let conn = Rc::new(CallConn::open(&self.address, &self.authkey, kept)?);
                 let _ = CONNS.try_with(|c| {
                     c.borrow_mut()
                         .push((Arc::downgrade(self), pid, conn.clone()))
@@ -277,7 +478,7 @@ impl Link {
                 conn
             }
         };
-        match round_trip(&conn, req, self.max_request, None) {
+        match conn.round_trip(req, self.max_request) {
             Ok(r) => r,
             Err(e) => {
                 let _ =

@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::builtin;
+use super::mailbox::{self, Mailbox};
 use super::protocol::{self, Request};
 use super::proxy::{MAX_REPLY, WireAddress};
 use super::served::{CallCx, CallError, ClientId, Registered, Served, encode_reply};
@@ -334,6 +335,7 @@ impl Server {
             called: HashSet::new(),
             cache: HashMap::new(),
             freed: self.freed.load(Ordering::Relaxed),
+            mailbox: None,
         };
         /// Takes the connection off the list however the thread ends: a descriptor
         /// left there would keep the socket open after its thread is gone.
@@ -355,16 +357,60 @@ impl Server {
         }
         let listed = Listed(&self, state.id.0);
         let mut reply = Vec::with_capacity(256);
-        // A closed connection, a message past the limit (refused before any
-        // allocation) or a broken frame: the connection ends.
-        while let Ok(body) = conn.recv_bytes() {
+        let mut body = Vec::new();
+        'serve: loop {
+            // Where the request is, and so where its reply goes: a mailbox set up by an
+            // earlier request of this connection, or the socket.
+            let in_mailbox = match &state.mailbox {
+                Some(mb) => match mb.wait(true, mailbox::request_posted) {
+                    Some(s) if mailbox::request_in_area(s) => {
+                        Some(mb.read_data(&mut body, self.max_request))
+                    }
+                    _ => None,
+                },
+                None => None,
+            };
+            let had_mailbox = state.mailbox.is_some();
+            let mut fds = Vec::new();
+            let parsed = match in_mailbox {
+                Some(true) => Request::parse(&body),
+                // A length past the area or the limit: malformed.
+                Some(false) => None,
+                // A closed connection, a message past the limit (refused before any
+                // allocation) or a broken frame: the connection ends.
+                None => loop {
+                    let deadline = state
+                        .mailbox
+                        .as_ref()
+                        .and_then(|_| crate::deadline::after(mailbox::RECHECK));
+                    match conn.recv_raw(deadline) {
+                        Ok((b, f)) => {
+                            body = b;
+                            fds = f;
+                            break Request::parse(&body);
+                        }
+                        // A request found in the mailbox after all: taken from there.
+                        Err(Error::Timeout) => match &state.mailbox {
+                            Some(mb) if mailbox::request_in_area(mb.state()) => {
+                                break if mb.read_data(&mut body, self.max_request) {
+                                    Request::parse(&body)
+                                } else {
+                                    None
+                                };
+                            }
+                            _ => {}
+                        },
+                        Err(_) => break 'serve,
+                    }
+                },
+            };
             reply.clear();
-            let stop = match Request::parse(&body) {
+            let stop = match parsed {
                 // A panic outside an object's call (a drop of a freed object, say) fails
                 // this request alone: the connection's references are still let go of
                 // when it ends.
                 Some(req) => catch_unwind(AssertUnwindSafe(|| {
-                    self.handle(&req, &mut state, &conn, &mut reply)
+                    self.handle(&req, &mut state, &conn, fds, &mut reply)
                 }))
                 .unwrap_or_else(|p| {
                     error_reply(&mut reply, &panicked(p));
@@ -378,25 +424,45 @@ impl Server {
                     false
                 }
             };
-            if reply.len() > self.max_request {
+            if reply.len() > MAX_REPLY {
                 // The limit holds for requests; a reply may be longer, up to what a
                 // client accepts.
-                if reply.len() > MAX_REPLY {
-                    let n = reply.len();
-                    error_reply(
-                        &mut reply,
-                        &CallError::Failed(super::served::RemoteFault::InvalidState(format!(
-                            "a reply of {n} bytes is longer than a client accepts ({MAX_REPLY})"
-                        ))),
-                    );
-                }
-                conn.set_max_message_size(MAX_REPLY);
+                let n = reply.len();
+                error_reply(
+                    &mut reply,
+                    &CallError::Failed(super::served::RemoteFault::InvalidState(format!(
+                        "a reply of {n} bytes is longer than a client accepts ({MAX_REPLY})"
+                    ))),
+                );
             }
-            let sent = conn.send_bytes(&reply);
-            conn.set_max_message_size(self.max_request);
+            // The reply goes where the request came from's mailbox, if it fits and the
+            // client still spins; else through the socket.
+            let mailbox = state.mailbox.as_ref().filter(|_| had_mailbox);
+            let posted = match mailbox {
+                Some(mb) if mailbox::fits(reply.len()) => mb.post_data(&[&reply], mailbox::REPLY),
+                Some(mb) => {
+                    // Tells a client that spins to look at the socket.
+                    mb.post(mailbox::REPLY_ON_SOCKET);
+                    false
+                }
+                None => false,
+            };
+            let sent = if posted {
+                Ok(())
+            } else {
+                if reply.len() > self.max_request {
+                    conn.set_max_message_size(MAX_REPLY);
+                }
+                let sent = conn.send_bytes(&reply);
+                conn.set_max_message_size(self.max_request);
+                sent
+            };
             // An idle connection keeps no large buffer.
             if reply.capacity() > 1 << 20 {
                 reply = Vec::with_capacity(256);
+            }
+            if body.capacity() > 1 << 20 {
+                body = Vec::new();
             }
             if sent.is_err() {
                 break;
@@ -445,6 +511,7 @@ impl Server {
         req: &Request<'_>,
         state: &mut ClientState,
         conn: &Connection,
+        mut fds: Vec<OwnedFd>,
         reply: &mut Vec<u8>,
     ) -> bool {
         let outcome: std::result::Result<Vec<u8>, CallError> = match *req {
@@ -587,6 +654,22 @@ impl Server {
                 return true;
             }
             Request::Limits => encode_reply(&(self.max_request as u64)),
+            Request::Mailbox => match (fds.pop(), fds.is_empty(), &state.mailbox) {
+                (Some(fd), true, None) => match Mailbox::attach(fd) {
+                    Ok(mb) => {
+                        state.mailbox = Some(mb);
+                        encode_reply(&())
+                    }
+                    Err(e) => Err(CallError::Failed(
+                        super::served::RemoteFault::InvalidArgument(format!("not a mailbox: {e}")),
+                    )),
+                },
+                _ => Err(CallError::Failed(
+                    super::served::RemoteFault::InvalidArgument(
+                        "a mailbox comes once per connection, as one descriptor".into(),
+                    ),
+                )),
+            },
         };
         match outcome {
             Ok(bytes) => ok_reply(reply, &bytes),
@@ -623,6 +706,8 @@ struct ClientState {
     /// looks.
     cache: HashMap<u64, Weak<dyn Served>>,
     freed: u64,
+    /// The mailbox this connection's client gave, once it did.
+    mailbox: Option<Mailbox>,
 }
 
 fn error_reply(out: &mut Vec<u8>, e: &CallError) {
@@ -645,6 +730,7 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Instant;
 
+    use super::super::proxy::CallConn;
     use super::*;
 
     /// Records who called it and who went.
@@ -673,6 +759,7 @@ mod tests {
                     *self.saw_gone.lock().unwrap() = Some(gone);
                     encode_reply(&gone)
                 }
+                "echo" => Ok(_args.to_vec()),
                 _ => Err(CallError::NoSuchMethod {
                     typeid: "Witness".into(),
                     method: method.into(),
@@ -682,6 +769,188 @@ mod tests {
         fn client_gone(&self, client: ClientId) {
             let _ = self.gone.lock().unwrap().send(client);
         }
+    }
+
+    /// A server holding a witness; its id, and where it tells of gone clients.
+    fn witness_server() -> (Arc<Server>, Arc<Witness>, u64, mpsc::Receiver<ClientId>) {
+        let server = Server::new(&Config {
+            registry: Vec::new(),
+            exposed: Vec::new(),
+            max_request: 1 << 20,
+        })
+        .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let witness = Arc::new(Witness {
+            called: Mutex::new(Vec::new()),
+            gone: Mutex::new(tx),
+            saw_gone: Mutex::new(None),
+        });
+        let id = server.lock().insert(witness.clone(), "Witness");
+        (server, witness, id, rx)
+    }
+
+    /// A client connection with a mailbox, served by a thread of `server`.
+    fn mailbox_client(server: &Arc<Server>) -> (CallConn, std::thread::JoinHandle<()>) {
+        let (client, served) = crate::connection::pipe(true).unwrap();
+        let s = server.clone();
+        let t = std::thread::spawn(move || s.client(served));
+        let cc = CallConn::with_mailbox(client).unwrap();
+        assert!(cc.mailbox().is_some(), "the server took the mailbox");
+        (cc, t)
+    }
+
+    fn call_req<'a>(id: u64, method: &'a str, args: &'a [u8]) -> Request<'a> {
+        Request::Call { id, method, args }
+    }
+
+    /// Waits (polling) until the state of `mb` is one `want` accepts.
+    fn poll_state(mb: &Mailbox, want: impl Fn(u32) -> bool) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = mb.state();
+            if want(s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "state {s} for a minute");
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn calls_with_a_mailbox_go_through_it_and_leave_the_socket_unused() {
+        let (server, _witness, id, rx) = witness_server();
+        let (cc, t) = mailbox_client(&server);
+        // On a busy machine a client may sleep for many replies (and they come through
+        // the socket): calls go on until some came through the mailbox.
+        let mut through_mailbox = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while through_mailbox < 100 && Instant::now() < deadline {
+            let r = cc.round_trip(&call_req(id, "gone?", &[]), usize::MAX);
+            assert_eq!(r.unwrap().unwrap(), [0], "not gone");
+            if mailbox::reply_in_area(cc.mailbox().unwrap().state()) {
+                through_mailbox += 1;
+            }
+            assert!(!cc.socket().poll(Some(Duration::ZERO)).unwrap());
+        }
+        // Every reply that the client did not sleep for came through the mailbox.
+        assert!(through_mailbox > 0, "no reply came through the mailbox");
+        // An error reply comes the same way.
+        let r = cc
+            .round_trip(&call_req(id + 1, "x", &[]), usize::MAX)
+            .unwrap();
+        assert!(matches!(r, Err(Error::InvalidState(_))), "{r:?}");
+        drop(cc);
+        t.join().unwrap();
+        assert!(rx.recv_timeout(Duration::from_secs(60)).is_ok());
+    }
+
+    #[test]
+    fn requests_and_replies_longer_than_the_mailbox_go_through_the_socket() {
+        let (server, _witness, id, _rx) = witness_server();
+        let (cc, t) = mailbox_client(&server);
+        let long: Vec<u8> = (0..mailbox::DATA as u32 + 1000).map(|i| i as u8).collect();
+        for _ in 0..20 {
+            let r = cc.round_trip(&call_req(id, "echo", &long), usize::MAX);
+            assert_eq!(r.unwrap().unwrap(), long);
+            assert!(!mailbox::reply_in_area(cc.mailbox().unwrap().state()));
+            // A short one after it may take the mailbox again.
+            let r = cc.round_trip(&call_req(id, "echo", b"short"), usize::MAX);
+            assert_eq!(r.unwrap().unwrap(), b"short");
+        }
+        drop(cc);
+        t.join().unwrap();
+    }
+
+    /// Puts garbage in the mailbox as a request (`write` fills it), once the server
+    /// is awake to see it, and returns the server's reply from the mailbox.
+    fn garbage_request(cc: &CallConn, id: u64, write: impl Fn(&Mailbox)) -> Vec<u8> {
+        let mb = cc.mailbox().unwrap();
+        for _ in 0..100_000 {
+            // The server answers a call, then looks at the mailbox a while (or sleeps
+            // in the socket, and the garbage waits for another try).
+            let r = cc.round_trip(&call_req(id, "gone?", &[]), usize::MAX);
+            assert_eq!(r.unwrap().unwrap(), [0]);
+            write(mb);
+            if mb.post(mailbox::REQUEST) {
+                poll_state(mb, mailbox::reply_in_area);
+                let mut out = Vec::new();
+                assert!(mb.read_data(&mut out, usize::MAX));
+                return out;
+            }
+        }
+        panic!("the server never looked at its mailbox");
+    }
+
+    #[test]
+    fn garbage_in_a_mailbox_gets_error_replies_and_the_server_keeps_serving() {
+        let (server, _witness, id, rx) = witness_server();
+        let (cc, t) = mailbox_client(&server);
+        // Lengths past the area, and garbage bytes within it.
+        for len in [u32::MAX, mailbox::DATA as u32 + 1, 1 << 31] {
+            let reply = garbage_request(&cc, id, |mb| mb.scribble_length(len));
+            assert_eq!(reply[0], protocol::ERR, "length {len}");
+        }
+        let reply = garbage_request(&cc, id, |mb| {
+            mb.post_data(&[&[0xff; 40]], 99);
+        });
+        assert_eq!(reply[0], protocol::ERR);
+        // A state the protocol does not know is no request: the server waits on.
+        cc.mailbox().unwrap().scribble_state(99);
+        std::thread::sleep(Duration::from_millis(20));
+        let r = cc.round_trip(&call_req(id, "gone?", &[]), usize::MAX);
+        assert_eq!(r.unwrap().unwrap(), [0]);
+        drop(cc);
+        t.join().unwrap();
+        assert!(rx.recv_timeout(Duration::from_secs(60)).is_ok());
+    }
+
+    #[test]
+    fn a_server_that_dies_while_its_client_waits_fails_the_call() {
+        let (client, served) = crate::connection::pipe(true).unwrap();
+        let t = std::thread::spawn(move || {
+            let (body, mut fds) = served.recv_raw(None).unwrap();
+            assert_eq!(Request::parse(&body), Some(Request::Mailbox));
+            let mb = Mailbox::attach(fds.pop().unwrap()).unwrap();
+            served.send_bytes(&[protocol::OK]).unwrap();
+            // The request arrives, in the mailbox; no answer comes.
+            poll_state(&mb, mailbox::request_posted);
+            std::thread::sleep(Duration::from_millis(100));
+            drop(served);
+        });
+        let cc = CallConn::with_mailbox(client).unwrap();
+        let r = cc.round_trip(&call_req(1, "get", &[]), usize::MAX);
+        assert!(matches!(r, Err(Error::Closed)), "{r:?}");
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_client_that_closes_mid_call_through_its_mailbox_is_seen_by_the_call() {
+        let (server, witness, id, rx) = witness_server();
+        let (cc, t) = mailbox_client(&server);
+        let mut head = Vec::new();
+        call_req(id, "wait_gone", &[]).write_head(&mut head);
+        if !cc.mailbox().unwrap().post_data(&[&head], mailbox::REQUEST) {
+            // The server sleeps in the socket: the request goes there.
+            cc.socket().send_bytes(&head).unwrap();
+        }
+        // Gone mid-call: the call notices, ends, and the object is told.
+        std::thread::sleep(Duration::from_millis(20));
+        drop(cc);
+        t.join().unwrap();
+        assert!(rx.recv_timeout(Duration::from_secs(60)).is_ok());
+        assert_eq!(*witness.saw_gone.lock().unwrap(), Some(true));
+    }
+
+    #[test]
+    fn a_client_that_closes_while_its_server_thread_waits_ends_that_thread() {
+        let (server, _witness, id, rx) = witness_server();
+        let (cc, t) = mailbox_client(&server);
+        let r = cc.round_trip(&call_req(id, "gone?", &[]), usize::MAX);
+        assert_eq!(r.unwrap().unwrap(), [0]);
+        std::thread::sleep(Duration::from_millis(100));
+        drop(cc);
+        t.join().unwrap();
+        assert!(rx.recv_timeout(Duration::from_secs(60)).is_ok());
     }
 
     fn call(conn: &Connection, id: u64, method: &str) -> Vec<u8> {
