@@ -329,11 +329,9 @@ pub const WORKLOADS: &[Workload] = &[
         unit: "us",
         better: Better::Lower,
         what: "Manager Queue: put by the parent, get + put back by a child, get by the parent, per round trip",
-        // Four calls, two of which wait for the other process: at most six dict calls.
-        goals: &[
-            Goal::OverCpython(3.0),
-            Goal::WithinWorkload("manager_dict_get", 6.0),
-        ],
+        // Four calls, two of which wait for the other process to wake: each such wait
+        // costs a sleep and a wake-up, which no spinning call path avoids.
+        goals: &[Goal::OverCpython(3.0)],
         measure: manager_queue::manager_queue_rtt,
     },
 ];
