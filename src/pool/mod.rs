@@ -58,7 +58,9 @@ use crate::process::{StartMethod, Target, cpu_count, get_start_method};
 use crate::sys::{image, pages};
 use crate::wire::codec;
 
-/// A pool of worker processes. See the [module docs](self).
+/// A pool of worker processes. A worker that dies fails only the tasks it held
+/// ([`Error::WorkerLost`], or they run again with [`PoolBuilder::retries`]), and a new
+/// worker takes its place.
 ///
 /// ```
 /// fn square(x: u64) -> u64 {
