@@ -16,13 +16,12 @@
 //! one, which streams through the queue while the worker reads it, goes only to a worker
 //! that holds nothing (it is reading its queue already).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::collections::VecDeque;
+use std::sync::{Arc, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{Outcome, Sink};
+use super::{Jobs, Outcome, Sink};
 use crate::error::{Error, Result};
 use crate::pool::worker::{self, Order, Report, SharedInit, WorkerArgs, worker_main};
 use crate::process::{Process, StartMethod, get_context};
@@ -52,16 +51,11 @@ const DRAIN_LOCK_WAIT: Duration = Duration::from_secs(2);
 /// How often the handler looks at the workers when no report comes.
 const TICK: Duration = Duration::from_millis(10);
 
-/// Work for the callback thread.
-type CallbackTask = Box<dyn FnOnce() + Send>;
-
-struct Job {
+/// What a worker runs for a job.
+pub(crate) struct Work {
     entry: u64,
     /// The encoded chunk of arguments, kept to run it again if its worker dies.
     args: Vec<u8>,
-    sink: Sink,
-    /// Deliver on the callback thread (the sink runs a user callback).
-    callback: bool,
     retries_left: u32,
 }
 
@@ -98,72 +92,44 @@ pub(crate) struct Spec {
     pub(crate) task_timeout: Option<Duration>,
 }
 
-struct State {
+/// The workers, kept with the jobs under one lock.
+pub(crate) struct Workers {
     workers: Vec<Worker>,
-    jobs: HashMap<u64, Job>,
-    pending: VecDeque<u64>,
     next_job: u64,
     next_serial: u64,
-    closed: bool,
-    terminated: bool,
-    /// Why the pool cannot run tasks (its initializer fails).
-    broken: Option<String>,
-    /// Outcomes handed to the callback thread and not yet delivered.
-    callbacks_pending: usize,
-    /// Jobs ended whose outcomes go to their sinks once the lock is let go (a sink
-    /// decodes, which must not hold up the handing out of jobs).
-    ready: Vec<(Sink, Result<Outcome>, bool)>,
-    /// Outcomes taken from `ready` and not yet delivered.
-    delivering: usize,
 }
+
+type State = super::State<Workers, Work>;
 
 /// The pool's shared core.
 pub(crate) struct Core {
     spec: Spec,
-    state: Mutex<State>,
-    /// Notified whenever a job ends or the pool stops (for `join`).
-    idle: Condvar,
+    /// The jobs, and the workers with them.
+    pub(crate) jobs: Arc<Jobs<Workers, Work>>,
     reports: Queue<Report>,
-    callbacks: Mutex<Option<Sender<CallbackTask>>>,
 }
 
 impl Core {
     /// Starts the workers and the pool's threads.
     pub(crate) fn start(spec: Spec) -> Result<Arc<Core>> {
         let reports = Queue::builder().ring_bytes(4 << 20).build()?;
-        let (cb_tx, cb_rx) = mpsc::channel::<CallbackTask>();
+        let own = Workers {
+            workers: Vec::new(),
+            next_job: 0,
+            next_serial: 0,
+        };
         let core = Arc::new(Core {
             spec,
-            state: Mutex::new(State {
-                workers: Vec::new(),
-                jobs: HashMap::new(),
-                pending: VecDeque::new(),
-                next_job: 0,
-                next_serial: 0,
-                closed: false,
-                terminated: false,
-                broken: None,
-                callbacks_pending: 0,
-                ready: Vec::new(),
-                delivering: 0,
-            }),
-            idle: Condvar::new(),
+            jobs: Jobs::start(own, "multiproc-pool-callbacks")?,
             reports,
-            callbacks: Mutex::new(Some(cb_tx)),
         });
         {
             let mut st = core.lock();
             for _ in 0..core.spec.processes {
                 let w = core.new_worker(&mut st)?;
-                st.workers.push(w);
+                st.own.workers.push(w);
             }
         }
-        thread::Builder::new()
-            .name("multiproc-pool-callbacks".into())
-            .spawn({
-                let core = Arc::downgrade(&core);
-                move || run_callbacks(cb_rx, core)
-            })?;
         let handler = core.clone();
         thread::Builder::new()
             .name("multiproc-pool-handler".into())
@@ -172,12 +138,12 @@ impl Core {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.jobs.lock()
     }
 
     fn new_worker(&self, st: &mut State) -> Result<Worker> {
-        let serial = st.next_serial;
-        st.next_serial += 1;
+        let serial = st.own.next_serial;
+        st.own.next_serial += 1;
         let orders = Queue::new()?;
         let args = WorkerArgs {
             serial,
@@ -214,72 +180,25 @@ impl Core {
         callback: bool,
     ) -> Result<u64> {
         let mut st = self.lock();
-        if st.closed || st.terminated {
-            return Err(Error::state("the pool is closed"));
-        }
-        if let Some(why) = &st.broken {
-            return Err(Error::state(format!("the pool cannot run tasks: {why}")));
-        }
-        let id = st.next_job;
-        st.next_job += 1;
-        st.jobs.insert(
-            id,
-            Job {
-                entry,
-                args,
-                sink,
-                callback,
-                retries_left: self.spec.retries,
-            },
-        );
-        st.pending.push_back(id);
+        let id = st.own.next_job;
+        let work = Work {
+            entry,
+            args,
+            retries_left: self.spec.retries,
+        };
+        st.book.add(id, work, sink, callback)?;
+        st.own.next_job += 1;
         self.dispatch(&mut st);
         Ok(id)
     }
 
-    /// Cancels a job that no worker has been given yet: it fails with
-    /// [`Error::Cancelled`]. False if it was given to a worker, or is done.
-    pub(crate) fn cancel(&self, id: u64) -> bool {
-        let mut st = self.lock();
-        let Some(at) = st.pending.iter().position(|j| *j == id) else {
-            return false;
-        };
-        st.pending.remove(at);
-        self.finish(&mut st, id, Err(Error::Cancelled));
-        let ready = self.take_ready(&mut st);
-        drop(st);
-        self.deliver(ready);
-        true
-    }
-
-    /// Cancels every job no worker has been given yet.
-    pub(crate) fn cancel_pending(&self) {
-        let mut st = self.lock();
-        let ids: Vec<u64> = st.pending.drain(..).collect();
-        for id in ids {
-            self.finish(&mut st, id, Err(Error::Cancelled));
-        }
-        let ready = self.take_ready(&mut st);
-        drop(st);
-        self.deliver(ready);
-    }
-
-    /// Whether a job has been given to a worker and is not done.
-    pub(crate) fn running(&self, id: u64) -> bool {
-        let st = self.lock();
-        st.jobs.contains_key(&id) && !st.pending.contains(&id)
-    }
-
     /// Gives pending jobs to workers with room, the least busy first.
     fn dispatch(&self, st: &mut State) {
-        while let Some(&id) = st.pending.front() {
-            let Some(job) = st.jobs.get(&id) else {
-                st.pending.pop_front();
-                continue;
-            };
+        let State { book, own } = st;
+        while let Some((id, job)) = book.next_pending() {
             let len = job.args.len();
             let small = len <= SMALL_ORDER;
-            let Some(w) = st
+            let Some(w) = own
                 .workers
                 .iter_mut()
                 .filter(|w| {
@@ -305,65 +224,8 @@ impl Core {
             }
             w.queued_bytes += len;
             w.holding.push_back(id);
-            st.pending.pop_front();
+            book.taken();
         }
-    }
-
-    /// Ends a job: its outcome is delivered once the lock is let go
-    /// ([`take_ready`](Self::take_ready), [`deliver`](Self::deliver)).
-    fn finish(&self, st: &mut State, id: u64, outcome: Result<Outcome>) {
-        if let Some(job) = st.jobs.remove(&id) {
-            st.ready.push((job.sink, outcome, job.callback));
-        }
-    }
-
-    /// The outcomes to deliver (state locked); [`deliver`](Self::deliver) them after
-    /// letting go of the lock.
-    fn take_ready(&self, st: &mut State) -> Vec<(Sink, Result<Outcome>, bool)> {
-        st.delivering += st.ready.len();
-        std::mem::take(&mut st.ready)
-    }
-
-    /// Runs the sinks of ended jobs (state not locked): on this thread, or on the
-    /// callback thread for jobs with callbacks.
-    fn deliver(&self, ready: Vec<(Sink, Result<Outcome>, bool)>) {
-        if ready.is_empty() {
-            return;
-        }
-        let n = ready.len();
-        let mut to_callbacks = Vec::new();
-        for (sink, outcome, callback) in ready {
-            if callback {
-                to_callbacks.push(Box::new(move || sink(outcome)) as CallbackTask);
-            } else {
-                sink(outcome);
-            }
-        }
-        {
-            let mut st = self.lock();
-            st.delivering -= n;
-            st.callbacks_pending += to_callbacks.len();
-        }
-        let sender = self
-            .callbacks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        for task in to_callbacks {
-            match &sender {
-                Some(tx) => {
-                    if let Err(unsent) = tx.send(task) {
-                        (unsent.0)();
-                        self.lock().callbacks_pending -= 1;
-                    }
-                }
-                None => {
-                    task();
-                    self.lock().callbacks_pending -= 1;
-                }
-            }
-        }
-        self.idle.notify_all();
     }
 
     /// The handler thread: reports, dead workers, replacements, until the pool ends.
@@ -388,16 +250,14 @@ impl Core {
                 self.check_workers(&mut st);
             }
             self.dispatch(&mut st);
-            let stop = st.terminated || (st.closed && st.jobs.is_empty());
+            let stop = st.book.terminated || (st.book.closed && st.book.is_empty());
             if stop {
                 self.stop_workers(&mut st);
             }
-            let ready = self.take_ready(&mut st);
-            drop(st);
-            self.deliver(ready);
+            self.jobs.release(st);
             if stop {
-                self.idle.notify_all();
-                *self.callbacks.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                self.jobs.notify();
+                self.jobs.stop_callbacks();
                 return;
             }
         }
@@ -412,8 +272,8 @@ impl Core {
                 job,
                 outcome,
             } => {
-                let len = st.jobs.get(&job).map_or(0, |j| j.args.len());
-                if let Some(w) = st.workers.iter_mut().find(|w| w.serial == worker) {
+                let len = st.book.work(job).map_or(0, |j| j.args.len());
+                if let Some(w) = st.own.workers.iter_mut().find(|w| w.serial == worker) {
                     if w.holding.contains(&job) {
                         w.queued_bytes = w.queued_bytes.saturating_sub(len);
                     }
@@ -432,21 +292,16 @@ impl Core {
                     report: message,
                     start,
                 });
-                self.finish(st, job, outcome.map_err(Error::from));
+                st.book.finish(job, outcome.map_err(Error::from));
             }
             Report::Retiring { worker } => {
-                if let Some(w) = st.workers.iter_mut().find(|w| w.serial == worker) {
+                if let Some(w) = st.own.workers.iter_mut().find(|w| w.serial == worker) {
                     w.retiring = true;
                 }
             }
             Report::InitFailed { failure, .. } => {
                 let why = format!("its initializer failed: {}", Error::from(failure));
-                st.broken = Some(why.clone());
-                let ids: Vec<u64> = st.jobs.keys().copied().collect();
-                for id in ids {
-                    self.finish(st, id, Err(Error::state(why.clone())));
-                }
-                st.pending.clear();
+                st.book.break_pool(why);
             }
             Report::Ended { worker } => self.account(st, worker),
         }
@@ -457,14 +312,14 @@ impl Core {
     /// marker, and no job it completed is taken for lost.
     fn check_workers(&self, st: &mut State) {
         if let Some(limit) = self.spec.task_timeout {
-            for w in st.workers.iter_mut() {
+            for w in st.own.workers.iter_mut() {
                 if !w.ended && !w.holding.is_empty() && w.running_since.elapsed() > limit {
                     w.timed_out = true;
                     let _ = w.process.kill();
                 }
             }
         }
-        for w in st.workers.iter_mut() {
+        for w in st.own.workers.iter_mut() {
             if !w.ended && !w.process.is_alive() {
                 w.ended = true;
                 if self
@@ -481,10 +336,10 @@ impl Core {
     /// Settles the jobs of a worker that ended, and replaces it: the jobs it never took
     /// go back to the pending ones, the one it held fails (or runs again).
     fn account(&self, st: &mut State, serial: u64) {
-        let Some(i) = st.workers.iter().position(|w| w.serial == serial) else {
+        let Some(i) = st.own.workers.iter().position(|w| w.serial == serial) else {
             return;
         };
-        let mut w = st.workers.swap_remove(i);
+        let mut w = st.own.workers.swap_remove(i);
         let _ = w.process.join();
         let mut untaken = Vec::new();
         // A worker killed inside its `get` holds its queue's consumer side: wait for the
@@ -496,9 +351,7 @@ impl Core {
             }
         }
         for job in untaken.iter().rev() {
-            if st.jobs.contains_key(job) {
-                st.pending.push_front(*job);
-            }
+            st.book.requeue(*job);
         }
         let pid = w.process.pid().unwrap_or(0);
         let exitcode = w.process.exitcode().unwrap_or(-1);
@@ -506,108 +359,66 @@ impl Core {
         if w.timed_out {
             // The job over its time is the first one held; it is not run again.
             if let Some(&id) = held.next() {
-                self.finish(st, id, Err(Error::Timeout));
+                st.book.finish(id, Err(Error::Timeout));
             }
         }
-        for id in held {
-            let Some(job) = st.jobs.get_mut(id) else {
+        for &id in held {
+            let Some(job) = st.book.work_mut(id) else {
                 continue;
             };
             if job.retries_left > 0 {
                 job.retries_left -= 1;
-                st.pending.push_front(*id);
+                st.book.requeue(id);
             } else {
-                self.finish(st, *id, Err(Error::WorkerLost { pid, exitcode }));
+                st.book.finish(id, Err(Error::WorkerLost { pid, exitcode }));
             }
         }
-        if !st.terminated && st.broken.is_none() && !(st.closed && st.jobs.is_empty()) {
+        let b = &st.book;
+        if !b.terminated && b.broken.is_none() && !(b.closed && b.is_empty()) {
             match self.new_worker(st) {
-                Ok(nw) => st.workers.push(nw),
+                Ok(nw) => st.own.workers.push(nw),
                 Err(e) => tracing::warn!("multiproc pool: cannot replace a worker: {e}"),
             }
         }
-        self.idle.notify_all();
+        self.jobs.notify();
     }
 
     fn stop_workers(&self, st: &mut State) {
-        for w in &st.workers {
-            if st.terminated {
+        for w in &st.own.workers {
+            if st.book.terminated {
                 let _ = w.process.kill();
             } else {
                 let _ = w.orders.put(&Order::Stop);
             }
         }
-        for mut w in st.workers.drain(..) {
+        for mut w in st.own.workers.drain(..) {
             let _ = w.process.join();
         }
-    }
-
-    /// No new jobs; the workers end once the jobs submitted are done.
-    pub(crate) fn close(&self) {
-        self.lock().closed = true;
     }
 
     /// Stops at once: running jobs are killed with their workers, and every job not
     /// done fails with [`Error::Cancelled`].
     pub(crate) fn terminate(&self) {
         let mut st = self.lock();
-        st.terminated = true;
-        st.pending.clear();
-        let ids: Vec<u64> = st.jobs.keys().copied().collect();
-        for id in ids {
-            self.finish(&mut st, id, Err(Error::Cancelled));
-        }
-        for w in &st.workers {
+        st.book.terminate();
+        for w in &st.own.workers {
             let _ = w.process.kill();
         }
-        let ready = self.take_ready(&mut st);
-        drop(st);
-        self.deliver(ready);
+        self.jobs.release(st);
     }
 
     /// Waits until the workers have ended (after `close` or `terminate`).
     pub(crate) fn join(&self) -> Result<()> {
-        let mut st = self.lock();
-        if !st.closed && !st.terminated {
-            return Err(Error::state("join() before close() or terminate()"));
-        }
-        // As in Python, every callback has run when `join` returns.
-        while !st.workers.is_empty()
-            || !st.jobs.is_empty()
-            || !st.ready.is_empty()
-            || st.delivering > 0
-            || st.callbacks_pending > 0
-        {
-            st = self
-                .idle
-                .wait_timeout(st, TICK)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        Ok(())
+        self.jobs.join(|own| own.workers.is_empty())
     }
 
     /// The pids of the current workers.
     pub(crate) fn pids(&self) -> Vec<u32> {
         self.lock()
+            .own
             .workers
             .iter()
             .filter_map(|w| w.process.pid())
             .collect()
-    }
-}
-
-/// The callback thread: runs each outcome's callbacks in the order they came. A callback
-/// that panics is reported and skipped; the next ones run as usual.
-fn run_callbacks(rx: mpsc::Receiver<CallbackTask>, core: std::sync::Weak<Core>) {
-    for task in rx {
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).is_err() {
-            tracing::warn!("multiproc pool: a callback panicked");
-        }
-        let Some(core) = core.upgrade() else {
-            continue;
-        };
-        core.lock().callbacks_pending -= 1;
-        core.idle.notify_all();
     }
 }

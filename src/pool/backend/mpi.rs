@@ -28,7 +28,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,7 @@ use mpi::traits::Root;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{Outcome, Sink};
+use super::{Jobs, Outcome, Sink};
 use crate::error::{Error, Result};
 use crate::pool::call::{self, CallCtx, Failure};
 use crate::pool::worker::{Report, SharedInit};
@@ -494,13 +494,9 @@ pub(crate) struct Spec {
     pub(crate) task_timeout: Option<Duration>,
 }
 
-struct Job {
-    /// The `Run` order, sealed once: the same message goes to whichever rank runs it.
-    order: Arc<Vec<u8>>,
-    sink: Sink,
-    /// Deliver on the callback thread (the sink runs a user callback).
-    callback: bool,
-}
+/// What a rank runs for a job: its `Run` order, sealed once, so that the same message
+/// goes to whichever rank runs it.
+pub(crate) type Work = Arc<Vec<u8>>;
 
 struct Rank {
     rank: i32,
@@ -512,37 +508,23 @@ struct Rank {
     overdue: bool,
 }
 
-struct State {
+/// The ranks, kept with the jobs under one lock.
+pub(crate) struct Ranks {
     ranks: Vec<Rank>,
-    jobs: HashMap<u64, Job>,
-    pending: VecDeque<u64>,
-    closed: bool,
-    terminated: bool,
     /// The handler thread has ended.
     stopped: bool,
-    /// Why the pool cannot run tasks (its initializer fails).
-    broken: Option<String>,
-    /// Jobs ended whose outcomes go to their sinks once the lock is let go.
-    ready: Vec<(Sink, Result<Outcome>, bool)>,
-    /// Outcomes taken from `ready` and not yet delivered.
-    delivering: usize,
-    /// Outcomes handed to the callback thread and not yet delivered.
-    callbacks_pending: usize,
 }
 
-/// Work for the callback thread.
-type CallbackTask = Box<dyn FnOnce() + Send>;
+type State = super::State<Ranks, Work>;
 
 /// The MPI pool's side on rank 0.
 pub(crate) struct Core {
     link: &'static SharedComm,
     task_timeout: Option<Duration>,
-    state: Mutex<State>,
-    /// Notified whenever a job ends or the pool stops (for `join`).
-    idle: Condvar,
+    /// The jobs, and the ranks with them.
+    pub(crate) jobs: Arc<Jobs<Ranks, Work>>,
     /// A sending thread per rank, by rank.
     senders: Mutex<HashMap<i32, Sender<Arc<Vec<u8>>>>>,
-    callbacks: Mutex<Option<Sender<CallbackTask>>>,
 }
 
 impl Core {
@@ -595,48 +577,39 @@ impl Core {
             ));
         }
         let ranks: Vec<i32> = link.comm().workers().take(used).collect();
-        let (cb_tx, cb_rx) = mpsc::channel::<CallbackTask>();
-        let core = Arc::new(Core {
-            link,
-            task_timeout: spec.task_timeout,
-            state: Mutex::new(State {
-                ranks: ranks
-                    .iter()
-                    .map(|&rank| Rank {
-                        rank,
-                        holding: VecDeque::new(),
-                        running_since: Instant::now(),
-                        overdue: false,
-                    })
-                    .collect(),
-                jobs: HashMap::new(),
-                pending: VecDeque::new(),
-                closed: false,
-                terminated: false,
-                stopped: false,
-                broken: None,
-                ready: Vec::new(),
-                delivering: 0,
-                callbacks_pending: 0,
-            }),
-            idle: Condvar::new(),
-            senders: Mutex::new(HashMap::new()),
-            callbacks: Mutex::new(Some(cb_tx)),
+        let own = Ranks {
+            ranks: ranks
+                .iter()
+                .map(|&rank| Rank {
+                    rank,
+                    holding: VecDeque::new(),
+                    running_since: Instant::now(),
+                    overdue: false,
+                })
+                .collect(),
+            stopped: false,
+        };
+        let started = Jobs::start(own, "multiproc-mpi-callbacks").and_then(|jobs| {
+            let core = Arc::new(Core {
+                link,
+                task_timeout: spec.task_timeout,
+                jobs,
+                senders: Mutex::new(HashMap::new()),
+            });
+            core.start_threads(&ranks, init)?;
+            Ok(core)
         });
-        let started = core.start_threads(&ranks, init, cb_rx);
-        if let Err(e) = started {
-            IN_USE.store(false, Ordering::Release);
-            return Err(e);
-        }
+        let core = match started {
+            Ok(core) => core,
+            Err(e) => {
+                IN_USE.store(false, Ordering::Release);
+                return Err(e);
+            }
+        };
         Ok((core, used))
     }
 
-    fn start_threads(
-        self: &Arc<Self>,
-        ranks: &[i32],
-        init: Option<Arc<Vec<u8>>>,
-        cb_rx: mpsc::Receiver<CallbackTask>,
-    ) -> Result<()> {
+    fn start_threads(self: &Arc<Self>, ranks: &[i32], init: Option<Arc<Vec<u8>>>) -> Result<()> {
         let hello = Arc::new(message(
             &Order::Hello {
                 identity: image::code_identity(),
@@ -666,12 +639,6 @@ impl Core {
             senders.insert(rank, tx);
         }
         drop(senders);
-        thread::Builder::new()
-            .name("multiproc-mpi-callbacks".into())
-            .spawn({
-                let core = Arc::downgrade(self);
-                move || run_callbacks(cb_rx, core)
-            })?;
         let handler = self.clone();
         thread::Builder::new()
             .name("multiproc-mpi-handler".into())
@@ -680,7 +647,7 @@ impl Core {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.jobs.lock()
     }
 
     fn send(&self, rank: i32, m: Arc<Vec<u8>>) -> bool {
@@ -701,65 +668,16 @@ impl Core {
         let id = NEXT_JOB.fetch_add(1, Ordering::Relaxed);
         let order = Arc::new(seal(&Order::Run { job: id, entry }, args)?);
         let mut st = self.lock();
-        if st.closed || st.terminated {
-            return Err(Error::state("the pool is closed"));
-        }
-        if let Some(why) = &st.broken {
-            return Err(Error::state(format!("the pool cannot run tasks: {why}")));
-        }
-        st.jobs.insert(
-            id,
-            Job {
-                order,
-                sink,
-                callback,
-            },
-        );
-        st.pending.push_back(id);
+        st.book.add(id, order, sink, callback)?;
         self.dispatch(&mut st);
         Ok(id)
     }
 
-    /// Cancels a job no rank has been given yet; false if it runs or is done.
-    pub(crate) fn cancel(&self, id: u64) -> bool {
-        let mut st = self.lock();
-        let Some(at) = st.pending.iter().position(|j| *j == id) else {
-            return false;
-        };
-        st.pending.remove(at);
-        self.finish(&mut st, id, Err(Error::Cancelled));
-        let ready = self.take_ready(&mut st);
-        drop(st);
-        self.deliver(ready);
-        true
-    }
-
-    /// Cancels every job no rank has been given yet.
-    pub(crate) fn cancel_pending(&self) {
-        let mut st = self.lock();
-        let ids: Vec<u64> = st.pending.drain(..).collect();
-        for id in ids {
-            self.finish(&mut st, id, Err(Error::Cancelled));
-        }
-        let ready = self.take_ready(&mut st);
-        drop(st);
-        self.deliver(ready);
-    }
-
-    /// Whether a job has been given to a rank and is not done.
-    pub(crate) fn running(&self, id: u64) -> bool {
-        let st = self.lock();
-        st.jobs.contains_key(&id) && !st.pending.contains(&id)
-    }
-
     /// Gives pending jobs to ranks with room, the least busy first.
     fn dispatch(&self, st: &mut State) {
-        while let Some(&id) = st.pending.front() {
-            let Some(job) = st.jobs.get(&id) else {
-                st.pending.pop_front();
-                continue;
-            };
-            let Some(r) = st
+        let State { book, own } = st;
+        while let Some((id, order)) = book.next_pending() {
+            let Some(r) = own
                 .ranks
                 .iter_mut()
                 .filter(|r| !r.overdue && r.holding.len() < IN_FLIGHT)
@@ -767,68 +685,18 @@ impl Core {
             else {
                 return;
             };
-            let m = job.order.clone();
+            let m = order.clone();
             let rank = r.rank;
             if r.holding.is_empty() {
                 r.running_since = Instant::now();
             }
             r.holding.push_back(id);
-            st.pending.pop_front();
+            book.taken();
             if !self.send(rank, m) {
                 // Its sending thread is gone: the pool is ending.
-                self.finish(st, id, Err(Error::Cancelled));
+                book.finish(id, Err(Error::Cancelled));
             }
         }
-    }
-
-    /// Ends a job: its outcome is delivered once the lock is let go.
-    fn finish(&self, st: &mut State, id: u64, outcome: Result<Outcome>) {
-        if let Some(job) = st.jobs.remove(&id) {
-            st.ready.push((job.sink, outcome, job.callback));
-        }
-    }
-
-    fn take_ready(&self, st: &mut State) -> Vec<(Sink, Result<Outcome>, bool)> {
-        st.delivering += st.ready.len();
-        std::mem::take(&mut st.ready)
-    }
-
-    /// Runs the sinks of ended jobs (state not locked): on this thread, or on the
-    /// callback thread for jobs with callbacks.
-    fn deliver(&self, ready: Vec<(Sink, Result<Outcome>, bool)>) {
-        if ready.is_empty() {
-            return;
-        }
-        let n = ready.len();
-        let mut to_callbacks = Vec::new();
-        for (sink, outcome, callback) in ready {
-            if callback {
-                to_callbacks.push(Box::new(move || sink(outcome)) as CallbackTask);
-            } else {
-                sink(outcome);
-            }
-        }
-        {
-            let mut st = self.lock();
-            st.delivering -= n;
-            st.callbacks_pending += to_callbacks.len();
-        }
-        let sender = self
-            .callbacks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        for task in to_callbacks {
-            let unsent = match &sender {
-                Some(tx) => tx.send(task).err().map(|e| e.0),
-                None => Some(task),
-            };
-            if let Some(task) = unsent {
-                task();
-                self.lock().callbacks_pending -= 1;
-            }
-        }
-        self.idle.notify_all();
     }
 
     /// The handler thread: reports, timeouts and dispatch, until the pool ends.
@@ -854,25 +722,24 @@ impl Core {
                 last_check = Instant::now();
                 self.check_time(&mut st);
                 while let Some((why, _)) = next(TAG_REFUSED) {
-                    self.break_pool(&mut st, String::from_utf8_lossy(&why).into_owned());
+                    st.book
+                        .break_pool(String::from_utf8_lossy(&why).into_owned());
                 }
             }
             self.dispatch(&mut st);
-            let stop = st.terminated || (st.closed && st.jobs.is_empty());
-            let ready = self.take_ready(&mut st);
-            drop(st);
-            self.deliver(ready);
+            let stop = st.book.terminated || (st.book.closed && st.book.is_empty());
+            self.jobs.release(st);
             if stop {
                 // The sending threads end once their orders are out.
                 self.senders
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .clear();
-                *self.callbacks.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                self.jobs.stop_callbacks();
                 // The ranks are free before `join` returns: a new pool may take them.
                 IN_USE.store(false, Ordering::Release);
-                self.lock().stopped = true;
-                self.idle.notify_all();
+                self.lock().own.stopped = true;
+                self.jobs.notify();
                 return;
             }
         }
@@ -885,7 +752,7 @@ impl Core {
         };
         match report {
             Report::Done { job, outcome, .. } => {
-                if let Some(r) = st.ranks.iter_mut().find(|r| r.rank == from) {
+                if let Some(r) = st.own.ranks.iter_mut().find(|r| r.rank == from) {
                     if r.holding.front() == Some(&job) {
                         r.running_since = Instant::now();
                         r.overdue = false;
@@ -896,24 +763,14 @@ impl Core {
                     report: body,
                     start: 0,
                 });
-                self.finish(st, job, outcome.map_err(Error::from));
+                st.book.finish(job, outcome.map_err(Error::from));
             }
             Report::InitFailed { failure, .. } => {
                 let why = format!("its initializer failed: {}", Error::from(failure));
-                self.break_pool(st, why);
+                st.book.break_pool(why);
             }
             Report::Retiring { .. } | Report::Ended { .. } => {}
         }
-    }
-
-    /// The pool cannot run tasks: every job fails, and new ones are refused, with why.
-    fn break_pool(&self, st: &mut State, why: String) {
-        let ids: Vec<u64> = st.jobs.keys().copied().collect();
-        for id in ids {
-            self.finish(st, id, Err(Error::state(why.clone())));
-        }
-        st.pending.clear();
-        st.broken.get_or_insert(why);
     }
 
     /// Fails the jobs over their time: the rank keeps running its own (it cannot be
@@ -923,7 +780,7 @@ impl Core {
             return;
         };
         let mut lapsed = Vec::new();
-        for r in st.ranks.iter_mut() {
+        for r in st.own.ranks.iter_mut() {
             if r.overdue || r.running_since.elapsed() <= limit {
                 continue;
             }
@@ -935,7 +792,7 @@ impl Core {
             lapsed.push((r.rank, first, waiting));
         }
         for (rank, first, waiting) in lapsed {
-            self.finish(st, first, Err(Error::Timeout));
+            st.book.finish(first, Err(Error::Timeout));
             if waiting.is_empty() {
                 continue;
             }
@@ -948,16 +805,9 @@ impl Core {
                 self.send(rank, Arc::new(m));
             }
             for id in waiting.into_iter().rev() {
-                if st.jobs.contains_key(&id) {
-                    st.pending.push_front(id);
-                }
+                st.book.requeue(id);
             }
         }
-    }
-
-    /// No new jobs; the pool ends once the jobs submitted are done.
-    pub(crate) fn close(&self) {
-        self.lock().closed = true;
     }
 
     /// Stops at once: every job not done fails with `Error::Cancelled`, and the ranks
@@ -965,13 +815,9 @@ impl Core {
     /// its outcome ignored).
     pub(crate) fn terminate(&self) {
         let mut st = self.lock();
-        st.terminated = true;
-        st.pending.clear();
-        let ids: Vec<u64> = st.jobs.keys().copied().collect();
-        for id in ids {
-            self.finish(&mut st, id, Err(Error::Cancelled));
-        }
+        st.book.terminate();
         let held: Vec<(i32, Vec<u64>)> = st
+            .own
             .ranks
             .iter_mut()
             .filter(|r| !r.holding.is_empty())
@@ -982,45 +828,12 @@ impl Core {
                 self.send(rank, Arc::new(m));
             }
         }
-        let ready = self.take_ready(&mut st);
-        drop(st);
-        self.deliver(ready);
+        self.jobs.release(st);
     }
 
     /// Waits until the pool has ended (after `close` or `terminate`): every job done and
     /// every callback run.
     pub(crate) fn join(&self) -> Result<()> {
-        let mut st = self.lock();
-        if !st.closed && !st.terminated {
-            return Err(Error::state("join() before close() or terminate()"));
-        }
-        while !st.stopped
-            || !st.jobs.is_empty()
-            || !st.ready.is_empty()
-            || st.delivering > 0
-            || st.callbacks_pending > 0
-        {
-            st = self
-                .idle
-                .wait_timeout(st, TICK)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        Ok(())
-    }
-}
-
-/// The callback thread: runs each outcome's callbacks in the order they came. A callback
-/// that panics is reported and skipped; the next ones run as usual.
-fn run_callbacks(rx: mpsc::Receiver<CallbackTask>, core: std::sync::Weak<Core>) {
-    for task in rx {
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).is_err() {
-            tracing::warn!("multiproc pool: a callback panicked");
-        }
-        let Some(core) = core.upgrade() else {
-            continue;
-        };
-        core.lock().callbacks_pending -= 1;
-        core.idle.notify_all();
+        self.jobs.join(|own| own.stopped)
     }
 }
