@@ -636,3 +636,93 @@ fn a_task_that_exits_its_rank_ends_the_job_instead_of_hanging() {
         );
     }
 }
+
+/// The tags the pool's messages carry (on a communicator of their own).
+const POOL_TAGS: [i32; 4] = [0x6d70, 0x6d71, 0x6d72, 0x6d73];
+
+/// A task that sends rank 0 a message of the program's own on the world communicator,
+/// with the tag of the pool's reports.
+fn tell_rank_0_on_world(x: u64) -> u64 {
+    use mpi::point_to_point::Destination;
+    use mpi::topology::Communicator;
+    let world = mpi::topology::SimpleCommunicator::world();
+    world
+        .process_at_rank(0)
+        .send_with_tag(&x.to_le_bytes()[..], POOL_TAGS[1]);
+    x
+}
+
+/// The next message on the world communicator with `tag`, from rank `from` (any rank
+/// when `None`), waiting at most 10 s.
+fn own_message(tag: i32, from: Option<i32>) -> Option<(Vec<u8>, i32)> {
+    use mpi::point_to_point::{MatchedReceiveVec, Source};
+    use mpi::topology::Communicator;
+    let world = mpi::topology::SimpleCommunicator::world();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let probed = match from {
+            Some(r) => world
+                .process_at_rank(r)
+                .immediate_matched_probe_with_tag(tag),
+            None => world.any_process().immediate_matched_probe_with_tag(tag),
+        };
+        if let Some(probed) = probed {
+            let from = probed.1.source_rank();
+            return Some((probed.matched_receive_vec::<u8>().0, from));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+fn own_world_traffic_body() {
+    use mpi::point_to_point::Destination;
+    use mpi::topology::Communicator;
+    let world = mpi::topology::SimpleCommunicator::world();
+    // Rank 0's own messages to itself, one with each of the pool's tags, waiting while
+    // a pool runs.
+    for tag in POOL_TAGS {
+        world
+            .process_at_rank(0)
+            .send_with_tag(&format!("own message {tag}").into_bytes()[..], tag);
+    }
+    let pool = Pool::builder().mpi().build().unwrap();
+    assert_eq!(
+        pool.map(square, 0..500u64).unwrap(),
+        (0..500u64).map(|x| x * x).collect::<Vec<_>>()
+    );
+    // The ranks' own messages to rank 0, sent while the pool's reports come in.
+    assert_eq!(
+        pool.map_chunked(tell_rank_0_on_world, 0..6u64, 1).unwrap(),
+        (0..6).collect::<Vec<_>>()
+    );
+    assert_eq!(pool.apply(square, 12).unwrap(), 144);
+    drop(pool);
+    for tag in POOL_TAGS {
+        let (bytes, from) = own_message(tag, Some(0)).unwrap_or_else(|| {
+            panic!("rank 0's own message with tag {tag:#x} was taken by the pool")
+        });
+        assert_eq!(
+            (bytes, from),
+            (format!("own message {tag}").into_bytes(), 0)
+        );
+    }
+    let mut told: Vec<u64> = (0..6)
+        .map(|_| {
+            let (bytes, from) = own_message(POOL_TAGS[1], None)
+                .expect("a task's own message to rank 0 was taken by the pool");
+            assert!(from == 1 || from == 2, "from rank {from}");
+            u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+        })
+        .collect();
+    told.sort_unstable();
+    assert_eq!(told, (0..6).collect::<Vec<_>>());
+}
+
+#[test]
+fn the_programs_own_messages_on_the_world_with_the_pools_tags_leave_the_pool_alone() {
+    on_three_ranks(
+        "the_programs_own_messages_on_the_world_with_the_pools_tags_leave_the_pool_alone",
+        own_world_traffic_body,
+    );
+}

@@ -1,13 +1,15 @@
 //! An MPI communicator that threads share (feature `mpi`): the bindings' handles are
 //! plain pointers for the library, which the compiler cannot know are safe to use from
-//! several threads.
+//! several threads. And what the bindings do not offer: a communicator's duplicate
+//! started without waiting (`MPI_Comm_idup`), finalizing a spawned worker.
 
 use mpi::Threading;
 use mpi::topology::{AnyProcess, Communicator, InterCommunicator, Process, SimpleCommunicator};
 
 /// The communicator rank 0 reaches its workers through.
 pub(crate) enum Comm {
-    /// The job's world: the workers are its ranks 1 and up.
+    /// The job's ranks, on a duplicate of its world communicator: the workers are its
+    /// ranks 1 and up.
     World(SimpleCommunicator),
     /// The link to workers this process started (`MPI_Comm_spawn`): they are its remote
     /// group.
@@ -76,5 +78,64 @@ pub(crate) fn finalize_spawned(universe: mpi::environment::Universe) {
     // after, making no MPI call.
     unsafe {
         mpi::ffi::MPI_Finalize();
+    }
+}
+
+/// A communicator's duplicate on its way (`MPI_Comm_idup`): a collective call, started
+/// without waiting for the other processes, which completes once every one of them has
+/// started it too.
+pub(crate) struct Duplicating {
+    /// Where MPI writes the duplicate's handle as the call completes: boxed, so that it
+    /// stays at one address until then, wherever this value moves.
+    comm: Box<mpi::ffi::MPI_Comm>,
+    request: mpi::ffi::MPI_Request,
+}
+
+// SAFETY: the request and the handle's box belong to this value alone, and `test`
+// takes it whole, so one thread at a time hands them to MPI; under
+// `MPI_THREAD_MULTIPLE`, which `start` requires, that may be any thread.
+unsafe impl Send for Duplicating {}
+
+impl Duplicating {
+    /// Starts duplicating `comm`, which every process of it must do too, in the same
+    /// order as their other collective calls on it. `None` unless MPI runs with
+    /// `MPI_THREAD_MULTIPLE` (the duplicate is completed on another thread).
+    pub(crate) fn start(comm: &SimpleCommunicator, threading: Threading) -> Option<Duplicating> {
+        use mpi::raw::AsRaw;
+        if threading != Threading::Multiple {
+            return None;
+        }
+        // SAFETY: reading the library's constant null handles, set once MPI is
+        // initialized, as it is for `comm` to exist.
+        let (null_comm, null_request) =
+            unsafe { (mpi::ffi::RSMPI_COMM_NULL, mpi::ffi::RSMPI_REQUEST_NULL) };
+        let mut d = Duplicating {
+            comm: Box::new(null_comm),
+            request: null_request,
+        };
+        // SAFETY: `comm` is a live communicator; the handle's box and the request are
+        // valid for writes and stay where they are until the request completes (the
+        // box's heap slot does not move with `d`; the request is passed to MPI_Test by
+        // its new address, as MPI allows: a request handle is a value).
+        let rc = unsafe { mpi::ffi::MPI_Comm_idup(comm.as_raw(), &mut *d.comm, &mut d.request) };
+        (rc == mpi::ffi::MPI_SUCCESS as i32).then_some(d)
+    }
+
+    /// The duplicate, if the call has completed; else `self`, still on its way.
+    pub(crate) fn test(mut self) -> std::result::Result<SimpleCommunicator, Duplicating> {
+        use mpi::raw::FromRaw;
+        let mut done: std::os::raw::c_int = 0;
+        let mut status = std::mem::MaybeUninit::<mpi::ffi::MPI_Status>::uninit();
+        // SAFETY: the request is the live one `MPI_Comm_idup` returned (MPI sets it to
+        // the null request once complete, and `self` is not tested again after that);
+        // `done` and `status` are valid for writes.
+        let rc = unsafe { mpi::ffi::MPI_Test(&mut self.request, &mut done, status.as_mut_ptr()) };
+        if rc != mpi::ffi::MPI_SUCCESS as i32 || done == 0 {
+            return Err(self);
+        }
+        // SAFETY: the call completed, so MPI has written the duplicate's handle: a live
+        // intra-communicator of this process's own, neither the world nor self, which
+        // nothing else holds.
+        Ok(unsafe { SimpleCommunicator::from_raw(*self.comm) })
     }
 }

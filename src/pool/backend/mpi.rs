@@ -9,6 +9,10 @@
 //! entry record of this binary (`call::run` checks it): nothing received can make a rank
 //! run code other than the crate's own entries.
 //!
+//! The pool's messages travel on a communicator of their own, a duplicate of the world
+//! communicator that every rank starts making in the hook and completes at first use
+//! (see `on_load`), so that the program's own messages on the world never meet them.
+//!
 //! Started as `mpirun -n 1 prog`, rank 0 has no other rank: its first MPI pool spawns
 //! workers running this same program (`MPI_Comm_spawn`), whose hook finds the parent
 //! communicator and serves it the same way.
@@ -44,7 +48,7 @@ use super::{Jobs, Outcome, Sink};
 use crate::error::{Error, Result};
 use crate::pool::call::{self, CallCtx, Failure};
 use crate::pool::worker::{Report, SharedInit};
-use crate::sys::mpi::{Comm, SharedComm};
+use crate::sys::mpi::{Comm, Duplicating, SharedComm};
 use crate::sys::{image, proc as sysproc};
 use crate::wire::codec;
 
@@ -101,8 +105,18 @@ struct World {
 
 static WORLD: OnceLock<World> = OnceLock::new();
 
-/// How rank 0 reaches its workers: the job's other ranks, or the workers it spawned.
+/// How rank 0 reaches its workers: the job's other ranks (on a duplicate of the world
+/// communicator), or the workers it spawned.
 static LINK: OnceLock<SharedComm> = OnceLock::new();
+
+/// The duplicate of the world communicator that the pools' messages travel on, from the
+/// load-time hook until its first use completes it (see `on_load`).
+static DUPLICATING: Mutex<Option<Duplicating>> = Mutex::new(None);
+
+/// How long rank 0 waits for the other ranks to complete the duplicate of the world
+/// communicator: they start it before `main`, so only a rank that runs another program
+/// (one that never does) keeps it waiting.
+const DUP_WAIT: Duration = Duration::from_secs(60);
 
 /// Held while workers are being spawned: one set of them per process.
 static SPAWNING: Mutex<()> = Mutex::new(());
@@ -154,15 +168,32 @@ fn on_load() {
         serve(universe, Comm::Spawned(parent));
     }
     let (rank, size) = (world.rank(), world.size());
+    // The pools' messages travel on a duplicate of the world communicator, so that the
+    // program's own messages on the world, whatever their tags, never meet them. It is
+    // started here, by every rank before anything else can make a collective call on
+    // the world (the calls must come in the same order on every rank), but not waited
+    // for: `MPI_Comm_dup` would block each rank until all have reached it, and a rank
+    // running another program, which never does, would hang rank 0 before `main`,
+    // where nothing can say why. `MPI_Comm_idup` instead completes at first use: a
+    // worker rank's, before it serves; rank 0's, when its first pool starts (or as it
+    // exits), bounded by `DUP_WAIT`, with an error rather than a hang.
+    let dup = (size > 1)
+        .then(|| Duplicating::start(&world, threading))
+        .flatten();
     if rank != 0 {
-        serve(universe, Comm::World(world));
+        match dup {
+            Some(dup) => {
+                // Nothing can close MPI here: this waits for rank 0 as long as it takes.
+                match complete(dup, || false) {
+                    Ok(comm) => serve(universe, Comm::World(comm)),
+                    Err(_) => serve(universe, Comm::World(world)),
+                }
+            }
+            None => serve(universe, Comm::World(world)),
+        }
     }
     let _ = WORLD.set(World { rank, threading });
-    if size > 1
-        && let Some(link) = SharedComm::new(Comm::World(world), threading)
-    {
-        let _ = LINK.set(link);
-    }
+    *DUPLICATING.lock().unwrap_or_else(|e| e.into_inner()) = dup;
     let Ok(stop) = message(&Order::Stop, &[]) else {
         return;
     };
@@ -170,6 +201,62 @@ fn on_load() {
     *UNIVERSE.lock().unwrap_or_else(|e| e.into_inner()) = Some(universe);
     // The workers end when rank 0 does, however `main` ends.
     sysproc::at_exit(stop_workers);
+}
+
+/// Completes the duplicate of a communicator, waiting as [`next_message`] does; the
+/// duplicate still on its way once `give_up` says so, or MPI is closing.
+fn complete(
+    mut dup: Duplicating,
+    mut give_up: impl FnMut() -> bool,
+) -> std::result::Result<SimpleCommunicator, Duplicating> {
+    let mut idle = 0u32;
+    loop {
+        let open = MPI_OPEN.read().unwrap_or_else(|e| e.into_inner());
+        if !*open {
+            return Err(dup);
+        }
+        dup = match dup.test() {
+            Ok(comm) => return Ok(comm),
+            Err(dup) => dup,
+        };
+        drop(open);
+        if give_up() {
+            return Err(dup);
+        }
+        idle = idle.saturating_add(1);
+        match idle {
+            0..=200 => thread::yield_now(),
+            _ => thread::sleep(Duration::from_micros(u64::from(idle.min(1000)))),
+        }
+    }
+}
+
+/// The link to the job's other ranks, completing the duplicate of the world
+/// communicator started before `main` if it is not yet; `None` when the job has no
+/// other rank.
+fn link_to_ranks() -> Option<Result<&'static SharedComm>> {
+    let mut pending = DUPLICATING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(link) = LINK.get() {
+        return Some(Ok(link));
+    }
+    let dup = pending.take()?;
+    let deadline = crate::deadline::after(DUP_WAIT);
+    let over = || crate::deadline::remaining(deadline).is_some_and(|d| d.is_zero());
+    match complete(dup, over) {
+        Ok(comm) => {
+            let link = SharedComm::new(Comm::World(comm), Threading::Multiple)?;
+            let _ = LINK.set(link);
+            LINK.get().map(Ok)
+        }
+        Err(dup) => {
+            // Tried again by the next pool, or completed by the exit handler.
+            *pending = Some(dup);
+            Some(Err(Error::state(format!(
+                "the other ranks of the MPI job did not join the pool's communicator \
+                 within {DUP_WAIT:?}: every rank must run this same program"
+            ))))
+        }
+    }
 }
 
 /// Waits for the next message with `tag` from `source`: spinning briefly, then sleeping
@@ -401,9 +488,13 @@ extern "C" fn stop_workers() {
     let Some(universe) = UNIVERSE.lock().unwrap_or_else(|e| e.into_inner()).take() else {
         return;
     };
-    let (Some(stop), Some(link)) = (STOP.get(), LINK.get()) else {
+    let Some(stop) = STOP.get() else {
         return;
     };
+    let pending = DUPLICATING.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if LINK.get().is_none() && pending.is_none() {
+        return;
+    }
     let deadline = crate::deadline::after(STOP_WAIT);
     let over = || crate::deadline::remaining(deadline).is_some_and(|d| d.is_zero());
     // MPI is this thread's alone from here: a pool still alive waits for no call of its
@@ -425,6 +516,32 @@ extern "C" fn stop_workers() {
             Err(std::sync::TryLockError::WouldBlock) => thread::sleep(Duration::from_millis(1)),
         }
     }
+    // No pool has used the worker ranks: they wait for the duplicate of the world
+    // communicator to complete before they listen for orders on it.
+    if let Some(mut dup) = pending {
+        loop {
+            dup = match dup.test() {
+                Ok(comm) => {
+                    if let Some(link) = SharedComm::new(Comm::World(comm), Threading::Multiple) {
+                        let _ = LINK.set(link);
+                    }
+                    break;
+                }
+                Err(_) if over() => {
+                    eprintln!(
+                        "multiproc: the MPI worker ranks did not join the pool's \
+                         communicator; aborting the job"
+                    );
+                    universe.world().abort(1);
+                }
+                Err(dup) => dup,
+            };
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let Some(link) = LINK.get() else {
+        return;
+    };
     let comm = link.comm();
     for r in comm.workers() {
         comm.process_at_rank(r).send_with_tag(&stop[..], TAG_ORDER);
@@ -562,8 +679,8 @@ impl Core {
             )?)),
             None => None,
         };
-        let link = match LINK.get() {
-            Some(link) => link,
+        let link = match link_to_ranks() {
+            Some(link) => link?,
             None => spawn_workers(spec.ranks)?,
         };
         let available = link.comm().workers().len();
