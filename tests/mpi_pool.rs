@@ -10,8 +10,9 @@
 //! and here, what only ranks have: tasks on ranks 1 and 2 only, callbacks on rank 0, a
 //! task over its timeout, a worker rank killed mid-job or exiting inside a task, ranks
 //! of another build, the initializer, `terminate`, `close` and `join`, a local pool
-//! inside a rank, workers spawned under `mpirun -n 1`, a pool never dropped at exit, and
-//! the error outside an MPI job. Timing: every `mpirun` is bounded by [`MPIRUN_LIMIT`];
+//! inside a rank, workers spawned under `mpirun -n 1`, a pool never dropped at exit, the
+//! program's own messages on the world communicator with the pool's tags, and the error
+//! outside an MPI job. Timing: every `mpirun` is bounded by [`MPIRUN_LIMIT`];
 //! the timeout test checks only that the calls end well before the overdue task would
 //! (3 s of its 4).
 

@@ -342,3 +342,10 @@ fn a_chunk_with_panicking_calls_fails_those_calls_alone() {
         Pool::builder().processes(2)
     });
 }
+
+#[test]
+fn large_arguments_and_results_come_back_exactly() {
+    pool_behaviours::large_arguments_and_results_come_back_exactly(&|| {
+        Pool::builder().processes(2)
+    });
+}

@@ -28,12 +28,42 @@ pub(crate) struct CallCtx {
     /// Vectors of arguments and values of earlier chunks, emptied, whose memory serves
     /// the next chunks of their types (fresh memory costs a page fault per 4 KiB).
     spare: RefCell<Vec<Box<dyn Any>>>,
+    /// Whether the buffer a chunk's message came in is kept once its arguments are
+    /// decoded (an MPI rank receives the next message into it).
+    keep_messages: bool,
+    /// That buffer, emptied, while no one has taken it.
+    message: RefCell<Option<Vec<u8>>>,
 }
 
 /// The most memory a spare vector keeps.
 const SPARE_BYTES: usize = 16 << 20;
 
 impl CallCtx {
+    /// A context that keeps the buffers of chunks' messages (see
+    /// [`take_message`](Self::take_message)).
+    #[cfg(feature = "mpi")]
+    pub(crate) fn keeping_messages() -> CallCtx {
+        CallCtx {
+            keep_messages: true,
+            ..CallCtx::default()
+        }
+    }
+
+    /// The buffer the last chunk's message came in, emptied, when its arguments did not
+    /// keep it (a long run of bytes at the end of a message becomes a `Vec<u8>`
+    /// argument in that buffer).
+    #[cfg(feature = "mpi")]
+    pub(crate) fn take_message(&self) -> Option<Vec<u8>> {
+        self.message.borrow_mut().take()
+    }
+
+    fn keep_message(&self, mut m: Vec<u8>) {
+        if self.keep_messages {
+            m.clear();
+            *self.message.borrow_mut() = Some(m);
+        }
+    }
+
     /// An empty vector, with the memory of an earlier one of its type if there is one.
     fn take_spare<T: 'static>(&self) -> Vec<T> {
         let mut spare = self.spare.borrow_mut();
@@ -158,9 +188,15 @@ where
     // for a vector of bytes at its end to take over its buffer.
     let decoded = if message.len() < TAKE_OVER_FROM {
         let mut items = ctx.take_spare::<A>();
-        codec::decode_seq_append(message, None, &mut items).map(|()| items)
+        let decoded = codec::decode_seq_append(message, None, &mut items).map(|()| items);
+        ctx.keep_message(args);
+        decoded
     } else {
-        codec::decode_owned(args, skip, Vec::new())
+        let (decoded, back) = codec::decode_owned_or_back(args, skip, Vec::new());
+        if let Some(m) = back {
+            ctx.keep_message(m);
+        }
+        decoded
     };
     let mut items: Vec<A> = match decoded {
         Ok(items) => items,

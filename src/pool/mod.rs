@@ -292,9 +292,16 @@ fn decode_outcome<R: DeserializeOwned>(
             "a chunk of {len} tasks came back with {got} results"
         )))
     };
-    match outcome
-        .and_then(|o| codec::decode_owned::<ChunkOutcome<R>>(o.report, o.start, Vec::new()))
-    {
+    let decoded = outcome.and_then(|mut o| {
+        let report = std::mem::take(&mut o.report);
+        let (decoded, back) = codec::decode_owned_or_back(report, o.start, Vec::new());
+        if let Some(report) = back {
+            // Its memory goes back to the backend as `o` drops.
+            o.report = report;
+        }
+        decoded
+    });
+    match decoded {
         Ok(ChunkOutcome::All(values)) if values.len() == len => Ok(values),
         Ok(ChunkOutcome::All(values)) => Err(wrong_count(values.len())),
         Ok(ChunkOutcome::Each(results)) if results.len() == len => Err(results

@@ -4,6 +4,7 @@
 //! started without waiting (`MPI_Comm_idup`), finalizing a spawned worker.
 
 use mpi::Threading;
+use mpi::point_to_point::{Message, Status};
 use mpi::topology::{AnyProcess, Communicator, InterCommunicator, Process, SimpleCommunicator};
 
 /// The communicator rank 0 reaches its workers through.
@@ -138,4 +139,50 @@ impl Duplicating {
         // nothing else holds.
         Ok(unsafe { SimpleCommunicator::from_raw(*self.comm) })
     }
+}
+
+/// Receives a probed message into `buf`, whose memory takes it (grown if it is too
+/// small, never filled first): `buf` holds exactly the message's bytes after. The rank
+/// the message came from.
+pub(crate) fn receive_into(probed: (Message, Status), buf: &mut Vec<u8>) -> i32 {
+    use mpi::datatype::Equivalence;
+    use mpi::raw::{AsRaw, AsRawMut};
+    let (mut message, status) = probed;
+    let from = status.source_rank();
+    let count = status.count(u8::equivalent_datatype());
+    let len = usize::try_from(count).unwrap_or(0);
+    buf.clear();
+    if buf.capacity() < len {
+        // A new buffer rather than `reserve`, which would copy the old one's bytes.
+        *buf = Vec::with_capacity(len);
+    }
+    let mut got = std::mem::MaybeUninit::<mpi::ffi::MPI_Status>::uninit();
+    // SAFETY: `message` is a matched message not yet received (a probe returned it);
+    // the buffer has room for `len` bytes of type `u8`, and MPI writes no more than the
+    // count it is given (a longer message is an error, fatal under the default error
+    // handler, never an overrun). MPI sets `message` to the null message, as its drop
+    // expects.
+    unsafe {
+        mpi::ffi::MPI_Mrecv(
+            buf.as_mut_ptr().cast(),
+            count.max(0),
+            u8::equivalent_datatype().as_raw(),
+            message.as_raw_mut(),
+            got.as_mut_ptr(),
+        );
+    }
+    let mut received: std::os::raw::c_int = 0;
+    // SAFETY: `got` was written by MPI_Mrecv above; `received` is valid for writes.
+    unsafe {
+        mpi::ffi::MPI_Get_count(
+            got.as_ptr(),
+            u8::equivalent_datatype().as_raw(),
+            &mut received,
+        );
+    }
+    let received = usize::try_from(received).unwrap_or(0).min(len);
+    // SAFETY: MPI wrote `received` bytes (at most the `len` the buffer has room for) at
+    // its start, so they are initialized.
+    unsafe { buf.set_len(received) };
+    from
 }

@@ -100,28 +100,42 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Re
 /// field) gives that vector the buffer itself, the run moved to its front, instead of a
 /// copy into new memory. `skip` bytes at the front of `bytes` are not the message's.
 pub(crate) fn decode_owned<T: DeserializeOwned>(
-    mut bytes: Vec<u8>,
+    bytes: Vec<u8>,
     skip: usize,
     fds: Vec<OwnedFd>,
 ) -> Result<T> {
+    decode_owned_or_back(bytes, skip, fds).0
+}
+
+/// [`decode_owned`], and the buffer back when the value did not keep it, for its memory
+/// to take the next message.
+pub(crate) fn decode_owned_or_back<T: DeserializeOwned>(
+    mut bytes: Vec<u8>,
+    skip: usize,
+    fds: Vec<OwnedFd>,
+) -> (Result<T>, Option<Vec<u8>>) {
     let message = bytes.get(skip..).unwrap_or_default();
     // With handles, a first pass would take their descriptors: decode once.
     if !fds.is_empty() || message.len() < TAKE_OVER_FROM {
-        return decode(message, fds);
+        let r = decode(message, fds);
+        return (r, Some(bytes));
     }
     // First pass: the value, unless it ends with a long run of bytes, which it only
     // finds (the run decodes as an empty vector in it).
-    let start = {
+    let found = {
         let source = Source::scanning(message, message.len());
         let first = handles::providing(Vec::new(), || whole(&source));
         match (first, source.found()) {
-            (r, None) => return r,
-            (Ok(_), Some((start, Kind::U8))) => skip + start,
-            // Numbers cannot keep a buffer of bytes: decode them as usual.
-            (Ok(_), Some(_)) => return decode(message, Vec::new()),
-            // Not the same value with the run in place: decode as usual, for the error.
-            (Err(_), Some(_)) => return decode(message, Vec::new()),
+            (Ok(_), Some((start, Kind::U8))) => Ok(skip + start),
+            (r, None) => Err(r),
+            // Numbers cannot keep a buffer of bytes: decode them as usual; and a value
+            // that is not the same with the run in place, for the error.
+            (_, Some(_)) => Err(decode(message, Vec::new())),
         }
+    };
+    let start = match found {
+        Ok(start) => start,
+        Err(r) => return (r, Some(bytes)),
     };
     // Second pass: from the bytes before the run, the run moved to the buffer's front.
     let before = bytes[skip..start].to_vec();
@@ -129,7 +143,7 @@ pub(crate) fn decode_owned<T: DeserializeOwned>(
     bytes.copy_within(start.., 0);
     bytes.truncate(run);
     let source = Source::taking(&before, Run::U8(bytes));
-    handles::providing(Vec::new(), || whole(&source))
+    (handles::providing(Vec::new(), || whole(&source)), None)
 }
 
 /// Where the long run of bytes that ends a message of `len` bytes starts, when `first`

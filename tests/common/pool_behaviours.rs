@@ -432,6 +432,64 @@ pub fn an_async_result_can_be_awaited(make: MakeBuilder) {
     assert_eq!(ys.unwrap(), [0, 1, 4, 9]);
 }
 
+/// Bytes that follow from `seed`, `len` of them.
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn reversed(mut v: Vec<u8>) -> Vec<u8> {
+    v.reverse();
+    v
+}
+
+fn tripled(v: Vec<u64>) -> Vec<u64> {
+    v.into_iter().map(|x| x * 3).collect()
+}
+
+/// Large arguments and results, between small ones, come back exactly, message after
+/// message: bytes (which a large message's own buffer becomes) and numbers (which it
+/// does not), so that memory kept from one message to the next shows nothing of the
+/// earlier ones.
+pub fn large_arguments_and_results_come_back_exactly(make: MakeBuilder) {
+    let pool = make().build().unwrap();
+    let sizes = [3 << 20, 100, (1 << 20) + 7, 5, 2 << 20, 0, 1 << 20, 64];
+    let args: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| pattern(i as u8, n))
+        .collect();
+    for round in 0..2 {
+        let got = pool.map_chunked(reversed, args.clone(), 1).unwrap();
+        assert_eq!(got.len(), args.len());
+        for (i, (g, a)) in got.iter().zip(&args).enumerate() {
+            assert!(
+                g.len() == a.len() && g.iter().eq(a.iter().rev()),
+                "round {round}, argument {i} ({} bytes) came back as {} other bytes",
+                a.len(),
+                g.len()
+            );
+        }
+    }
+    let numbers: Vec<Vec<u64>> = [300_000u64, 10, 200_000, 0, 150_000]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (0..n).map(|x| x + i as u64).collect())
+        .collect();
+    let got = pool.map_chunked(tripled, numbers.clone(), 1).unwrap();
+    for (i, (g, a)) in got.iter().zip(&numbers).enumerate() {
+        assert!(
+            g.len() == a.len() && g.iter().zip(a).all(|(g, a)| *g == a * 3),
+            "numbers {i} ({} of them) came back wrong",
+            a.len()
+        );
+    }
+    let one = pattern(200, (1 << 20) + 1);
+    let back = pool.apply(reversed, one.clone()).unwrap();
+    assert!(back.iter().eq(one.iter().rev()));
+}
+
 /// Every behaviour above, in turn.
 pub fn all(make: MakeBuilder) {
     map_gives_results_in_order(make);
@@ -450,4 +508,5 @@ pub fn all(make: MakeBuilder) {
     map_keeps_the_order_when_later_chunks_come_back_first(make);
     map_over_an_iterator_that_misstates_its_length_gives_a_result_per_item_it_yields(make);
     a_chunk_with_panicking_calls_fails_those_calls_alone(make);
+    large_arguments_and_results_come_back_exactly(make);
 }

@@ -291,6 +291,7 @@ impl Core {
                 let outcome = outcome.map(|()| Outcome {
                     report: message,
                     start,
+                    recycle: None,
                 });
                 st.book.finish(job, outcome.map_err(Error::from));
             }

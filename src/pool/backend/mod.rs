@@ -23,6 +23,19 @@ pub(crate) type Sink = Box<dyn FnOnce(Result<Outcome>) + Send>;
 pub(crate) struct Outcome {
     pub(crate) report: Vec<u8>,
     pub(crate) start: usize,
+    /// Where the report's memory goes once the outcome is decoded, when the backend
+    /// receives the next reports into it.
+    pub(crate) recycle: Option<fn(Vec<u8>)>,
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        if let Some(recycle) = self.recycle
+            && self.report.capacity() > 0
+        {
+            recycle(std::mem::take(&mut self.report));
+        }
+    }
 }
 
 impl Outcome {

@@ -22,7 +22,8 @@
 //! answers with the same report a local worker puts on its queue, so that outcomes,
 //! errors and panics decode exactly as the local pool's. Sends from rank 0 go through a
 //! thread per rank, so that a large chunk on its way to a busy rank never holds up the
-//! handler thread, which receives every report and watches the time of each job.
+//! handler thread, which receives every report and watches the time of each job. Both
+//! sides receive into the memory of messages they are done with ([`Spares`]).
 //!
 //! A rank cannot be killed alone (MPI ends the whole job when one of its processes
 //! dies), so a job over the task timeout fails with `Error::Timeout` while its rank
@@ -37,8 +38,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mpi::Threading;
+use mpi::datatype::Equivalence;
 use mpi::environment::Universe;
-use mpi::point_to_point::{Destination, MatchedReceiveVec, Message, Source, Status};
+use mpi::point_to_point::{Destination, Message, Source, Status};
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::Root;
 use serde::de::DeserializeOwned;
@@ -48,7 +50,7 @@ use super::{Jobs, Outcome, Sink};
 use crate::error::{Error, Result};
 use crate::pool::call::{self, CallCtx, Failure};
 use crate::pool::worker::{Report, SharedInit};
-use crate::sys::mpi::{Comm, Duplicating, SharedComm};
+use crate::sys::mpi::{self as sysmpi, Comm, Duplicating, SharedComm};
 use crate::sys::{image, proc as sysproc};
 use crate::wire::codec;
 
@@ -261,15 +263,22 @@ fn link_to_ranks() -> Option<Result<&'static SharedComm>> {
 
 /// Waits for the next message with `tag` from `source`: spinning briefly, then sleeping
 /// in growing steps, so that an idle rank leaves its core to the busy ones. `None` once
-/// `give_up` says so (checked between steps), or MPI is closing.
+/// `give_up` says so (checked between steps), or MPI is closing. The message comes in
+/// memory from `spares`.
 fn next_message(
     source: &impl Source,
     tag: i32,
+    spares: &Spares,
     mut give_up: impl FnMut() -> bool,
 ) -> Option<(Vec<u8>, i32)> {
     let mut idle = 0u32;
     loop {
-        match while_open(|| source.immediate_matched_probe_with_tag(tag).map(receive)) {
+        let probe = || {
+            source
+                .immediate_matched_probe_with_tag(tag)
+                .map(|p| receive(p, spares))
+        };
+        match while_open(probe) {
             Some(Some(message)) => return Some(message),
             Some(None) => {}
             None => return None,
@@ -285,10 +294,61 @@ fn next_message(
     }
 }
 
-/// Receives a probed message: its bytes and the rank it came from.
-fn receive(probed: (Message, Status)) -> (Vec<u8>, i32) {
-    let from = probed.1.source_rank();
-    (probed.matched_receive_vec::<u8>().0, from)
+/// Receives a probed message into memory from `spares`: its bytes and the rank it
+/// came from.
+fn receive(probed: (Message, Status), spares: &Spares) -> (Vec<u8>, i32) {
+    let len = usize::try_from(probed.1.count(u8::equivalent_datatype())).unwrap_or(0);
+    let mut buf = spares.take(len);
+    let from = sysmpi::receive_into(probed, &mut buf);
+    (buf, from)
+}
+
+/// The most bytes of buffers [`Spares`] keeps.
+const SPARE_BYTES: usize = 64 << 20;
+
+/// The most buffers [`Spares`] keeps.
+const SPARE_COUNT: usize = 8;
+
+/// Buffers of messages done with, whose memory takes the next messages: a large
+/// argument or result then arrives in memory already mapped, instead of fresh pages
+/// (a page fault per 4 KiB) for each message.
+struct Spares(Mutex<Vec<Vec<u8>>>);
+
+impl Spares {
+    const fn new() -> Spares {
+        Spares(Mutex::new(Vec::new()))
+    }
+
+    /// A buffer for a message of `len` bytes: one kept that is large enough, else any
+    /// (replaced by a larger one as the message comes in), else none yet.
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match kept.iter().position(|b| b.capacity() >= len) {
+            Some(i) => kept.swap_remove(i),
+            None => kept.pop().unwrap_or_default(),
+        }
+    }
+
+    /// Keeps `buf`'s memory, within [`SPARE_COUNT`] and [`SPARE_BYTES`].
+    fn give(&self, mut buf: Vec<u8>) {
+        if buf.capacity() == 0 {
+            return;
+        }
+        buf.clear();
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let bytes: usize = kept.iter().map(Vec::capacity).sum();
+        if kept.len() < SPARE_COUNT && bytes.saturating_add(buf.capacity()) <= SPARE_BYTES {
+            kept.push(buf);
+        }
+    }
+}
+
+/// Rank 0's spare buffers for reports: an outcome gives its report's memory back once
+/// decoded (see `Outcome::recycle`).
+static REPORT_SPARES: Spares = Spares::new();
+
+fn recycle_report(buf: Vec<u8>) {
+    REPORT_SPARES.give(buf);
 }
 
 /// The most bytes one message holds: MPI counts elements in a C `int`.
@@ -344,7 +404,9 @@ fn serve(universe: Universe, comm: Comm) -> ! {
     crate::process::install_panic_hook();
     let me = u64::try_from(universe.world().rank()).unwrap_or(0);
     let root = comm.process_at_rank(0);
-    let ctx = CallCtx::default();
+    let ctx = CallCtx::keeping_messages();
+    // The memory of messages done with, for the next ones.
+    let spares = Spares::new();
     // Why this rank runs nothing: its build is not rank 0's.
     let mut foreign: Option<String> = None;
     let mut inbox: VecDeque<Vec<u8>> = VecDeque::new();
@@ -370,17 +432,19 @@ fn serve(universe: Universe, comm: Comm) -> ! {
     loop {
         // Everything that came, so that a `Cancel` is seen before the jobs it names run.
         while let Some(probed) = root.immediate_matched_probe_with_tag(TAG_ORDER) {
-            inbox.push_back(receive(probed).0);
+            inbox.push_back(receive(probed, &spares).0);
         }
         drop_cancelled(&mut inbox);
         let Some(m) = inbox.pop_front() else {
-            if let Some((m, _)) = next_message(&root, TAG_ORDER, || false) {
+            if let Some((m, _)) = next_message(&root, TAG_ORDER, &spares, || false) {
                 inbox.push_back(m);
             }
             continue;
         };
+        // The memory of each message goes back to `spares` once its order is done.
         match open::<Order>(m) {
-            Ok((Order::Hello { identity }, _)) => {
+            Ok((Order::Hello { identity }, m)) => {
+                spares.give(m);
                 foreign = (identity != image::code_identity()).then(|| {
                     format!(
                         "MPI rank {me} runs another build of the program than rank 0: every \
@@ -405,6 +469,10 @@ fn serve(universe: Universe, comm: Comm) -> ! {
             Ok((Order::Init { .. }, _)) if foreign.is_some() => {}
             Ok((Order::Run { job, entry }, args)) => {
                 let outcome = call::run(entry, args, 0, Vec::new(), &ctx);
+                // The chunk's message, unless an argument kept its memory.
+                if let Some(m) = ctx.take_message() {
+                    spares.give(m);
+                }
                 let body = match outcome {
                     Ok(()) => std::mem::take(&mut *ctx.out.borrow_mut()),
                     Err(_) => Vec::new(),
@@ -444,7 +512,7 @@ fn serve(universe: Universe, comm: Comm) -> ! {
                     );
                 }
             }
-            Ok((Order::Cancel { .. }, _)) => {}
+            Ok((Order::Cancel { .. }, m)) => spares.give(m),
             Ok((Order::Stop, _)) => {
                 root.send_with_tag(&[0u8][..], TAG_ENDED);
                 break;
@@ -554,7 +622,7 @@ extern "C" fn stop_workers() {
             Some(probed) => {
                 let tag = probed.1.tag();
                 // A report still on its way is taken, so that its rank can go on to stop.
-                drop(receive(probed));
+                drop(receive(probed, &REPORT_SPARES));
                 if tag == TAG_ENDED {
                     left -= 1;
                 }
@@ -820,10 +888,17 @@ impl Core {
     fn handle(self: Arc<Self>) {
         let any = self.link.comm().any_process();
         let mut last_check = Instant::now();
-        let next =
-            |tag| while_open(|| any.immediate_matched_probe_with_tag(tag).map(receive)).flatten();
+        let next = |tag| {
+            while_open(|| {
+                any.immediate_matched_probe_with_tag(tag)
+                    .map(|p| receive(p, &REPORT_SPARES))
+            })
+            .flatten()
+        };
         loop {
-            let report = next_message(&any, TAG_REPORT, || last_check.elapsed() >= TICK);
+            let report = next_message(&any, TAG_REPORT, &REPORT_SPARES, || {
+                last_check.elapsed() >= TICK
+            });
             if !*MPI_OPEN.read().unwrap_or_else(|e| e.into_inner()) {
                 // The program is exiting with this pool alive: it ends as if terminated.
                 self.terminate();
@@ -876,11 +951,18 @@ impl Core {
                     }
                     r.holding.retain(|j| *j != job);
                 }
-                let outcome = outcome.map(|()| Outcome {
-                    report: body,
-                    start: 0,
-                });
-                st.book.finish(job, outcome.map_err(Error::from));
+                let outcome = match outcome {
+                    Ok(()) => Ok(Outcome {
+                        report: body,
+                        start: 0,
+                        recycle: Some(recycle_report),
+                    }),
+                    Err(failure) => {
+                        REPORT_SPARES.give(body);
+                        Err(Error::from(failure))
+                    }
+                };
+                st.book.finish(job, outcome);
             }
             Report::InitFailed { failure, .. } => {
                 let why = format!("its initializer failed: {}", Error::from(failure));
