@@ -253,8 +253,6 @@ fn an_async_result_can_be_awaited() {
 
 // ---- the executor (test_concurrent_futures' process executor) ----
 
-use multiproc::ProcessPoolExecutor;
-
 #[test]
 fn executor_submit_map_and_results() {
     pool_behaviours::executor_submit_map_and_results(&|| Pool::builder().processes(2));
@@ -262,47 +260,20 @@ fn executor_submit_map_and_results() {
 
 #[test]
 fn executor_cancel_and_shutdown_with_cancel_futures() {
-    let ex = ProcessPoolExecutor::new(1).unwrap();
-    let running = ex.submit(sleep_ms, 300).unwrap();
-    let queued: Vec<_> = (0..5).map(|_| ex.submit(sleep_ms, 300).unwrap()).collect();
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(running.running());
-    assert!(!running.cancel(), "a running task cannot be cancelled");
-    // The last one waits in the pool (the worker holds at most two).
-    assert!(queued[4].cancel());
-    assert!(queued[4].cancelled());
-    ex.shutdown(true, true);
-    assert_eq!(running.result().unwrap(), 300);
-    let outcomes: Vec<_> = queued.into_iter().map(|f| f.result()).collect();
-    assert!(outcomes.iter().any(|r| matches!(r, Err(Error::Cancelled))));
-    assert!(
-        outcomes
-            .iter()
-            .all(|r| matches!(r, Ok(300) | Err(Error::Cancelled)))
-    );
+    pool_behaviours::executor_cancel_and_shutdown_with_cancel_futures(&|| Pool::builder());
 }
 
 #[test]
 fn executor_future_can_be_awaited() {
-    let ex = ProcessPoolExecutor::new(1).unwrap();
-    let f = ex.submit(square, 5).unwrap();
-    assert_eq!(pool_behaviours::block_on(f).unwrap(), 25);
+    pool_behaviours::executor_future_can_be_awaited(&|| Pool::builder().processes(1));
 }
 
 #[cfg(feature = "progress")]
 #[test]
 fn map_and_imap_with_a_progress_bar_give_the_same_results() {
-    let pool = Pool::builder().processes(2).progress(true).build().unwrap();
-    let want: Vec<u64> = (0..300).map(square).collect();
-    assert_eq!(pool.map(square, 0..300).unwrap(), want);
-    let got: Vec<u64> = pool.imap(square, 0..300).map(Result::unwrap).collect();
-    assert_eq!(got, want);
-    // An input of unknown length: a counting spinner.
-    let got: Vec<u64> = pool
-        .imap(square, (0..300).filter(|_| true))
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(got, want);
+    pool_behaviours::map_and_imap_with_a_progress_bar_give_the_same_results(&|| {
+        Pool::builder().processes(2)
+    });
 }
 
 #[test]

@@ -179,6 +179,54 @@ pub fn executor_submit_map_and_results(make: MakeBuilder) {
     assert!(matches!(ex.submit(square, 1), Err(Error::InvalidState(_))));
 }
 
+/// The executor's `cancel`: a running task cannot be cancelled, one still waiting in the
+/// pool can; `shutdown` with `cancel_futures` cancels the waiting ones and waits for the
+/// running ones. On one worker, which holds a few jobs (at most four now, one running)
+/// and leaves the others waiting in the pool.
+pub fn executor_cancel_and_shutdown_with_cancel_futures(make: MakeBuilder) {
+    let ex = ProcessPoolExecutor::with_options(make().processes(1)).unwrap();
+    let running = ex.submit(sleep_ms, 300).unwrap();
+    let queued: Vec<_> = (0..8).map(|_| ex.submit(sleep_ms, 300).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(running.running());
+    assert!(!running.cancel(), "a running task cannot be cancelled");
+    // The last one waits in the pool.
+    assert!(queued[7].cancel());
+    assert!(queued[7].cancelled());
+    ex.shutdown(true, true);
+    assert_eq!(running.result().unwrap(), 300);
+    let outcomes: Vec<_> = queued.into_iter().map(|f| f.result()).collect();
+    assert!(outcomes.iter().any(|r| matches!(r, Err(Error::Cancelled))));
+    assert!(
+        outcomes
+            .iter()
+            .all(|r| matches!(r, Ok(300) | Err(Error::Cancelled)))
+    );
+}
+
+/// An executor's future is a `Future`.
+pub fn executor_future_can_be_awaited(make: MakeBuilder) {
+    let ex = ProcessPoolExecutor::with_options(make()).unwrap();
+    let f = ex.submit(square, 5).unwrap();
+    assert_eq!(block_on(f).unwrap(), 25);
+}
+
+/// `map` and `imap` give the same results with a progress bar, also over an input of
+/// unknown length (a counting spinner).
+#[cfg(feature = "progress")]
+pub fn map_and_imap_with_a_progress_bar_give_the_same_results(make: MakeBuilder) {
+    let pool = make().progress(true).build().unwrap();
+    let want: Vec<u64> = (0..300).map(square).collect();
+    assert_eq!(pool.map(square, 0..300).unwrap(), want);
+    let got: Vec<u64> = pool.imap(square, 0..300).map(Result::unwrap).collect();
+    assert_eq!(got, want);
+    let got: Vec<u64> = pool
+        .imap(square, (0..300).filter(|_| true))
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, want);
+}
+
 /// A result type whose `Serialize` fails for one value.
 #[derive(Debug, PartialEq)]
 struct Picky(u64);
@@ -509,4 +557,8 @@ pub fn all(make: MakeBuilder) {
     map_over_an_iterator_that_misstates_its_length_gives_a_result_per_item_it_yields(make);
     a_chunk_with_panicking_calls_fails_those_calls_alone(make);
     large_arguments_and_results_come_back_exactly(make);
+    executor_cancel_and_shutdown_with_cancel_futures(make);
+    executor_future_can_be_awaited(make);
+    #[cfg(feature = "progress")]
+    map_and_imap_with_a_progress_bar_give_the_same_results(make);
 }
