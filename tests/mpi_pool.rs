@@ -727,3 +727,12 @@ fn the_programs_own_messages_on_the_world_with_the_pools_tags_leave_the_pool_alo
         own_world_traffic_body,
     );
 }
+
+#[test]
+fn a_job_whose_program_builds_no_pool_ends_cleanly() {
+    // The worker ranks wait for rank 0 to complete the pool's communicator, which only
+    // its exit handler does here.
+    on_three_ranks("a_job_whose_program_builds_no_pool_ends_cleanly", || {
+        assert_eq!((0..10u64).map(square).sum::<u64>(), 285);
+    });
+}

@@ -185,7 +185,8 @@ fn on_load() {
     if rank != 0 {
         match dup {
             Some(dup) => {
-                // Nothing can close MPI here: this waits for rank 0 as long as it takes.
+                // As long as rank 0 takes: nothing closes MPI on a worker rank, so the
+                // duplicate is always complete (the world is only the type's fallback).
                 match complete(dup, || false) {
                     Ok(comm) => serve(universe, Comm::World(comm)),
                     Err(_) => serve(universe, Comm::World(world)),
@@ -203,6 +204,16 @@ fn on_load() {
     *UNIVERSE.lock().unwrap_or_else(|e| e.into_inner()) = Some(universe);
     // The workers end when rank 0 does, however `main` ends.
     sysproc::at_exit(stop_workers);
+}
+
+/// Waits after the `idle`-th look that found nothing: a yield at first, then sleeps
+/// growing to 1 ms, so that an idle rank leaves its core to the busy ones.
+fn pause(idle: &mut u32) {
+    *idle = idle.saturating_add(1);
+    match *idle {
+        0..=200 => thread::yield_now(),
+        n => thread::sleep(Duration::from_micros(u64::from(n.min(1000)))),
+    }
 }
 
 /// Completes the duplicate of a communicator, waiting as [`next_message`] does; the
@@ -225,11 +236,7 @@ fn complete(
         if give_up() {
             return Err(dup);
         }
-        idle = idle.saturating_add(1);
-        match idle {
-            0..=200 => thread::yield_now(),
-            _ => thread::sleep(Duration::from_micros(u64::from(idle.min(1000)))),
-        }
+        pause(&mut idle);
     }
 }
 
@@ -286,11 +293,7 @@ fn next_message(
         if give_up() {
             return None;
         }
-        idle = idle.saturating_add(1);
-        match idle {
-            0..=200 => thread::yield_now(),
-            _ => thread::sleep(Duration::from_micros(u64::from(idle.min(1000)))),
-        }
+        pause(&mut idle);
     }
 }
 
@@ -559,10 +562,6 @@ extern "C" fn stop_workers() {
     let Some(stop) = STOP.get() else {
         return;
     };
-    let pending = DUPLICATING.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if LINK.get().is_none() && pending.is_none() {
-        return;
-    }
     let deadline = crate::deadline::after(STOP_WAIT);
     let over = || crate::deadline::remaining(deadline).is_some_and(|d| d.is_zero());
     // MPI is this thread's alone from here: a pool still alive waits for no call of its
@@ -585,7 +584,9 @@ extern "C" fn stop_workers() {
         }
     }
     // No pool has used the worker ranks: they wait for the duplicate of the world
-    // communicator to complete before they listen for orders on it.
+    // communicator to complete before they listen for orders on it. (A pool starting
+    // meanwhile has given it back: it stops waiting once MPI is closed.)
+    let pending = DUPLICATING.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(mut dup) = pending {
         loop {
             dup = match dup.test() {
