@@ -46,7 +46,7 @@ impl Outcome {
 }
 
 /// An ended job's sink, its outcome, and whether it goes to the callback thread.
-pub(crate) type Ready = (Sink, Result<Outcome>, bool);
+type Ready = (Sink, Result<Outcome>, bool);
 
 /// Work for the callback thread.
 type CallbackTask = Box<dyn FnOnce() + Send>;
@@ -156,7 +156,7 @@ impl<W> Book<W> {
     }
 
     /// Ends a job: its outcome is delivered once the lock is let go
-    /// ([`Jobs::take_ready`], [`Jobs::deliver`]).
+    /// ([`Jobs::release`]).
     pub(crate) fn finish(&mut self, id: u64, outcome: Result<Outcome>) {
         if let Some(job) = self.jobs.remove(&id) {
             self.ready.push((job.sink, outcome, job.callback));
@@ -256,7 +256,7 @@ impl<S, W> Jobs<S, W> {
 
     /// The outcomes to deliver (state locked); [`deliver`](Self::deliver) them after
     /// letting go of the lock.
-    pub(crate) fn take_ready(&self, st: &mut State<S, W>) -> Vec<Ready> {
+    fn take_ready(&self, st: &mut State<S, W>) -> Vec<Ready> {
         st.book.delivering += st.book.ready.len();
         std::mem::take(&mut st.book.ready)
     }
@@ -271,7 +271,7 @@ impl<S, W> Jobs<S, W> {
 
     /// Runs the sinks of ended jobs (state not locked): on this thread, or on the
     /// callback thread for jobs with callbacks.
-    pub(crate) fn deliver(&self, ready: Vec<Ready>) {
+    fn deliver(&self, ready: Vec<Ready>) {
         if ready.is_empty() {
             return;
         }
