@@ -203,7 +203,7 @@ mod run {
     }
 
     /// `mpirun -n 3 --oversubscribe`, with `--allow-run-as-root` as root.
-    fn mpirun() -> Command {
+    pub(super) fn mpirun() -> Command {
         let mut cmd = Command::new("mpirun");
         cmd.args(["-n", RANKS, "--oversubscribe"]);
         // SAFETY: geteuid takes nothing and cannot fail.
@@ -502,6 +502,53 @@ mod tests {
             Launched::find(ok, "w", "x", 1, true).unwrap().local_pool,
             vec![1.8]
         );
+    }
+
+    /// A job whose ranks hang is stopped at its timeout, ranks included.
+    #[cfg(feature = "mpi")]
+    #[test]
+    fn a_hanging_mpi_job_is_stopped_with_its_ranks_at_the_timeout() {
+        use std::time::{Duration, Instant};
+        if run::unavailable().is_some() {
+            eprintln!("skipped: no mpirun");
+            return;
+        }
+        let file = std::env::temp_dir().join(format!("mpi-hang-{}", std::process::id()));
+        let _ = std::fs::remove_file(&file);
+        let mut cmd = run::mpirun();
+        cmd.args([
+            "sh",
+            "-c",
+            &format!("echo $$ >> {}; sleep 60", file.display()),
+        ]);
+        let started = Instant::now();
+        let e = crate::launch::run(&mut cmd, Duration::from_secs(5)).unwrap_err();
+        assert!(e.to_string().contains("did not finish"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(30));
+        let pids: Vec<i32> = std::fs::read_to_string(&file)
+            .unwrap()
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        let _ = std::fs::remove_file(&file);
+        assert_eq!(pids.len(), 3, "{pids:?}");
+        let ends = Instant::now();
+        while let Some(p) = pids.iter().find(|&&p| running(p)) {
+            assert!(
+                ends.elapsed() < Duration::from_secs(10),
+                "rank {p} still runs"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether `pid` exists and is not a zombie.
+    #[cfg(feature = "mpi")]
+    fn running(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            let after = &stat[stat.rfind(')').unwrap() + 1..];
+            after.split_whitespace().next() != Some("Z")
+        })
     }
 
     #[test]
