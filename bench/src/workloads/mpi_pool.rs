@@ -88,10 +88,10 @@ pub fn map_large(s: &Settings) -> BenchResult<Figures> {
 
 /// `mpi_pool_cpu_speedup`: the serial time of `pool_cpu_speedup`'s job over its time on an
 /// MPI pool of 2 ranks (two chunks of one task), with a local `Pool::new(2)`'s speedup
-/// timed in the same launch; mpi4py: the job in Python, serial over `map(sum_part,
+/// over the same serial time, timed right before or after it in the same launch; mpi4py: the job in Python, serial over `map(sum_part,
 /// halves, chunksize=1)`.
 pub fn cpu_speedup(s: &Settings) -> BenchResult<Figures> {
-    measure_row(s, "mpi_pool_cpu_speedup", "x", (2, 3))
+    measure_row(s, "mpi_pool_cpu_speedup", "x", (3, 5))
 }
 
 #[cfg(not(feature = "mpi"))]
@@ -366,7 +366,7 @@ mod rank0 {
 
     use super::Launched;
     use crate::BenchResult;
-    use crate::workloads::pool::{ANSWER_TIMEOUT, WORKERS, multiproc_map, multiproc_speedup};
+    use crate::workloads::pool::{ANSWER_TIMEOUT, WORKERS, multiproc_map, serial, split_time};
 
     /// Tasks of the chunk-of-one row.
     const CHUNK1_TASKS: u64 = 20_000;
@@ -461,17 +461,24 @@ mod rank0 {
                 // As `pool_cpu_speedup`.
                 let n = if quick { 40_000_000 } else { 100_000_000 };
                 let local = Pool::new(WORKERS)?;
-                multiproc_speedup(&pool, n / 10)?;
-                multiproc_speedup(&local, n / 10)?;
+                for p in [&pool, &local] {
+                    let (expected, _) = serial(n / 10);
+                    split_time(p, n / 10, expected)?;
+                }
                 for k in 0..samples {
-                    // In turn, the first alternating, so that drift touches both alike.
-                    if k % 2 == 0 {
-                        out.samples.push(multiproc_speedup(&pool, n)?);
-                        out.local_pool.push(multiproc_speedup(&local, n)?);
+                    // One serial time for both pools, which run in turn (the first
+                    // alternating), so that drift touches both alike.
+                    let (expected, alone) = serial(n);
+                    let (mpi, here) = if k % 2 == 0 {
+                        let mpi = split_time(&pool, n, expected)?;
+                        (mpi, split_time(&local, n, expected)?)
                     } else {
-                        out.local_pool.push(multiproc_speedup(&local, n)?);
-                        out.samples.push(multiproc_speedup(&pool, n)?);
-                    }
+                        let here = split_time(&local, n, expected)?;
+                        (split_time(&pool, n, expected)?, here)
+                    };
+                    out.samples.push(alone.as_secs_f64() / mpi.as_secs_f64());
+                    out.local_pool
+                        .push(alone.as_secs_f64() / here.as_secs_f64());
                 }
             }
             other => return Err(format!("no MPI workload named {other:?}").into()),

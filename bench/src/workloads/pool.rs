@@ -231,16 +231,15 @@ fn sum_part((lo, hi): (u64, u64)) -> u128 {
 }
 
 /// The serial job over `0..n`: its sum and how long it took.
-fn serial(n: u64) -> (u128, Duration) {
+pub(super) fn serial(n: u64) -> (u128, Duration) {
     let started = Instant::now();
     let sum = sum_of_powers(0, n);
     (sum, started.elapsed())
 }
 
-/// Speedup of the pool over the serial job, both timed now: the serial time over the
-/// pool's, for the job over `0..n` split in [`WORKERS`] equal tasks (one chunk each).
-pub(super) fn multiproc_speedup(pool: &Pool, n: u64) -> BenchResult<f64> {
-    let (expected, alone) = serial(n);
+/// How long the pool takes for the job over `0..n` split in [`WORKERS`] equal tasks (one
+/// chunk each), its sum checked against `expected`.
+pub(super) fn split_time(pool: &Pool, n: u64, expected: u128) -> BenchResult<Duration> {
     let w = WORKERS as u64;
     let parts: Vec<(u64, u64)> = (0..w).map(|k| (k * n / w, (k + 1) * n / w)).collect();
     let started = Instant::now();
@@ -251,6 +250,14 @@ pub(super) fn multiproc_speedup(pool: &Pool, n: u64) -> BenchResult<f64> {
     if sums.iter().sum::<u128>() != expected {
         return Err("the pool's sum differs from the serial one".into());
     }
+    Ok(split)
+}
+
+/// Speedup of the pool over the serial job, both timed now: the serial time over the
+/// pool's ([`split_time`]).
+fn multiproc_speedup(pool: &Pool, n: u64) -> BenchResult<f64> {
+    let (expected, alone) = serial(n);
+    let split = split_time(pool, n, expected)?;
     Ok(alone.as_secs_f64() / split.as_secs_f64())
 }
 
