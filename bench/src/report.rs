@@ -182,7 +182,8 @@ pub fn goals(row: &Row, all: &[Row]) -> String {
 /// `{"workload": "...", "unit": "...", "better": "lower", "multiproc": x, "cpython": y,
 /// "limit": z, "floor": f, <peer>: p, ...}`; `floor` only on the workloads that have one,
 /// `limit` null on those without one, a peer's key only on the workloads it has (null when
-/// it could not be measured in this run).
+/// it could not be measured in this run), and `vs_<peer>` for a peer timed in pairs with
+/// multiproc: the median of the pairs' gains.
 pub fn json_line(row: &Row) -> String {
     let mut s = format!(
         "{{\"workload\": {}, \"unit\": {}, \"better\": {}, \"multiproc\": {}, \"cpython\": {}, \"limit\": {}",
@@ -198,6 +199,10 @@ pub fn json_line(row: &Row) -> String {
     }
     for (p, v) in &row.figures.peers {
         let _ = write!(s, ", {}: {}", json_string(p), json_number(*v));
+    }
+    for (p, g) in &row.figures.paired {
+        let key = format!("vs_{p}");
+        let _ = write!(s, ", {}: {}", json_string(&key), json_number(Some(*g)));
     }
     s.push('}');
     s
@@ -225,6 +230,7 @@ mod tests {
                 limit: Some(900.0),
                 floor: None,
                 peers: vec![("procspawn", Some(1700.0))],
+                paired: vec![],
             },
             cpython: None,
         };
@@ -248,6 +254,7 @@ mod tests {
                 limit: Some(40.0),
                 floor: Some(3.5),
                 peers: vec![],
+                paired: vec![],
             },
             cpython: None,
         };
@@ -264,13 +271,16 @@ mod tests {
                 multiproc: 12.0,
                 limit: None,
                 floor: None,
-                peers: vec![("mpi4py", None)],
+                peers: vec![("mpi4py", None), ("local_pool", Some(1.9))],
+                paired: vec![("local_pool", 0.97)],
             },
             cpython: None,
         };
         let v: serde_json::Value = serde_json::from_str(&json_line(&row)).unwrap();
         assert!(v["limit"].is_null());
         assert!(v["mpi4py"].is_null() && v.get("mpi4py").is_some());
+        assert_eq!(v["local_pool"], 1.9);
+        assert_eq!(v["vs_local_pool"], 0.97);
         assert_eq!(v["multiproc"], 12.0);
         let t = ratios_table(std::slice::from_ref(&row));
         assert!(t.contains("mpi4py/multiproc"), "{t}");

@@ -345,14 +345,19 @@ mod run {
             }
         }
         let mut peers = vec![(MPI4PY, version.map(|_| median(&theirs)))];
+        let mut paired = Vec::new();
         if !local.is_empty() {
             peers.push((LOCAL_POOL, Some(median(&local))));
+            // The pools of a sample ran back to back over the same serial time.
+            let gains: Vec<f64> = ours.iter().zip(&local).map(|(m, l)| m / l).collect();
+            paired.push((LOCAL_POOL, median(&gains)));
         }
         Ok(Figures {
             multiproc: median(&ours),
             limit: None,
             floor: None,
             peers,
+            paired,
         })
     }
 }
