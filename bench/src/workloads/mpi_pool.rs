@@ -413,6 +413,13 @@ mod rank0 {
         Ok(bytes as f64 / 1e6 / elapsed.as_secs_f64())
     }
 
+    /// The rows rank 0 measures.
+    enum Row {
+        Chunk1,
+        Large,
+        Cpu,
+    }
+
     /// Parses `NAME --samples K [--quick]`, measures, and returns the JSON line.
     pub fn measure(args: &[String]) -> BenchResult<String> {
         let mut it = args.iter();
@@ -429,6 +436,12 @@ mod rank0 {
         if samples == 0 {
             return Err("--samples needs a count above 0".into());
         }
+        let (row, unit) = match name.as_str() {
+            "mpi_pool_map_chunk1" => (Row::Chunk1, "us"),
+            "mpi_pool_map_large" => (Row::Large, "MB/s"),
+            "mpi_pool_cpu_speedup" => (Row::Cpu, "x"),
+            other => return Err(format!("no MPI workload named {other:?}").into()),
+        };
         let pool = Pool::builder().mpi().build()?;
         if pool.processes() != WORKERS {
             return Err(format!(
@@ -440,29 +453,26 @@ mod rank0 {
         }
         let mut out = Launched {
             workload: name.clone(),
-            unit: String::new(),
+            unit: unit.to_string(),
             samples: Vec::with_capacity(samples),
             local_pool: Vec::new(),
         };
-        match name.as_str() {
-            "mpi_pool_map_chunk1" => {
-                out.unit = "us".into();
+        match row {
+            Row::Chunk1 => {
                 multiproc_map(&pool, CHUNK1_TASKS / 10, Some(1))?;
                 for _ in 0..samples {
                     out.samples
                         .push(multiproc_map(&pool, CHUNK1_TASKS, Some(1))?);
                 }
             }
-            "mpi_pool_map_large" => {
-                out.unit = "MB/s".into();
+            Row::Large => {
                 let args = large_args();
                 map_large_once(&pool, &args[..LARGE_ITEMS / 10])?;
                 for _ in 0..samples {
                     out.samples.push(map_large_once(&pool, &args)?);
                 }
             }
-            "mpi_pool_cpu_speedup" => {
-                out.unit = "x".into();
+            Row::Cpu => {
                 // As `pool_cpu_speedup`.
                 let n = if quick { 40_000_000 } else { 100_000_000 };
                 let local = Pool::new(WORKERS)?;
@@ -486,7 +496,6 @@ mod rank0 {
                         .push(alone.as_secs_f64() / here.as_secs_f64());
                 }
             }
-            other => return Err(format!("no MPI workload named {other:?}").into()),
         }
         Ok(serde_json::to_string(&out)?)
     }
