@@ -88,8 +88,8 @@ pub fn map_large(s: &Settings) -> BenchResult<Figures> {
 
 /// `mpi_pool_cpu_speedup`: the serial time of `pool_cpu_speedup`'s job over its time on an
 /// MPI pool of 2 ranks (two chunks of one task), with a local `Pool::new(2)`'s speedup
-/// over the same serial time, timed right before or after it in the same launch; mpi4py: the job in Python, serial over `map(sum_part,
-/// halves, chunksize=1)`.
+/// over the same serial time, timed right before or after it in the same launch; mpi4py:
+/// the job in Python, serial over `map(sum_part, halves, chunksize=1)`.
 pub fn cpu_speedup(s: &Settings) -> BenchResult<Figures> {
     measure_row(s, "mpi_pool_cpu_speedup", "x", (3, 5))
 }
@@ -245,7 +245,11 @@ mod run {
                     PROBE_TIMEOUT,
                 );
                 match probe {
-                    Ok(out) => Some(out.stdout.trim().to_string()),
+                    Ok(out) => {
+                        let version = out.stdout.trim().to_string();
+                        eprintln!("mpi4py {version} ({})", python());
+                        Some(version)
+                    }
                     Err(e) => {
                         eprintln!(
                             "mpi4py cannot be imported by {} ({}): the mpi4py column is \
