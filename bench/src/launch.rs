@@ -44,15 +44,19 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> BenchResult<Output> {
         .map_err(|e| format!("cannot run {what}: {e}"))?;
     let stdout = collect(child.stdout.take());
     let stderr = collect(child.stderr.take());
-    let status = match wait_until(&mut child, Instant::now().checked_add(timeout))? {
-        Some(status) => status,
-        None => {
+    let status = match wait_until(&mut child, Instant::now().checked_add(timeout)) {
+        Ok(Some(status)) => status,
+        Ok(None) => {
             stop(&mut child);
             return Err(format!(
                 "{what} did not finish within {} s: stopped",
                 timeout.as_secs()
             )
             .into());
+        }
+        Err(e) => {
+            stop(&mut child);
+            return Err(format!("cannot wait for {what}: {e}").into());
         }
     };
     let output = Output {
