@@ -1,5 +1,7 @@
 //! The bare-syscall limits: what the kernel charges for the work itself, with no library
-//! around it. These are the only places in the crate that call `libc` directly.
+//! around it. These are the only places in the crate that call `libc` directly, besides
+//! the signals that stop a launch (`launch.rs`) and `mpirun`'s root check
+//! (`workloads/mpi_pool.rs`).
 
 use std::ffi::{CString, OsString};
 use std::io;

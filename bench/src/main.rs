@@ -1,14 +1,17 @@
 //! Benchmarks multiproc against CPython's `multiprocessing`, the Rust peers (procspawn,
-//! ipc-channel) and the bare-syscall limit, all measured in the same run.
+//! ipc-channel) and the bare-syscall limit, all measured in the same run; with the feature
+//! `mpi`, the MPI pool against mpi4py.futures too.
 //!
 //! ```text
-//! cargo run --release -p multiproc-bench -- [--quick] [--only NAME,...] [--no-cpython]
+//! cargo run --release -p multiproc-bench [--features mpi] -- [--quick] [--only NAME,...] [--no-cpython]
 //! ```
 //!
 //! Prints a table of medians, a table of ratios with the goals, then one JSON line per
 //! workload.
 
 mod cpython;
+#[cfg(any(feature = "mpi", test))]
+mod launch;
 mod limits;
 mod measure;
 mod report;
@@ -16,7 +19,7 @@ mod workloads;
 
 use std::process::ExitCode;
 
-use workloads::{Row, WORKLOADS};
+use workloads::{MPI_WORKLOADS, Row, WORKLOADS, mpi_pool};
 
 /// Errors of the harness: any error, with a message.
 pub type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -57,7 +60,7 @@ impl Settings {
             }
         }
         for name in &s.only {
-            if !WORKLOADS.iter().any(|w| w.name == name) {
+            if !workloads::all().any(|w| w.name == name) {
                 return Err(format!("no workload named {name:?}\n{}", usage()));
             }
         }
@@ -70,10 +73,11 @@ impl Settings {
 }
 
 fn usage() -> String {
-    let names: Vec<&str> = WORKLOADS.iter().map(|w| w.name).collect();
+    let names: Vec<&str> = workloads::all().map(|w| w.name).collect();
     format!(
         "usage: multiproc-bench [--quick | --full] [--only NAME,...] [--no-cpython]\n\
          workloads: {}\n\
+         (the mpi_pool_* rows need the feature `mpi`, `mpirun` and mpi4py)\n\
          environment: PYTHON chooses the interpreter (default python3)",
         names.join(", ")
     )
@@ -83,10 +87,15 @@ fn main() -> ExitCode {
     if std::env::var_os(limits::EXIT_AT_ONCE_ENV).is_some() {
         std::process::exit(0);
     }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Rank 0 of an MPI job started by this harness: it measures one MPI row.
+    if let Some(code) = mpi_pool::rank0(&args) {
+        return code;
+    }
     // A procspawn child runs its task here and exits; multiproc's children never reach `main`.
     procspawn::init();
 
-    let settings = match Settings::from_args(std::env::args().skip(1)) {
+    let settings = match Settings::from_args(args.into_iter()) {
         Ok(s) => s,
         Err(msg) => {
             eprintln!("{msg}");
@@ -131,6 +140,33 @@ fn main() -> ExitCode {
         });
     }
 
+    let mpi_rows: Vec<_> = MPI_WORKLOADS
+        .iter()
+        .filter(|w| settings.wants(w.name))
+        .collect();
+    if !mpi_rows.is_empty() {
+        let names: Vec<&str> = mpi_rows.iter().map(|w| w.name).collect();
+        match mpi_pool::unavailable() {
+            Some(why) => eprintln!("skipping the MPI rows ({}): {why}", names.join(", ")),
+            None => {
+                for w in mpi_rows {
+                    eprintln!("measuring {} ({})", w.name, w.what);
+                    match (w.measure)(&settings) {
+                        Ok(figures) => rows.push(Row {
+                            workload: w,
+                            figures,
+                            cpython: None,
+                        }),
+                        Err(e) => {
+                            eprintln!("  {}: failed: {e}", w.name);
+                            failed = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     println!("Medians (unit per operation; lower is better for \"lower\")");
     print!("{}", report::figures_table(&rows));
     println!();
@@ -163,5 +199,7 @@ mod tests {
         assert!(!parse(&["--full", "--no-cpython"]).unwrap().cpython);
         assert!(parse(&["--only", "nothing"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
+        let s = parse(&["--only", "mpi_pool_map_chunk1"]).unwrap();
+        assert!(s.wants("mpi_pool_map_chunk1") && !s.wants("pool_map_chunk1"));
     }
 }

@@ -64,7 +64,7 @@ fn peer_value(row: &Row, name: &str) -> Option<f64> {
         .peers
         .iter()
         .find(|(p, _)| *p == name)
-        .map(|&(_, v)| v)
+        .and_then(|&(_, v)| v)
 }
 
 /// Lays out rows of cells in left-aligned first column and right-aligned others.
@@ -118,7 +118,7 @@ pub fn figures_table(rows: &[Row]) -> String {
                 r.workload.better.as_str().to_string(),
                 figure(Some(r.figures.multiproc)),
                 figure(r.cpython),
-                figure(Some(r.figures.limit)),
+                figure(r.figures.limit),
                 figure(r.figures.floor),
             ];
             line.extend(peers.iter().map(|p| figure(peer_value(r, p))));
@@ -150,7 +150,7 @@ pub fn ratios_table(rows: &[Row]) -> String {
         .map(|r| {
             let mut line = vec![
                 r.workload.name.to_string(),
-                ratio(Some(r.cost_vs_limit())),
+                ratio(r.cost_vs_limit()),
                 ratio(r.cost_vs_floor()),
                 ratio(r.gain_over_cpython()),
             ];
@@ -180,7 +180,10 @@ pub fn goals(row: &Row, all: &[Row]) -> String {
 }
 
 /// `{"workload": "...", "unit": "...", "better": "lower", "multiproc": x, "cpython": y,
-/// "limit": z, "floor": f, <peer>: p, ...}`; `floor` only on the workloads that have one.
+/// "limit": z, "floor": f, <peer>: p, ...}`; `floor` only on the workloads that have one,
+/// `limit` null on those without one, a peer's key only on the workloads it has (null when
+/// it could not be measured in this run), and `vs_<peer>` for a peer timed in pairs with
+/// multiproc: the median of the pairs' gains.
 pub fn json_line(row: &Row) -> String {
     let mut s = format!(
         "{{\"workload\": {}, \"unit\": {}, \"better\": {}, \"multiproc\": {}, \"cpython\": {}, \"limit\": {}",
@@ -189,13 +192,17 @@ pub fn json_line(row: &Row) -> String {
         json_string(row.workload.better.as_str()),
         json_number(Some(row.figures.multiproc)),
         json_number(row.cpython),
-        json_number(Some(row.figures.limit)),
+        json_number(row.figures.limit),
     );
     if let Some(f) = row.figures.floor {
         let _ = write!(s, ", \"floor\": {}", json_number(Some(f)));
     }
     for (p, v) in &row.figures.peers {
-        let _ = write!(s, ", {}: {}", json_string(p), json_number(Some(*v)));
+        let _ = write!(s, ", {}: {}", json_string(p), json_number(*v));
+    }
+    for (p, g) in &row.figures.paired {
+        let key = format!("vs_{p}");
+        let _ = write!(s, ", {}: {}", json_string(&key), json_number(Some(*g)));
     }
     s.push('}');
     s
@@ -220,9 +227,10 @@ mod tests {
             workload: &WORKLOADS[0],
             figures: Figures {
                 multiproc: 1500.25,
-                limit: 900.0,
+                limit: Some(900.0),
                 floor: None,
-                peers: vec![("procspawn", 1700.0)],
+                peers: vec![("procspawn", Some(1700.0))],
+                paired: vec![],
             },
             cpython: None,
         };
@@ -243,15 +251,40 @@ mod tests {
             workload: &WORKLOADS[0],
             figures: Figures {
                 multiproc: 5.0,
-                limit: 40.0,
+                limit: Some(40.0),
                 floor: Some(3.5),
                 peers: vec![],
+                paired: vec![],
             },
             cpython: None,
         };
         let v: serde_json::Value = serde_json::from_str(&json_line(&row)).unwrap();
         assert_eq!(v["floor"], 3.5);
         assert_eq!(v["limit"], 40.0);
+    }
+
+    #[test]
+    fn json_line_of_a_row_without_limit_and_a_missing_peer() {
+        let row = Row {
+            workload: &crate::workloads::MPI_WORKLOADS[0],
+            figures: Figures {
+                multiproc: 12.0,
+                limit: None,
+                floor: None,
+                peers: vec![("mpi4py", None), ("local_pool", Some(1.9))],
+                paired: vec![("local_pool", 0.97)],
+            },
+            cpython: None,
+        };
+        let v: serde_json::Value = serde_json::from_str(&json_line(&row)).unwrap();
+        assert!(v["limit"].is_null());
+        assert!(v["mpi4py"].is_null() && v.get("mpi4py").is_some());
+        assert_eq!(v["local_pool"], 1.9);
+        assert_eq!(v["vs_local_pool"], 0.97);
+        assert_eq!(v["multiproc"], 12.0);
+        let t = ratios_table(std::slice::from_ref(&row));
+        assert!(t.contains("mpi4py/multiproc"), "{t}");
+        assert!(t.contains("≥ 5x mpi4py: no figure"), "{t}");
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The table of workloads. Adding one means writing its `measure` function (usually with
 //! [`crate::measure::interleaved`]), a matching entry in `python/bench_cpython.py`, and a
-//! line in [`WORKLOADS`].
+//! line in [`WORKLOADS`]. The MPI pool's rows, measured against mpi4py.futures under
+//! `mpirun`, are in [`MPI_WORKLOADS`].
 
 mod large;
 mod manager;
 mod manager_queue;
+pub mod mpi_pool;
 mod pipe_rtt;
 mod pool;
 mod queue;
@@ -53,6 +55,8 @@ pub enum Goal {
     OverPeer(&'static str, f64),
     /// multiproc reaches at least this share of the bare limit's rate (0.5: half).
     ShareOfLimit(f64),
+    /// multiproc reaches at least this share of the named peer's figure (0.9: 90 %).
+    ShareOfPeer(&'static str, f64),
     /// multiproc costs at most this many times the floor (the fastest way to do the
     /// work at all, burning CPU while it waits).
     WithinFloor(f64),
@@ -76,6 +80,7 @@ impl Goal {
             Goal::OverCpython(k) => over("CPython", k),
             Goal::OverPeer(p, k) => over(p, k),
             Goal::ShareOfLimit(k) => format!("≥ {}% of limit", k * 100.0),
+            Goal::ShareOfPeer(p, k) => format!("≥ {}% of {p}", k * 100.0),
             Goal::WithinFloor(k) => format!("≤ {k}x floor"),
             Goal::WithinWorkload(w, k) => format!("≤ {k}x {w}"),
         }
@@ -85,10 +90,10 @@ impl Goal {
     /// every row of the run (a goal may compare with another workload).
     pub fn met(&self, row: &Row, all: &[Row]) -> Option<bool> {
         match *self {
-            Goal::WithinLimit(k) => Some(row.cost_vs_limit() <= k),
+            Goal::WithinLimit(k) => row.cost_vs_limit().map(|c| c <= k),
             Goal::OverCpython(k) => row.gain_over_cpython().map(|g| g >= k),
-            Goal::OverPeer(p, k) => row.gain_over_peer(p).map(|g| g >= k),
-            Goal::ShareOfLimit(k) => Some(1.0 / row.cost_vs_limit() >= k),
+            Goal::OverPeer(p, k) | Goal::ShareOfPeer(p, k) => row.gain_over_peer(p).map(|g| g >= k),
+            Goal::ShareOfLimit(k) => row.cost_vs_limit().map(|c| 1.0 / c >= k),
             Goal::WithinFloor(k) => row.cost_vs_floor().map(|c| c <= k),
             Goal::WithinWorkload(w, k) => row.cost_vs_workload(w, all).map(|c| c <= k),
         }
@@ -336,17 +341,58 @@ pub const WORKLOADS: &[Workload] = &[
     },
 ];
 
+/// The MPI pool's workloads, run last: each is measured under `mpirun -n 3` (rank 0
+/// times, ranks 1 and 2 serve), against mpi4py.futures under the same launcher. They
+/// need the feature `mpi`, `mpirun`, and for the mpi4py column, mpi4py.
+pub const MPI_WORKLOADS: &[Workload] = &[
+    Workload {
+        name: "mpi_pool_map_chunk1",
+        unit: "us",
+        better: Better::Lower,
+        what: "MPI pool of 2 ranks: map_chunked(identity, 0..20,000, 1), per item",
+        goals: &[Goal::OverPeer("mpi4py", 5.0)],
+        measure: mpi_pool::map_chunk1,
+    },
+    Workload {
+        name: "mpi_pool_map_large",
+        unit: "MB/s",
+        better: Better::Higher,
+        what: "MPI pool of 2 ranks: map_chunked over 200 Vec<u8> of 1 MiB, chunksize 1, small results",
+        goals: &[],
+        measure: mpi_pool::map_large,
+    },
+    Workload {
+        name: "mpi_pool_cpu_speedup",
+        unit: "x",
+        better: Better::Higher,
+        what: "MPI pool of 2 ranks: the CPU-bound job of pool_cpu_speedup, serial time / pool time",
+        goals: &[Goal::ShareOfPeer(mpi_pool::LOCAL_POOL, 0.9)],
+        measure: mpi_pool::cpu_speedup,
+    },
+];
+
+/// Every workload: [`WORKLOADS`], then [`MPI_WORKLOADS`].
+pub fn all() -> impl Iterator<Item = &'static Workload> {
+    WORKLOADS.iter().chain(MPI_WORKLOADS)
+}
+
 /// What the Rust side measured for one workload.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Figures {
     /// multiproc's median.
     pub multiproc: f64,
-    /// The bare-syscall limit's median.
-    pub limit: f64,
+    /// The bare-syscall limit's median, on the workloads that have one.
+    pub limit: Option<f64>,
     /// The floor's median, on the workloads that have one.
     pub floor: Option<f64>,
-    /// The Rust peers' medians, by name.
-    pub peers: Vec<(&'static str, f64)>,
+    /// The peers' medians, by name; `None` for a peer that could not be measured in
+    /// this run (mpi4py not installed).
+    pub peers: Vec<(&'static str, Option<f64>)>,
+    /// For a peer timed in pairs with multiproc (each of its samples right before or
+    /// after one of multiproc's, under the same conditions), the median over the pairs
+    /// of multiproc's gain over it: on a loaded machine, where samples fall in two modes,
+    /// a steadier comparison than the ratio of the two medians.
+    pub paired: Vec<(&'static str, f64)>,
 }
 
 impl Figures {
@@ -361,14 +407,15 @@ impl Figures {
                 "multiproc" => multiproc = Some(value),
                 "limit" => limit = Some(value),
                 "floor" => floor = Some(value),
-                _ => peers.push((name, value)),
+                _ => peers.push((name, Some(value))),
             }
         }
         Ok(Figures {
             multiproc: multiproc.ok_or("no multiproc figure")?,
-            limit: limit.ok_or("no limit figure")?,
+            limit: Some(limit.ok_or("no limit figure")?),
             floor,
             peers,
+            paired: Vec::new(),
         })
     }
 
@@ -389,11 +436,12 @@ pub struct Row {
 }
 
 impl Row {
-    /// How many times the limit multiproc costs (1 is the floor; lower is better).
-    pub fn cost_vs_limit(&self) -> f64 {
-        self.workload
-            .better
-            .gain(self.figures.limit, self.figures.multiproc)
+    /// How many times the limit multiproc costs (1 is the floor; lower is better); `None`
+    /// on the workloads without a limit.
+    pub fn cost_vs_limit(&self) -> Option<f64> {
+        self.figures
+            .limit
+            .map(|l| self.workload.better.gain(l, self.figures.multiproc))
     }
 
     /// How many times the floor multiproc costs (1 is the floor; lower is better).
@@ -419,13 +467,19 @@ impl Row {
             .map(|c| self.workload.better.gain(self.figures.multiproc, c))
     }
 
-    /// How many times better multiproc is than the peer `name`.
+    /// How many times better multiproc is than the peer `name` (for a rate, its share of
+    /// the peer's: 0.9 is 90 %); for a peer timed in pairs with multiproc, the median of
+    /// the pairs' gains.
     pub fn gain_over_peer(&self, name: &str) -> Option<f64> {
+        if let Some(&(_, g)) = self.figures.paired.iter().find(|(p, _)| *p == name) {
+            return Some(g);
+        }
         self.figures
             .peers
             .iter()
             .find(|(p, _)| *p == name)
-            .map(|&(_, v)| self.workload.better.gain(self.figures.multiproc, v))
+            .and_then(|&(_, v)| v)
+            .map(|v| self.workload.better.gain(self.figures.multiproc, v))
     }
 }
 
@@ -438,9 +492,10 @@ mod tests {
             workload: &WORKLOADS[0],
             figures: Figures {
                 multiproc: 100.0,
-                limit: 60.0,
+                limit: Some(60.0),
                 floor: Some(50.0),
-                peers: vec![("procspawn", 150.0)],
+                peers: vec![("procspawn", Some(150.0)), ("absent", None)],
+                paired: vec![],
             },
             cpython,
         }
@@ -448,18 +503,20 @@ mod tests {
 
     #[test]
     fn workload_names_are_unique() {
-        for (i, w) in WORKLOADS.iter().enumerate() {
-            assert!(WORKLOADS[i + 1..].iter().all(|o| o.name != w.name));
+        let all: Vec<&Workload> = all().collect();
+        for (i, w) in all.iter().enumerate() {
+            assert!(all[i + 1..].iter().all(|o| o.name != w.name));
         }
     }
 
     #[test]
     fn ratios_read_as_gains() {
         let r = row(Some(1000.0));
-        assert!((r.cost_vs_limit() - 100.0 / 60.0).abs() < 1e-12);
+        assert!((r.cost_vs_limit().unwrap() - 100.0 / 60.0).abs() < 1e-12);
         assert_eq!(r.gain_over_cpython(), Some(10.0));
         assert_eq!(r.gain_over_peer("procspawn"), Some(1.5));
         assert_eq!(r.gain_over_peer("nobody"), None);
+        assert_eq!(r.gain_over_peer("absent"), None);
         assert_eq!(Better::Higher.gain(10.0, 5.0), 2.0);
     }
 
@@ -504,9 +561,14 @@ mod tests {
             workload: rate,
             figures: Figures {
                 multiproc: 6.0,
-                limit: 10.0,
+                limit: Some(10.0),
                 floor: None,
-                peers: vec![],
+                peers: vec![
+                    ("mpi4py", Some(5.0)),
+                    ("absent", None),
+                    ("local", Some(20.0)),
+                ],
+                paired: vec![("local", 0.95)],
             },
             cpython: Some(0.3),
         };
@@ -514,6 +576,21 @@ mod tests {
         assert_eq!(Goal::ShareOfLimit(0.7).met(&r, &[]), Some(false));
         assert_eq!(r.gain_over_cpython(), Some(20.0));
         assert_eq!(Goal::ShareOfLimit(0.5).describe(), "≥ 50% of limit");
+        assert_eq!(Goal::ShareOfPeer("mpi4py", 0.9).met(&r, &[]), Some(true));
+        assert_eq!(Goal::ShareOfPeer("mpi4py", 1.3).met(&r, &[]), Some(false));
+        assert_eq!(Goal::ShareOfPeer("absent", 0.9).met(&r, &[]), None);
+        assert_eq!(
+            Goal::ShareOfPeer("mpi4py", 0.9).describe(),
+            "≥ 90% of mpi4py"
+        );
+        // Paired: the pairs' median, not the ratio of the medians (0.3).
+        assert_eq!(r.gain_over_peer("local"), Some(0.95));
+        assert_eq!(Goal::ShareOfPeer("local", 0.9).met(&r, &[]), Some(true));
+        let mut r = r;
+        r.figures.limit = None;
+        assert_eq!(r.cost_vs_limit(), None);
+        assert_eq!(Goal::ShareOfLimit(0.5).met(&r, &[]), None);
+        assert_eq!(Goal::WithinLimit(2.0).met(&r, &[]), None);
     }
 
     #[test]
@@ -521,9 +598,9 @@ mod tests {
         let f =
             Figures::from_medians(vec![("limit", 1.0), ("peer", 3.0), ("multiproc", 2.0)]).unwrap();
         assert_eq!(f.multiproc, 2.0);
-        assert_eq!(f.limit, 1.0);
+        assert_eq!(f.limit, Some(1.0));
         assert_eq!(f.floor, None);
-        assert_eq!(f.peers, vec![("peer", 3.0)]);
+        assert_eq!(f.peers, vec![("peer", Some(3.0))]);
         let f = Figures::from_medians(vec![("multiproc", 2.0), ("limit", 1.0), ("floor", 0.5)])
             .unwrap();
         assert_eq!(f.floor, Some(0.5));

@@ -16,10 +16,10 @@ use crate::measure::Contender;
 use crate::{BenchResult, Settings};
 
 /// Workers of every pool, and processes of the split job's limit.
-const WORKERS: usize = 2;
+pub(super) const WORKERS: usize = 2;
 
 /// How long the parent waits for a pool's results.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+pub(super) const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// procspawn tasks in flight at a time: each holds two ipc-channel channels (their
 /// descriptors) until it is joined, so 20,000 at once would run out of descriptors; 64
@@ -54,7 +54,7 @@ fn start_pool() -> BenchResult<Pool> {
 
 /// One `map` of `identity` over `0..n` (in chunks of `chunksize`; Python's default when
 /// `None`), checked: microseconds per item.
-fn multiproc_map(pool: &Pool, n: u64, chunksize: Option<usize>) -> BenchResult<f64> {
+pub(super) fn multiproc_map(pool: &Pool, n: u64, chunksize: Option<usize>) -> BenchResult<f64> {
     let started = Instant::now();
     let mut pending = match chunksize {
         None => pool.map_async(identity, 0..n)?,
@@ -231,16 +231,15 @@ fn sum_part((lo, hi): (u64, u64)) -> u128 {
 }
 
 /// The serial job over `0..n`: its sum and how long it took.
-fn serial(n: u64) -> (u128, Duration) {
+pub(super) fn serial(n: u64) -> (u128, Duration) {
     let started = Instant::now();
     let sum = sum_of_powers(0, n);
     (sum, started.elapsed())
 }
 
-/// Speedup of the pool over the serial job, both timed now: the serial time over the
-/// pool's, for the job over `0..n` split in [`WORKERS`] equal tasks (one chunk each).
-fn multiproc_speedup(pool: &Pool, n: u64) -> BenchResult<f64> {
-    let (expected, alone) = serial(n);
+/// How long the pool takes for the job over `0..n` split in [`WORKERS`] equal tasks (one
+/// chunk each), its sum checked against `expected`.
+pub(super) fn split_time(pool: &Pool, n: u64, expected: u128) -> BenchResult<Duration> {
     let w = WORKERS as u64;
     let parts: Vec<(u64, u64)> = (0..w).map(|k| (k * n / w, (k + 1) * n / w)).collect();
     let started = Instant::now();
@@ -251,6 +250,14 @@ fn multiproc_speedup(pool: &Pool, n: u64) -> BenchResult<f64> {
     if sums.iter().sum::<u128>() != expected {
         return Err("the pool's sum differs from the serial one".into());
     }
+    Ok(split)
+}
+
+/// Speedup of the pool over the serial job, both timed now: the serial time over the
+/// pool's ([`split_time`]).
+fn multiproc_speedup(pool: &Pool, n: u64) -> BenchResult<f64> {
+    let (expected, alone) = serial(n);
+    let split = split_time(pool, n, expected)?;
     Ok(alone.as_secs_f64() / split.as_secs_f64())
 }
 
