@@ -10,9 +10,9 @@
 //! and here, what only ranks have: tasks on ranks 1 and 2 only, callbacks on rank 0, a
 //! task over its timeout, a worker rank killed mid-job or exiting inside a task, ranks
 //! of another build, the initializer, `terminate`, `close` and `join`, a local pool
-//! inside a rank, workers spawned under `mpirun -n 1`, a pool never dropped at exit, the
-//! program's own messages on the world communicator with the pool's tags, and the error
-//! outside an MPI job. Timing: every `mpirun` is bounded by [`MPIRUN_LIMIT`];
+//! inside a rank, workers spawned under `mpirun -n 1` (every shared behaviour and a task
+//! timeout again), a pool never dropped at exit, the program's own messages on the world
+//! communicator with the pool's tags, and the error outside an MPI job. Timing: every `mpirun` is bounded by [`MPIRUN_LIMIT`];
 //! the timeout test checks only that the calls end well before the overdue task would
 //! (3 s of its 4).
 
@@ -547,6 +547,8 @@ fn spawned_body() {
     );
     assert!(matches!(pool.apply(boom, 3), Err(Error::Panicked { .. })));
     drop(pool);
+    // Every shared behaviour holds with spawned workers too.
+    common::pool_behaviours::all(&|| Pool::builder().mpi());
     // The workers are spawned once: a later pool uses the same ones.
     let again = Pool::builder().mpi().build().unwrap();
     let later: BTreeSet<u32> = again
@@ -555,6 +557,15 @@ fn spawned_body() {
         .into_iter()
         .collect();
     assert_eq!(later, pids);
+    drop(again);
+    // A task over its time fails with `Timeout` there too, and the pool goes on.
+    let timed = Pool::builder()
+        .mpi()
+        .task_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    assert!(matches!(timed.apply(sleep_ms, 2000), Err(Error::Timeout)));
+    assert_eq!(timed.apply(square, 12).unwrap(), 144);
 }
 
 #[test]
