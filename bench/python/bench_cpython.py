@@ -500,26 +500,34 @@ def sum_part(bounds):
     return sum(i + i * i + i * i * i for i in range(lo, hi))
 
 
+def split_speedups(split_map, part, reps, n):
+    """The tutorial's job over range(n) split in two halves: in each of reps rounds, the
+    serial time of part((0, n)) over the time of split_map(part, halves), which runs one
+    call per half on the pool and gives their results (the sums checked equal). A
+    smaller split first warms the pool up."""
+    list(split_map(part, [(0, n // 20), (n // 20, n // 10)]))
+    speedups = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        alone = part((0, n))
+        serial = time.perf_counter() - t
+        t = time.perf_counter()
+        split = sum(split_map(part, [(0, n // 2), (n // 2, n)]))
+        pooled = time.perf_counter() - t
+        if split != alone:
+            raise RuntimeError("the pool's sum differs from the serial one")
+        speedups.append(serial / pooled)
+    return speedups
+
+
 def pool_cpu_speedup(reps, n):
     """The tutorial's job, sum(i + i*i + i*i*i for i in range(n)): its serial time over
     the time of pool.map(sum_part, halves, 1) on a forked Pool of 2 workers started
     before timing, both timed in each repetition (the sums checked equal): the median of
     the repetitions."""
     ctx = multiprocessing.get_context("fork")
-    parts = [(0, n // 2), (n // 2, n)]
     with ctx.Pool(2) as pool:
-        pool.map(sum_part, [(0, n // 20), (n // 20, n // 10)], 1)  # warm-up
-        speedups = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            alone = sum_part((0, n))
-            serial = time.perf_counter() - t
-            t = time.perf_counter()
-            split = sum(pool.map(sum_part, parts, 1))
-            pooled = time.perf_counter() - t
-            if split != alone:
-                raise RuntimeError("the pool's sum differs from the serial one")
-            speedups.append(serial / pooled)
+        speedups = split_speedups(lambda f, xs: pool.map(f, xs, 1), sum_part, reps, n)
     return statistics.median(speedups)
 
 

@@ -19,6 +19,7 @@ import sys
 import time
 
 import mpi4py
+from bench_cpython import split_speedups
 from mpi4py.futures import MPIPoolExecutor
 
 CHUNK1_TASKS = 20_000
@@ -82,20 +83,7 @@ def cpu_speedup(ex, samples, quick):
     in a quick run): its serial time over the time of ex.map(sum_part, halves,
     chunksize=1), both timed in each sample, the sums checked equal."""
     n = 1_000_000 if quick else 2_000_000
-    parts = [(0, n // 2), (n // 2, n)]
-    list(ex.map(sum_part, [(0, n // 20), (n // 20, n // 10)], chunksize=1))
-    out = []
-    for _ in range(samples):
-        t = time.perf_counter()
-        alone = sum_part((0, n))
-        serial = time.perf_counter() - t
-        t = time.perf_counter()
-        split = sum(ex.map(sum_part, parts, chunksize=1))
-        pooled = time.perf_counter() - t
-        if split != alone:
-            raise RuntimeError("the pool's sum differs from the serial one")
-        out.append(serial / pooled)
-    return out
+    return split_speedups(lambda f, xs: ex.map(f, xs, chunksize=1), sum_part, samples, n)
 
 
 # name -> (measure(executor, samples, quick), unit)
