@@ -64,6 +64,12 @@ pub(crate) const CLIENT_SLEEPS: u32 = 6;
 pub(crate) const REPLY_SERVER_SLEEPS: u32 = 7;
 /// A request is in the data area, not yet seen by the server, and the client sleeps.
 pub(crate) const REQUEST_CLIENT_SLEEPS: u32 = 8;
+/// A request comes through the socket, not yet seen by the server, and the client
+/// sleeps.
+pub(crate) const REQUEST_ON_SOCKET_CLIENT_SLEEPS: u32 = 9;
+/// The reply comes through the socket, not yet seen by the client, and the server
+/// sleeps.
+pub(crate) const REPLY_ON_SOCKET_SERVER_SLEEPS: u32 = 10;
 
 /// A request waits in the data area.
 pub(crate) fn request_in_area(s: u32) -> bool {
@@ -72,7 +78,7 @@ pub(crate) fn request_in_area(s: u32) -> bool {
 
 /// A request waits, in the data area or on the socket.
 pub(crate) fn request_posted(s: u32) -> bool {
-    request_in_area(s) || s == REQUEST_ON_SOCKET
+    request_in_area(s) || s == REQUEST_ON_SOCKET || s == REQUEST_ON_SOCKET_CLIENT_SLEEPS
 }
 
 /// A reply waits in the data area.
@@ -82,7 +88,7 @@ pub(crate) fn reply_in_area(s: u32) -> bool {
 
 /// A reply waits, in the data area or on the socket.
 pub(crate) fn reply_posted(s: u32) -> bool {
-    reply_in_area(s) || s == REPLY_ON_SOCKET
+    reply_in_area(s) || s == REPLY_ON_SOCKET || s == REPLY_ON_SOCKET_SERVER_SLEEPS
 }
 
 /// The spin of a wait adapts between these, from the first; below the least, it stops.
@@ -95,7 +101,7 @@ const PROBE_EVERY: u32 = 64;
 
 /// How often a side asleep in the socket's receive also looks at the mailbox: a
 /// message the protocol sent to the socket is never left there, so this only bounds
-/// what a peer that misbehaves (or a lost race) could cost.
+/// what a peer that misbehaves could cost.
 pub(crate) const RECHECK: Duration = Duration::from_millis(100);
 
 /// How many times a side tries to change a state word that keeps changing under it
@@ -113,13 +119,19 @@ pub(crate) enum Side {
 
 impl Side {
     /// The state that says this side sleeps, replacing `seen`: a message this side
-    /// posted and the peer has not seen yet stays announced.
+    /// posted and the peer has not seen yet stays announced, in the area or on the
+    /// socket. (Were an unseen "on the socket" lost, the peer would take it from the
+    /// socket, then find this side's sleep replaced by its own, post its answer to the
+    /// area while this side sleeps on the socket, and both would sleep until one
+    /// looked at the mailbox again.)
     fn sleeps(self, seen: u32) -> u32 {
-        match self {
-            Side::Client if seen == REQUEST => REQUEST_CLIENT_SLEEPS,
-            Side::Client => CLIENT_SLEEPS,
-            Side::Server if seen == REPLY => REPLY_SERVER_SLEEPS,
-            Side::Server => SERVER_SLEEPS,
+        match (self, seen) {
+            (Side::Client, REQUEST) => REQUEST_CLIENT_SLEEPS,
+            (Side::Client, REQUEST_ON_SOCKET) => REQUEST_ON_SOCKET_CLIENT_SLEEPS,
+            (Side::Client, _) => CLIENT_SLEEPS,
+            (Side::Server, REPLY) => REPLY_SERVER_SLEEPS,
+            (Side::Server, REPLY_ON_SOCKET) => REPLY_ON_SOCKET_SERVER_SLEEPS,
+            (Side::Server, _) => SERVER_SLEEPS,
         }
     }
     /// The state that says the peer sleeps, with nothing of its own waiting.
@@ -132,8 +144,14 @@ impl Side {
     /// Whether `seen` says the peer sleeps.
     fn peer_sleeps(self, seen: u32) -> bool {
         match self {
-            Side::Client => seen == SERVER_SLEEPS || seen == REPLY_SERVER_SLEEPS,
-            Side::Server => seen == CLIENT_SLEEPS || seen == REQUEST_CLIENT_SLEEPS,
+            Side::Client => matches!(
+                seen,
+                SERVER_SLEEPS | REPLY_SERVER_SLEEPS | REPLY_ON_SOCKET_SERVER_SLEEPS
+            ),
+            Side::Server => matches!(
+                seen,
+                CLIENT_SLEEPS | REQUEST_CLIENT_SLEEPS | REQUEST_ON_SOCKET_CLIENT_SLEEPS
+            ),
         }
     }
 }
@@ -399,6 +417,45 @@ mod tests {
         assert_eq!(server.wait(false, request_posted), None);
         assert_eq!(client.wait(false, reply_posted), Some(REPLY_SERVER_SLEEPS));
         assert!(!client.post_data(&[b"q3"], REQUEST));
+        assert_eq!(client.state(), SERVER_SLEEPS);
+    }
+
+    #[test]
+    fn a_client_asleep_after_a_request_on_the_socket_gets_its_reply_on_the_socket() {
+        let client = Mailbox::create().unwrap();
+        let fd = client.fd().try_clone_to_owned().unwrap();
+        let server = Mailbox::attach(fd).unwrap();
+        // A long request goes through the socket; the client sleeps before the server
+        // has looked at the state word.
+        assert!(client.post(REQUEST_ON_SOCKET));
+        assert_eq!(client.wait(false, reply_posted), None);
+        // The server learns that the request is on the socket, and that the client
+        // sleeps: its reply must not go to the area, which nobody watches.
+        assert_eq!(
+            server.wait(false, request_posted),
+            Some(REQUEST_ON_SOCKET_CLIENT_SLEEPS)
+        );
+        assert!(!server.post_data(&[b"r"], REPLY));
+        assert_eq!(server.state(), CLIENT_SLEEPS);
+    }
+
+    #[test]
+    fn a_server_asleep_after_a_reply_on_the_socket_gets_the_next_request_on_the_socket() {
+        let client = Mailbox::create().unwrap();
+        let fd = client.fd().try_clone_to_owned().unwrap();
+        let server = Mailbox::attach(fd).unwrap();
+        assert!(client.post_data(&[b"q"], REQUEST));
+        assert_eq!(server.wait(false, request_posted), Some(REQUEST));
+        // A long reply goes through the socket; the server sleeps before the client has
+        // looked at the state word.
+        assert!(server.post(REPLY_ON_SOCKET));
+        assert_eq!(server.wait(false, request_posted), None);
+        assert_eq!(
+            client.wait(false, reply_posted),
+            Some(REPLY_ON_SOCKET_SERVER_SLEEPS)
+        );
+        // The next request must go through the socket, where the server sleeps.
+        assert!(!client.post_data(&[b"q2"], REQUEST));
         assert_eq!(client.state(), SERVER_SLEEPS);
     }
 }
