@@ -1037,3 +1037,50 @@ impl Core {
         self.jobs.join(|own| own.stopped)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_message_opens_to_its_header_and_body() {
+        let m = seal(&Order::Run { job: 7, entry: 99 }, b"chunk bytes".to_vec()).unwrap();
+        let (head, body) = open::<Order>(m).unwrap();
+        assert!(matches!(head, Order::Run { job: 7, entry: 99 }));
+        assert_eq!(body, b"chunk bytes");
+        let (head, body) = open::<Order>(message(&Order::Stop, &[]).unwrap()).unwrap();
+        assert!(matches!(head, Order::Stop));
+        assert!(body.is_empty());
+    }
+
+    #[test]
+    fn a_message_with_a_corrupt_or_missing_trailer_is_a_decode_error() {
+        let good = seal(&Order::Run { job: 1, entry: 2 }, vec![5; 64]).unwrap();
+        let n = good.len();
+        let mut cases: Vec<Vec<u8>> = vec![Vec::new(), vec![1, 2, 3], good[..n - 1].to_vec()];
+        // Header lengths past the message, and one that puts the header inside the body.
+        for len in [u32::MAX, n as u32, (n - 3) as u32, 1] {
+            let mut m = good.clone();
+            m[n - 4..].copy_from_slice(&len.to_le_bytes());
+            cases.push(m);
+        }
+        for m in cases {
+            let len = m.len();
+            assert!(
+                matches!(open::<Order>(m), Err(Error::Decode(_))),
+                "a message of {len} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn a_body_too_long_for_one_mpi_message_is_an_encode_error() {
+        // Zeroed memory of this size is mapped on first touch, and the check comes
+        // before any byte is written.
+        let body = vec![0u8; MAX_MESSAGE];
+        assert!(matches!(
+            seal(&Order::Run { job: 1, entry: 2 }, body),
+            Err(Error::Encode(_))
+        ));
+    }
+}
