@@ -210,6 +210,29 @@ impl PoolBuilder {
     /// finalized when rank 0 exits: the bindings' `mpi::initialize()` returns `None` in
     /// such a program; `mpi::topology::SimpleCommunicator::world()` reaches the job.
     ///
+    /// Hybrid layout: a task may build a local pool on its rank. With one rank per node
+    /// (`mpirun --map-by ppr:1:node prog`), each task spreads over its node's cores:
+    ///
+    /// ```no_run
+    /// use multiproc::Pool;
+    ///
+    /// fn score(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// /// Runs on a rank: a process per core of its node.
+    /// fn score_block(block: Vec<u64>) -> u64 {
+    ///     let node = Pool::new(multiproc::cpu_count()).expect("a local pool");
+    ///     node.map(score, block).expect("the block's scores").iter().sum()
+    /// }
+    ///
+    /// let cluster = Pool::builder().mpi().build()?;
+    /// let blocks: Vec<Vec<u64>> = (0..8).map(|b| (b * 1000..(b + 1) * 1000).collect()).collect();
+    /// let total: u64 = cluster.map_chunked(score_block, blocks, 1)?.iter().sum();
+    /// # let _ = total;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
     /// Every rank must run the same binary. [`build`](Self::build) fails with
     /// [`Error::InvalidState`] outside an MPI job of at least two ranks:
     ///
