@@ -42,7 +42,6 @@ use mpi::datatype::Equivalence;
 use mpi::environment::Universe;
 use mpi::point_to_point::{Destination, Message, Source, Status};
 use mpi::topology::{Communicator, SimpleCommunicator};
-use mpi::traits::Root;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -103,6 +102,12 @@ enum Order {
 struct World {
     rank: i32,
     threading: Threading,
+    /// Started by the first MPI pool, with no launcher: the program is a job of its
+    /// own.
+    singleton: bool,
+    /// The process that started MPI: a child forked from it inherits this record, not
+    /// MPI.
+    pid: u32,
 }
 
 static WORLD: OnceLock<World> = OnceLock::new();
@@ -119,6 +124,10 @@ static DUPLICATING: Mutex<Option<Duplicating>> = Mutex::new(None);
 /// communicator: they start it before `main`, so only a rank that runs another program
 /// (one that never does) keeps it waiting.
 const DUP_WAIT: Duration = Duration::from_secs(60);
+
+/// Whether this process has started MPI itself, with no launcher (see `world`): what
+/// a later MPI pool is told instead, once it has.
+static SINGLETON: Mutex<Option<String>> = Mutex::new(None);
 
 /// Held while workers are being spawned: one set of them per process.
 static SPAWNING: Mutex<()> = Mutex::new(());
@@ -195,15 +204,103 @@ fn on_load() {
             None => serve(universe, Comm::World(world)),
         }
     }
-    let _ = WORLD.set(World { rank, threading });
     *DUPLICATING.lock().unwrap_or_else(|e| e.into_inner()) = dup;
-    let Ok(stop) = message(&Order::Stop, &[]) else {
-        return;
+    let world = World {
+        rank,
+        threading,
+        singleton: false,
+        pid: std::process::id(),
     };
-    let _ = STOP.set(stop);
+    become_rank_0(universe, world);
+}
+
+/// Keeps `universe` until the process exits, when the exit handler stops the workers
+/// and finalizes MPI: this process runs the MPI pools.
+fn become_rank_0(universe: Universe, world: World) {
+    let stop = message(&Order::Stop, &[]);
     *UNIVERSE.lock().unwrap_or_else(|e| e.into_inner()) = Some(universe);
-    // The workers end when rank 0 does, however `main` ends.
+    // MPI is finalized when the process exits, however `main` ends, and the workers
+    // are stopped first.
     sysproc::at_exit(stop_workers);
+    if let Ok(stop) = stop {
+        let _ = STOP.set(stop);
+    }
+    let _ = WORLD.set(world);
+}
+
+/// This process's place in an MPI job: the one the load-time hook found, else a job of
+/// its own, started now with `MPI_Init_thread` (a singleton, as Open MPI calls it),
+/// once per process; the error says why there can be none.
+fn world() -> Result<&'static World> {
+    let mine = |world: &'static World| {
+        if world.pid == std::process::id() {
+            Ok(world)
+        } else {
+            Err(Error::state(
+                "a process forked from one that runs MPI cannot use MPI: build the MPI \
+                 pool in the program's own process",
+            ))
+        }
+    };
+    // First, and before the lock, which a forked child may have inherited held.
+    if crate::process::started_as_child() || crate::process::parent_process().is_some() {
+        return Err(Error::state(
+            "a process started by this crate (a local pool's worker, a `Process`) never \
+             starts MPI: build the MPI pool in the program's own process",
+        ));
+    }
+    if let Some(world) = WORLD.get() {
+        return mine(world);
+    }
+    let mut tried = SINGLETON.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(world) = WORLD.get() {
+        return mine(world);
+    }
+    if let Some(why) = &*tried {
+        return Err(Error::state(why.clone()));
+    }
+    if mpi::environment::is_initialized() || mpi::environment::is_finalized() {
+        return Err(Error::state(
+            "the program started MPI itself (`mpi::initialize`) before its first MPI \
+             pool, and would finalize it before the pool could stop its workers: build \
+             the pool first (it starts MPI, with MPI_THREAD_MULTIPLE), then reach MPI \
+             with `mpi::topology::SimpleCommunicator::world()`; or start the program \
+             with `mpirun`",
+        ));
+    }
+    if LAUNCH_VARS.iter().any(|v| std::env::var_os(v).is_some()) {
+        // The hook did not start MPI though a launcher started the program.
+        return Err(Error::state(
+            "this process has an MPI launcher's variables but is no rank of its job \
+             (started by a rank with `std::process::Command`?): it never starts MPI \
+             (clear the OMPI_*, PMI_* and PMIX_* variables to run it as a program of \
+             its own)",
+        ));
+    }
+    if image::secure_execution() {
+        return Err(Error::state(
+            "a program running with raised privileges (setuid) does not start MPI",
+        ));
+    }
+    let Some((universe, threading)) = mpi::initialize_with_threading(Threading::Multiple) else {
+        let why = "MPI could not be started in this process (MPI_Init_thread)".to_string();
+        *tried = Some(why.clone());
+        return Err(Error::state(why));
+    };
+    *tried = Some("MPI was started in this process already".into());
+    let rank = universe.world().rank();
+    become_rank_0(
+        universe,
+        World {
+            rank,
+            threading,
+            singleton: true,
+            pid: std::process::id(),
+        },
+    );
+    WORLD
+        .get()
+        .ok_or_else(|| Error::state("the MPI job started is not recorded"))
 }
 
 /// Waits after the `idle`-th look that found nothing: a yield at first, then sleeps
@@ -643,8 +740,10 @@ extern "C" fn stop_workers() {
 }
 
 /// Starts `n` workers (the job's free slots, or this machine's CPUs, when `None`) with
-/// `MPI_Comm_spawn`, once per process: the link to them.
-fn spawn_workers(n: Option<usize>) -> Result<&'static SharedComm> {
+/// `MPI_Comm_spawn`, once per process: the link to them. In a job of its own (no
+/// launcher), the program asks MPI to place them even where there are more processes
+/// than cores, as a local pool would: the count is the program's choice.
+fn spawn_workers(n: Option<usize>, singleton: bool) -> Result<&'static SharedComm> {
     let _one = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(link) = LINK.get() {
         return Ok(link);
@@ -657,13 +756,25 @@ fn spawn_workers(n: Option<usize>) -> Result<&'static SharedComm> {
         .filter(|s| *s > 1)
         .map(|s| s - 1);
     let n = n.or(slots).unwrap_or_else(crate::process::cpu_count).max(1);
-    let n = i32::try_from(n).map_err(|_| Error::state("too many MPI workers asked for"))?;
+    let count = i32::try_from(n).map_err(|_| Error::state("too many MPI workers asked for"))?;
     // The workers run this same program: its load-time hook makes them serve.
     let exe = std::env::current_exe()?;
-    let inter = SimpleCommunicator::world()
-        .process_at_rank(0)
-        .spawn(&std::process::Command::new(exe), n)
-        .map_err(|e| Error::state(format!("cannot spawn MPI workers: {e:?}")))?;
+    let info: &[(&str, &str)] = if singleton {
+        &[("map_by", ":OVERSUBSCRIBE")]
+    } else {
+        &[]
+    };
+    let inter = sysmpi::spawn(&exe, count, info).map_err(|e| {
+        let hint = if singleton {
+            "; as root, Open MPI needs OMPI_ALLOW_RUN_AS_ROOT=1 and \
+             OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 in the environment; or start the program \
+             with `mpirun -n N`, whose other ranks serve"
+        } else {
+            "; ask for fewer with `processes(n)`, or start the program with \
+             `mpirun -n 1 --oversubscribe`, or with `mpirun -n N`, whose other ranks serve"
+        };
+        Error::state(format!("cannot spawn {n} MPI worker(s): {e}{hint}"))
+    })?;
     let link = SharedComm::new(Comm::Spawned(inter), Threading::Multiple)
         .ok_or_else(|| Error::state("the spawned MPI workers cannot be shared"))?;
     let _ = LINK.set(link);
@@ -719,13 +830,7 @@ impl Core {
     pub(crate) fn start(spec: Spec) -> Result<(Arc<Core>, usize)> {
         // Keeps the hook in every program that builds an MPI pool.
         std::hint::black_box(ON_LOAD);
-        let world = WORLD.get().ok_or_else(|| {
-            Error::state(
-                "an MPI pool needs the program to run as an MPI job: start it with \
-                 `mpirun -n N` (the other ranks serve), or `mpirun -n 1` (workers are \
-                 spawned)",
-            )
-        })?;
+        let world = world()?;
         if world.rank != 0 {
             return Err(Error::state("only rank 0 of an MPI job runs an MPI pool"));
         }
@@ -750,7 +855,7 @@ impl Core {
         };
         let link = match link_to_ranks() {
             Some(link) => link?,
-            None => spawn_workers(spec.ranks)?,
+            None => spawn_workers(spec.ranks, world.singleton)?,
         };
         let available = link.comm().workers().len();
         let used = spec.ranks.map_or(available, |n| n.min(available));
