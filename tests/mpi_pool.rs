@@ -12,7 +12,11 @@
 //! of another build, the initializer, `terminate`, `close` and `join`, a local pool
 //! inside a rank, workers spawned under `mpirun -n 1` (every shared behaviour and a task
 //! timeout again), a pool never dropped at exit, the program's own messages on the world
-//! communicator with the pool's tags, and the error outside an MPI job. Timing: every `mpirun` is bounded by [`MPIRUN_LIMIT`];
+//! communicator with the pool's tags. With no launcher (this binary run as a plain
+//! program, see [`alone`]): MPI started by the pool, two spawned workers, every shared
+//! behaviour, a task timeout, local pools after MPI is up, no process left behind, a pool
+//! never dropped; a program that started MPI itself, and a local pool's worker, refused
+//! with the reason. Timing: every `mpirun` and plain run is bounded by [`MPIRUN_LIMIT`];
 //! the timeout test checks only that the calls end well before the overdue task would
 //! (3 s of its 4).
 

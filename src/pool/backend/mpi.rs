@@ -17,6 +17,16 @@
 //! workers running this same program (`MPI_Comm_spawn`), whose hook finds the parent
 //! communicator and serves it the same way.
 //!
+//! Started with no launcher (`./prog`), the hook does nothing; the first MPI pool
+//! starts MPI itself (`MPI_Init_thread` with `MPI_THREAD_MULTIPLE`, once per process:
+//! an Open MPI "singleton"), registers the same exit handler as rank 0 of a launched
+//! job, and spawns its workers as above, asking MPI to place them even beyond the
+//! cores (`map_by` `:OVERSUBSCRIBE` on the spawn; a singleton counts one slot). It
+//! refuses, with the reason, where MPI must not start: in a process this crate started
+//! or one forked from a process running MPI (see `world`), and in a program that
+//! initialized MPI itself, whose own `Universe` would finalize MPI before the workers
+//! could be stopped.
+//!
 //! Rank 0 gives each rank a few jobs at a time ([`IN_FLIGHT`]), one message per chunk of
 //! tasks (the same header and encoded chunk as a local worker's order), and each rank
 //! answers with the same report a local worker puts on its queue, so that outcomes,
