@@ -1004,3 +1004,32 @@ fn a_job_whose_program_builds_no_pool_ends_cleanly() {
         assert_eq!((0..10u64).map(square).sum::<u64>(), 285);
     });
 }
+
+#[test]
+fn with_no_launcher_a_worker_killed_mid_job_ends_the_program_instead_of_hanging() {
+    let name = "with_no_launcher_a_worker_killed_mid_job_ends_the_program_instead_of_hanging";
+    if std::env::var_os(ALONE_VAR).is_some() {
+        killed_rank_body();
+        println!("{DONE}");
+        return;
+    }
+    if rank().is_some() {
+        return;
+    }
+    let started = Instant::now();
+    if let Some((ok, text)) = run_alone(name) {
+        assert!(
+            !ok,
+            "the program must fail once a worker is killed:\n{text}"
+        );
+        assert!(
+            !text.contains(DONE),
+            "the map succeeded without a worker:\n{text}"
+        );
+        assert!(
+            text.contains("died; ending the program"),
+            "the program did not say why it ended:\n{text}"
+        );
+        eprintln!("the program ended {:?} after it started", started.elapsed());
+    }
+}

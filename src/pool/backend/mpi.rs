@@ -81,6 +81,9 @@ const TAG_ENDED: i32 = 0x6d72;
 /// build of the program than rank 0, whose entry offsets mean nothing to it.
 const TAG_REFUSED: i32 = 0x6d73;
 
+/// The tag of a spawned worker's first word: its pid.
+const TAG_PID: i32 = 0x6d74;
+
 /// How often the handler looks at the time of the jobs when no report comes.
 const TICK: Duration = Duration::from_millis(10);
 
@@ -138,6 +141,29 @@ const DUP_WAIT: Duration = Duration::from_secs(60);
 /// Whether this process has started MPI itself, with no launcher (see `world`): what
 /// a later MPI pool is told instead, once it has.
 static SINGLETON: Mutex<Option<String>> = Mutex::new(None);
+
+/// The spawned workers of a program started with no launcher, by rank, with their
+/// pids: no launcher ends the program when one dies, so the pool watches them.
+static WATCHED: OnceLock<Vec<(i32, u32)>> = OnceLock::new();
+
+/// The first watched worker (see [`WATCHED`]) that has died and is not in `ended`.
+fn dead_worker(ended: &HashSet<i32>) -> Option<(i32, u32)> {
+    WATCHED
+        .get()?
+        .iter()
+        .find(|(rank, pid)| !ended.contains(rank) && sysproc::has_ended(*pid))
+        .copied()
+}
+
+/// Ends the program as a launcher ends a job that loses a process: a worker died,
+/// and the pool's MPI link cannot serve nor stop cleanly without it.
+fn end_for_dead_worker(rank: i32, pid: u32) -> ! {
+    eprintln!(
+        "multiproc: the spawned MPI worker {rank} (pid {pid}) died; ending the program, as \
+         MPI ends a job that loses a process"
+    );
+    SimpleCommunicator::world().abort(1)
+}
 
 /// Held while workers are being spawned: one set of them per process.
 static SPAWNING: Mutex<()> = Mutex::new(());
@@ -520,6 +546,10 @@ fn serve(universe: Universe, comm: Comm) -> ! {
     // Why this rank runs nothing: its build is not rank 0's.
     let mut foreign: Option<String> = None;
     let mut inbox: VecDeque<Vec<u8>> = VecDeque::new();
+    if matches!(comm, Comm::Spawned(_)) {
+        // Its parent watches it by this (see `WATCHED`).
+        root.send_with_tag(&std::process::id().to_le_bytes()[..], TAG_PID);
+    }
     // Sends a report; the message, for its memory to serve the next outcome.
     let report = |head: &Report, body: Vec<u8>| -> Option<Vec<u8>> {
         let m = seal(head, body).or_else(|e| match head {
@@ -722,21 +752,29 @@ extern "C" fn stop_workers() {
     for r in comm.workers() {
         comm.process_at_rank(r).send_with_tag(&stop[..], TAG_ORDER);
     }
-    let mut left = comm.workers().len();
+    let mut ended = HashSet::new();
     let any = comm.any_process();
     // Nothing here decodes: no thread-local state is left to do it with.
-    while left > 0 {
+    while ended.len() < comm.workers().len() {
         match any.immediate_matched_probe() {
             Some(probed) => {
-                let tag = probed.1.tag();
+                let (tag, from) = (probed.1.tag(), probed.1.source_rank());
                 // A report still on its way is taken, so that its rank can go on to stop.
                 drop(receive(probed, &REPORT_SPARES));
                 if tag == TAG_ENDED {
-                    left -= 1;
+                    ended.insert(from);
+                }
+            }
+            // A dead worker never says it ended (its last word, sent before it exits,
+            // would be there to probe by now).
+            None if dead_worker(&ended).is_some() && any.immediate_probe().is_none() => {
+                if let Some((rank, pid)) = dead_worker(&ended) {
+                    end_for_dead_worker(rank, pid);
                 }
             }
             None if over() => {
                 // A rank still runs a task that does not end: the job cannot end cleanly.
+                let left = comm.workers().len() - ended.len();
                 eprintln!(
                     "multiproc: {left} MPI worker rank(s) still busy {STOP_WAIT:?} after \
                      the program ended; aborting the job"
@@ -788,8 +826,27 @@ fn spawn_workers(n: Option<usize>, singleton: bool) -> Result<&'static SharedCom
     let link = SharedComm::new(Comm::Spawned(inter), Threading::Multiple)
         .ok_or_else(|| Error::state("the spawned MPI workers cannot be shared"))?;
     let _ = LINK.set(link);
-    LINK.get()
-        .ok_or_else(|| Error::state("the spawned MPI workers are not recorded"))
+    let link = LINK
+        .get()
+        .ok_or_else(|| Error::state("the spawned MPI workers are not recorded"))?;
+    // Each worker's pid, its first word (it has initialized MPI: the spawn waited).
+    let any = link.comm().any_process();
+    let deadline = crate::deadline::after(DUP_WAIT);
+    let over = || crate::deadline::remaining(deadline).is_some_and(|d| d.is_zero());
+    let spares = Spares::new();
+    let mut pids = Vec::new();
+    while pids.len() < link.comm().workers().len() {
+        let Some((m, from)) = next_message(&any, TAG_PID, &spares, over) else {
+            break;
+        };
+        if let Ok(pid) = <[u8; 4]>::try_from(&m[..]) {
+            pids.push((from, u32::from_le_bytes(pid)));
+        }
+    }
+    if singleton {
+        let _ = WATCHED.set(pids);
+    }
+    Ok(link)
 }
 
 /// How an MPI pool runs.
@@ -1028,6 +1085,9 @@ impl Core {
             }
             if last_check.elapsed() >= TICK {
                 last_check = Instant::now();
+                if let Some((rank, pid)) = dead_worker(&HashSet::new()) {
+                    end_for_dead_worker(rank, pid);
+                }
                 self.check_time(&mut st);
                 while let Some((why, _)) = next(TAG_REFUSED) {
                     st.book
