@@ -15,8 +15,8 @@
 //! communicator with the pool's tags. With no launcher (this binary run as a plain
 //! program, see [`alone`]): MPI started by the pool, two spawned workers, every shared
 //! behaviour, a task timeout, local pools after MPI is up, no process left behind, a pool
-//! never dropped; a program that started MPI itself, and a local pool's worker, refused
-//! with the reason. Timing: every `mpirun` and plain run is bounded by [`MPIRUN_LIMIT`];
+//! never dropped, a worker killed mid-job (the program ends, saying why); a program that
+//! started MPI itself, and a local pool's worker, refused with the reason. Timing: every `mpirun` and plain run is bounded by [`MPIRUN_LIMIT`];
 //! the timeout test checks only that the calls end well before the overdue task would
 //! (3 s of its 4).
 

@@ -205,7 +205,9 @@ impl PoolBuilder {
     ///   [`Error::Timeout`], but its rank is not killed (MPI would end the whole job): it
     ///   finishes the task, its outcome is dropped, and it takes no new task until then.
     /// - A rank that dies ends the whole job, as MPI does: `mpirun` stops every rank,
-    ///   rank 0 included, and exits with an error. Nothing waits forever.
+    ///   rank 0 included, and exits with an error. Nothing waits forever. With no
+    ///   launcher, the pool watches its spawned workers and ends the program itself
+    ///   (`MPI_Abort`, exit code 1, saying which worker died) when one dies.
     /// - [`maxtasksperchild`](Self::maxtasksperchild), [`retries`](Self::retries) and
     ///   [`start_method`](Self::start_method) do not apply; an initializer runs once on
     ///   each rank, and its arguments cannot hold handles (queues, locks).

@@ -25,7 +25,8 @@
 //! refuses, with the reason, where MPI must not start: in a process this crate started
 //! or one forked from a process running MPI (see `world`), and in a program that
 //! initialized MPI itself, whose own `Universe` would finalize MPI before the workers
-//! could be stopped.
+//! could be stopped. With no launcher to end the program when a worker dies, the pool
+//! watches the workers' pids ([`WATCHED`]) and ends it itself.
 //!
 //! Rank 0 gives each rank a few jobs at a time ([`IN_FLIGHT`]), one message per chunk of
 //! tasks (the same header and encoded chunk as a local worker's order), and each rank
