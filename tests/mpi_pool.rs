@@ -73,12 +73,19 @@ fn mpirun(name: &str) -> Option<(bool, String)> {
 
 /// How `mpirun` ran with `args` after its own flags. `None` when `mpirun` is missing.
 fn mpirun_with(name: &str, args: &[&str]) -> Option<(bool, String)> {
+    mpirun_flags(name, true, args)
+}
+
+/// [`mpirun_with`], with `--oversubscribe` only when `oversubscribe`.
+fn mpirun_flags(name: &str, oversubscribe: bool, args: &[&str]) -> Option<(bool, String)> {
     if !have_mpirun() {
         eprintln!("mpirun not found: {name} is not checked (install openmpi-bin)");
         return None;
     }
     let mut cmd = Command::new("mpirun");
-    cmd.arg("--oversubscribe");
+    if oversubscribe {
+        cmd.arg("--oversubscribe");
+    }
     // CI runs as root, which Open MPI refuses unless told.
     if rustix::process::geteuid().is_root() {
         cmd.arg("--allow-run-as-root");
@@ -1031,5 +1038,40 @@ fn with_no_launcher_a_worker_killed_mid_job_ends_the_program_instead_of_hanging(
             "the program did not say why it ended:\n{text}"
         );
         eprintln!("the program ended {:?} after it started", started.elapsed());
+    }
+}
+
+fn too_many_body() {
+    let asked = multiproc::cpu_count() + 1;
+    let outcome = Pool::builder().mpi().processes(asked).build();
+    // Never reached: the failed spawn ends the job.
+    println!("{DONE}: {:?}", outcome.map(|p| p.processes()));
+}
+
+#[test]
+fn under_mpirun_n_1_more_workers_than_slots_ends_the_job_saying_what_to_try() {
+    let name = "under_mpirun_n_1_more_workers_than_slots_ends_the_job_saying_what_to_try";
+    if rank().is_some() {
+        too_many_body();
+        return;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let exe = exe.to_string_lossy();
+    let args = [
+        "-n",
+        "1",
+        &exe,
+        "--exact",
+        name,
+        "--nocapture",
+        "--test-threads=1",
+    ];
+    if let Some((ok, text)) = mpirun_flags(name, false, &args) {
+        assert!(!ok, "{name}: the job went on after a failed spawn:\n{text}");
+        assert!(!text.contains(DONE), "{name}:\n{text}");
+        assert!(
+            text.contains("cannot spawn") && text.contains("processes(n)"),
+            "{name}: no word on what to try:\n{text}"
+        );
     }
 }

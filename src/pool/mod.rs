@@ -198,7 +198,8 @@ impl PoolBuilder {
     /// where they outnumber the cores (Open MPI's `map_by` `:OVERSUBSCRIBE` hint on the
     /// spawn, as a local pool of that size would), and sets no variable of the
     /// environment: where spawning fails, the error says what to try. Under a launcher,
-    /// the job's slots and the launcher's flags (`--oversubscribe`) decide.
+    /// the job's slots and the launcher's flags (`--oversubscribe`) decide, and a failed
+    /// spawn ends the job (`mpirun` would not end otherwise), saying what to try.
     ///
     /// Where it differs:
     /// - A task over its [`task_timeout`](Self::task_timeout) fails with

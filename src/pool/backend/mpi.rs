@@ -822,8 +822,19 @@ fn spawn_workers(n: Option<usize>, singleton: bool) -> Result<&'static SharedCom
             "; ask for fewer with `processes(n)`, or start the program with \
              `mpirun -n 1 --oversubscribe`, or with `mpirun -n N`, whose other ranks serve"
         };
-        Error::state(format!("cannot spawn {n} MPI worker(s): {e}{hint}"))
-    })?;
+        format!("cannot spawn {n} MPI worker(s): {e}{hint}")
+    });
+    let inter = match inter {
+        Ok(inter) => inter,
+        Err(why) if singleton => return Err(Error::state(why)),
+        Err(why) => {
+            // Open MPI's `mpirun` does not end once a spawn of its job has failed, even
+            // after every process has: the job is ended here, as MPI's own error
+            // handler would have, but saying what to try.
+            eprintln!("multiproc: {why}; ending the MPI job");
+            SimpleCommunicator::world().abort(1)
+        }
+    };
     let link = SharedComm::new(Comm::Spawned(inter), Threading::Multiple)
         .ok_or_else(|| Error::state("the spawned MPI workers cannot be shared"))?;
     let _ = LINK.set(link);
