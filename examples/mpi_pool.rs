@@ -1,4 +1,4 @@
-//! The S12 and S16 workloads on a pool whose workers are the ranks of an MPI job:
+//! The S12 and S16 workloads on a pool whose workers are MPI processes:
 //!
 //! ```text
 //! cargo build --features mpi --example mpi_pool
@@ -6,9 +6,20 @@
 //! ```
 //!
 //! Rank 0 runs `main`; ranks 1 and 2 serve as the pool's workers before their `main`
-//! would run. The only line that differs from the local examples is the pool's
-//! construction: `Pool::builder().mpi().build()` instead of `Pool::new(3)`. Each task
-//! returns the rank and the host it ran on, which `main` prints.
+//! would run. It also runs with no launcher at all:
+//!
+//! ```text
+//! cargo run --features mpi --example mpi_pool
+//! ```
+//!
+//! The pool then starts MPI itself and spawns one worker per CPU running this same
+//! program (as under `mpirun -n 1`); the ranks printed are theirs among the spawned
+//! workers (0 and up), and rank 0 is also the name of the program's own process. In a
+//! container, Open MPI may need `OMPI_MCA_btl_vader_single_copy_mechanism=none`.
+//!
+//! The only line that differs from the local examples is the pool's construction:
+//! `Pool::builder().mpi().build()` instead of `Pool::new(3)`. Each task returns the
+//! rank and the host it ran on, which `main` prints.
 //!
 //! S12 (seed 001) hashes this crate's source files with 64-bit FNV-1a, one file per task,
 //! a missing file standing for the address that cannot be scraped (its task returns its

@@ -100,7 +100,7 @@
 //! | `AsyncResult`: `get(timeout)`, `wait`, `ready`, `successful` | [`AsyncResult`], also a `Future` |
 //! | a pool worker killed mid-task (hangs forever) | [`Error::WorkerLost`] for its chunk alone |
 //! | `concurrent.futures.ProcessPoolExecutor` | [`ProcessPoolExecutor`], [`TaskFuture`] |
-//! | `mpi4py.futures.MPIPoolExecutor` (`mpirun -n N python -m mpi4py.futures prog.py`) | `Pool::builder().mpi()` (feature `mpi`), run as `mpirun -n N prog` |
+//! | `mpi4py.futures.MPIPoolExecutor` (`mpirun -n N python -m mpi4py.futures prog.py`) | `Pool::builder().mpi()` (feature `mpi`), run as `mpirun -n N prog`, or `prog` alone (spawned workers) |
 //! | `with Manager() as m:` (`SyncManager`) | [`Manager::start`] (dropping it shuts the server down) |
 //! | `m.dict()`, `m.list()`, `m.Namespace()`, `m.Value(t, v)`, `m.Array(t, seq)` | [`dict`](Manager::dict), [`dict_from`](Manager::dict_from), [`list`](Manager::list), [`list_from`](Manager::list_from), [`namespace`](Manager::namespace), [`value`](Manager::value), [`array`](Manager::array): [`DictProxy`], [`ListProxy`], [`NamespaceProxy`], [`ValueProxy`], [`ArrayProxy`] |
 //! | `m.Lock()`, `m.RLock()`, `with lock:` | [`lock`](Manager::lock), [`rlock`](Manager::rlock): [`LockProxy`], [`RLockProxy`], held through a [`LockProxyGuard`] |

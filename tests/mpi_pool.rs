@@ -12,7 +12,11 @@
 //! of another build, the initializer, `terminate`, `close` and `join`, a local pool
 //! inside a rank, workers spawned under `mpirun -n 1` (every shared behaviour and a task
 //! timeout again), a pool never dropped at exit, the program's own messages on the world
-//! communicator with the pool's tags, and the error outside an MPI job. Timing: every `mpirun` is bounded by [`MPIRUN_LIMIT`];
+//! communicator with the pool's tags. With no launcher (this binary run as a plain
+//! program, see [`alone`]): MPI started by the pool, two spawned workers, every shared
+//! behaviour, a task timeout, local pools after MPI is up, no process left behind, a pool
+//! never dropped, a worker killed mid-job (the program ends, saying why); a program that
+//! started MPI itself, and a local pool's worker, refused with the reason. Timing: every `mpirun` and plain run is bounded by [`MPIRUN_LIMIT`];
 //! the timeout test checks only that the calls end well before the overdue task would
 //! (3 s of its 4).
 
@@ -69,12 +73,19 @@ fn mpirun(name: &str) -> Option<(bool, String)> {
 
 /// How `mpirun` ran with `args` after its own flags. `None` when `mpirun` is missing.
 fn mpirun_with(name: &str, args: &[&str]) -> Option<(bool, String)> {
+    mpirun_flags(name, true, args)
+}
+
+/// [`mpirun_with`], with `--oversubscribe` only when `oversubscribe`.
+fn mpirun_flags(name: &str, oversubscribe: bool, args: &[&str]) -> Option<(bool, String)> {
     if !have_mpirun() {
         eprintln!("mpirun not found: {name} is not checked (install openmpi-bin)");
         return None;
     }
     let mut cmd = Command::new("mpirun");
-    cmd.arg("--oversubscribe");
+    if oversubscribe {
+        cmd.arg("--oversubscribe");
+    }
     // CI runs as root, which Open MPI refuses unless told.
     if rustix::process::geteuid().is_root() {
         cmd.arg("--allow-run-as-root");
@@ -304,15 +315,268 @@ fn a_worker_rank_killed_mid_job_ends_the_job_instead_of_hanging() {
     }
 }
 
-#[test]
-fn outside_an_mpi_job_an_mpi_pool_is_refused_with_a_reason() {
+/// Set (to a token of the run) in the environment of this binary run with no launcher:
+/// the selected test runs its body, as a program of its own that starts MPI itself.
+const ALONE_VAR: &str = "MULTIPROC_TEST_MPI_ALONE";
+
+/// How long the processes of a run with no launcher (its spawned workers, Open MPI's
+/// daemon) may outlive it.
+const LEFTOVER_LIMIT: Duration = Duration::from_secs(10);
+
+/// The processes, zombies aside, whose environment holds `var=token`: a program run with
+/// it and whatever it started.
+fn processes_with(var: &str, token: &str) -> Vec<(u32, String)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != std::process::id())
+        .filter(|pid| common::proc_state(*pid).is_some_and(|s| s != 'Z'))
+        .filter(|pid| has_in_environment(*pid, var, token))
+        .map(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            (pid, String::from_utf8_lossy(&cmd).replace('\0', " "))
+        })
+        .collect()
+}
+
+/// Whether process `pid` holds `var=token` in its environment.
+fn has_in_environment(pid: u32, var: &str, token: &str) -> bool {
+    let needle = format!("{var}={token}");
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == needle.as_bytes()))
+}
+
+/// Runs this binary with no MPI launcher, with only the test `name` selected and none of
+/// a launcher's variables: its exit success and output, once no process it started is
+/// left (the test fails if one still runs [`LEFTOVER_LIMIT`] after it exited). `None`
+/// without Open MPI (`mpirun`) on the machine.
+fn run_alone(name: &str) -> Option<(bool, String)> {
+    if !have_mpirun() {
+        eprintln!("mpirun not found: {name} is not checked (install openmpi-bin)");
+        return None;
+    }
+    let token = format!("{}-{}", std::process::id(), name);
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut cmd = Command::new(exe);
+    cmd.args(["--exact", name, "--nocapture", "--test-threads=1"]);
+    for (var, _) in std::env::vars_os() {
+        let launcher = ["OMPI_", "PMI_", "PMIX_", "PRTE_"]
+            .iter()
+            .any(|p| var.to_string_lossy().starts_with(p));
+        if launcher {
+            cmd.env_remove(var);
+        }
+    }
+    // What this machine needs of Open MPI, said by the caller, never by the library: no
+    // kernel-assisted copies (containers forbid ptrace), and leave to run as root.
+    cmd.env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
+    if rustix::process::geteuid().is_root() {
+        cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    }
+    cmd.env(ALONE_VAR, &token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("the test binary starts");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(MPIRUN_LIMIT) {
+        Ok(out) => out.expect("the program's output"),
+        Err(_) => {
+            common::kill_pid(pid);
+            panic!("{name} with no launcher ran over {MPIRUN_LIMIT:?}");
+        }
+    };
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exited = Instant::now();
+    let mut left = processes_with(ALONE_VAR, &token);
+    while !left.is_empty() && exited.elapsed() < LEFTOVER_LIMIT {
+        std::thread::sleep(Duration::from_millis(50));
+        left = processes_with(ALONE_VAR, &token);
+    }
+    for (pid, _) in &left {
+        common::kill_pid(*pid);
+    }
+    assert!(
+        left.is_empty(),
+        "{name}: processes still running {LEFTOVER_LIMIT:?} after the program exited: \
+         {left:?}\n{text}"
+    );
+    Some((out.status.success(), text))
+}
+
+/// Runs `body` in this binary started with no launcher, or starts it so and checks that
+/// it exited 0, got to the body's end, and left no process behind.
+fn alone(name: &str, body: fn()) {
+    if std::env::var_os(ALONE_VAR).is_some() {
+        body();
+        println!("{DONE}");
+        return;
+    }
     if rank().is_some() {
         return;
     }
-    match Pool::builder().mpi().build() {
-        Err(Error::InvalidState(why)) => assert!(why.contains("mpirun"), "{why}"),
+    if let Some((ok, text)) = run_alone(name) {
+        assert!(
+            ok && text.contains(DONE),
+            "{name} with no launcher:\n{text}"
+        );
+        // Open MPI's warning about a fork after MPI_Init.
+        assert!(!text.contains("\"fork()\""), "{name}:\n{text}");
+        for line in text
+            .lines()
+            .filter_map(|l| l.find("figure: ").map(|at| &l[at..]))
+        {
+            eprintln!("{line}");
+        }
+    }
+}
+
+fn alone_body() {
+    let token = std::env::var(ALONE_VAR).expect("the run's token");
+    let started = Instant::now();
+    let pool = Pool::builder().mpi().processes(2).build().unwrap();
+    let built = started.elapsed();
+    assert_eq!(pool.apply(square, 3).unwrap(), 9);
+    println!(
+        "figure: a pool with no launcher: built in {built:?}, first result after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(pool.processes(), 2);
+    let me = std::process::id();
+    let pids: BTreeSet<u32> = pool
+        .map_chunked(own_pid, vec![(); 40], 1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(pids.len(), 2, "both spawned workers took tasks: {pids:?}");
+    assert!(!pids.contains(&me), "no task ran in the program's process");
+    // The workers carry the run's token, by which the outer check finds any left.
+    for pid in &pids {
+        assert!(
+            has_in_environment(*pid, ALONE_VAR, &token),
+            "worker {pid} lacks the token"
+        );
+    }
+    assert_eq!(
+        pool.map(square, 0..100u64).unwrap(),
+        (0..100u64).map(|x| x * x).collect::<Vec<_>>()
+    );
+    assert!(matches!(pool.apply(boom, 3), Err(Error::Panicked { .. })));
+    drop(pool);
+    common::pool_behaviours::all(&|| Pool::builder().mpi());
+    // The workers are spawned once: a later pool uses the same ones.
+    let again = Pool::builder().mpi().build().unwrap();
+    let later: BTreeSet<u32> = again
+        .map_chunked(own_pid, vec![(); 40], 1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(later, pids);
+    drop(again);
+    let timed = Pool::builder()
+        .mpi()
+        .task_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let asked = Instant::now();
+    assert!(matches!(timed.apply(sleep_ms, 3000), Err(Error::Timeout)));
+    assert!(
+        asked.elapsed() < Duration::from_millis(2500),
+        "the timeout came only after {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(timed.apply(square, 12).unwrap(), 144);
+    drop(timed);
+    // Local processes after MPI is up, forked or started afresh, make no MPI call.
+    for method in [
+        multiproc::StartMethod::Fork,
+        multiproc::StartMethod::Forkserver,
+    ] {
+        let local = Pool::builder()
+            .processes(2)
+            .start_method(method)
+            .build()
+            .unwrap();
+        assert_eq!(local.map(square, 0..10u64).unwrap()[9], 81);
+        let why = local.apply(pool_in_a_child, ()).unwrap();
+        assert!(why.contains("never starts MPI"), "{why}");
+    }
+}
+
+#[test]
+fn with_no_launcher_the_pool_starts_mpi_and_spawns_its_workers_and_leaves_none_behind() {
+    alone(
+        "with_no_launcher_the_pool_starts_mpi_and_spawns_its_workers_and_leaves_none_behind",
+        alone_body,
+    );
+}
+
+/// A pool that is never dropped in a program run with no launcher.
+static LEAKED_ALONE: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
+
+fn leaked_alone_body() {
+    let pool = LEAKED_ALONE.get_or_init(|| Pool::builder().mpi().processes(2).build().unwrap());
+    assert_eq!(pool.map(square, 0..100u64).unwrap()[99], 9801);
+    // Tasks still in flight as the program ends.
+    drop(
+        pool.map_async_chunked(sleep_ms, vec![20u64; 20], 1)
+            .unwrap(),
+    );
+}
+
+#[test]
+fn with_no_launcher_a_pool_never_dropped_still_lets_the_program_end_cleanly() {
+    alone(
+        "with_no_launcher_a_pool_never_dropped_still_lets_the_program_end_cleanly",
+        leaked_alone_body,
+    );
+}
+
+fn own_init_body() {
+    let universe = mpi::initialize().expect("MPI starts");
+    match Pool::builder().mpi().processes(2).build() {
+        Err(Error::InvalidState(why)) => {
+            assert!(why.contains("mpi::initialize"), "{why}");
+            assert!(why.contains("build the pool first"), "{why}");
+        }
         other => panic!("expected a refusal, got {other:?}"),
     }
+    drop(universe);
+}
+
+#[test]
+fn a_program_that_started_mpi_itself_is_told_to_build_the_pool_first() {
+    alone(
+        "a_program_that_started_mpi_itself_is_told_to_build_the_pool_first",
+        own_init_body,
+    );
+}
+
+fn pool_in_a_child(_: ()) -> String {
+    match Pool::builder().mpi().processes(2).build() {
+        Err(Error::InvalidState(why)) => why,
+        Err(e) => format!("another error: {e}"),
+        Ok(_) => "built".into(),
+    }
+}
+
+#[test]
+fn a_local_pools_worker_never_starts_mpi_and_says_why() {
+    if rank().is_some() || std::env::var_os(ALONE_VAR).is_some() {
+        return;
+    }
+    let local = Pool::new(1).unwrap();
+    let why = local.apply(pool_in_a_child, ()).unwrap();
+    assert!(why.contains("never starts MPI"), "{why}");
 }
 
 /// A task that runs a local pool of two processes inside its rank: the squares, and the
@@ -746,4 +1010,68 @@ fn a_job_whose_program_builds_no_pool_ends_cleanly() {
     on_three_ranks("a_job_whose_program_builds_no_pool_ends_cleanly", || {
         assert_eq!((0..10u64).map(square).sum::<u64>(), 285);
     });
+}
+
+#[test]
+fn with_no_launcher_a_worker_killed_mid_job_ends_the_program_instead_of_hanging() {
+    let name = "with_no_launcher_a_worker_killed_mid_job_ends_the_program_instead_of_hanging";
+    if std::env::var_os(ALONE_VAR).is_some() {
+        killed_rank_body();
+        println!("{DONE}");
+        return;
+    }
+    if rank().is_some() {
+        return;
+    }
+    let started = Instant::now();
+    if let Some((ok, text)) = run_alone(name) {
+        assert!(
+            !ok,
+            "the program must fail once a worker is killed:\n{text}"
+        );
+        assert!(
+            !text.contains(DONE),
+            "the map succeeded without a worker:\n{text}"
+        );
+        assert!(
+            text.contains("died; ending the program"),
+            "the program did not say why it ended:\n{text}"
+        );
+        eprintln!("the program ended {:?} after it started", started.elapsed());
+    }
+}
+
+fn too_many_body() {
+    let asked = multiproc::cpu_count() + 1;
+    let outcome = Pool::builder().mpi().processes(asked).build();
+    // Never reached: the failed spawn ends the job.
+    println!("{DONE}: {:?}", outcome.map(|p| p.processes()));
+}
+
+#[test]
+fn under_mpirun_n_1_more_workers_than_slots_ends_the_job_saying_what_to_try() {
+    let name = "under_mpirun_n_1_more_workers_than_slots_ends_the_job_saying_what_to_try";
+    if rank().is_some() {
+        too_many_body();
+        return;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let exe = exe.to_string_lossy();
+    let args = [
+        "-n",
+        "1",
+        &exe,
+        "--exact",
+        name,
+        "--nocapture",
+        "--test-threads=1",
+    ];
+    if let Some((ok, text)) = mpirun_flags(name, false, &args) {
+        assert!(!ok, "{name}: the job went on after a failed spawn:\n{text}");
+        assert!(!text.contains(DONE), "{name}:\n{text}");
+        assert!(
+            text.contains("cannot spawn") && text.contains("processes(n)"),
+            "{name}: no word on what to try:\n{text}"
+        );
+    }
 }

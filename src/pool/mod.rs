@@ -187,17 +187,28 @@ impl PoolBuilder {
     /// rank 0; [`processes`](Self::processes) caps the ranks used (all of them by
     /// default), and [`Pool::pids`] is empty (the ranks may be on other machines).
     ///
-    /// Started as `mpirun -n 1 prog`, the first MPI pool starts its workers with
-    /// `MPI_Comm_spawn` (as `mpi4py.futures` does): [`processes`](Self::processes) of
-    /// them, else the job's free slots, else one per CPU. They run this same program,
-    /// serve every later MPI pool of it, and stop when it exits.
+    /// Started as `mpirun -n 1 prog`, or with no launcher at all (`./prog`), the first MPI
+    /// pool starts its workers with `MPI_Comm_spawn` (as `mpi4py.futures` does):
+    /// [`processes`](Self::processes) of them, else the job's free slots (the MPI
+    /// universe size less one, when MPI reports more than one), else one per CPU. They
+    /// run this same program, serve every later MPI pool of it, and stop when it exits.
+    /// With no launcher, the first MPI pool starts MPI itself, there and then, once per
+    /// process (`MPI_Init_thread` with `MPI_THREAD_MULTIPLE`, an Open MPI "singleton"),
+    /// and finalizes it when the program exits; it asks MPI to place its workers even
+    /// where they outnumber the cores (Open MPI's `map_by` `:OVERSUBSCRIBE` hint on the
+    /// spawn, as a local pool of that size would), and sets no variable of the
+    /// environment: where spawning fails, the error says what to try. Under a launcher,
+    /// the job's slots and the launcher's flags (`--oversubscribe`) decide, and a failed
+    /// spawn ends the job (`mpirun` would not end otherwise), saying what to try.
     ///
     /// Where it differs:
     /// - A task over its [`task_timeout`](Self::task_timeout) fails with
     ///   [`Error::Timeout`], but its rank is not killed (MPI would end the whole job): it
     ///   finishes the task, its outcome is dropped, and it takes no new task until then.
     /// - A rank that dies ends the whole job, as MPI does: `mpirun` stops every rank,
-    ///   rank 0 included, and exits with an error. Nothing waits forever.
+    ///   rank 0 included, and exits with an error. Nothing waits forever. With no
+    ///   launcher, the pool watches its spawned workers and ends the program itself
+    ///   (`MPI_Abort`, exit code 1, saying which worker died) when one dies.
     /// - [`maxtasksperchild`](Self::maxtasksperchild), [`retries`](Self::retries) and
     ///   [`start_method`](Self::start_method) do not apply; an initializer runs once on
     ///   each rank, and its arguments cannot hold handles (queues, locks).
@@ -206,9 +217,18 @@ impl PoolBuilder {
     /// - The worker ranks stop when rank 0 exits (however `main` ends); a rank still
     ///   running a task then gets 60 s before the job is aborted.
     ///
-    /// MPI is initialized before `main` in every rank (with `MPI_THREAD_MULTIPLE`) and
-    /// finalized when rank 0 exits: the bindings' `mpi::initialize()` returns `None` in
-    /// such a program; `mpi::topology::SimpleCommunicator::world()` reaches the job.
+    /// Under a launcher, MPI is initialized before `main` in every rank (with
+    /// `MPI_THREAD_MULTIPLE`) and finalized when rank 0 exits: the bindings'
+    /// `mpi::initialize()` returns `None` in such a program;
+    /// `mpi::topology::SimpleCommunicator::world()` reaches the job. With no launcher the
+    /// same holds once the first MPI pool is built; a program that initialized MPI
+    /// itself before (the bindings' `Universe` would finalize it before the pool could
+    /// stop its workers) is refused with [`Error::InvalidState`] saying to build the pool
+    /// first. A process started by this crate (a local pool's worker, a
+    /// [`Process`](crate::Process)), or forked from a process running MPI, never starts
+    /// MPI: an MPI pool built there is refused the same way. The program may still start
+    /// local pools and processes after MPI is up, with any start method: their
+    /// processes make no MPI call.
     ///
     /// Hybrid layout: a task may build a local pool on its rank. With one rank per node
     /// (`mpirun --map-by ppr:1:node prog`), each task spreads over its node's cores:
@@ -233,14 +253,38 @@ impl PoolBuilder {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     ///
-    /// Every rank must run the same binary. [`build`](Self::build) fails with
-    /// [`Error::InvalidState`] outside an MPI job of at least two ranks:
+    /// Every rank must run the same binary. Run with no launcher, this program starts
+    /// MPI and two workers (on a container, Open MPI may need
+    /// `OMPI_MCA_btl_vader_single_copy_mechanism=none`; as root, `mpirun` needs
+    /// `--allow-run-as-root`):
+    ///
+    /// ```no_run
+    /// use multiproc::Pool;
+    ///
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = Pool::builder().mpi().processes(2).build()?;
+    /// assert_eq!(pool.map(square, 0..10)?[9], 81);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// [`build`](Self::build) fails with [`Error::InvalidState`] where MPI cannot be
+    /// used, with the reason; here, in a local pool's worker:
     ///
     /// ```
-    /// # if std::env::var_os("OMPI_COMM_WORLD_SIZE").is_none() {
-    /// let refused = multiproc::Pool::builder().mpi().build();
-    /// assert!(matches!(refused, Err(multiproc::Error::InvalidState(_))));
-    /// # }
+    /// use multiproc::Pool;
+    ///
+    /// fn build_one_here(_: ()) -> bool {
+    ///     matches!(
+    ///         Pool::builder().mpi().build(),
+    ///         Err(multiproc::Error::InvalidState(_))
+    ///     )
+    /// }
+    ///
+    /// let local = Pool::new(1)?;
+    /// assert!(local.apply(build_one_here, ())?);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     #[cfg(feature = "mpi")]

@@ -186,3 +186,115 @@ pub(crate) fn receive_into(probed: (Message, Status), buf: &mut Vec<u8>) -> i32 
     unsafe { buf.set_len(received) };
     from
 }
+
+/// Starts `n` processes running `exe` (no arguments) with `MPI_Comm_spawn` from this
+/// process alone (over `MPI_COMM_SELF`), passing each of `info` as an `MPI_Info` key
+/// and value: the link to them, or MPI's own words for why it could not. A failure
+/// comes back as an error rather than ending the process, as MPI's default error
+/// handler would: the call is made on a duplicate of `MPI_COMM_SELF` that returns
+/// errors. The link itself ends the process on an error, as every communicator does by
+/// default: a worker that dies ends the job.
+pub(crate) fn spawn(
+    exe: &std::path::Path,
+    n: i32,
+    info: &[(&str, &str)],
+) -> std::result::Result<InterCommunicator, String> {
+    use mpi::raw::FromRaw;
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let ok = mpi::ffi::MPI_SUCCESS as i32;
+    let prog = CString::new(exe.as_os_str().as_bytes())
+        .map_err(|_| format!("the program's path {} holds a NUL byte", exe.display()))?;
+    let pairs = info
+        .iter()
+        .map(|(k, v)| Ok((CString::new(*k)?, CString::new(*v)?)))
+        .collect::<std::result::Result<Vec<_>, std::ffi::NulError>>()
+        .map_err(|_| "an MPI info key or value holds a NUL byte".to_string())?;
+    // SAFETY: reading the library's constant handles, set once MPI is initialized, as
+    // the caller's link to MPI (a universe) says it is.
+    let (self_comm, null_comm, returns, fatal) = unsafe {
+        (
+            mpi::ffi::RSMPI_COMM_SELF,
+            mpi::ffi::RSMPI_COMM_NULL,
+            mpi::ffi::RSMPI_ERRORS_RETURN,
+            mpi::ffi::RSMPI_ERRORS_ARE_FATAL,
+        )
+    };
+    let mut own = null_comm;
+    // SAFETY: `MPI_COMM_SELF` is live while MPI is; `own` is valid for writes. A
+    // duplicate of it involves this process alone, so the call cannot wait on others.
+    if unsafe { mpi::ffi::MPI_Comm_dup(self_comm, &mut own) } != ok {
+        return Err("MPI_Comm_dup of MPI_COMM_SELF failed".into());
+    }
+    // SAFETY: `own` is the live duplicate made above, this function's alone, and
+    // `MPI_ERRORS_RETURN` a predefined error handler.
+    unsafe { mpi::ffi::MPI_Comm_set_errhandler(own, returns) };
+    // SAFETY: reading a constant handle, as above.
+    let null_info = unsafe { mpi::ffi::RSMPI_INFO_NULL };
+    let mut hints = null_info;
+    // SAFETY: `hints` is valid for writes; MPI_Info_create writes a new info object.
+    let created = unsafe { mpi::ffi::MPI_Info_create(&mut hints) } == ok;
+    if !created {
+        // Spawned with no hints, which MPI_Comm_spawn accepts.
+        hints = null_info;
+    } else {
+        for (k, v) in &pairs {
+            // SAFETY: `hints` is the info object created above; key and value are
+            // NUL-terminated strings that MPI copies.
+            unsafe { mpi::ffi::MPI_Info_set(hints, k.as_ptr(), v.as_ptr()) };
+        }
+    }
+    let mut argv: [*mut std::os::raw::c_char; 1] = [std::ptr::null_mut()];
+    let mut codes = vec![ok; usize::try_from(n).unwrap_or(0)];
+    let mut inter = null_comm;
+    // SAFETY: every pointer is valid for the call: the program's path a NUL-terminated
+    // string, `argv` an empty NULL-terminated list, `codes` room for one code per
+    // process asked for, `inter` valid for writes; `hints` and `own` are live handles
+    // and this process the root (rank 0) of `own`, its only member.
+    let rc = unsafe {
+        mpi::ffi::MPI_Comm_spawn(
+            prog.as_ptr(),
+            argv.as_mut_ptr(),
+            n,
+            hints,
+            0,
+            own,
+            &mut inter,
+            codes.as_mut_ptr(),
+        )
+    };
+    if created {
+        // SAFETY: the info object created above, no longer used (MPI keeps what it
+        // needs of it).
+        unsafe { mpi::ffi::MPI_Info_free(&mut hints) };
+    }
+    // SAFETY: the duplicate made above, used by nothing else; the spawned link does
+    // not depend on it.
+    unsafe { mpi::ffi::MPI_Comm_free(&mut own) };
+    if rc != ok {
+        return Err(error_text(rc));
+    }
+    if let Some(code) = codes.iter().find(|c| **c != ok) {
+        return Err(error_text(*code));
+    }
+    // SAFETY: `inter` is the live intercommunicator MPI_Comm_spawn returned (it
+    // succeeded), held by nothing else; a predefined handler is set on it.
+    unsafe { mpi::ffi::MPI_Comm_set_errhandler(inter, fatal) };
+    // SAFETY: as above: a live intercommunicator that only the returned value holds.
+    Ok(unsafe { InterCommunicator::from_raw(inter) })
+}
+
+/// MPI's own text for the error `code`.
+fn error_text(code: std::os::raw::c_int) -> String {
+    let mut buf = vec![0 as std::os::raw::c_char; mpi::ffi::MPI_MAX_ERROR_STRING as usize + 1];
+    let mut len: std::os::raw::c_int = 0;
+    // SAFETY: `buf` has room for MPI_MAX_ERROR_STRING characters and a NUL, as the
+    // call requires; `len` is valid for writes.
+    let rc = unsafe { mpi::ffi::MPI_Error_string(code, buf.as_mut_ptr(), &mut len) };
+    if rc != mpi::ffi::MPI_SUCCESS as i32 {
+        return format!("MPI error {code}");
+    }
+    let len = usize::try_from(len).unwrap_or(0).min(buf.len());
+    let bytes: Vec<u8> = buf[..len].iter().map(|c| *c as u8).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}

@@ -17,6 +17,17 @@
 //! workers running this same program (`MPI_Comm_spawn`), whose hook finds the parent
 //! communicator and serves it the same way.
 //!
+//! Started with no launcher (`./prog`), the hook does nothing; the first MPI pool
+//! starts MPI itself (`MPI_Init_thread` with `MPI_THREAD_MULTIPLE`, once per process:
+//! an Open MPI "singleton"), registers the same exit handler as rank 0 of a launched
+//! job, and spawns its workers as above, asking MPI to place them even beyond the
+//! cores (`map_by` `:OVERSUBSCRIBE` on the spawn; a singleton counts one slot). It
+//! refuses, with the reason, where MPI must not start: in a process this crate started
+//! or one forked from a process running MPI (see `world`), and in a program that
+//! initialized MPI itself, whose own `Universe` would finalize MPI before the workers
+//! could be stopped. With no launcher to end the program when a worker dies, the pool
+//! watches the workers' pids ([`WATCHED`]) and ends it itself.
+//!
 //! Rank 0 gives each rank a few jobs at a time ([`IN_FLIGHT`]), one message per chunk of
 //! tasks (the same header and encoded chunk as a local worker's order), and each rank
 //! answers with the same report a local worker puts on its queue, so that outcomes,
@@ -42,7 +53,6 @@ use mpi::datatype::Equivalence;
 use mpi::environment::Universe;
 use mpi::point_to_point::{Destination, Message, Source, Status};
 use mpi::topology::{Communicator, SimpleCommunicator};
-use mpi::traits::Root;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +81,9 @@ const TAG_ENDED: i32 = 0x6d72;
 /// The tag of a worker rank's refusal to serve (its text follows): it runs another
 /// build of the program than rank 0, whose entry offsets mean nothing to it.
 const TAG_REFUSED: i32 = 0x6d73;
+
+/// The tag of a spawned worker's first word: its pid.
+const TAG_PID: i32 = 0x6d74;
 
 /// How often the handler looks at the time of the jobs when no report comes.
 const TICK: Duration = Duration::from_millis(10);
@@ -103,6 +116,12 @@ enum Order {
 struct World {
     rank: i32,
     threading: Threading,
+    /// Started by the first MPI pool, with no launcher: the program is a job of its
+    /// own.
+    singleton: bool,
+    /// The process that started MPI: a child forked from it inherits this record, not
+    /// MPI.
+    pid: u32,
 }
 
 static WORLD: OnceLock<World> = OnceLock::new();
@@ -119,6 +138,33 @@ static DUPLICATING: Mutex<Option<Duplicating>> = Mutex::new(None);
 /// communicator: they start it before `main`, so only a rank that runs another program
 /// (one that never does) keeps it waiting.
 const DUP_WAIT: Duration = Duration::from_secs(60);
+
+/// Whether this process has started MPI itself, with no launcher (see `world`): what
+/// a later MPI pool is told instead, once it has.
+static SINGLETON: Mutex<Option<String>> = Mutex::new(None);
+
+/// The spawned workers of a program started with no launcher, by rank, with their
+/// pids: no launcher ends the program when one dies, so the pool watches them.
+static WATCHED: OnceLock<Vec<(i32, u32)>> = OnceLock::new();
+
+/// The first watched worker (see [`WATCHED`]) that has died and is not in `ended`.
+fn dead_worker(ended: &HashSet<i32>) -> Option<(i32, u32)> {
+    WATCHED
+        .get()?
+        .iter()
+        .find(|(rank, pid)| !ended.contains(rank) && sysproc::has_ended(*pid))
+        .copied()
+}
+
+/// Ends the program as a launcher ends a job that loses a process: a worker died,
+/// and the pool's MPI link cannot serve nor stop cleanly without it.
+fn end_for_dead_worker(rank: i32, pid: u32) -> ! {
+    eprintln!(
+        "multiproc: the spawned MPI worker {rank} (pid {pid}) died; ending the program, as \
+         MPI ends a job that loses a process"
+    );
+    SimpleCommunicator::world().abort(1)
+}
 
 /// Held while workers are being spawned: one set of them per process.
 static SPAWNING: Mutex<()> = Mutex::new(());
@@ -195,15 +241,103 @@ fn on_load() {
             None => serve(universe, Comm::World(world)),
         }
     }
-    let _ = WORLD.set(World { rank, threading });
     *DUPLICATING.lock().unwrap_or_else(|e| e.into_inner()) = dup;
-    let Ok(stop) = message(&Order::Stop, &[]) else {
-        return;
+    let world = World {
+        rank,
+        threading,
+        singleton: false,
+        pid: std::process::id(),
     };
-    let _ = STOP.set(stop);
+    become_rank_0(universe, world);
+}
+
+/// Keeps `universe` until the process exits, when the exit handler stops the workers
+/// and finalizes MPI: this process runs the MPI pools.
+fn become_rank_0(universe: Universe, world: World) {
+    let stop = message(&Order::Stop, &[]);
     *UNIVERSE.lock().unwrap_or_else(|e| e.into_inner()) = Some(universe);
-    // The workers end when rank 0 does, however `main` ends.
+    // MPI is finalized when the process exits, however `main` ends, and the workers
+    // are stopped first.
     sysproc::at_exit(stop_workers);
+    if let Ok(stop) = stop {
+        let _ = STOP.set(stop);
+    }
+    let _ = WORLD.set(world);
+}
+
+/// This process's place in an MPI job: the one the load-time hook found, else a job of
+/// its own, started now with `MPI_Init_thread` (a singleton, as Open MPI calls it),
+/// once per process; the error says why there can be none.
+fn world() -> Result<&'static World> {
+    let mine = |world: &'static World| {
+        if world.pid == std::process::id() {
+            Ok(world)
+        } else {
+            Err(Error::state(
+                "a process forked from one that runs MPI cannot use MPI: build the MPI \
+                 pool in the program's own process",
+            ))
+        }
+    };
+    // First, and before the lock, which a forked child may have inherited held.
+    if crate::process::started_as_child() || crate::process::parent_process().is_some() {
+        return Err(Error::state(
+            "a process started by this crate (a local pool's worker, a `Process`) never \
+             starts MPI: build the MPI pool in the program's own process",
+        ));
+    }
+    if let Some(world) = WORLD.get() {
+        return mine(world);
+    }
+    let mut tried = SINGLETON.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(world) = WORLD.get() {
+        return mine(world);
+    }
+    if let Some(why) = &*tried {
+        return Err(Error::state(why.clone()));
+    }
+    if mpi::environment::is_initialized() || mpi::environment::is_finalized() {
+        return Err(Error::state(
+            "the program started MPI itself (`mpi::initialize`) before its first MPI \
+             pool, and would finalize it before the pool could stop its workers: build \
+             the pool first (it starts MPI, with MPI_THREAD_MULTIPLE), then reach MPI \
+             with `mpi::topology::SimpleCommunicator::world()`; or start the program \
+             with `mpirun`",
+        ));
+    }
+    if LAUNCH_VARS.iter().any(|v| std::env::var_os(v).is_some()) {
+        // The hook did not start MPI though a launcher started the program.
+        return Err(Error::state(
+            "this process has an MPI launcher's variables but is no rank of its job \
+             (started by a rank with `std::process::Command`?): it never starts MPI \
+             (clear the OMPI_*, PMI_* and PMIX_* variables to run it as a program of \
+             its own)",
+        ));
+    }
+    if image::secure_execution() {
+        return Err(Error::state(
+            "a program running with raised privileges (setuid) does not start MPI",
+        ));
+    }
+    let Some((universe, threading)) = mpi::initialize_with_threading(Threading::Multiple) else {
+        let why = "MPI could not be started in this process (MPI_Init_thread)".to_string();
+        *tried = Some(why.clone());
+        return Err(Error::state(why));
+    };
+    *tried = Some("MPI was started in this process already".into());
+    let rank = universe.world().rank();
+    become_rank_0(
+        universe,
+        World {
+            rank,
+            threading,
+            singleton: true,
+            pid: std::process::id(),
+        },
+    );
+    WORLD
+        .get()
+        .ok_or_else(|| Error::state("the MPI job started is not recorded"))
 }
 
 /// Waits after the `idle`-th look that found nothing: a yield at first, then sleeps
@@ -413,6 +547,10 @@ fn serve(universe: Universe, comm: Comm) -> ! {
     // Why this rank runs nothing: its build is not rank 0's.
     let mut foreign: Option<String> = None;
     let mut inbox: VecDeque<Vec<u8>> = VecDeque::new();
+    if matches!(comm, Comm::Spawned(_)) {
+        // Its parent watches it by this (see `WATCHED`).
+        root.send_with_tag(&std::process::id().to_le_bytes()[..], TAG_PID);
+    }
     // Sends a report; the message, for its memory to serve the next outcome.
     let report = |head: &Report, body: Vec<u8>| -> Option<Vec<u8>> {
         let m = seal(head, body).or_else(|e| match head {
@@ -615,21 +753,29 @@ extern "C" fn stop_workers() {
     for r in comm.workers() {
         comm.process_at_rank(r).send_with_tag(&stop[..], TAG_ORDER);
     }
-    let mut left = comm.workers().len();
+    let mut ended = HashSet::new();
     let any = comm.any_process();
     // Nothing here decodes: no thread-local state is left to do it with.
-    while left > 0 {
+    while ended.len() < comm.workers().len() {
         match any.immediate_matched_probe() {
             Some(probed) => {
-                let tag = probed.1.tag();
+                let (tag, from) = (probed.1.tag(), probed.1.source_rank());
                 // A report still on its way is taken, so that its rank can go on to stop.
                 drop(receive(probed, &REPORT_SPARES));
                 if tag == TAG_ENDED {
-                    left -= 1;
+                    ended.insert(from);
+                }
+            }
+            // A dead worker never says it ended (its last word, sent before it exits,
+            // would be there to probe by now).
+            None if dead_worker(&ended).is_some() && any.immediate_probe().is_none() => {
+                if let Some((rank, pid)) = dead_worker(&ended) {
+                    end_for_dead_worker(rank, pid);
                 }
             }
             None if over() => {
                 // A rank still runs a task that does not end: the job cannot end cleanly.
+                let left = comm.workers().len() - ended.len();
                 eprintln!(
                     "multiproc: {left} MPI worker rank(s) still busy {STOP_WAIT:?} after \
                      the program ended; aborting the job"
@@ -643,8 +789,10 @@ extern "C" fn stop_workers() {
 }
 
 /// Starts `n` workers (the job's free slots, or this machine's CPUs, when `None`) with
-/// `MPI_Comm_spawn`, once per process: the link to them.
-fn spawn_workers(n: Option<usize>) -> Result<&'static SharedComm> {
+/// `MPI_Comm_spawn`, once per process: the link to them. In a job of its own (no
+/// launcher), the program asks MPI to place them even where there are more processes
+/// than cores, as a local pool would: the count is the program's choice.
+fn spawn_workers(n: Option<usize>, singleton: bool) -> Result<&'static SharedComm> {
     let _one = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(link) = LINK.get() {
         return Ok(link);
@@ -657,18 +805,60 @@ fn spawn_workers(n: Option<usize>) -> Result<&'static SharedComm> {
         .filter(|s| *s > 1)
         .map(|s| s - 1);
     let n = n.or(slots).unwrap_or_else(crate::process::cpu_count).max(1);
-    let n = i32::try_from(n).map_err(|_| Error::state("too many MPI workers asked for"))?;
+    let count = i32::try_from(n).map_err(|_| Error::state("too many MPI workers asked for"))?;
     // The workers run this same program: its load-time hook makes them serve.
     let exe = std::env::current_exe()?;
-    let inter = SimpleCommunicator::world()
-        .process_at_rank(0)
-        .spawn(&std::process::Command::new(exe), n)
-        .map_err(|e| Error::state(format!("cannot spawn MPI workers: {e:?}")))?;
+    let info: &[(&str, &str)] = if singleton {
+        &[("map_by", ":OVERSUBSCRIBE")]
+    } else {
+        &[]
+    };
+    let inter = sysmpi::spawn(&exe, count, info).map_err(|e| {
+        let hint = if singleton {
+            "; as root, Open MPI needs OMPI_ALLOW_RUN_AS_ROOT=1 and \
+             OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 in the environment; or start the program \
+             with `mpirun -n N`, whose other ranks serve"
+        } else {
+            "; ask for fewer with `processes(n)`, or start the program with \
+             `mpirun -n 1 --oversubscribe`, or with `mpirun -n N`, whose other ranks serve"
+        };
+        format!("cannot spawn {n} MPI worker(s): {e}{hint}")
+    });
+    let inter = match inter {
+        Ok(inter) => inter,
+        Err(why) if singleton => return Err(Error::state(why)),
+        Err(why) => {
+            // Open MPI's `mpirun` does not end once a spawn of its job has failed, even
+            // after every process has: the job is ended here, as MPI's own error
+            // handler would have, but saying what to try.
+            eprintln!("multiproc: {why}; ending the MPI job");
+            SimpleCommunicator::world().abort(1)
+        }
+    };
     let link = SharedComm::new(Comm::Spawned(inter), Threading::Multiple)
         .ok_or_else(|| Error::state("the spawned MPI workers cannot be shared"))?;
     let _ = LINK.set(link);
-    LINK.get()
-        .ok_or_else(|| Error::state("the spawned MPI workers are not recorded"))
+    let link = LINK
+        .get()
+        .ok_or_else(|| Error::state("the spawned MPI workers are not recorded"))?;
+    // Each worker's pid, its first word (it has initialized MPI: the spawn waited).
+    let any = link.comm().any_process();
+    let deadline = crate::deadline::after(DUP_WAIT);
+    let over = || crate::deadline::remaining(deadline).is_some_and(|d| d.is_zero());
+    let spares = Spares::new();
+    let mut pids = Vec::new();
+    while pids.len() < link.comm().workers().len() {
+        let Some((m, from)) = next_message(&any, TAG_PID, &spares, over) else {
+            break;
+        };
+        if let Ok(pid) = <[u8; 4]>::try_from(&m[..]) {
+            pids.push((from, u32::from_le_bytes(pid)));
+        }
+    }
+    if singleton {
+        let _ = WATCHED.set(pids);
+    }
+    Ok(link)
 }
 
 /// How an MPI pool runs.
@@ -719,13 +909,7 @@ impl Core {
     pub(crate) fn start(spec: Spec) -> Result<(Arc<Core>, usize)> {
         // Keeps the hook in every program that builds an MPI pool.
         std::hint::black_box(ON_LOAD);
-        let world = WORLD.get().ok_or_else(|| {
-            Error::state(
-                "an MPI pool needs the program to run as an MPI job: start it with \
-                 `mpirun -n N` (the other ranks serve), or `mpirun -n 1` (workers are \
-                 spawned)",
-            )
-        })?;
+        let world = world()?;
         if world.rank != 0 {
             return Err(Error::state("only rank 0 of an MPI job runs an MPI pool"));
         }
@@ -750,7 +934,7 @@ impl Core {
         };
         let link = match link_to_ranks() {
             Some(link) => link?,
-            None => spawn_workers(spec.ranks)?,
+            None => spawn_workers(spec.ranks, world.singleton)?,
         };
         let available = link.comm().workers().len();
         let used = spec.ranks.map_or(available, |n| n.min(available));
@@ -913,6 +1097,9 @@ impl Core {
             }
             if last_check.elapsed() >= TICK {
                 last_check = Instant::now();
+                if let Some((rank, pid)) = dead_worker(&HashSet::new()) {
+                    end_for_dead_worker(rank, pid);
+                }
                 self.check_time(&mut st);
                 while let Some((why, _)) = next(TAG_REFUSED) {
                     st.book
