@@ -13,8 +13,8 @@
 //! ```
 //!
 //! The pool then starts MPI itself and spawns one worker per CPU running this same
-//! program (as under `mpirun -n 1`); the ranks printed are theirs among the spawned
-//! workers (0 and up), and rank 0 is also the name of the program's own process. In a
+//! program (as under `mpirun -n 1`); the ranks printed are then the workers' own ranks
+//! among the spawned workers (0 and up), the pids telling them from `main`'s process. In a
 //! container, Open MPI may need `OMPI_MCA_btl_vader_single_copy_mechanism=none`.
 //!
 //! The only line that differs from the local examples is the pool's construction:
@@ -34,10 +34,11 @@ use std::path::{Path, PathBuf};
 
 use multiproc::Pool;
 
-/// Where a task ran: its rank in the MPI job and its host.
+/// Where a task ran: its rank in the MPI job, its process and its host.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 struct Place {
     rank: String,
+    pid: u32,
     host: String,
 }
 
@@ -50,6 +51,7 @@ impl Place {
         let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         Place {
             rank,
+            pid: std::process::id(),
             host: host.trim().to_string(),
         }
     }
@@ -57,7 +59,7 @@ impl Place {
 
 impl std::fmt::Display for Place {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "rank {} on {}", self.rank, self.host)
+        write!(f, "rank {} (pid {}) on {}", self.rank, self.pid, self.host)
     }
 }
 
