@@ -450,15 +450,7 @@ fn alone_body() {
         "figure: a pool with no launcher: built in {built:?}, first result after {:?}",
         started.elapsed()
     );
-    assert_eq!(pool.processes(), 2);
-    let me = std::process::id();
-    let pids: BTreeSet<u32> = pool
-        .map_chunked(own_pid, vec![(); 40], 1)
-        .unwrap()
-        .into_iter()
-        .collect();
-    assert_eq!(pids.len(), 2, "both spawned workers took tasks: {pids:?}");
-    assert!(!pids.contains(&me), "no task ran in the program's process");
+    let pids = spawned_workers_serve_like_local_ones(pool);
     // The workers carry the run's token, by which the outer check finds any left.
     for pid in &pids {
         assert!(
@@ -466,36 +458,6 @@ fn alone_body() {
             "worker {pid} lacks the token"
         );
     }
-    assert_eq!(
-        pool.map(square, 0..100u64).unwrap(),
-        (0..100u64).map(|x| x * x).collect::<Vec<_>>()
-    );
-    assert!(matches!(pool.apply(boom, 3), Err(Error::Panicked { .. })));
-    drop(pool);
-    common::pool_behaviours::all(&|| Pool::builder().mpi());
-    // The workers are spawned once: a later pool uses the same ones.
-    let again = Pool::builder().mpi().build().unwrap();
-    let later: BTreeSet<u32> = again
-        .map_chunked(own_pid, vec![(); 40], 1)
-        .unwrap()
-        .into_iter()
-        .collect();
-    assert_eq!(later, pids);
-    drop(again);
-    let timed = Pool::builder()
-        .mpi()
-        .task_timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
-    let asked = Instant::now();
-    assert!(matches!(timed.apply(sleep_ms, 3000), Err(Error::Timeout)));
-    assert!(
-        asked.elapsed() < Duration::from_millis(2500),
-        "the timeout came only after {:?}",
-        asked.elapsed()
-    );
-    assert_eq!(timed.apply(square, 12).unwrap(), 144);
-    drop(timed);
     // Local processes after MPI is up, forked or started afresh, make no MPI call.
     for method in [
         multiproc::StartMethod::Fork,
@@ -794,8 +756,11 @@ fn close_then_join_completes_the_submitted_tasks() {
     );
 }
 
-fn spawned_body() {
-    let pool = Pool::builder().mpi().processes(2).build().unwrap();
+/// Checks a pool of two spawned workers (with no launcher, or under `mpirun -n 1`): the
+/// tasks run on both and never in this process, every shared behaviour holds, later
+/// pools use the same workers, and a task over its time fails with `Timeout` while the
+/// pool goes on. The workers' pids.
+fn spawned_workers_serve_like_local_ones(pool: Pool) -> BTreeSet<u32> {
     assert_eq!(pool.processes(), 2);
     let me = std::process::id();
     let pids: BTreeSet<u32> = pool
@@ -804,14 +769,13 @@ fn spawned_body() {
         .into_iter()
         .collect();
     assert_eq!(pids.len(), 2, "both spawned workers took tasks: {pids:?}");
-    assert!(!pids.contains(&me), "no task ran on rank 0");
+    assert!(!pids.contains(&me), "no task ran in the program's process");
     assert_eq!(
         pool.map(square, 0..100u64).unwrap(),
         (0..100u64).map(|x| x * x).collect::<Vec<_>>()
     );
     assert!(matches!(pool.apply(boom, 3), Err(Error::Panicked { .. })));
     drop(pool);
-    // Every shared behaviour holds with spawned workers too.
     common::pool_behaviours::all(&|| Pool::builder().mpi());
     // The workers are spawned once: a later pool uses the same ones.
     let again = Pool::builder().mpi().build().unwrap();
@@ -822,14 +786,24 @@ fn spawned_body() {
         .collect();
     assert_eq!(later, pids);
     drop(again);
-    // A task over its time fails with `Timeout` there too, and the pool goes on.
     let timed = Pool::builder()
         .mpi()
         .task_timeout(Duration::from_millis(300))
         .build()
         .unwrap();
-    assert!(matches!(timed.apply(sleep_ms, 2000), Err(Error::Timeout)));
+    let asked = Instant::now();
+    assert!(matches!(timed.apply(sleep_ms, 3000), Err(Error::Timeout)));
+    assert!(
+        asked.elapsed() < Duration::from_millis(2500),
+        "the timeout came only after {:?}",
+        asked.elapsed()
+    );
     assert_eq!(timed.apply(square, 12).unwrap(), 144);
+    pids
+}
+
+fn spawned_body() {
+    spawned_workers_serve_like_local_ones(Pool::builder().mpi().processes(2).build().unwrap());
 }
 
 #[test]
