@@ -802,6 +802,19 @@ fn spawned_workers_serve_like_local_ones(pool: Pool) -> BTreeSet<u32> {
     pids
 }
 
+/// `mpirun`'s arguments for one rank running this binary with only the test `name`.
+fn one_rank_of<'a>(exe: &'a str, name: &'a str) -> [&'a str; 7] {
+    [
+        "-n",
+        "1",
+        exe,
+        "--exact",
+        name,
+        "--nocapture",
+        "--test-threads=1",
+    ]
+}
+
 fn spawned_body() {
     spawned_workers_serve_like_local_ones(Pool::builder().mpi().processes(2).build().unwrap());
 }
@@ -816,15 +829,7 @@ fn under_mpirun_n_1_the_pool_spawns_its_workers() {
     }
     let exe = std::env::current_exe().expect("the test binary's path");
     let exe = exe.to_string_lossy();
-    let args = [
-        "-n",
-        "1",
-        &exe,
-        "--exact",
-        name,
-        "--nocapture",
-        "--test-threads=1",
-    ];
+    let args = one_rank_of(&exe, name);
     if let Some((ok, text)) = mpirun_with(name, &args) {
         assert!(ok && text.contains(DONE), "{name} under mpirun:\n{text}");
     }
@@ -1031,15 +1036,7 @@ fn under_mpirun_n_1_more_workers_than_slots_ends_the_job_saying_what_to_try() {
     }
     let exe = std::env::current_exe().expect("the test binary's path");
     let exe = exe.to_string_lossy();
-    let args = [
-        "-n",
-        "1",
-        &exe,
-        "--exact",
-        name,
-        "--nocapture",
-        "--test-threads=1",
-    ];
+    let args = one_rank_of(&exe, name);
     if let Some((ok, text)) = mpirun_flags(name, false, &args) {
         assert!(!ok, "{name}: the job went on after a failed spawn:\n{text}");
         assert!(!text.contains(DONE), "{name}:\n{text}");
