@@ -27,6 +27,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::pool_behaviours::{sleep_ms, square};
 use multiproc::{Error, Pool};
 
 /// The longest an `mpirun` of one test may take before the test fails.
@@ -132,10 +133,6 @@ fn on_three_ranks(name: &str, body: fn()) {
     }
 }
 
-fn square(x: u64) -> u64 {
-    x * x
-}
-
 /// The rank and the host a task ran on.
 fn where_run(x: u64) -> (u64, String, String) {
     std::thread::sleep(Duration::from_millis(5));
@@ -148,11 +145,6 @@ fn boom(x: u64) -> u64 {
         panic!("boom at {x}");
     }
     x
-}
-
-fn sleep_ms(ms: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
 }
 
 fn own_pid(_: ()) -> u32 {

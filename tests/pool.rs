@@ -13,32 +13,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{LONG, METHODS, pool_behaviours};
+use common::pool_behaviours::{self, boom, sleep_ms, slow_square, square};
+use common::{LONG, METHODS};
 use multiproc::{Error, Pool, Queue, StartMethod};
-
-fn square(x: u64) -> u64 {
-    x * x
-}
 
 fn pid_of(_: u64) -> u32 {
     std::process::id()
-}
-
-fn slow_square(x: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(x % 7));
-    x * x
-}
-
-fn boom(x: u64) -> u64 {
-    if x == 3 {
-        panic!("task {x} failed");
-    }
-    x
-}
-
-fn sleep_ms(ms: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
 }
 
 #[test]

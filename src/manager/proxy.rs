@@ -153,16 +153,7 @@ fn round_trip_with(
     timeout: Option<Duration>,
     fds: &[BorrowedFd<'_>],
 ) -> Result<Result<Vec<u8>>> {
-    let sent = with_head(req, |head| {
-        let len = head.len() + req.tail().len();
-        if len > limit {
-            return Ok(Err(Error::MessageTooLarge {
-                len: len as u64,
-                limit,
-            }));
-        }
-        conn.send_parts(&[head, req.tail()], fds, false).map(Ok)
-    })?;
+    let sent = with_parts(req, limit, |parts, _| conn.send_parts(parts, fds, false))?;
     if let Err(e) = sent {
         return Ok(Err(e));
     }
@@ -173,11 +164,24 @@ fn round_trip_with(
     read_reply(reply)
 }
 
-/// Runs `f` on the head of `req`, written into this thread's reused buffer.
-fn with_head<T>(req: &Request<'_>, f: impl Fn(&[u8]) -> T) -> T {
+/// Runs `send` on the parts of `req` (its head, written into this thread's reused
+/// buffer, and its tail) and their length in all; `Ok(Err(MessageTooLarge))`, with
+/// nothing sent, when that is past `limit`.
+fn with_parts(
+    req: &Request<'_>,
+    limit: usize,
+    send: impl Fn(&[&[u8]; 2], usize) -> Result<()>,
+) -> Result<Result<()>> {
     let run = |head: &mut Vec<u8>| {
         req.write_head(head);
-        f(head)
+        let len = head.len() + req.tail().len();
+        if len > limit {
+            return Ok(Err(Error::MessageTooLarge {
+                len: len as u64,
+                limit,
+            }));
+        }
+        send(&[head, req.tail()], len).map(Ok)
     };
     // A proxy dropped while the thread's locals are torn down finds no reused buffer.
     HEAD.try_with(|h| run(&mut h.borrow_mut()))
@@ -307,24 +311,16 @@ impl CallConn {
         let Some(mb) = &self.mailbox else {
             return round_trip(&self.conn, req, limit, None);
         };
-        let sent = with_head(req, |head| {
-            let len = head.len() + req.tail().len();
-            if len > limit {
-                return Ok(Err(Error::MessageTooLarge {
-                    len: len as u64,
-                    limit,
-                }));
-            }
-            let parts = [head, req.tail()];
+        let sent = with_parts(req, limit, |parts, len| {
             if mailbox::fits(len) {
-                if mb.post_data(&parts, mailbox::REQUEST) {
-                    return Ok(Ok(()));
+                if mb.post_data(parts, mailbox::REQUEST) {
+                    return Ok(());
                 }
             } else {
                 // Tells a server that spins to look at the socket.
                 mb.post(mailbox::REQUEST_ON_SOCKET);
             }
-            self.conn.send_parts(&parts, &[], false).map(Ok)
+            self.conn.send_parts(parts, &[], false)
         })?;
         if let Err(e) = sent {
             return Ok(Err(e));

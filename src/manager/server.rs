@@ -963,19 +963,7 @@ mod tests {
 
     #[test]
     fn a_client_that_closes_is_reported_to_every_object_it_called_once() {
-        let server = Server::new(&Config {
-            registry: Vec::new(),
-            exposed: Vec::new(),
-            max_request: 1 << 20,
-        })
-        .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let witness = Arc::new(Witness {
-            called: Mutex::new(Vec::new()),
-            gone: Mutex::new(tx),
-            saw_gone: Mutex::new(None),
-        });
-        let id = server.lock().insert(witness.clone(), "Witness");
+        let (server, witness, id, rx) = witness_server();
         let (client, served) = crate::connection::pipe(true).unwrap();
         let s = server.clone();
         let t = std::thread::spawn(move || s.client(served));

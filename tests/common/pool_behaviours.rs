@@ -14,23 +14,23 @@ use super::LONG;
 /// How a behaviour gets its pool's options.
 pub type MakeBuilder<'a> = &'a dyn Fn() -> PoolBuilder;
 
-fn square(x: u64) -> u64 {
+pub fn square(x: u64) -> u64 {
     x * x
 }
 
-fn slow_square(x: u64) -> u64 {
+pub fn slow_square(x: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(x % 7));
     x * x
 }
 
-fn boom(x: u64) -> u64 {
+pub fn boom(x: u64) -> u64 {
     if x == 3 {
         panic!("task {x} failed");
     }
     x
 }
 
-fn sleep_ms(ms: u64) -> u64 {
+pub fn sleep_ms(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
     ms
 }
