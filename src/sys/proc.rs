@@ -181,8 +181,14 @@ pub(crate) fn spawn_self(fd: BorrowedFd<'_>, env_key: &str) -> io::Result<u32> {
     Ok(pid as u32)
 }
 
+/// `pid` as the kernel's type: refused unless it is a positive `i32` (a larger number,
+/// read from elsewhere, would become a negative one: a process group).
 fn pid_of(pid: u32) -> io::Result<Pid> {
-    Pid::from_raw(pid as i32).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid 0"))
+    i32::try_from(pid)
+        .ok()
+        .filter(|p| *p > 0)
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no pid {pid}")))
 }
 
 /// A descriptor that becomes readable when process `pid` exits.
@@ -196,7 +202,7 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 /// Whether process `pid` has certainly ended: it no longer exists, or it is a zombie
 /// (its pidfd is readable). Anything unknown (no pidfd support, a failure) is `false`.
 pub(crate) fn has_ended(pid: u32) -> bool {
-    let Some(p) = Pid::from_raw(pid as i32) else {
+    let Ok(p) = pid_of(pid) else {
         return false;
     };
     match rustix::process::pidfd_open(p, PidfdFlags::empty()) {
@@ -357,5 +363,20 @@ mod marker_tests {
         for bad in ["", "3", "x,1", "3,y", "3,1,open", "3,1,close,more", "-1"] {
             assert_eq!(Marker::parse(bad), None, "{bad:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pid_that_is_no_process_id_is_unknown_never_ended() {
+        // Above i32::MAX a pid would turn into a negative number: a process group.
+        for pid in [0, u32::MAX, i32::MAX as u32 + 1] {
+            assert!(!has_ended(pid), "pid {pid}");
+            assert!(pidfd_open(pid).is_err(), "pid {pid}");
+        }
+        assert!(!has_ended(std::process::id()));
     }
 }
